@@ -1,0 +1,103 @@
+# One command per habit, the same for a developer and for CI.
+#   make install  - everything a fresh machine needs (venv, npm tools, proto stubs, engine)
+#   make demo     - install, then run a csv-header job on a generated sample folder
+#   make lint     - buf, cargo fmt/clippy, ruff, mypy
+#   make test     - install, then cargo test and pytest (real engine, real PostgreSQL)
+#   make bench    - release engine against find/fd/head, with peak memory
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+BUF     := tools/node_modules/.bin/buf
+PROTO   := proto/pravah/engine/v1/engine.proto
+PY_STUB := control_plane/pravah/engine/v1/engine_pb2.py
+ENGINE_DEBUG   := target/debug/pravah-engine
+ENGINE_RELEASE := target/release/pravah-engine
+
+.PHONY: help install venv tools proto engine engine-release lint fmt test test-rust test-python demo bench bench-deps services lock clean
+
+help:
+	@grep -E '^#   make' Makefile | sed 's/^#   //'
+
+install: venv tools proto engine
+
+# The venv is rebuilt when the dependency pins change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	cd tools && npm ci --silent --no-audit --no-fund
+	touch $@
+
+tools: tools/node_modules/.installed
+
+# Python stubs come from the proto at build time; grpcio-tools bundles protoc.
+$(PY_STUB): $(PROTO) $(VENV)/.installed scripts/gen_proto.py
+	$(PY) scripts/gen_proto.py
+
+proto: $(PY_STUB)
+
+# The Rust side generates its code in build.rs with a vendored protoc.
+engine:
+	cargo build --locked -p pravah-engine
+
+engine-release:
+	cargo build --locked --release -p pravah-engine
+
+lint: install
+	$(BUF) lint
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install
+	cargo fmt --all
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: install test-rust test-python
+
+test-rust:
+	cargo test --locked --workspace
+
+# PostgreSQL is started before the session on this kind of machine; start it
+# if it is down so a rebooted machine still runs the whole suite.
+services:
+	@scripts/ensure_services.sh
+
+test-python: services
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_DEBUG) $(VENV)/bin/pytest -q
+
+demo: venv tools proto engine-release
+	$(PY) scripts/make_sample.py .pravah/demo-csvs
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) PRAVAH_STATE_DIR=$(CURDIR)/.pravah/state \
+		$(VENV)/bin/pravah run .pravah/demo-csvs --task csv-header
+
+bench-deps:
+	@command -v fdfind >/dev/null || command -v fd >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq fd-find; } || \
+		echo "fd-find not installed: the fd column is skipped"
+
+bench: venv proto engine-release bench-deps
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/run.py $(BENCH_ARGS)
+
+# Re-pin Python dependencies after editing pyproject.toml.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	{ echo "# Pinned versions: pip install -c constraints.txt -e '.[dev]'. Regenerate: make lock"; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	cargo clean
+	rm -rf $(VENV) tools/node_modules control_plane/pravah/engine .pravah bench/out

@@ -1,0 +1,213 @@
+"""Pravah's benchmark: the engine next to the tools users compare it with.
+
+Why it looks like this: a number means something only beside its anchor, run
+on the same tree, in the same run, with a warm cache. Each case runs the
+anchor (find, fd, the head pipeline) and Pravah alternately, keeps the best of
+N wall times, and reads each command's peak RSS from wait4(), which includes
+every process of a pipeline. Nothing here asserts a time: it reports.
+
+    make bench                       # 200k-file tree, 100k CSVs
+    make bench BENCH_ARGS=--large    # 1M-file tree
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.generate import make_csv_tree, make_file_tree  # noqa: E402
+
+
+@dataclass
+class Measurement:
+    case: str
+    tool: str
+    files: int
+    seconds: float
+    files_per_s: float
+    peak_rss_mib: float
+    ratio_vs_anchor: float | None = None
+
+
+def timed(cmd: list[str] | str, *, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB, the process tree's largest) of one run."""
+    shell = isinstance(cmd, str)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        shell=shell,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        executable="/bin/bash" if shell else None,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        raise RuntimeError(f"{cmd!r} exited {proc.returncode}: {err[-2000:]}")
+    if proc.stderr:
+        proc.stderr.close()
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def best_of(
+    cmd: list[str] | str, runs: int, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    timed(cmd, env=env)  # warm the page cache and dentry cache
+    results = [timed(cmd, env=env) for _ in range(runs)]
+    return min(r[0] for r in results), max(r[1] for r in results)
+
+
+def count_files(root: Path, pattern: str = "*") -> int:
+    out = subprocess.run(
+        ["find", str(root), "-type", "f", "-name", pattern, "-not", "-name", ".pravah-bench*"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return out.count(b"\n")
+
+
+def engine_bin() -> str:
+    path = os.environ.get("PRAVAH_ENGINE_BIN") or str(ROOT / "target/release/pravah-engine")
+    if not Path(path).exists():
+        sys.exit(f"engine binary not found at {path}; run `make engine-release`")
+    return path
+
+
+def fd_bin() -> str | None:
+    return shutil.which("fd") or shutil.which("fdfind")
+
+
+def case(
+    name: str,
+    files: int,
+    runs: int,
+    anchor: tuple[str, list[str] | str],
+    others: list[tuple[str, list[str] | str]],
+    env: dict[str, str] | None = None,
+) -> list[Measurement]:
+    rows: list[Measurement] = []
+    anchor_rate = 0.0
+    for i, (tool, cmd) in enumerate([anchor, *others]):
+        secs, rss = best_of(cmd, runs, env)
+        rate = files / secs if secs > 0 else float("inf")
+        if i == 0:
+            anchor_rate = rate
+        rows.append(
+            Measurement(
+                name,
+                tool,
+                files,
+                round(secs, 4),
+                round(rate),
+                round(rss, 1),
+                None if i == 0 else round(rate / anchor_rate, 2),
+            )
+        )
+    return rows
+
+
+def print_table(rows: list[Measurement]) -> None:
+    cols = ("case", "tool", "files", "seconds", "files/s", "ratio", "peak MiB")
+    header = "{:<12} {:<28} {:>9} {:>9} {:>11} {:>7} {:>9}".format(*cols)
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        ratio = "anchor" if r.ratio_vs_anchor is None else f"{r.ratio_vs_anchor:.2f}x"
+        print(
+            f"{r.case:<12} {r.tool:<28} {r.files:>9} {r.seconds:>9.3f} "
+            f"{r.files_per_s:>11,} {ratio:>7} {r.peak_rss_mib:>9.1f}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--large", action="store_true", help="walk 1,000,000 files instead of 200,000"
+    )
+    parser.add_argument("--csv-files", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("PRAVAH_BENCH_DIR", ROOT / "bench/out/data")),
+    )
+    args = parser.parse_args()
+
+    tree_files = 1_000_000 if args.large else 200_000
+    tree = make_file_tree(args.data / f"tree-{tree_files}", tree_files)
+    csvs = make_csv_tree(args.data / f"csv-{args.csv_files}", args.csv_files)
+    engine = engine_bin()
+    rows: list[Measurement] = []
+
+    # Scan: names only, as find and fd print them.
+    n = count_files(tree)
+    others: list[tuple[str, list[str] | str]] = [
+        ("pravah-engine list", [engine, "list", str(tree)])
+    ]
+    if fd := fd_bin():
+        others.insert(0, ("fd -u", [fd, "-u", "-t", "f", ".", str(tree)]))
+    rows += case("scan", n, args.runs, ("find -type f", ["find", str(tree), "-type", "f"]), others)
+
+    # csv-header: the first line of every CSV.
+    n = count_files(csvs, "*.csv")
+    with tempfile.TemporaryDirectory(prefix="pravah-bench-") as tmp:
+        results = Path(tmp) / "results"
+        state = Path(tmp) / "state"
+        env = {**os.environ, "PRAVAH_ENGINE_BIN": engine, "PRAVAH_STATE_DIR": str(state)}
+        env.pop("DATABASE_URL", None)
+        pravah = str(Path(sys.executable).parent / "pravah")
+        rows += case(
+            "csv-header",
+            n,
+            args.runs,
+            ("find | xargs head -qn1", f"find {csvs} -name '*.csv' -print0 | xargs -0 head -qn1"),
+            [
+                (
+                    "pravah-engine process",
+                    [
+                        engine,
+                        "process",
+                        str(csvs),
+                        "--task",
+                        "csv-header",
+                        "--results-dir",
+                        str(results),
+                    ],
+                ),
+                (
+                    "pravah run (end to end)",
+                    [pravah, "run", str(csvs), "--task", "csv-header", "--quiet", "--json"],
+                ),
+            ],
+            env=env,
+        )
+
+    print_table(rows)
+    bare = next(r for r in rows if r.tool == "pravah-engine process")
+    e2e = next(r for r in rows if r.tool.startswith("pravah run"))
+    print(f"\npravah run / bare engine time: {e2e.seconds / bare.seconds:.2f}x")
+    out = ROOT / "bench/out/results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
