@@ -1,0 +1,326 @@
+"""Finding and running a local `pravah-engine` child process.
+
+Why: the embedded default ("no configuration at all") needs an engine on a
+free local port that lives exactly as long as the API or CLI command. The
+engine binds port 0 and prints one line, `listening on <ip:port>`, so there is
+no port race. The child is stopped with SIGTERM (clean shutdown) and killed
+only if it ignores that for the grace period. Its stderr (JSON logs) is
+drained continuously - a full pipe would block the engine - and the last lines
+are kept so a failed start can say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from pravah.errors import EngineBinaryNotFoundError, EngineUnavailableError
+from pravah.log import get_logger
+from pravah.settings import Settings
+
+ENGINE_NAME = "pravah-engine"
+_LISTENING = "listening on "
+_STDERR_TAIL_LINES = 30
+
+log = get_logger(__name__)
+
+
+def repo_root() -> Path:
+    """The source checkout this package lives in (control_plane/pravah/ -> repo)."""
+    return Path(__file__).resolve().parent.parent.parent
+
+
+def find_engine_bin(settings: Settings | None = None) -> Path:
+    """Locate the engine executable.
+
+    Order: PRAVAH_ENGINE_BIN (settings.engine_bin), then target/release and
+    target/debug of the checkout, then `pravah-engine` on PATH. Raises
+    EngineBinaryNotFoundError listing every path tried.
+    """
+    tried: list[str] = []
+    explicit = settings.engine_bin if settings is not None else None
+    if explicit is None and os.environ.get("PRAVAH_ENGINE_BIN"):
+        explicit = Path(os.environ["PRAVAH_ENGINE_BIN"])
+    if explicit is not None:
+        path = explicit.expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        # An explicit setting that is wrong is an error, not a hint to look elsewhere.
+        raise EngineBinaryNotFoundError(
+            f"PRAVAH_ENGINE_BIN is set to {str(path)!r}, but that is not an executable file; "
+            "build the engine with `cargo build -p pravah-engine` or fix the setting"
+        )
+    root = repo_root()
+    for profile in ("release", "debug"):
+        candidate = root / "target" / profile / ENGINE_NAME
+        tried.append(str(candidate))
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    on_path = shutil.which(ENGINE_NAME)
+    tried.append(f"{ENGINE_NAME} on PATH")
+    if on_path:
+        return Path(on_path)
+    raise EngineBinaryNotFoundError(
+        f"could not find the {ENGINE_NAME} executable; tried: {', '.join(tried)}. "
+        "Build it with `cargo build -p pravah-engine`, set PRAVAH_ENGINE_BIN, "
+        "or point PRAVAH_ENGINE_URLS at running engines"
+    )
+
+
+def _engine_args(binary: Path) -> list[str]:
+    return [str(binary), "--listen", "127.0.0.1:0"]
+
+
+def _parse_listening(line: str) -> str | None:
+    line = line.strip()
+    if line.startswith(_LISTENING):
+        return line[len(_LISTENING) :].strip()
+    return None
+
+
+class LocalEngine:
+    """Async context manager running `pravah-engine --listen 127.0.0.1:0`.
+
+    `async with LocalEngine(path) as url:` yields "127.0.0.1:<port>".
+    """
+
+    def __init__(
+        self,
+        binary: Path,
+        *,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.env = env
+        self.url: str | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
+        self._drainers: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalEngine:
+        """A LocalEngine for the binary `find_engine_bin(settings)` finds."""
+        return cls(
+            find_engine_bin(settings),
+            start_timeout=settings.engine_start_timeout,
+            stop_timeout=settings.engine_stop_timeout,
+        )
+
+    @property
+    def stderr_tail(self) -> str:
+        """The engine's last stderr lines (for error messages)."""
+        return "\n".join(self._stderr_tail)
+
+    async def start(self) -> str:
+        """Start the engine and return its address once it listens."""
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *_engine_args(self.binary),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env,
+                start_new_session=True,  # a Ctrl-C on the terminal reaches us, not the engine
+            )
+        except OSError as exc:
+            raise EngineUnavailableError(f"could not start {self.binary}: {exc}") from exc
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._drainers.append(asyncio.create_task(self._drain_stderr(self._proc.stderr)))
+        try:
+            url = await asyncio.wait_for(
+                self._read_listening(self._proc.stdout), self.start_timeout
+            )
+        except TimeoutError:
+            await self.stop()
+            raise EngineUnavailableError(
+                f"{self.binary} did not report `listening on` within {self.start_timeout:g} s; "
+                f"its last stderr lines:\n{self.stderr_tail or '(none)'}"
+            ) from None
+        except EngineUnavailableError:
+            await self.stop()
+            raise
+        self._drainers.append(asyncio.create_task(self._drain_stdout(self._proc.stdout)))
+        self.url = url
+        log.info("engine started", url=url, pid=self._proc.pid, binary=str(self.binary))
+        return url
+
+    async def _read_listening(self, stdout: asyncio.StreamReader) -> str:
+        while True:
+            raw = await stdout.readline()
+            if not raw:
+                assert self._proc is not None
+                code = await self._proc.wait()
+                await asyncio.sleep(0.05)  # let the stderr drainer catch the last lines
+                raise EngineUnavailableError(
+                    f"{self.binary} exited with code {code} before listening; "
+                    f"its last stderr lines:\n{self.stderr_tail or '(none)'}"
+                )
+            url = _parse_listening(raw.decode("utf-8", "replace"))
+            if url is not None:
+                return url
+
+    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
+        while raw := await stream.readline():
+            self._stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+
+    async def _drain_stdout(self, stream: asyncio.StreamReader) -> None:
+        while await stream.readline():
+            pass
+
+    async def stop(self) -> int | None:
+        """SIGTERM the engine, SIGKILL after stop_timeout; return its exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.stop_timeout)
+            except TimeoutError:
+                log.warning("engine ignored SIGTERM; killing it", pid=proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for task in self._drainers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 1.0) if not task.done() else None
+        self._drainers.clear()
+        log.info("engine stopped", pid=proc.pid, returncode=proc.returncode)
+        return proc.returncode
+
+    async def __aenter__(self) -> str:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class LocalEngineSync:
+    """The same as LocalEngine for synchronous code (CLI helpers, test fixtures).
+
+    `with LocalEngineSync(path) as url:`; reader threads drain its pipes.
+    """
+
+    def __init__(
+        self,
+        binary: Path,
+        *,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.env = env
+        self.url: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
+        self._url_ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def stderr_tail(self) -> str:
+        """The engine's last stderr lines."""
+        return "\n".join(self._stderr_tail)
+
+    def start(self) -> str:
+        """Start the engine and return its address once it listens."""
+        try:
+            self._proc = subprocess.Popen(
+                _engine_args(self.binary),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self.env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise EngineUnavailableError(f"could not start {self.binary}: {exc}") from exc
+        proc = self._proc
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout, stderr = proc.stdout, proc.stderr
+
+        def read_stdout() -> None:
+            for raw in stdout:
+                url = _parse_listening(raw.decode("utf-8", "replace"))
+                if url is not None and self.url is None:
+                    self.url = url
+                    self._url_ready.set()
+            self._url_ready.set()  # EOF: wake the starter so it can report the exit
+
+        def read_stderr() -> None:
+            for raw in stderr:
+                self._stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+
+        for target in (read_stdout, read_stderr):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        deadline = time.monotonic() + self.start_timeout
+        while not self._url_ready.wait(0.05):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EngineUnavailableError(
+                    f"{self.binary} did not report `listening on` within "
+                    f"{self.start_timeout:g} s; its last stderr lines:\n"
+                    f"{self.stderr_tail or '(none)'}"
+                )
+        if self.url is None:
+            code = proc.wait()
+            self._threads[1].join(1.0)
+            raise EngineUnavailableError(
+                f"{self.binary} exited with code {code} before listening; "
+                f"its last stderr lines:\n{self.stderr_tail or '(none)'}"
+            )
+        return self.url
+
+    def stop(self) -> int | None:
+        """SIGTERM the engine, SIGKILL after stop_timeout; return its exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for thread in self._threads:
+            thread.join(1.0)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        return proc.returncode
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

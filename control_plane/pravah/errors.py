@@ -1,0 +1,49 @@
+"""The control plane's one exception hierarchy.
+
+Why: the service layer (jobs, runner, engine client) raises these without
+knowing who called it. The REST API maps them to HTTP codes in one place
+(`pravah.api.app`), the CLI maps them to exit codes and messages; nothing
+below the edges picks a status code. Every message is a sentence meant for a
+human: it names the thing that went wrong and, where one exists, the fix.
+"""
+
+from __future__ import annotations
+
+
+class PravahError(Exception):
+    """Base class of every error Pravah raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFoundError(PravahError):
+    """A job, source or other named thing does not exist."""
+
+
+class InvalidRequestError(PravahError):
+    """The caller asked for something invalid (unknown task, bad option, bad source)."""
+
+
+class ConflictError(PravahError):
+    """The request is valid but not in the thing's current state (cancel a finished job)."""
+
+
+class EngineUnavailableError(PravahError):
+    """No engine answered: not started, crashed, or unreachable."""
+
+
+class EngineError(PravahError):
+    """An engine answered with an unexpected failure (internal error, protocol violation)."""
+
+
+class EngineBinaryNotFoundError(PravahError):
+    """The `pravah-engine` executable could not be found; the message lists every path tried."""
+
+
+class JobCancelledError(PravahError):
+    """A job was cancelled while it ran."""

@@ -1,0 +1,189 @@
+"""Job service layer shared by the REST API and the CLI.
+
+Why here and not in the routes: validation (task exists, options match the
+task's JSON Schema from the engine, source is a readable local directory) and
+state changes (cancel) must behave the same from every front end. Validation
+happens before anything is stored, so a rejected request leaves no row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import jsonschema
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from pravah import queue
+from pravah.engine_client import Capabilities, TaskInfo
+from pravah.errors import ConflictError, InvalidRequestError, NotFoundError
+from pravah.models import TERMINAL_STATUSES, Job, JobCreate, JobStatus, utcnow
+
+
+def resolve_source(source: str, roots: list[Path] | None = None) -> Path:
+    """The absolute local directory a source names; InvalidRequestError/NotFoundError if unusable.
+
+    Accepts a path or a file:// URI. With `roots`, the resolved path (after
+    following "..", and symlinks) must lie inside one of them.
+    """
+    text = source.strip()
+    if not text:
+        raise InvalidRequestError("source is empty; give a directory path")
+    if "\x00" in text:
+        raise InvalidRequestError("source contains a NUL byte")
+    if "://" in text:
+        parsed = urlparse(text)
+        if parsed.scheme != "file":
+            raise InvalidRequestError(
+                f"source {source!r} uses the {parsed.scheme}:// scheme, which is not supported "
+                "yet; give a local directory path or a file:// URI"
+            )
+        text = unquote(parsed.path)
+    path = Path(text).expanduser()
+    try:
+        resolved = path.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:
+        raise InvalidRequestError(f"source {source!r} cannot be resolved: {exc}") from exc
+    if roots:
+        resolved_roots = [r.expanduser().resolve() for r in roots]
+        if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
+            allowed = ", ".join(str(r) for r in resolved_roots)
+            raise InvalidRequestError(
+                f"source {source!r} resolves to {str(resolved)!r}, which is outside the "
+                f"allowed source roots ({allowed})"
+            )
+    if not resolved.exists():
+        raise InvalidRequestError(
+            f"source {source!r} does not exist (resolved to {str(resolved)!r})"
+        )
+    if not resolved.is_dir():
+        raise InvalidRequestError(
+            f"source {source!r} is not a directory (resolved to {str(resolved)!r}); "
+            "give the folder that contains the files"
+        )
+    return resolved
+
+
+def get_task(capabilities: Capabilities, name: str) -> TaskInfo:
+    """The task named `name`, or InvalidRequestError listing the available ones."""
+    task = capabilities.tasks.get(name)
+    if task is None:
+        available = ", ".join(sorted(capabilities.tasks)) or "(none)"
+        raise InvalidRequestError(f"unknown task {name!r}; available tasks: {available}")
+    return task
+
+
+def validate_options(task: TaskInfo, options: dict[str, Any]) -> None:
+    """Check options against the task's JSON Schema; the error names the bad option."""
+    schema = task.options_schema or {"type": "object"}
+    validator_cls = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
+    validator = validator_cls(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(options))
+    if error is None:
+        return
+    known = sorted((schema.get("properties") or {}).keys())
+    known_text = ", ".join(known) if known else "none"
+    if error.validator == "additionalProperties" and not error.path:
+        extra = sorted(set(options) - set(known))
+        names = ", ".join(repr(e) for e in extra) or "?"
+        raise InvalidRequestError(
+            f"unknown option {names} for task {task.name!r}; known options: {known_text}"
+        )
+    where = ".".join(str(p) for p in error.absolute_path)
+    if where:
+        raise InvalidRequestError(
+            f"invalid option {where!r} for task {task.name!r}: {error.message}"
+        )
+    raise InvalidRequestError(f"invalid options for task {task.name!r}: {error.message}")
+
+
+async def create_job(
+    session: AsyncSession,
+    data: JobCreate,
+    capabilities: Capabilities,
+    *,
+    source_roots: list[Path] | None = None,
+) -> Job:
+    """Validate and store a pending job; nothing is stored when validation fails."""
+    assert data.task is not None  # JobCreate guarantees it
+    task = get_task(capabilities, data.task)
+    validate_options(task, data.options)
+    source = resolve_source(data.source, source_roots)
+    now = utcnow()
+    job = Job(
+        task=task.name,
+        source=str(source),
+        destination=data.destination,
+        options=data.options,
+        filters=data.filters.model_dump(mode="json", exclude_defaults=True),
+        status=JobStatus.pending.value,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    await session.commit()
+    await session.refresh(job)
+    await queue.notify(session)
+    return job
+
+
+def _valid_id(job_id: str) -> bool:
+    try:
+        uuid.UUID(job_id)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+async def get_job(session: AsyncSession, job_id: str) -> Job:
+    """The job with this id, or NotFoundError (also for malformed ids)."""
+    if not _valid_id(job_id):
+        raise NotFoundError(f"no job with id {job_id!r} (job ids are UUIDs)")
+    job = await session.get(Job, str(uuid.UUID(job_id)), populate_existing=True)
+    if job is None:
+        raise NotFoundError(f"no job with id {job_id!r}")
+    return job
+
+
+async def list_jobs(
+    session: AsyncSession,
+    status: JobStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """One page of jobs, newest first, and the total matching `status`."""
+    stmt = select(Job)
+    count = select(func.count()).select_from(Job)
+    if status is not None:
+        stmt = stmt.where(Job.status == status.value)
+        count = count.where(col(Job.status) == status.value)
+    stmt = stmt.order_by(col(Job.created_at).desc(), col(Job.id).desc()).offset(offset).limit(limit)
+    items = list((await session.exec(stmt)).all())
+    total = int((await session.exec(count)).one())
+    return items, total
+
+
+async def request_cancel(session: AsyncSession, job_id: str) -> Job:
+    """Cancel a job: pending ones at once, running ones by flag (the runner stops them).
+
+    Raises ConflictError for jobs that already finished.
+    """
+    job = await get_job(session, job_id)
+    status = JobStatus(job.status)
+    now = utcnow()
+    if status in TERMINAL_STATUSES:
+        raise ConflictError(f"job {job.id} already finished ({status.value}); nothing to cancel")
+    job.cancel_requested = True
+    job.updated_at = now
+    if status == JobStatus.pending:
+        job.status = JobStatus.cancelled.value
+        job.finished_at = now
+        job.error = "cancelled before it started"
+    session.add(job)
+    await session.commit()
+    await session.refresh(job)
+    return job

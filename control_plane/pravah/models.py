@@ -1,0 +1,331 @@
+"""Job models: the table model, the request model and the public view.
+
+Why a family (as in FastAPI's full-stack template): `Job` is the row,
+`JobCreate` is exactly what a client may send (extra fields forbidden, sizes
+and dates parsed from human forms), `JobPublic` is exactly what a client sees
+(with a computed progress object), so neither leaks into the other.
+Timestamps are timezone-aware UTC everywhere; `UTCDateTime` makes SQLite (which
+stores naive text) hand them back aware as well.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from pravah.units import parse_datetime, parse_size
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """DateTime(timezone=True) that always returns aware UTC datetimes (SQLite too)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        # SQLite stores text; a naive UTC value keeps its ordering consistent.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JobStatus(StrEnum):
+    """Lifecycle of a job: pending -> running -> completed | failed | cancelled."""
+
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed, failed and cancelled."""
+        return self in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled)
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.failed, JobStatus.cancelled})
+
+
+# ------------------------------------------------------------------ request
+
+
+class JobFilters(BaseModel):
+    """Which files of the source take part; every condition must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include: list[str] = Field(default_factory=list, description="Globs, e.g. '**/*.csv'.")
+    exclude: list[str] = Field(default_factory=list, description="Globs that remove files.")
+    extensions: list[str] = Field(default_factory=list, description="Without the dot: 'csv'.")
+    min_size: int | None = Field(default=None, description="Bytes, or e.g. '100MB', '1.5GiB'.")
+    max_size: int | None = Field(default=None, description="Bytes, or e.g. '100MB', '1.5GiB'.")
+    modified_after: datetime | None = Field(default=None, description="Inclusive, ISO 8601.")
+    modified_before: datetime | None = Field(default=None, description="Exclusive, ISO 8601.")
+    include_hidden: bool = False
+    follow_symlinks: bool = False
+    max_depth: int | None = Field(default=None, ge=0, description="0 or null: no limit.")
+
+    @field_validator("min_size", "max_size", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, (int, str)):
+            return parse_size(value)
+        raise ValueError(f"invalid size {value!r}: expected a number of bytes or e.g. '100MB'")
+
+    @field_validator("modified_after", "modified_before", mode="before")
+    @classmethod
+    def _parse_dt(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return parse_datetime(value)
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalize_ext(cls, value: list[str]) -> list[str]:
+        return [e.strip().lstrip(".").lower() for e in value if e.strip().lstrip(".")]
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> JobFilters:
+        if (
+            self.min_size is not None
+            and self.max_size is not None
+            and self.min_size > self.max_size
+        ):
+            raise ValueError(
+                f"min_size ({self.min_size} bytes) is larger than max_size "
+                f"({self.max_size} bytes); no file could match"
+            )
+        if (
+            self.modified_after is not None
+            and self.modified_before is not None
+            and self.modified_after >= self.modified_before
+        ):
+            raise ValueError("modified_after must be earlier than modified_before")
+        return self
+
+
+class JobCreate(BaseModel):
+    """What a client sends to create a job (POST /jobs, `pravah run`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, description="A local directory path or file:// URI.")
+    task: str | None = Field(default=None, description="Task name, e.g. 'csv-header'.")
+    pipeline: list[Any] | None = Field(
+        default=None, description="Several steps; accepted in the schema, not supported yet."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="The task's options.")
+    filters: JobFilters = Field(default_factory=JobFilters)
+    destination: str | None = Field(default=None, description="Where tasks that write go.")
+
+    @model_validator(mode="after")
+    def _task_or_pipeline(self) -> JobCreate:
+        if self.pipeline is not None:
+            raise ValueError("pipelines are not supported yet; give a single 'task' instead")
+        if not self.task:
+            raise ValueError("'task' is required, e.g. \"csv-header\" (see GET /config)")
+        return self
+
+
+# -------------------------------------------------------------------- table
+
+
+class Job(SQLModel, table=True):
+    """One job row. Counters are cumulative; totals are null until listing ends."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_status_created_at", "status", "created_at"),)
+
+    id: str = SQLField(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
+    status: str = SQLField(default=JobStatus.pending.value, max_length=16, nullable=False)
+    task: str = SQLField(max_length=200, nullable=False)
+    source: str = SQLField(sa_column=sa.Column(sa.Text, nullable=False))
+    destination: str | None = SQLField(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    options: dict[str, Any] = SQLField(
+        default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False)
+    )
+    filters: dict[str, Any] = SQLField(
+        default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False)
+    )
+    created_at: datetime = SQLField(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False, index=True)
+    )
+    started_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    finished_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    updated_at: datetime = SQLField(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
+    )
+    files_total: int | None = SQLField(default=None, sa_column=sa.Column(sa.BigInteger))
+    bytes_total: int | None = SQLField(default=None, sa_column=sa.Column(sa.BigInteger))
+    files_done: int = SQLField(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    files_failed: int = SQLField(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    bytes_done: int = SQLField(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    bytes_failed: int = SQLField(
+        default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0")
+    )
+    error: str | None = SQLField(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    summary: dict[str, Any] | None = SQLField(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
+    workspace: str | None = SQLField(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    attempts: int = SQLField(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    cancel_requested: bool = SQLField(
+        default=False,
+        sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()),
+    )
+    worker_id: str | None = SQLField(default=None, max_length=200, nullable=True)
+    heartbeat_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+
+
+# ------------------------------------------------------------------- public
+
+
+class JobProgress(BaseModel):
+    """Counts so far, with rate and ETA once totals are known."""
+
+    files_total: int | None
+    bytes_total: int | None
+    files_done: int
+    files_failed: int
+    bytes_done: int
+    bytes_failed: int
+    percent: float | None = Field(description="0-100 by bytes (by files for empty files).")
+    files_per_second: float | None
+    bytes_per_second: float | None
+    eta_seconds: float | None
+
+
+class JobPublic(BaseModel):
+    """What clients see of a job."""
+
+    id: str
+    status: JobStatus
+    task: str
+    source: str
+    destination: str | None
+    options: dict[str, Any]
+    filters: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    progress: JobProgress
+    error: str | None
+    summary: dict[str, Any] | None
+    attempts: int
+    cancel_requested: bool
+
+    @classmethod
+    def from_job(cls, job: Job, now: datetime | None = None) -> JobPublic:
+        """The public view of a row, computing rate and ETA."""
+        return cls(
+            id=job.id,
+            status=JobStatus(job.status),
+            task=job.task,
+            source=job.source,
+            destination=job.destination,
+            options=job.options or {},
+            filters=job.filters or {},
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+            progress=compute_progress(job, now),
+            error=job.error,
+            summary=job.summary,
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+        )
+
+
+def compute_progress(job: Job, now: datetime | None = None) -> JobProgress:
+    """Percent, rates and ETA from the counters and the running time."""
+    files_seen = job.files_done + job.files_failed
+    bytes_seen = job.bytes_done + job.bytes_failed
+    percent: float | None = None
+    if job.files_total is not None and job.bytes_total is not None:
+        if job.bytes_total > 0:
+            percent = min(100.0, 100.0 * bytes_seen / job.bytes_total)
+        elif job.files_total > 0:
+            percent = min(100.0, 100.0 * files_seen / job.files_total)
+        else:
+            percent = 100.0 if job.status == JobStatus.completed else 0.0
+    files_rate: float | None = None
+    bytes_rate: float | None = None
+    eta: float | None = None
+    if job.started_at is not None:
+        end = job.finished_at or now or utcnow()
+        elapsed = (end - job.started_at).total_seconds()
+        if elapsed > 0:
+            files_rate = files_seen / elapsed
+            bytes_rate = bytes_seen / elapsed
+    if job.status == JobStatus.running and job.files_total is not None:
+        if job.bytes_total and bytes_rate:
+            eta = max(0.0, (job.bytes_total - bytes_seen) / bytes_rate)
+        elif job.files_total and files_rate:
+            eta = max(0.0, (job.files_total - files_seen) / files_rate)
+    elif job.status in TERMINAL_STATUSES:
+        eta = 0.0
+    return JobProgress(
+        files_total=job.files_total,
+        bytes_total=job.bytes_total,
+        files_done=job.files_done,
+        files_failed=job.files_failed,
+        bytes_done=job.bytes_done,
+        bytes_failed=job.bytes_failed,
+        percent=percent,
+        files_per_second=files_rate,
+        bytes_per_second=bytes_rate,
+        eta_seconds=eta,
+    )
+
+
+class JobList(BaseModel):
+    """One page of jobs, newest first."""
+
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,149 @@
+"""Configuration of the control plane, from environment variables.
+
+Why one class: every knob is declared once with its default and its
+environment name (`PRAVAH_*`, or the standard `DATABASE_URL` / `LOG_LEVEL`),
+so `.env.template`, the API, the workers and the CLI cannot disagree. With no
+environment at all the defaults give the embedded setup: a SQLite file in the
+state folder and a local engine started on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_state_dir() -> Path:
+    """`$XDG_STATE_HOME/pravah`, else `~/.local/state/pravah`."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "pravah"
+
+
+def normalize_database_url(url: str) -> str:
+    """Rewrite plain driver-less URLs to the async drivers SQLAlchemy needs.
+
+    `postgres://` and `postgresql://` (as Heroku-style providers hand them out)
+    become `postgresql+asyncpg://`; `sqlite://` becomes `sqlite+aiosqlite://`.
+    URLs that already name a driver are kept.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All control-plane settings; see `.env.template` for the environment names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRAVAH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Job store (SQLite default), job workspaces and results live here.",
+    )
+    database_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("DATABASE_URL", "PRAVAH_DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; empty means a SQLite file in state_dir.",
+    )
+    engine_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated engine addresses (host:port); empty starts a local engine.",
+    )
+    engine_bin: Path | None = Field(
+        default=None, description="Path of the pravah-engine executable to start locally."
+    )
+    engine_start_timeout: float = Field(default=30.0, gt=0)
+    engine_stop_timeout: float = Field(default=5.0, gt=0)
+    log_level: str = Field(
+        default="INFO",
+        validation_alias=AliasChoices("LOG_LEVEL", "PRAVAH_LOG_LEVEL", "log_level"),
+    )
+    run_worker: bool = Field(default=True, description="Run the job worker inside the API.")
+    worker_concurrency: int = Field(default=2, ge=1, description="Jobs one worker runs at once.")
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between queue polls.")
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    lease_timeout: float = Field(
+        default=60.0, gt=0, description="A running job without heartbeat this long is requeued."
+    )
+    max_attempts: int = Field(default=3, ge=1)
+    shutdown_timeout: float = Field(
+        default=10.0, ge=0, description="Grace period for running jobs on worker stop."
+    )
+    progress_persist_interval: float = Field(
+        default=0.5, gt=0, description="Least seconds between two progress writes to the DB."
+    )
+    results_default_limit: int = Field(default=100, ge=1)
+    results_max_limit: int = Field(default=1000, ge=1)
+    jobs_default_limit: int = Field(default=50, ge=1)
+    jobs_max_limit: int = Field(default=500, ge=1)
+    source_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="If set (comma list), job sources must lie inside one of these directories.",
+    )
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _split_engine_urls(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("source_roots", mode="before")
+    @classmethod
+    def _split_source_roots(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(
+                f"invalid log level {value!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+        return level
+
+    @model_validator(mode="after")
+    def _resolve_database_url(self) -> Settings:
+        self.state_dir = self.state_dir.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.state_dir / 'pravah.db'}"
+        else:
+            self.database_url = normalize_database_url(self.database_url)
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the job store is SQLite (single writer, no SKIP LOCKED)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Parent of the per-job workspaces."""
+        return self.state_dir / "jobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
