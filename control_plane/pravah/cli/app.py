@@ -1,0 +1,69 @@
+"""The `pravah` command: the Typer application and its command table.
+
+Why this layout: each group of commands lives in its own small module
+(`run` in-process, `serve`/`engine`/`tasks` for local processes, the REST
+client commands in `client`), and this module only wires them together.
+Heavy imports (SQLAlchemy, FastAPI, gRPC) happen inside the commands, so
+`pravah --help` and `pravah --version` stay instant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pravah import __version__
+from pravah.cli import client, local, run
+
+app = typer.Typer(
+    name="pravah",
+    help="Pravah: process a directory of files with a task, tracked as a job.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Expected errors are reported in one line by handle_errors(); anything
+    # that reaches Typer is a bug and should show a plain, complete traceback.
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pravah {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Pravah: process a directory of files with a task, tracked as a job."""
+
+
+LOCAL = "Run locally"
+REMOTE = "Talk to a server (pravah serve)"
+
+app.command("run", rich_help_panel=LOCAL)(run.run_command)
+app.command("tasks", rich_help_panel=LOCAL)(local.tasks_command)
+app.command("serve", rich_help_panel=LOCAL)(local.serve_command)
+app.command("engine", rich_help_panel=LOCAL)(local.engine_command)
+app.command("submit", rich_help_panel=REMOTE)(client.submit_command)
+app.command("status", rich_help_panel=REMOTE)(client.status_command)
+app.command("results", rich_help_panel=REMOTE)(client.results_command)
+app.command("cancel", rich_help_panel=REMOTE)(client.cancel_command)
+app.command("jobs", rich_help_panel=REMOTE)(client.jobs_command)
+
+
+def main() -> None:
+    """Console-script entry point (`pravah = "pravah.cli:main"`)."""
+    app()

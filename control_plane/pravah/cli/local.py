@@ -1,0 +1,131 @@
+"""Commands that start local processes: `serve`, `engine` and `tasks`.
+
+Why together: each one only assembles settings and hands over to a long-lived
+component (uvicorn with the API app, the engine binary, a short-lived engine
+for its capabilities); none of them touches the job store directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from pravah.cli.common import (
+    configure_cli_logging,
+    handle_errors,
+    load_settings,
+    out_console,
+)
+from pravah.cli.params import JsonOutput
+from pravah.cli.render import dump_json, render_tasks_table
+
+__all__ = ["engine_command", "serve_command", "tasks_command"]
+
+
+def serve_command(
+    host: Annotated[
+        str, typer.Option("--host", envvar="PRAVAH_HOST", help="Interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", envvar="PRAVAH_PORT", min=0, max=65535, help="TCP port (0: any)."),
+    ] = 8000,
+) -> None:
+    """Run the REST API, the job worker and (unless PRAVAH_ENGINE_URLS is set) a local engine."""
+    with handle_errors():
+        settings = load_settings()
+        from pravah.log import configure_logging
+
+        configure_logging(settings.log_level)
+        import uvicorn
+
+        from pravah.api.app import create_app
+
+        app = create_app(settings)
+
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises
+        # the signal it caught with the previous handler in place. A stop
+        # requested by a signal is the normal end of a server, so both
+        # previous handlers end the process with status 0.
+        def _stop(signum: int, frame: object) -> None:
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+def engine_command(
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen",
+            envvar="PRAVAH_ENGINE_LISTEN",
+            help="Address to listen on (host:port; port 0 picks a free one).",
+        ),
+    ] = "127.0.0.1:50051",
+) -> NoReturn:
+    """Run the Rust engine in the foreground (replaces this process)."""
+    with handle_errors():
+        from pravah.engine_launcher import find_engine_bin
+
+        binary = find_engine_bin(load_settings())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # exec, not a child: signals, exit status and stdout are the engine's own.
+        os.execv(binary, [str(binary), "--listen", listen])  # noqa: S606 - intended
+    raise typer.Exit(1)  # pragma: no cover - only reached when handle_errors swallowed
+
+
+async def fetch_capabilities(engine_url: str | None) -> dict[str, Any]:
+    """The capabilities (as served by GET /config) of ``engine_url`` or a short-lived engine.
+
+    Without ``--engine`` the first of PRAVAH_ENGINE_URLS is asked; with none
+    configured a local engine is started for the question and stopped after.
+    """
+    from pravah.engine_client import EngineClient
+    from pravah.engine_launcher import LocalEngine
+
+    settings = load_settings()
+
+    async def ask(url: str) -> dict[str, Any]:
+        async with EngineClient(url) as client:
+            capabilities = await client.capabilities()
+        return capabilities.to_dict()
+
+    url = engine_url or (settings.engine_urls[0] if settings.engine_urls else None)
+    if url:
+        return await ask(url)
+    async with LocalEngine.from_settings(settings) as local_url:
+        return await ask(local_url)
+
+
+def tasks_command(
+    json_output: JsonOutput = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            metavar="URL",
+            help="Ask this engine (host:port) instead of starting one "
+            "(default: first of PRAVAH_ENGINE_URLS).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List the engine's tasks and their options."""
+    with handle_errors():
+        configure_cli_logging(load_settings())
+        capabilities = asyncio.run(fetch_capabilities(engine))
+        if json_output:
+            dump_json(capabilities)
+            return
+        version = capabilities.get("engine_version")
+        if version:
+            out_console.print(f"engine {version}")
+        render_tasks_table(out_console, capabilities.get("tasks", []))

@@ -1,0 +1,61 @@
+"""Atomic output files for ``--output``.
+
+Why: a results file is often consumed by another program watching for it; a
+crash or Ctrl-C half-way must never leave a truncated file under the final
+name. Lines go to a temporary file in the same directory (same filesystem,
+so the rename is atomic), which is fsynced and then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+__all__ = ["atomic_writer", "write_jsonl_atomic"]
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Yields a binary file; on clean exit it replaces ``path``, on error it vanishes."""
+    target = path.expanduser()
+    directory = target.parent if str(target.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> int:
+    """Writes one JSON document per line; returns the number of lines written.
+
+    Lines may be dicts (serialized here) or already-serialized text/bytes
+    (passed through, so lines streamed from the server stay byte-identical).
+    """
+    count = 0
+    with atomic_writer(path) as handle:
+        for line in lines:
+            if isinstance(line, bytes):
+                data = line.rstrip(b"\n")
+            elif isinstance(line, str):
+                data = line.rstrip("\n").encode()
+            else:
+                data = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode()
+            if not data:
+                continue
+            handle.write(data + b"\n")
+            count += 1
+    return count

@@ -1,0 +1,302 @@
+"""`pravah run`: the embedded default, a whole job in one process.
+
+Why in-process rather than a local server: with no configuration at all a
+person gets a job store (SQLite in the state folder, migrated on start), an
+engine child process on a free port that lives exactly as long as the
+command, and the same validation and runner the API uses -- `create_job` and
+`run_job` are called directly, so there is no second implementation of
+either.
+
+Shutdown (the subtle part). SIGINT is taken over by a loop signal handler
+once the job exists: the first Ctrl-C asks the runner to stop the way the
+API's cancel does (``cancel_requested`` in the job row) and cancels the
+runner task if it has not ended within ``CANCEL_GRACE`` seconds; a second
+Ctrl-C cancels it at once. Either way the job row ends ``cancelled`` (this
+process owns the job, so it finalizes the row itself if the runner could
+not), the engine child is stopped by its context manager, and the exit
+status is 130. A Ctrl-C before the job exists simply unwinds (engine
+stopped) with 130.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pravah.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    configure_cli_logging,
+    err_console,
+    handle_errors,
+    load_settings,
+    out_console,
+)
+from pravah.cli.options import build_job_request
+from pravah.cli.output import write_jsonl_atomic
+from pravah.cli.params import (
+    Destination,
+    Exclude,
+    Extension,
+    FollowSymlinks,
+    Hidden,
+    Include,
+    JsonOutput,
+    MaxDepth,
+    MaxSize,
+    MinSize,
+    OutputFile,
+    Quiet,
+    Source,
+    Task,
+    TaskOption,
+)
+from pravah.cli.render import MAX_ERRORS_SHOWN, JobProgress, dump_json, render_summary
+
+if TYPE_CHECKING:
+    from pravah.db import Database
+    from pravah.models import Job, JobPublic
+    from pravah.settings import Settings
+
+__all__ = ["RunOutcome", "run_command", "run_embedded"]
+
+# Seconds the runner gets to wind down cooperatively after the first Ctrl-C.
+CANCEL_GRACE = 10.0
+
+
+@dataclass
+class RunOutcome:
+    """What the command prints: the final job, a few failed lines, the results written."""
+
+    job: dict[str, Any]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    lines_written: int | None = None
+    interrupted: bool = False
+
+
+@asynccontextmanager
+async def _engine(settings: Settings, engine_url: str | None) -> AsyncIterator[str]:
+    """The engine to use: ``--engine``, else PRAVAH_ENGINE_URLS, else a child process."""
+    url = engine_url or (settings.engine_urls[0] if settings.engine_urls else None)
+    if url:
+        yield url
+        return
+    from pravah.engine_launcher import LocalEngine
+
+    async with LocalEngine.from_settings(settings) as local_url:
+        yield local_url
+
+
+async def _public(db: Database, job_id: str) -> JobPublic:
+    from pravah.jobs import get_job
+    from pravah.models import JobPublic
+
+    async with db.session() as session:
+        return JobPublic.from_job(await get_job(session, job_id))
+
+
+async def _finalize_cancelled(db: Database, job_id: str) -> None:
+    """Marks the job cancelled if the runner was stopped before it could."""
+    from pravah.jobs import get_job
+    from pravah.models import JobStatus, utcnow
+
+    async with db.session() as session:
+        job = await get_job(session, job_id)
+        if JobStatus(job.status).is_terminal:
+            return
+        now = utcnow()
+        job.status = JobStatus.cancelled.value
+        job.cancel_requested = True
+        job.finished_at = now
+        job.updated_at = now
+        job.error = job.error or "cancelled by the user (Ctrl-C)"
+        session.add(job)
+        await session.commit()
+
+
+async def _request_cancel(db: Database, job_id: str) -> None:
+    from pravah.errors import ConflictError
+    from pravah.jobs import request_cancel
+
+    async with db.session() as session:
+        with contextlib.suppress(ConflictError):
+            await request_cancel(session, job_id)
+
+
+async def _run_with_sigint(
+    db: Database,
+    job: Job,
+    settings: Settings,
+    url: str,
+    on_progress: Callable[[JobPublic], None],
+) -> bool:
+    """Runs the job; returns True when it was interrupted by SIGINT."""
+    from pravah.runner import run_job
+
+    loop = asyncio.get_running_loop()
+    run_task = asyncio.ensure_future(run_job(job.id, settings, url, on_progress))
+    interrupted = asyncio.Event()
+
+    def on_sigint() -> None:
+        if interrupted.is_set():
+            run_task.cancel()  # second Ctrl-C: stop now
+        interrupted.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        waiter = asyncio.ensure_future(interrupted.wait())
+        await asyncio.wait({run_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not interrupted.is_set():
+            run_task.result()  # re-raise the runner's own failure, if any
+            return False
+        err_console.print("[yellow]cancelling (Ctrl-C again to stop at once)...[/yellow]")
+        await _request_cancel(db, job.id)
+        done, _ = await asyncio.wait({run_task}, timeout=CANCEL_GRACE)
+        if not done:
+            run_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await run_task
+        await _finalize_cancelled(db, job.id)
+        return True
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if not run_task.done():
+            run_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run_task
+
+
+async def run_embedded(
+    request: dict[str, Any],
+    settings: Settings,
+    *,
+    engine_url: str | None,
+    progress: JobProgress,
+    output: Path | None,
+    want_errors: bool,
+) -> RunOutcome:
+    """Validates, stores and runs one job in this process; see the module doc."""
+    from pravah import results
+    from pravah.db import Database, migrate
+    from pravah.engine_client import EngineClient
+    from pravah.jobs import create_job
+    from pravah.models import JobCreate, JobPublic
+
+    data = JobCreate.model_validate(request)  # same model, same errors as POST /jobs
+    await migrate(settings)
+    db = Database(settings)
+    try:
+        async with _engine(settings, engine_url) as url:
+            async with EngineClient(url) as client:
+                capabilities = await client.capabilities()
+            async with db.session() as session:
+                job = await create_job(
+                    session, data, capabilities, source_roots=settings.source_roots or None
+                )
+
+            def on_progress(public: JobPublic) -> None:
+                progress.update(public.model_dump(mode="json"))
+
+            with progress:
+                progress.update(JobPublic.from_job(job).model_dump(mode="json"))
+                interrupted = await _run_with_sigint(db, job, settings, url, on_progress)
+                final = await _public(db, job.id)
+                progress.update(final.model_dump(mode="json"))
+
+        outcome = RunOutcome(job=final.model_dump(mode="json"), interrupted=interrupted)
+        if interrupted:
+            return outcome
+        if output is not None:
+            lines = [line async for line in results.iter_lines(settings, job.id)]
+            outcome.lines_written = write_jsonl_atomic(output, lines)
+        if want_errors and final.progress.files_failed:
+            async for line in results.iter_lines(settings, job.id):
+                if line.get("error"):
+                    outcome.errors.append(line)
+                    if len(outcome.errors) >= MAX_ERRORS_SHOWN:
+                        break
+        return outcome
+    finally:
+        await db.dispose()
+
+
+def run_command(
+    source: Source,
+    task: Task,
+    option: TaskOption = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Extension = None,
+    min_size: MinSize = None,
+    max_size: MaxSize = None,
+    max_depth: MaxDepth = None,
+    hidden: Hidden = False,
+    follow_symlinks: FollowSymlinks = False,
+    dest: Destination = None,
+    output: OutputFile = None,
+    json_output: JsonOutput = False,
+    quiet: Quiet = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            metavar="URL",
+            help="Use this running engine (host:port) instead of starting one "
+            "(default: first of PRAVAH_ENGINE_URLS, else a child process).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a job here and now: local job store, engine child process, progress, summary.
+
+    Exit status: 0 when the job completed (per-file errors are counted, not
+    fatal), 1 when it failed or was cancelled, 2 on bad input, 130 on Ctrl-C.
+    """
+    with handle_errors():
+        request = build_job_request(
+            source=source,
+            task=task,
+            options=option or [],
+            include=include or [],
+            exclude=exclude or [],
+            extensions=ext or [],
+            min_size=min_size,
+            max_size=max_size,
+            max_depth=max_depth,
+            hidden=hidden,
+            follow_symlinks=follow_symlinks,
+            destination=dest,
+        )
+        settings = load_settings()
+        configure_cli_logging(settings)
+        progress = JobProgress(enabled=not (quiet or json_output))
+        outcome = asyncio.run(
+            run_embedded(
+                request,
+                settings,
+                engine_url=engine,
+                progress=progress,
+                output=output,
+                want_errors=not json_output,
+            )
+        )
+        job = outcome.job
+        if json_output:
+            dump_json(job)
+        else:
+            render_summary(out_console, job, outcome.errors)
+            if outcome.lines_written is not None and not quiet:
+                err_console.print(f"wrote {outcome.lines_written:,} result lines to {output}")
+        if outcome.interrupted:
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if job.get("status") != "completed":
+            raise typer.Exit(EXIT_FAILED)

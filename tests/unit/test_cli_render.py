@@ -1,0 +1,171 @@
+"""Unit tests of the CLI's rendering of jobs, summaries and tasks (plain dicts in, text out)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from pravah.cli.client import detail_message
+from pravah.cli.common import format_validation_error
+from pravah.cli.render import (
+    describe_options,
+    dump_json,
+    error_message,
+    job_counts,
+    render_jobs_table,
+    render_summary,
+    render_tasks_table,
+)
+from rich.console import Console
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, width=200, color_system=None, force_terminal=False), buffer
+
+
+JOB = {
+    "id": "7f1c0c9e-0000-4000-8000-000000000001",
+    "status": "completed",
+    "task": "csv-header",
+    "source": "/data",
+    "progress": {
+        "files_total": 6,
+        "bytes_total": 100,
+        "files_done": 4,
+        "files_failed": 2,
+        "bytes_done": 90,
+        "bytes_failed": 10,
+    },
+    "summary": {
+        "schemas": [
+            {"columns": ["id", "name", "city, state"], "files": 3, "example": "a/one.csv"},
+            {"columns": ["x"], "files": 1, "example": "b.tsv"},
+        ]
+    },
+}
+
+
+def test_counts_are_read_from_the_nested_progress_block() -> None:
+    counts = job_counts(JOB)
+    assert (counts.files_done, counts.files_failed, counts.files_total) == (4, 2, 6)
+    assert counts.files_processed == 6
+
+
+def test_counts_are_read_from_a_flat_document_too() -> None:
+    counts = job_counts({"files_done": 3, "files_failed": 1, "files_total": None})
+    assert (counts.files_processed, counts.files_total) == (4, None)
+
+
+def test_summary_table_names_every_schema_with_counts_examples_and_errors() -> None:
+    console, buffer = _console()
+    errors = [
+        {
+            "path": "empty.csv",
+            "size": 0,
+            "error": "the file is empty",
+            "error_kind": "invalid_data",
+        },
+        {"path": "ok.csv", "columns": ["a"]},
+        {"path": "blob.csv", "error": {"kind": "ERROR_KIND_INVALID_DATA", "message": "binary"}},
+    ]
+    render_summary(console, JOB, errors)
+    text = buffer.getvalue()
+    assert "2 distinct schemas" in text
+    assert "id, name, city, state" in text
+    assert "a/one.csv" in text
+    assert "b.tsv" in text
+    assert "completed" in text
+    assert "6 files (4 ok, 2 failed)" in text
+    assert "empty.csv: the file is empty" in text
+    assert "blob.csv: [invalid_data] binary" in text
+    assert "ok.csv" not in text
+
+
+def test_summary_of_a_failed_job_shows_the_reason() -> None:
+    console, buffer = _console()
+    render_summary(console, {**JOB, "status": "failed", "summary": None, "error": "engine died"})
+    text = buffer.getvalue()
+    assert "failed" in text
+    assert "reason: engine died" in text
+
+
+def test_error_message_is_none_for_successful_lines() -> None:
+    assert error_message({"path": "a", "columns": []}) is None
+    assert error_message({"path": "a", "error": None}) is None
+    assert error_message({"path": "a", "error": "bad"}) == "bad"
+
+
+def test_dump_json_writes_exactly_one_document() -> None:
+    buffer = io.StringIO()
+    dump_json(JOB, buffer)
+    assert json.loads(buffer.getvalue()) == JOB
+    assert buffer.getvalue().endswith("}\n")
+
+
+def test_jobs_table_lists_ids_and_statuses() -> None:
+    console, buffer = _console()
+    render_jobs_table(console, [JOB, {**JOB, "id": "other", "status": "running"}])
+    text = buffer.getvalue()
+    assert JOB["id"] in text
+    assert "other" in text
+    assert "running" in text
+
+
+def test_tasks_table_describes_options_from_the_schema() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "max_header_bytes": {"type": "integer", "default": 65536, "description": "Limit."},
+            "delimiter": {"type": ["string", "null"], "enum": [",", ";", None]},
+        },
+    }
+    assert describe_options(schema) == (
+        "max_header_bytes (integer, default 65536): Limit.\n"
+        'delimiter (string|null, one of ","/";"/null)'
+    )
+    assert describe_options({}) == "(none)"
+    console, buffer = _console()
+    render_tasks_table(
+        console,
+        [
+            {
+                "name": "csv-header",
+                "version": "1",
+                "description": "Headers.",
+                "options_schema": schema,
+            }
+        ],
+    )
+    assert "csv-header" in buffer.getvalue()
+    assert "max_header_bytes" in buffer.getvalue()
+
+
+def test_api_error_detail_is_one_line_for_strings_and_validation_lists() -> None:
+    import httpx
+
+    plain = httpx.Response(400, json={"detail": "unknown task 'nope'"})
+    assert detail_message(plain) == "unknown task 'nope'"
+    listed = httpx.Response(
+        422,
+        json={
+            "detail": [
+                {"loc": ["body", "filters", "min_size"], "msg": "Value error, invalid size"},
+                {"loc": ["body", "task"], "msg": "Field required"},
+            ]
+        },
+    )
+    assert detail_message(listed) == "filters.min_size: invalid size; task: Field required"
+    assert detail_message(httpx.Response(502, text="")) == "HTTP 502 Bad Gateway"
+
+
+def test_validation_errors_are_flattened_into_one_line() -> None:
+    import pytest
+    from pravah.models import JobCreate
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        JobCreate.model_validate({"source": "/x", "task": "t", "filters": {"min_size": "12XB"}})
+    message = format_validation_error(info.value)
+    assert message.startswith("filters.min_size: invalid size '12XB'")
+    assert "\n" not in message
