@@ -1,0 +1,145 @@
+"""The FastAPI application and its lifespan.
+
+Why the lifespan does so much: one `pravah serve` must be a complete service.
+On start it migrates the DB, starts a local engine when PRAVAH_ENGINE_URLS is
+empty, fetches the engine capabilities (the source of truth for tasks and
+options), and runs the worker in the background unless PRAVAH_RUN_WORKER is
+false (API-only instances in a scaled deployment). On stop it stops the
+worker gracefully, then the engine, then closes the DB.
+
+Errors: the service layer raises PravahError subclasses; they become HTTP
+codes here and nowhere else. Every error body is `{"detail": "<sentence>"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from pravah import __version__
+from pravah.api.routes import config, health, jobs
+from pravah.api.state import AppState
+from pravah.db import Database, migrate
+from pravah.engine_launcher import LocalEngine
+from pravah.errors import (
+    ConflictError,
+    EngineBinaryNotFoundError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    JobCancelledError,
+    NotFoundError,
+    PravahError,
+)
+from pravah.log import get_logger
+from pravah.settings import Settings, get_settings
+from pravah.worker import Worker
+
+log = get_logger(__name__)
+
+_STATUS: list[tuple[type[PravahError], int]] = [
+    (NotFoundError, 404),
+    (InvalidRequestError, 422),
+    (ConflictError, 409),
+    (JobCancelledError, 409),
+    (EngineUnavailableError, 503),
+    (EngineBinaryNotFoundError, 503),
+]
+
+
+def http_status(exc: PravahError) -> int:
+    """The HTTP status for a service error (500 for unexpected kinds)."""
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+def _describe_validation(errors: list[Any]) -> str:
+    parts: list[str] = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        kind = err.get("type", "")
+        msg = str(err.get("msg", "invalid"))
+        if kind == "json_invalid":
+            ctx = err.get("ctx") or {}
+            reason = ctx.get("error", msg)
+            return f"request body is not valid JSON: {reason}"
+        msg = msg.removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            msg = "unknown field (not allowed here)"
+        elif kind == "missing":
+            msg = "field required"
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API application; its lifespan runs migrations, engine and worker."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            await migrate(settings)
+            db = Database(settings)
+            stack.push_async_callback(db.dispose)
+            urls = list(settings.engine_urls)
+            if not urls:
+                urls = [await stack.enter_async_context(LocalEngine.from_settings(settings))]
+            state = AppState(settings=settings, db=db, engine_urls=urls)
+            stack.push_async_callback(state.close)
+            try:
+                await state.get_capabilities()
+            except PravahError as exc:
+                log.warning("engine capabilities unavailable at start", error=str(exc))
+            app.state.pravah = state
+            if settings.run_worker:
+                stop = asyncio.Event()
+                worker = Worker(settings, urls, db=db)
+                state.worker = worker
+                task = asyncio.create_task(worker.run(stop), name="pravah-worker")
+
+                async def stop_worker() -> None:
+                    stop.set()
+                    await task
+
+                stack.push_async_callback(stop_worker)
+            log.info("api ready", engines=urls, worker=settings.run_worker)
+            yield
+
+    app = FastAPI(
+        title="Pravah",
+        version=__version__,
+        description="File and data processing jobs over Rust engines.",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(config.router)
+    app.include_router(jobs.router)
+
+    @app.exception_handler(PravahError)
+    async def pravah_error(_: Request, exc: PravahError) -> JSONResponse:
+        return JSONResponse(status_code=http_status(exc), content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": _describe_validation(errors),
+                "errors": [
+                    {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                    for e in errors
+                ],
+            },
+        )
+
+    return app

@@ -1,0 +1,115 @@
+"""The jobs resource: create, list, get, cancel, results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from pravah import jobs as service
+from pravah import results
+from pravah.api.deps import CapabilitiesDep, SessionDep, SettingsDep, StateDep
+from pravah.errors import ConflictError, InvalidRequestError
+from pravah.models import JobCreate, JobList, JobPublic, JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+class ResultsPage(BaseModel):
+    """One page of per-file results, with the task's summary."""
+
+    summary: dict[str, Any] | None
+    items: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+async def create_job(
+    data: JobCreate,
+    session: SessionDep,
+    capabilities: CapabilitiesDep,
+    state: StateDep,
+    response: Response,
+) -> JobPublic:
+    """Validate and queue a job; 202 with its Location."""
+    job = await service.create_job(
+        session, data, capabilities, source_roots=state.settings.source_roots
+    )
+    if state.worker is not None:
+        state.worker.notify()
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobPublic.from_job(job)
+
+
+@router.get("")
+async def list_jobs(
+    session: SessionDep,
+    settings: SettingsDep,
+    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """Jobs, newest first, optionally with one status."""
+    limit = min(limit or settings.jobs_default_limit, settings.jobs_max_limit)
+    items, total = await service.list_jobs(session, job_status, limit, offset)
+    return JobList(
+        items=[JobPublic.from_job(j) for j in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, session: SessionDep) -> JobPublic:
+    """One job with its progress."""
+    return JobPublic.from_job(await service.get_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+    """Cancel: pending jobs at once, running ones shortly; 409 when already finished."""
+    return JobPublic.from_job(await service.request_cancel(session, job_id))
+
+
+@router.get("/{job_id}/results", response_model=None)
+async def get_results(
+    job_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    format: Annotated[Literal["json", "jsonl"], Query()] = "json",
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ResultsPage | StreamingResponse:
+    """Per-file results: a page (json) or every line streamed (jsonl)."""
+    job = await service.get_job(session, job_id)
+    job_status = JobStatus(job.status)
+    if not job_status.is_terminal:
+        raise ConflictError(
+            f"job {job.id} is {job_status.value}; its results are available once it finishes"
+        )
+    parts = results.load_parts(Path(job.workspace)) if job.workspace else None
+    if parts is None:
+        reason = f": {job.error}" if job.error else ""
+        raise ConflictError(f"job {job.id} ended {job_status.value} without results{reason}")
+    workspace = Path(job.workspace or ".")
+    if format == "jsonl":
+        return StreamingResponse(
+            results.iter_jsonl(parts, workspace), media_type="application/x-ndjson"
+        )
+    if limit is not None and limit > settings.results_max_limit:
+        raise InvalidRequestError(
+            f"limit {limit} is above the maximum of {settings.results_max_limit}; "
+            "page with offset or use format=jsonl"
+        )
+    limit = limit or settings.results_default_limit
+    items = results.read_page(parts, limit, offset, workspace)
+    return ResultsPage(
+        summary=job.summary,
+        items=items,
+        total=results.total_results(parts),
+        limit=limit,
+        offset=offset,
+    )

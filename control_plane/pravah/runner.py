@@ -1,0 +1,369 @@
+"""Driving one job through an engine: plan (List), run (Process), record.
+
+Why a separate module: the worker (for queued jobs) and the CLI (`pravah run`,
+in the foreground) run jobs the same way. One run has two concurrent parts:
+
+- the *drive* task talks to the engine: List writes the listing as chunk
+  files in the job's workspace (so totals, and with them an ETA, are known
+  before processing starts), then one Process call streams the chunk refs and
+  receives cumulative progress, batch results and the summary;
+- the *monitor* loop (the caller's task) wakes every
+  `progress_persist_interval` seconds, writes the latest counters to the DB,
+  calls `on_progress`, and reads `cancel_requested`. When it is set, it
+  cancels the drive task; the engine client then cancels the gRPC call, which
+  stops the engine's work.
+
+Progress is thus written at a bounded rate whatever the engine's event rate.
+Per-file failures are counted and recorded, never fatal; a job fails only
+when it cannot run at all (engine unreachable, source gone, bad chunk).
+If the run itself is cancelled from outside (worker shutdown), the job goes
+back to `pending` so another worker retries it; results part files are named
+per chunk and batch and written atomically, so a retry overwrites them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pravah.db import Database
+from pravah.engine_client import (
+    BatchEvent,
+    ChunkInfo,
+    ChunkWork,
+    EngineClient,
+    ItemDoneEvent,
+    ProgressEvent,
+    SummaryEvent,
+)
+from pravah.errors import NotFoundError, PravahError
+from pravah.log import get_logger
+from pravah.models import TERMINAL_STATUSES, Job, JobFilters, JobPublic, JobStatus, utcnow
+from pravah.results import RESULTS_DIR_NAME, Part, write_manifest
+from pravah.settings import Settings
+
+log = get_logger(__name__)
+
+ProgressCallback = Callable[[JobPublic], None]
+
+
+@dataclass
+class _RunState:
+    """What the drive task learned so far; read by the monitor."""
+
+    files_total: int | None = None
+    bytes_total: int | None = None
+    listed_files: int = 0
+    listed_bytes: int = 0
+    files_done: int = 0
+    files_failed: int = 0
+    bytes_done: int = 0
+    bytes_failed: int = 0
+    summary: dict[str, Any] | None = None
+    listing: dict[str, Any] = field(default_factory=dict)
+    parts: list[Part] = field(default_factory=list)
+    item_errors: list[str] = field(default_factory=list)
+    work_items: int = 0
+
+
+def workspace_of(settings: Settings, job_id: str) -> Path:
+    """`state_dir/jobs/<id>/`: chunks, results and the manifest of one job."""
+    return settings.jobs_dir / job_id
+
+
+async def run_job(
+    job_id: str,
+    settings: Settings,
+    engine_url: str,
+    on_progress: ProgressCallback | None = None,
+    *,
+    db: Database | None = None,
+    worker_id: str | None = None,
+) -> Job:
+    """Run job `job_id` to its end on the engine at `engine_url`; return the final row.
+
+    A pending job is marked running first (the CLI runs jobs this way; the
+    worker claims them beforehand). Finished jobs are returned unchanged.
+    """
+    own_db = db is None
+    database = db if db is not None else Database(settings)
+    try:
+        run = _JobRun(job_id, settings, engine_url, database, on_progress, worker_id)
+        return await run.run()
+    finally:
+        if own_db:
+            await database.dispose()
+
+
+class _JobRun:
+    def __init__(
+        self,
+        job_id: str,
+        settings: Settings,
+        engine_url: str,
+        db: Database,
+        on_progress: ProgressCallback | None,
+        worker_id: str | None,
+    ) -> None:
+        self.job_id = job_id
+        self.settings = settings
+        self.engine_url = engine_url
+        self.db = db
+        self.on_progress = on_progress
+        self.worker_id = worker_id
+        self.state = _RunState()
+        self.workspace = workspace_of(settings, job_id)
+        self.log = log.bind(job_id=job_id, engine=engine_url)
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def run(self) -> Job:
+        job = await self._start()
+        if JobStatus(job.status) != JobStatus.running:
+            return job
+        drive = asyncio.create_task(self._drive(job), name=f"drive-{self.job_id}")
+        user_cancelled = False
+        try:
+            while not drive.done():
+                await asyncio.wait({drive}, timeout=self.settings.progress_persist_interval)
+                if drive.done():
+                    break
+                if await self._persist_progress() and not user_cancelled:
+                    user_cancelled = True
+                    self.log.info("cancel requested; stopping the engine call")
+                    drive.cancel()
+        except asyncio.CancelledError:
+            # Our own task was cancelled (worker shutdown): stop the engine
+            # call, give the job back to the queue, and re-raise.
+            drive.cancel()
+            with contextlib.suppress(BaseException):
+                await drive
+            await self._requeue()
+            raise
+        return await self._finish(drive, user_cancelled)
+
+    async def _start(self) -> Job:
+        async with self.db.session() as session:
+            job = await session.get(Job, self.job_id, populate_existing=True)
+            if job is None:
+                raise NotFoundError(f"no job with id {self.job_id!r}")
+            status = JobStatus(job.status)
+            if status in TERMINAL_STATUSES:
+                return job
+            now = utcnow()
+            if job.cancel_requested:
+                job.status = JobStatus.cancelled.value
+                job.finished_at = now
+                job.error = job.error or "cancelled before it started"
+            elif status == JobStatus.pending:
+                job.status = JobStatus.running.value
+                job.started_at = job.started_at or now
+                job.attempts += 1
+                job.heartbeat_at = now
+                job.worker_id = self.worker_id or job.worker_id
+            job.workspace = str(self.workspace)
+            job.updated_at = now
+            # A retry starts from scratch: counters of an interrupted run are void.
+            job.files_done = job.files_failed = job.bytes_done = job.bytes_failed = 0
+            session.add(job)
+            await session.commit()
+            await session.refresh(job)
+        self._notify(job)
+        return job
+
+    # --------------------------------------------------------------- drive
+
+    async def _drive(self, job: Job) -> None:
+        chunks_dir = self.workspace / "chunks"
+        results_dir = self.workspace / RESULTS_DIR_NAME
+        for stale in (chunks_dir, results_dir, self.workspace / "parts.json"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+        chunks_dir.mkdir(parents=True, exist_ok=True)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        filters = JobFilters.model_validate(job.filters or {})
+        state = self.state
+
+        def on_chunk(chunk: ChunkInfo) -> None:
+            state.listed_files += chunk.files
+            state.listed_bytes += chunk.bytes
+
+        async with EngineClient(self.engine_url) as client:
+            listing = await client.list_to_chunks(
+                job.source, str(chunks_dir), filters, on_chunk=on_chunk
+            )
+            state.files_total = listing.summary.files
+            state.bytes_total = listing.summary.bytes
+            state.listing = {
+                "files": listing.summary.files,
+                "bytes": listing.summary.bytes,
+                "directories": listing.summary.directories,
+                "errors": listing.summary.errors,
+                "elapsed_ms": listing.summary.elapsed_ms,
+                "chunks": len(listing.chunks),
+                "error_examples": [
+                    {"path": e.path, "kind": e.kind, "message": e.message}
+                    for e in listing.errors[:10]
+                ],
+            }
+            self.log.info(
+                "listing done",
+                files=listing.summary.files,
+                bytes=listing.summary.bytes,
+                chunks=len(listing.chunks),
+            )
+            work = [
+                ChunkWork(id=f"chunk-{c.index:06d}", uri=c.uri, root=listing.summary.root)
+                for c in listing.chunks
+            ]
+            state.work_items = len(work)
+            interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
+            async for event in client.process(
+                job.task,
+                work,
+                options=job.options,
+                results_dir=str(results_dir),
+                destination=job.destination or "",
+                job_id=job.id,
+                progress_interval_ms=interval_ms,
+            ):
+                self._apply(event)
+
+    def _apply(self, event: ProgressEvent | BatchEvent | ItemDoneEvent | SummaryEvent) -> None:
+        state = self.state
+        if isinstance(event, ProgressEvent):
+            state.files_done = event.files_done
+            state.files_failed = event.files_failed
+            state.bytes_done = event.bytes_done
+            state.bytes_failed = event.bytes_failed
+        elif isinstance(event, BatchEvent):
+            if event.part_uri:
+                state.parts.append(
+                    Part(
+                        path=event.part_uri,
+                        files=event.files,
+                        work_id=event.work_id,
+                        sequence=event.sequence,
+                    )
+                )
+        elif isinstance(event, ItemDoneEvent):
+            if event.error is not None:
+                state.item_errors.append(f"{event.work_id}: {event.error.message}")
+        else:
+            totals = event.totals
+            state.files_done = totals.files_done
+            state.files_failed = totals.files_failed
+            state.bytes_done = totals.bytes_done
+            state.bytes_failed = totals.bytes_failed
+            state.summary = event.summary
+
+    # ------------------------------------------------------------- records
+
+    def _copy_counters(self, job: Job) -> None:
+        s = self.state
+        job.files_total = s.files_total
+        job.bytes_total = s.bytes_total
+        job.files_done = s.files_done
+        job.files_failed = s.files_failed
+        job.bytes_done = s.bytes_done
+        job.bytes_failed = s.bytes_failed
+
+    async def _persist_progress(self) -> bool:
+        """Write counters and heartbeat; return True when a cancel was requested."""
+        try:
+            async with self.db.session() as session:
+                job = await session.get(Job, self.job_id, populate_existing=True)
+                if job is None:  # deleted under us: stop
+                    return True
+                self._copy_counters(job)
+                now = utcnow()
+                job.updated_at = now
+                job.heartbeat_at = now
+                session.add(job)
+                await session.commit()
+                await session.refresh(job)
+        except Exception as exc:  # a busy DB must not kill the run; try again next tick
+            self.log.warning("could not persist progress", error=str(exc))
+            return False
+        self._notify(job)
+        return job.cancel_requested
+
+    async def _finish(self, drive: asyncio.Task[None], user_cancelled: bool) -> Job:
+        status = JobStatus.completed
+        error: str | None = None
+        try:
+            await drive
+        except asyncio.CancelledError:
+            status, error = JobStatus.cancelled, "cancelled by request"
+        except NotFoundError as exc:
+            status, error = JobStatus.failed, str(exc)
+        except PravahError as exc:
+            status, error = JobStatus.failed, str(exc)
+        except Exception as exc:
+            self.log.exception("job run crashed")
+            status, error = JobStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
+        if status == JobStatus.completed and user_cancelled:
+            status, error = JobStatus.cancelled, "cancelled by request"
+        if status == JobStatus.completed and self.state.item_errors:
+            status = JobStatus.failed
+            first = self.state.item_errors[0]
+            error = (
+                f"{len(self.state.item_errors)} of {self.state.work_items} work items "
+                f"could not be processed; first: {first}"
+            )
+        if self.state.parts:
+            with contextlib.suppress(OSError):
+                write_manifest(self.workspace, self.state.parts)
+        summary = dict(self.state.summary) if self.state.summary is not None else None
+        if summary is not None and self.state.listing:
+            summary.setdefault("listing", self.state.listing)
+        async with self.db.session() as session:
+            job = await session.get(Job, self.job_id, populate_existing=True)
+            if job is None:
+                raise NotFoundError(f"job {self.job_id} vanished while it ran")
+            self._copy_counters(job)
+            now = utcnow()
+            job.status = status.value
+            job.error = error
+            job.summary = summary
+            job.finished_at = now
+            job.updated_at = now
+            session.add(job)
+            await session.commit()
+            await session.refresh(job)
+        self.log.info(
+            "job finished",
+            status=status.value,
+            files_done=job.files_done,
+            files_failed=job.files_failed,
+            error=error,
+        )
+        self._notify(job)
+        return job
+
+    async def _requeue(self) -> None:
+        with contextlib.suppress(Exception):
+            async with self.db.session() as session:
+                job = await session.get(Job, self.job_id, populate_existing=True)
+                if job is not None and job.status == JobStatus.running.value:
+                    job.status = JobStatus.pending.value
+                    job.worker_id = None
+                    job.updated_at = utcnow()
+                    session.add(job)
+                    await session.commit()
+                    self.log.info("job returned to the queue")
+
+    def _notify(self, job: Job) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(JobPublic.from_job(job))
+        except Exception:  # a broken display must not stop the job
+            self.log.exception("on_progress callback failed")

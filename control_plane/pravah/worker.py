@@ -1,0 +1,189 @@
+"""The job worker: claims queued jobs and runs them on engines.
+
+Why this shape (procrastinate's worker is the model):
+
+- a semaphore bounds how many jobs run at once (`worker_concurrency`); the
+  loop only claims a job when it holds a free slot, so a claimed job never
+  waits in memory while its lease ticks;
+- between claims the loop waits for whichever comes first: the stop event,
+  an in-process wake-up (`notify()`, called by the API after an enqueue), or
+  the poll interval;
+- a heartbeat task renews the leases of this worker's running jobs and
+  recovers jobs whose worker died (stale lease -> pending, or failed once
+  out of attempts);
+- on stop, running jobs get `shutdown_timeout` seconds to finish; then they
+  are cancelled, which cancels their engine calls and puts them back to
+  `pending` for another worker.
+
+Engines are used round-robin, one per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+
+from pravah import queue
+from pravah.db import Database
+from pravah.log import get_logger
+from pravah.runner import ProgressCallback, run_job
+from pravah.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+class Worker:
+    """Runs queued jobs until `stop` is set; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine_urls: Sequence[str],
+        *,
+        db: Database | None = None,
+        worker_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        if not engine_urls:
+            raise ValueError("a Worker needs at least one engine URL")
+        self.settings = settings
+        self.engine_urls = list(engine_urls)
+        self._db = db
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.on_progress = on_progress
+        # Set by notify() to cut the poll wait short after an in-process enqueue.
+        self._wake = asyncio.Event()
+        # Jobs in flight; each holds one semaphore slot until it ends.
+        self._running: set[asyncio.Task[None]] = set()
+        self._urls = itertools.cycle(self.engine_urls)
+        self.log = log.bind(worker_id=self.worker_id)
+
+    def notify(self) -> None:
+        """Wake the loop now (a job was just enqueued in this process)."""
+        self._wake.set()
+
+    @property
+    def running_jobs(self) -> int:
+        """How many jobs this worker runs right now."""
+        return len(self._running)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run jobs until `stop` is set; then stop gracefully."""
+        own_db = self._db is None
+        db = self._db if self._db is not None else Database(self.settings)
+        slots = asyncio.Semaphore(self.settings.worker_concurrency)
+        heartbeat = asyncio.create_task(self._heartbeat(db, stop), name="worker-heartbeat")
+        self.log.info(
+            "worker started",
+            concurrency=self.settings.worker_concurrency,
+            engines=self.engine_urls,
+        )
+        try:
+            while not stop.is_set():
+                if not await self._acquire(slots, stop):
+                    break
+                try:
+                    async with db.session() as session:
+                        job_id = await queue.claim_job(session, self.worker_id)
+                except Exception as exc:
+                    slots.release()
+                    self.log.warning("could not claim a job", error=str(exc))
+                    await _wait_any(stop, self._wake, self.settings.poll_interval)
+                    continue
+                if job_id is None:
+                    slots.release()
+                    self._wake.clear()
+                    await _wait_any(stop, self._wake, self.settings.poll_interval)
+                    continue
+                task = asyncio.create_task(self._run_one(db, job_id, slots), name=f"job-{job_id}")
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        finally:
+            await self._shutdown()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            if own_db:
+                await db.dispose()
+            self.log.info("worker stopped")
+
+    async def _acquire(self, slots: asyncio.Semaphore, stop: asyncio.Event) -> bool:
+        """Take a slot, or return False if stop is set first."""
+        if not slots.locked():
+            await slots.acquire()
+            return True
+        acquire = asyncio.create_task(slots.acquire())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({acquire, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if acquire.done() and not acquire.cancelled():
+            if stop.is_set():
+                slots.release()
+                return False
+            return True
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        return False
+
+    async def _run_one(self, db: Database, job_id: str, slots: asyncio.Semaphore) -> None:
+        url = next(self._urls)
+        try:
+            await run_job(
+                job_id,
+                self.settings,
+                url,
+                self.on_progress,
+                db=db,
+                worker_id=self.worker_id,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("job run failed outside the runner", job_id=job_id)
+        finally:
+            slots.release()
+
+    async def _shutdown(self) -> None:
+        if not self._running:
+            return
+        running = set(self._running)
+        self.log.info("waiting for running jobs", jobs=len(running))
+        _, pending = await asyncio.wait(running, timeout=self.settings.shutdown_timeout)
+        for task in pending:
+            task.cancel()  # the runner requeues the job
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _heartbeat(self, db: Database, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_interval)
+            if stop.is_set():
+                return
+            try:
+                async with db.session() as session:
+                    await queue.heartbeat(session, self.worker_id)
+                    requeued, failed = await queue.recover_stale(
+                        session, self.settings.lease_timeout, self.settings.max_attempts
+                    )
+                if requeued or failed:
+                    self.log.warning("recovered stale jobs", requeued=requeued, failed=failed)
+                    self.notify()
+            except Exception as exc:
+                self.log.warning("heartbeat failed", error=str(exc))
