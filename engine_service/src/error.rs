@@ -1,0 +1,67 @@
+//! The engine's one error type.
+//!
+//! Every request-level failure is an [`EngineError`] variant carrying its
+//! context (path, task, option, work item); it becomes a `tonic::Status` in
+//! exactly one place, the `From` impl below, so status codes are chosen at the
+//! gRPC boundary and nowhere else. Per-file failures are not errors of the
+//! request: they are data ([`crate::results::FileFailure`]) streamed back.
+use std::path::PathBuf;
+
+/// A failure of a whole request (or of one work item).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("source does not exist: {}", path.display())]
+    SourceNotFound { path: PathBuf },
+    #[error("source is not a directory: {} (give the directory to walk)", path.display())]
+    SourceNotDirectory { path: PathBuf },
+    #[error("unknown task {name:?}; known tasks: {known}")]
+    UnknownTask { name: String, known: String },
+    #[error("invalid options for task {task:?}: {message}")]
+    BadOptions { task: String, message: String },
+    #[error("invalid work item id {id:?}: use 1-64 characters from [A-Za-z0-9._-]")]
+    BadWorkId { id: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{context}: {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<EngineError> for tonic::Status {
+    fn from(err: EngineError) -> Self {
+        let message = err.to_string();
+        match err {
+            EngineError::SourceNotFound { .. } => tonic::Status::not_found(message),
+            EngineError::SourceNotDirectory { .. }
+            | EngineError::UnknownTask { .. }
+            | EngineError::BadOptions { .. }
+            | EngineError::BadWorkId { .. }
+            | EngineError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            EngineError::Io { ref source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => tonic::Status::not_found(message),
+                std::io::ErrorKind::PermissionDenied => tonic::Status::permission_denied(message),
+                _ => tonic::Status::internal(message),
+            },
+            EngineError::Internal(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

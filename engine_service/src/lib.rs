@@ -1,0 +1,34 @@
+//! Pravah engine: lists sources and runs file tasks on all cores, served
+//! over gRPC (`pravah.engine.v1.EngineService`) or used in-process.
+//!
+//! Layout, from the edge inward:
+//! - [`server`]: the tonic router (engine, health, reflection) and shutdown.
+//! - [`service`]: the gRPC methods; validation, then a producer thread per
+//!   stream feeding a bounded channel.
+//! - [`listing`] and [`process`]: the List and Process operations, free of
+//!   gRPC, so the CLI runs the same code.
+//! - [`walk`]: the parallel walker; [`filters`]: compiled filters.
+//! - [`chunks`]: listing chunk files; [`results`]: per-file outcomes and the
+//!   atomic part-file writer; [`progress`]: counters and the rate-bounded
+//!   ticker.
+//! - [`tasks`]: the task registry and the tasks themselves.
+//! - [`config`]: command line, environment and limits; [`error`]: the one
+//!   error type, turned into a gRPC status in one place.
+pub mod chunks;
+pub mod config;
+pub mod error;
+pub mod filters;
+pub mod listing;
+pub mod process;
+pub mod progress;
+pub mod results;
+pub mod server;
+pub mod service;
+pub mod tasks;
+pub mod walk;
+
+/// Code generated from `proto/pravah/engine/v1/engine.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("pravah.engine.v1");
+}

@@ -1,0 +1,169 @@
+//! `pravah-engine`: a thin binary over the library. It parses configuration,
+//! sets up JSON logs on stderr, and either serves gRPC (`server::run`) or runs
+//! `list` / `process` in-process for benchmarks and direct use.
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use pravah_engine::config::{self, Cli, Command, ListArgs, ProcessArgs, ServeArgs};
+use pravah_engine::filters::Filters;
+use pravah_engine::pb::{self, process_response::Event};
+use pravah_engine::process::{self, ProcessConfig, Sink};
+use pravah_engine::{listing, server, walk};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    config::init_threads(cli.threads);
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::List(args)) => list(args),
+        Some(Command::Process(args)) => run_process(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        // The one stdout line: the control plane reads the port from it.
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {addr}")?;
+            out.flush()?;
+        }
+        tracing::info!(%addr, threads = config::worker_threads(), "engine serving");
+        server::run(listener, server::shutdown_signal()).await?;
+        tracing::info!("engine stopped");
+        Ok(())
+    })
+}
+
+fn list(args: ListArgs) -> anyhow::Result<()> {
+    let root = listing::resolve_source(&args.source.to_string_lossy())?;
+    let filters = Arc::new(Filters::compile(&args.filters.to_spec())?);
+    let rx = walk::start(root, filters, false, Arc::new(AtomicBool::new(false)));
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let (mut files, mut errors) = (0u64, 0u64);
+    for ev in rx.iter() {
+        match ev {
+            walk::WalkEvent::Files(batch) => {
+                files += batch.len() as u64;
+                if !args.count {
+                    for e in batch {
+                        out.write_all(std::ffi::OsStr::from_bytes(&e.rel).as_bytes())?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+            }
+            walk::WalkEvent::Error { rel, failure } => {
+                errors += 1;
+                tracing::warn!(path = %String::from_utf8_lossy(&rel), kind = failure.kind.as_str(), "{}", failure.message);
+            }
+            walk::WalkEvent::Done { .. } => {}
+        }
+    }
+    if args.count {
+        writeln!(out, "{files}")?;
+    }
+    out.flush()?;
+    if errors > 0 {
+        tracing::warn!(errors, "some paths could not be listed");
+    }
+    Ok(())
+}
+
+/// Collects the summary; everything else is dropped (or logged).
+struct SummarySink(Mutex<Option<pb::Summary>>);
+
+impl Sink for SummarySink {
+    fn send(&self, msg: pb::ProcessResponse) -> bool {
+        if let Some(Event::Summary(s)) = msg.event {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+        }
+        true
+    }
+}
+
+fn run_process(args: ProcessArgs) -> anyhow::Result<()> {
+    let mut options = serde_json::Map::new();
+    for kv in &args.options {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--option {kv:?} must be key=value");
+        };
+        let value =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_owned()));
+        options.insert(k.to_owned(), value);
+    }
+    let start = pb::ProcessStart {
+        task: args.task.clone(),
+        options_json: serde_json::Value::Object(options).to_string(),
+        results_dir: args
+            .results_dir
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let config = ProcessConfig::from_start(&start)?;
+    let spec = args.filters.to_spec();
+    let filters = pb::Filters {
+        include: spec.include,
+        exclude: spec.exclude,
+        extensions: spec.extensions,
+        min_size: spec.min_size,
+        max_size: spec.max_size,
+        include_hidden: spec.include_hidden,
+        follow_symlinks: spec.follow_symlinks,
+        max_depth: (spec.max_depth > 0).then_some(spec.max_depth),
+        ..Default::default()
+    };
+    let (items_tx, items_rx) = crossbeam_channel::unbounded();
+    items_tx.send(pb::WorkItem {
+        id: "source".into(),
+        target: Some(pb::work_item::Target::Source(pb::SourceSpec {
+            source: args.source.to_string_lossy().into_owned(),
+            filters: Some(filters),
+        })),
+    })?;
+    drop(items_tx);
+    let sink = Arc::new(SummarySink(Mutex::new(None)));
+    process::run(
+        config,
+        items_rx,
+        sink.clone(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let summary = sink
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .context("no summary produced")?;
+    let mut value: serde_json::Value = serde_json::from_str(&summary.summary_json)?;
+    if let Some(t) = &summary.totals {
+        value["elapsed_ms"] = t.elapsed_ms.into();
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}

@@ -1,0 +1,548 @@
+//! The Process operation, independent of gRPC: work items in, batches,
+//! item completions, bounded-rate progress and a summary out through a
+//! [`Sink`].
+//!
+//! Threads and termination: [`run`] is called on a dedicated blocking
+//! thread, the orchestrator. It takes work items in order, turns each into
+//! batches of [`PROCESS_BATCH_FILES`] files (for a SourceSpec while the walk
+//! is still running, so discovery and processing overlap) and spawns one job
+//! per batch on the global rayon pool. A semaphore bounds the batches in
+//! flight, so memory stays flat and discovery never runs far ahead. A batch
+//! job processes its files, writes its part file, sends its BatchResult and,
+//! if it was its work item's last, the WorkItemDone. When the item channel
+//! closes, the orchestrator waits for in-flight batches to drain, stops the
+//! progress ticker and sends the final Progress then the Summary.
+//!
+//! Cancellation: any failed send (client gone) raises the cancel flag;
+//! batch jobs check it before every file, the walker before every
+//! directory, and the orchestrator before every batch, so work stops within
+//! one file per thread. No summary is sent after cancellation. A panicking
+//! batch job is caught, counted as failed files, and releases its permit, so
+//! the drain always ends.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::chunks;
+use crate::config::{DEFAULT_PROGRESS_INTERVAL_MS, PROCESS_BATCH_FILES};
+use crate::error::{EngineError, Result};
+use crate::filters::{FilterSpec, Filters};
+use crate::listing::resolve_source;
+use crate::pb::{self, process_response::Event};
+use crate::progress::{Counters, Ticker};
+use crate::results::{display_path, push_part_line, write_atomic, FailureKind, FileFailure};
+use crate::tasks::{self, Aggregate, Task};
+use crate::walk::{self, WalkEvent};
+
+/// Where Process messages go. `send` returns false when the receiver is
+/// gone; it may be called from many threads at once.
+pub trait Sink: Send + Sync {
+    fn send(&self, msg: pb::ProcessResponse) -> bool;
+}
+
+/// A validated ProcessStart.
+pub struct ProcessConfig {
+    pub task: Arc<dyn Task>,
+    pub results_dir: Option<PathBuf>,
+    pub progress_interval: Duration,
+}
+
+impl ProcessConfig {
+    pub fn from_start(start: &pb::ProcessStart) -> Result<Self> {
+        let task = tasks::build(&start.task, &start.options_json)?;
+        let results_dir = if start.results_dir.is_empty() {
+            None
+        } else {
+            let raw = start
+                .results_dir
+                .strip_prefix("file://")
+                .unwrap_or(&start.results_dir);
+            let dir = PathBuf::from(raw);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EngineError::io("cannot create results_dir", &dir, e))?;
+            Some(
+                std::fs::canonicalize(&dir)
+                    .map_err(|e| EngineError::io("cannot resolve results_dir", &dir, e))?,
+            )
+        };
+        let ms = match start.progress_interval_ms {
+            0 => DEFAULT_PROGRESS_INTERVAL_MS,
+            n => n,
+        };
+        Ok(ProcessConfig {
+            task,
+            results_dir,
+            progress_interval: Duration::from_millis(ms as u64),
+        })
+    }
+}
+
+/// Work ids name part files, so they must be safe file-name fragments.
+pub fn validate_work_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::BadWorkId { id: id.to_owned() })
+    }
+}
+
+/// A counting semaphore bounding batches in flight.
+struct Permits {
+    /// Batches currently in flight; guarded by the mutex, waited on by the
+    /// orchestrator (to submit, or to drain at the end).
+    in_flight: Mutex<usize>,
+    changed: Condvar,
+    limit: usize,
+}
+
+impl Permits {
+    fn acquire(&self) {
+        let mut n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= self.limit {
+            n = self.changed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+    }
+
+    fn release(&self) {
+        let mut n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        self.changed.notify_all();
+    }
+
+    fn drain(&self) {
+        let mut n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = self.changed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// State shared by the orchestrator and all batch jobs of one call.
+struct Shared {
+    task: Arc<dyn Task>,
+    results_dir: Option<PathBuf>,
+    sink: Arc<dyn Sink>,
+    /// Raised when the client is gone; checked before each file.
+    cancel: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    /// Results grouped for the summary; merged once per batch.
+    aggregate: Mutex<Aggregate>,
+    /// Part files written; appended once per batch.
+    part_uris: Mutex<Vec<String>>,
+    permits: Permits,
+}
+
+impl Shared {
+    fn send(&self, event: Event) -> bool {
+        let ok = self.sink.send(pb::ProcessResponse { event: Some(event) });
+        if !ok {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// One work item's running totals; the last batch to finish reports it.
+struct ItemState {
+    id: String,
+    root: PathBuf,
+    /// Batches not yet finished, plus one held by the orchestrator until the
+    /// item is fully discovered; whoever takes it to zero sends WorkItemDone.
+    pending: AtomicUsize,
+    next_sequence: AtomicU32,
+    files: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl ItemState {
+    fn finish_one(&self, shared: &Shared) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 && !shared.cancelled() {
+            shared.send(Event::ItemDone(pb::WorkItemDone {
+                work_id: self.id.clone(),
+                files: self.files.load(Ordering::Relaxed),
+                failed: self.failed.load(Ordering::Relaxed),
+                bytes: self.bytes.load(Ordering::Relaxed),
+                error: None,
+            }));
+        }
+    }
+}
+
+/// A file to process: its relative path, size if known, or a failure found
+/// before processing (escaping path, unreadable directory).
+struct Job {
+    rel: Vec<u8>,
+    size: Option<u64>,
+    failure: Option<FileFailure>,
+}
+
+/// Runs a whole Process call; see the module doc. Blocks until done.
+pub fn run(
+    config: ProcessConfig,
+    items: crossbeam_channel::Receiver<pb::WorkItem>,
+    sink: Arc<dyn Sink>,
+    cancel: Arc<AtomicBool>,
+) {
+    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(Shared {
+        task: config.task,
+        results_dir: config.results_dir,
+        sink: sink.clone(),
+        cancel: cancel.clone(),
+        counters: counters.clone(),
+        aggregate: Mutex::new(Aggregate::default()),
+        part_uris: Mutex::new(Vec::new()),
+        permits: Permits {
+            in_flight: Mutex::new(0),
+            changed: Condvar::new(),
+            limit: 2 * rayon::current_num_threads() + 2,
+        },
+    });
+    let ticker = {
+        let sink = sink.clone();
+        Ticker::start(
+            counters.clone(),
+            config.progress_interval,
+            cancel.clone(),
+            move |p| {
+                sink.send(pb::ProcessResponse {
+                    event: Some(Event::Progress(p)),
+                })
+            },
+        )
+    };
+    for item in items.iter() {
+        if shared.cancelled() {
+            break;
+        }
+        run_item(&shared, item);
+    }
+    shared.permits.drain();
+    ticker.stop();
+    if shared.cancelled() {
+        return;
+    }
+    counters.discovery_complete.store(true, Ordering::Relaxed);
+    if !shared.send(Event::Progress(counters.snapshot())) {
+        return;
+    }
+    let summary_json = {
+        let agg = shared.aggregate.lock().unwrap_or_else(|e| e.into_inner());
+        shared.task.summarize(&agg).to_string()
+    };
+    let mut part_uris =
+        std::mem::take(&mut *shared.part_uris.lock().unwrap_or_else(|e| e.into_inner()));
+    part_uris.sort();
+    shared.send(Event::Summary(pb::Summary {
+        totals: Some(counters.snapshot()),
+        summary_json,
+        part_uris,
+    }));
+}
+
+fn item_failed(shared: &Shared, id: &str, failure: FileFailure) {
+    shared.send(Event::ItemDone(pb::WorkItemDone {
+        work_id: id.to_owned(),
+        error: Some(failure.to_pb(b"")),
+        ..Default::default()
+    }));
+}
+
+fn root_dir(root: &str) -> std::result::Result<PathBuf, FileFailure> {
+    resolve_source(root).map_err(|e| {
+        let kind = match e {
+            EngineError::SourceNotFound { .. } => FailureKind::NotFound,
+            _ => FailureKind::InvalidData,
+        };
+        FileFailure::new(kind, e.to_string())
+    })
+}
+
+fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
+    use pb::work_item::Target;
+    let id = item.id;
+    let (root, jobs_or_walk) = match item.target {
+        None => {
+            item_failed(
+                shared,
+                &id,
+                FileFailure::new(
+                    FailureKind::InvalidData,
+                    "work item has no target: set chunk, files or source",
+                ),
+            );
+            return;
+        }
+        Some(Target::Chunk(c)) => {
+            let root = match root_dir(&c.root) {
+                Ok(r) => r,
+                Err(f) => return item_failed(shared, &id, f),
+            };
+            let path = c.uri.strip_prefix("file://").unwrap_or(&c.uri);
+            match chunks::read_chunk(Path::new(path)) {
+                Ok(entries) => (
+                    root,
+                    Ok(entries
+                        .into_iter()
+                        .map(|(rel, size)| Job {
+                            rel,
+                            size,
+                            failure: None,
+                        })
+                        .collect::<Vec<_>>()),
+                ),
+                Err(f) => return item_failed(shared, &id, f),
+            }
+        }
+        Some(Target::Files(list)) => {
+            let root = match root_dir(&list.root) {
+                Ok(r) => r,
+                Err(f) => return item_failed(shared, &id, f),
+            };
+            let jobs = list
+                .files
+                .into_iter()
+                .map(|f| Job {
+                    rel: if f.raw_path.is_empty() {
+                        f.path.into_bytes()
+                    } else {
+                        f.raw_path
+                    },
+                    size: (f.size > 0).then_some(f.size),
+                    failure: None,
+                })
+                .collect();
+            (root, Ok(jobs))
+        }
+        Some(Target::Source(spec)) => {
+            let root = match root_dir(&spec.source) {
+                Ok(r) => r,
+                Err(f) => return item_failed(shared, &id, f),
+            };
+            let fspec: FilterSpec = spec.filters.as_ref().map(Into::into).unwrap_or_default();
+            match Filters::compile(&fspec) {
+                Ok(filters) => (root, Err(Arc::new(filters))),
+                Err(e) => {
+                    return item_failed(
+                        shared,
+                        &id,
+                        FileFailure::new(FailureKind::InvalidData, e.to_string()),
+                    )
+                }
+            }
+        }
+    };
+    let state = Arc::new(ItemState {
+        id,
+        root,
+        pending: AtomicUsize::new(1),
+        next_sequence: AtomicU32::new(0),
+        files: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    });
+    match jobs_or_walk {
+        Ok(jobs) => {
+            let c = &shared.counters;
+            c.files_discovered
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            let bytes: u64 = jobs.iter().filter_map(|j| j.size).sum();
+            c.bytes_discovered.fetch_add(bytes, Ordering::Relaxed);
+            let mut jobs = jobs.into_iter().peekable();
+            while jobs.peek().is_some() && !shared.cancelled() {
+                let batch: Vec<Job> = jobs.by_ref().take(PROCESS_BATCH_FILES).collect();
+                submit(shared, &state, batch);
+            }
+        }
+        Err(filters) => {
+            let rx = walk::start(state.root.clone(), filters, false, shared.cancel.clone());
+            let mut batch: Vec<Job> = Vec::with_capacity(PROCESS_BATCH_FILES);
+            for ev in rx.iter() {
+                if shared.cancelled() {
+                    break;
+                }
+                match ev {
+                    WalkEvent::Files(files) => {
+                        shared
+                            .counters
+                            .files_discovered
+                            .fetch_add(files.len() as u64, Ordering::Relaxed);
+                        for e in files {
+                            batch.push(Job {
+                                rel: e.rel,
+                                size: None,
+                                failure: None,
+                            });
+                            if batch.len() >= PROCESS_BATCH_FILES {
+                                submit(
+                                    shared,
+                                    &state,
+                                    std::mem::replace(
+                                        &mut batch,
+                                        Vec::with_capacity(PROCESS_BATCH_FILES),
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    WalkEvent::Error { rel, failure } => {
+                        shared
+                            .counters
+                            .files_discovered
+                            .fetch_add(1, Ordering::Relaxed);
+                        batch.push(Job {
+                            rel,
+                            size: Some(0),
+                            failure: Some(failure),
+                        });
+                    }
+                    WalkEvent::Done { .. } => {}
+                }
+            }
+            if !batch.is_empty() && !shared.cancelled() {
+                submit(shared, &state, batch);
+            }
+        }
+    }
+    state.finish_one(shared);
+}
+
+/// Spawns one batch job on the processing pool, waiting for a permit first.
+fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
+    shared.permits.acquire();
+    state.pending.fetch_add(1, Ordering::AcqRel);
+    let sequence = state.next_sequence.fetch_add(1, Ordering::Relaxed);
+    let shared = shared.clone();
+    let state = state.clone();
+    rayon::spawn(move || {
+        let n = batch.len() as u64;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batch(&shared, &state, sequence, batch)
+        }));
+        if outcome.is_err() {
+            tracing::error!(work_id = %state.id, sequence, "batch job panicked");
+            state.files.fetch_add(n, Ordering::Relaxed);
+            state.failed.fetch_add(n, Ordering::Relaxed);
+            shared.counters.files_done.fetch_add(n, Ordering::Relaxed);
+            shared.counters.files_failed.fetch_add(n, Ordering::Relaxed);
+        }
+        state.finish_one(&shared);
+        shared.permits.release();
+    });
+}
+
+fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>) {
+    let mut agg = Aggregate::default();
+    let mut part: Vec<u8> = Vec::new();
+    let mut streamed: Vec<pb::FileResult> = Vec::new();
+    let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
+    // Bytes of files whose size the discovery did not know (names-only walk).
+    let mut newly_sized = 0u64;
+    for job in batch {
+        if shared.cancelled() {
+            return;
+        }
+        let size_was_known = job.size.is_some();
+        let outcome = match job.failure {
+            Some(f) => tasks::FileOutcome {
+                size: job.size.unwrap_or(0),
+                result: Err(f),
+            },
+            None => match chunks::join_inside(&state.root, &job.rel) {
+                Ok(path) => shared.task.process_file(&path, job.size),
+                Err(f) => tasks::FileOutcome {
+                    size: 0,
+                    result: Err(f),
+                },
+            },
+        };
+        files += 1;
+        bytes += outcome.size;
+        if !size_was_known {
+            newly_sized += outcome.size;
+        }
+        if outcome.result.is_err() {
+            failed += 1;
+            bytes_failed += outcome.size;
+        }
+        agg.add(&job.rel, &outcome.result);
+        if shared.results_dir.is_some() {
+            push_part_line(&mut part, &job.rel, outcome.size, &outcome.result);
+        } else {
+            let (path, raw_path) = display_path(&job.rel);
+            let outcome_pb = match outcome.result {
+                Ok(json) => pb::file_result::Outcome::ResultJson(json),
+                Err(f) => pb::file_result::Outcome::Error(f.to_pb(&job.rel)),
+            };
+            streamed.push(pb::FileResult {
+                path,
+                raw_path,
+                size: outcome.size,
+                outcome: Some(outcome_pb),
+            });
+        }
+    }
+    let c = &shared.counters;
+    let part_uri = match &shared.results_dir {
+        Some(dir) => {
+            let name = format!("part-{}-{sequence:06}.jsonl", state.id);
+            match write_atomic(dir, &name, &part) {
+                Ok(path) => {
+                    let uri = path.to_string_lossy().into_owned();
+                    shared
+                        .part_uris
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(uri.clone());
+                    uri
+                }
+                Err(e) => {
+                    // The results are lost: count the whole batch as failed.
+                    tracing::error!(error = %e, part = %name, "cannot write part file");
+                    failed = files;
+                    bytes_failed = bytes;
+                    String::new()
+                }
+            }
+        }
+        None => String::new(),
+    };
+    c.bytes_discovered.fetch_add(newly_sized, Ordering::Relaxed);
+    c.files_done.fetch_add(files, Ordering::Relaxed);
+    c.files_failed.fetch_add(failed, Ordering::Relaxed);
+    c.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    c.bytes_failed.fetch_add(bytes_failed, Ordering::Relaxed);
+    state.files.fetch_add(files, Ordering::Relaxed);
+    state.failed.fetch_add(failed, Ordering::Relaxed);
+    state.bytes.fetch_add(bytes, Ordering::Relaxed);
+    shared
+        .aggregate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .merge(agg);
+    if shared.cancelled() {
+        return;
+    }
+    shared.send(Event::Batch(pb::BatchResult {
+        work_id: state.id.clone(),
+        sequence,
+        files,
+        failed,
+        part_uri,
+        results: streamed,
+    }));
+}

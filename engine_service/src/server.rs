@@ -1,0 +1,51 @@
+//! Serving: the tonic router with EngineService, grpc.health.v1 (SERVING)
+//! and reflection (v1 and v1alpha), on a listener the caller bound, until
+//! the caller's shutdown future completes. Taking the listener and shutdown
+//! as arguments lets tests run a server on port 0 with their own signal.
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::pb::engine_service_server::EngineServiceServer;
+use crate::service::Engine;
+
+/// The encoded descriptor set of the contract, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("engine_descriptor");
+
+/// Serves until `shutdown` resolves, then drains in-flight calls and returns.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<EngineServiceServer<Engine>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("reflection service from the built-in descriptor set");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("reflection service from the built-in descriptor set");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(EngineServiceServer::new(Engine))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+}

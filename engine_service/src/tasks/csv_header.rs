@@ -1,0 +1,630 @@
+//! Task `csv-header`: the column names of each CSV file's first record.
+//!
+//! Why it is fast: a file costs one open, one read of at most
+//! [`FIRST_READ`] bytes and one close (plus an fstat when the listing gave no
+//! size); more is read only while the first record is incomplete, up to
+//! `max_header_bytes`, so a 10 GB file costs one small read. Buffers and the
+//! CSV parsers live in thread-locals and are reused for every file.
+//!
+//! Parsing is done by `csv-core` (the `csv` crate's own parser, used without
+//! its allocating reader wrapper): quoted fields, delimiters and newlines
+//! inside quotes, CRLF. A UTF-8 BOM is stripped first.
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Aggregate, FileOutcome, Task, TaskInfo};
+use crate::results::{push_json_str, FailureKind, FileFailure};
+
+/// Bytes read first; enough for nearly every header.
+const FIRST_READ: usize = 16 * 1024;
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Delimiters `auto` chooses among, in tie-break order.
+const CANDIDATES: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+pub const INFO: TaskInfo = TaskInfo {
+    name: "csv-header",
+    version: "1",
+    description: "Reads the header row (column names) of each CSV file and groups files by schema.",
+    options_schema,
+    result_schema,
+    build,
+};
+
+fn options_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "csv-header options",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "delimiter": {
+                "description": "Field delimiter; auto detects among , ; tab | in the first line.",
+                "enum": ["auto", ",", ";", "\t", "|"],
+                "default": "auto"
+            },
+            "max_header_bytes": {
+                "description": "Most bytes the first record may take.",
+                "type": "integer", "minimum": 1, "maximum": 268435456, "default": 1048576
+            },
+            "encoding_errors": {
+                "description": "What to do with a header that is not UTF-8.",
+                "enum": ["error", "replace"],
+                "default": "error"
+            },
+            "trim": {
+                "description": "Trim whitespace around column names.",
+                "type": "boolean", "default": false
+            }
+        }
+    })
+}
+
+fn result_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "csv-header result",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["columns"],
+        "properties": {
+            "columns": {"type": "array", "items": {"type": "string"}}
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum EncodingErrors {
+    #[default]
+    Error,
+    Replace,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOptions {
+    delimiter: String,
+    max_header_bytes: u64,
+    encoding_errors: EncodingErrors,
+    trim: bool,
+}
+
+impl Default for RawOptions {
+    fn default() -> Self {
+        RawOptions {
+            delimiter: "auto".into(),
+            max_header_bytes: 1024 * 1024,
+            encoding_errors: EncodingErrors::Error,
+            trim: false,
+        }
+    }
+}
+
+/// The validated options.
+#[derive(Debug, Clone)]
+pub struct CsvHeader {
+    /// None means auto-detect.
+    delimiter: Option<u8>,
+    max_header_bytes: usize,
+    encoding_errors: EncodingErrors,
+    trim: bool,
+}
+
+impl CsvHeader {
+    pub fn from_json(options_json: &str) -> Result<Self, String> {
+        let raw: RawOptions = if options_json.trim().is_empty() {
+            RawOptions::default()
+        } else {
+            serde_json::from_str(options_json).map_err(|e| e.to_string())?
+        };
+        let delimiter = match raw.delimiter.as_str() {
+            "auto" => None,
+            "," => Some(b','),
+            ";" => Some(b';'),
+            "\t" | "tab" => Some(b'\t'),
+            "|" => Some(b'|'),
+            other => {
+                return Err(format!(
+                    "delimiter {other:?} is not supported; use \"auto\", \",\", \";\", \"\\t\" or \"|\""
+                ))
+            }
+        };
+        if raw.max_header_bytes == 0 || raw.max_header_bytes > 256 * 1024 * 1024 {
+            return Err("max_header_bytes must be between 1 and 268435456".into());
+        }
+        Ok(CsvHeader {
+            delimiter,
+            max_header_bytes: raw.max_header_bytes as usize,
+            encoding_errors: raw.encoding_errors,
+            trim: raw.trim,
+        })
+    }
+}
+
+fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
+    Ok(Arc::new(CsvHeader::from_json(options_json)?))
+}
+
+/// Per-thread reusable state.
+struct Scratch {
+    /// File bytes; its length only grows, `filled` says how much is valid.
+    buf: Vec<u8>,
+    /// Parser output: field bytes and field end offsets.
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    /// One parser per candidate delimiter, built once per thread.
+    readers: [Option<csv_core::Reader>; 4],
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        buf: Vec::new(),
+        out: vec![0; 4096],
+        ends: vec![0; 256],
+        readers: [None, None, None, None],
+    });
+}
+
+impl Task for CsvHeader {
+    fn process_file(&self, path: &Path, known_size: Option<u64>) -> FileOutcome {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            self.header(path, known_size, &mut s)
+        })
+    }
+
+    fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
+        let mut groups: Vec<(Vec<String>, u64, &str)> = agg
+            .groups
+            .iter()
+            .map(|(json, (n, example))| {
+                let columns = serde_json::from_str::<serde_json::Value>(json)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v["columns"].clone()).ok())
+                    .unwrap_or_default();
+                (columns, *n, example.as_str())
+            })
+            .collect();
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let schemas: Vec<_> = groups
+            .iter()
+            .map(
+                |(columns, n, example)| json!({"columns": columns, "files": n, "example": example}),
+            )
+            .collect();
+        json!({
+            "schemas": schemas,
+            "distinct_schemas": groups.len(),
+            "files": agg.files,
+            "failed": agg.failed,
+        })
+    }
+}
+
+/// Finds where the first record ends in `bytes`: the index of the first CR or
+/// LF outside quotes. A quote opens a quoted field only at a field start.
+fn record_end(bytes: &[u8]) -> Option<usize> {
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        if in_quotes {
+            let j = memchr::memchr(b'"', &bytes[i..])? + i;
+            if bytes.get(j + 1) == Some(&b'"') {
+                i = j + 2;
+            } else {
+                in_quotes = false;
+                i = j + 1;
+            }
+        } else {
+            let j = memchr::memchr3(b'"', b'\n', b'\r', &bytes[i..])? + i;
+            if bytes[j] != b'"' {
+                return Some(j);
+            }
+            let at_field_start = j == 0 || CANDIDATES.contains(&bytes[j - 1]);
+            in_quotes = at_field_start;
+            i = j + 1;
+        }
+    }
+    None
+}
+
+/// Picks the candidate delimiter occurring most often outside quotes.
+fn detect_delimiter(record: &[u8]) -> u8 {
+    let mut counts = [0usize; 4];
+    let mut in_quotes = false;
+    for &b in record {
+        if b == b'"' {
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            if let Some(k) = CANDIDATES.iter().position(|&c| c == b) {
+                counts[k] += 1;
+            }
+        }
+    }
+    let mut best = 0;
+    for k in 1..4 {
+        if counts[k] > counts[best] {
+            best = k;
+        }
+    }
+    CANDIDATES[best]
+}
+
+impl CsvHeader {
+    fn header(&self, path: &Path, known_size: Option<u64>, s: &mut Scratch) -> FileOutcome {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                return FileOutcome {
+                    size: known_size.unwrap_or(0),
+                    result: Err(FileFailure::from_io(&e, "opening the file")),
+                }
+            }
+        };
+        let size = match known_size {
+            Some(n) => n,
+            None => match file.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    return FileOutcome {
+                        size: 0,
+                        result: Err(FileFailure::from_io(&e, "reading file metadata")),
+                    }
+                }
+            },
+        };
+        let result = self.read_header(&mut file, size, s);
+        FileOutcome { size, result }
+    }
+
+    fn read_header(
+        &self,
+        file: &mut File,
+        size: u64,
+        s: &mut Scratch,
+    ) -> Result<String, FileFailure> {
+        // Bytes we may need: the BOM, the record, and one byte to see its end.
+        let cap = self.max_header_bytes + BOM.len() + 1;
+        let mut filled = 0usize;
+        let mut want = FIRST_READ.min(cap);
+        let end = loop {
+            if s.buf.len() < want {
+                s.buf.resize(want, 0);
+            }
+            let n = loop {
+                match file.read(&mut s.buf[filled..want]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(FileFailure::from_io(&e, "reading the file")),
+                }
+            };
+            if let Some(pos) = memchr::memchr(0, &s.buf[filled..filled + n]) {
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    format!(
+                        "binary file: NUL byte at offset {}; csv-header reads text files only",
+                        filled + pos
+                    ),
+                ));
+            }
+            filled += n;
+            let eof = n == 0 || filled as u64 >= size;
+            let start = if s.buf[..filled].starts_with(BOM) {
+                BOM.len()
+            } else {
+                0
+            };
+            // Rescanning from the start keeps the quote state simple; it
+            // happens only for headers longer than the first read.
+            if let Some(e) = record_end(&s.buf[start..filled]) {
+                if start + e <= self.max_header_bytes + start {
+                    break start + e;
+                }
+            }
+            if filled - start > self.max_header_bytes {
+                return Err(FileFailure::new(
+                    FailureKind::LimitExceeded,
+                    format!(
+                        "the first record is longer than max_header_bytes ({} bytes); raise max_header_bytes if the header is really that long",
+                        self.max_header_bytes
+                    ),
+                ));
+            }
+            if eof {
+                break filled;
+            }
+            if filled == want {
+                want = (want * 4).min(cap);
+            }
+        };
+        let start = if s.buf[..filled].starts_with(BOM) {
+            BOM.len()
+        } else {
+            0
+        };
+        if filled == start {
+            return Err(FileFailure::new(
+                FailureKind::InvalidData,
+                "empty file: no header row",
+            ));
+        }
+        let record_len = end - start;
+        if record_len == 0 {
+            return Err(FileFailure::new(
+                FailureKind::InvalidData,
+                "the first line is empty: no header row",
+            ));
+        }
+        if self.encoding_errors == EncodingErrors::Error {
+            if let Err(e) = std::str::from_utf8(&s.buf[start..end]) {
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    format!(
+                        "header is not valid UTF-8 at byte {}; set encoding_errors=replace to decode lossily",
+                        start + e.valid_up_to()
+                    ),
+                ));
+            }
+        }
+        let delimiter = self
+            .delimiter
+            .unwrap_or_else(|| detect_delimiter(&s.buf[start..end]));
+        let nfields = parse_record(s, start, end, delimiter)?;
+        // {"columns":["a","b"]}
+        let mut json =
+            Vec::with_capacity(16 + s.ends[..nfields].last().copied().unwrap_or(0) + 4 * nfields);
+        json.extend_from_slice(b"{\"columns\":[");
+        let mut from = 0;
+        for (i, &to) in s.ends[..nfields].iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            let field = &s.out[from..to];
+            from = to;
+            let text = String::from_utf8_lossy(field);
+            let text = if self.trim { text.trim() } else { &text };
+            push_json_str(&mut json, text);
+        }
+        json.extend_from_slice(b"]}");
+        // SAFETY-free: serde_json output of &str values is UTF-8.
+        Ok(String::from_utf8(json).expect("JSON built from str is UTF-8"))
+    }
+}
+
+/// Parses `s.buf[start..end]` as one CSV record into `s.out` / `s.ends`;
+/// returns the number of fields.
+fn parse_record(
+    s: &mut Scratch,
+    start: usize,
+    end: usize,
+    delimiter: u8,
+) -> Result<usize, FileFailure> {
+    let k = CANDIDATES.iter().position(|&c| c == delimiter).unwrap_or(0);
+    let reader = s.readers[k]
+        .get_or_insert_with(|| csv_core::ReaderBuilder::new().delimiter(delimiter).build());
+    reader.reset();
+    if s.out.len() < (end - start) + 16 {
+        s.out.resize((end - start) + 16, 0);
+    }
+    let mut input = &s.buf[start..end];
+    let mut nout = 0;
+    let mut nend = 0;
+    loop {
+        let (res, nin, o, e) = reader.read_record(input, &mut s.out[nout..], &mut s.ends[nend..]);
+        input = &input[nin..];
+        nout += o;
+        nend += e;
+        match res {
+            csv_core::ReadRecordResult::InputEmpty => {
+                // Everything fed: an empty input tells the parser "end of data".
+                if input.is_empty() {
+                    let (res2, _, o2, e2) =
+                        reader.read_record(&[], &mut s.out[nout..], &mut s.ends[nend..]);
+                    nout += o2;
+                    nend += e2;
+                    match res2 {
+                        csv_core::ReadRecordResult::OutputEndsFull => {
+                            let l = s.ends.len();
+                            s.ends.resize(l * 2, 0);
+                            continue;
+                        }
+                        csv_core::ReadRecordResult::OutputFull => {
+                            let l = s.out.len();
+                            s.out.resize(l * 2, 0);
+                            continue;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            csv_core::ReadRecordResult::OutputFull => {
+                let l = s.out.len();
+                s.out.resize(l * 2, 0);
+            }
+            csv_core::ReadRecordResult::OutputEndsFull => {
+                let l = s.ends.len();
+                s.ends.resize(l * 2, 0);
+            }
+            csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => break,
+        }
+    }
+    if nend == 0 {
+        return Err(FileFailure::new(
+            FailureKind::InvalidData,
+            "empty file: no header row",
+        ));
+    }
+    Ok(nend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_with(options: &str, bytes: &[u8]) -> Result<Vec<String>, FileFailure> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let task = CsvHeader::from_json(options).unwrap();
+        let out = task.process_file(&path, None);
+        assert_eq!(out.size, bytes.len() as u64);
+        out.result.map(|json| {
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            serde_json::from_value(v["columns"].clone()).unwrap()
+        })
+    }
+
+    fn header(bytes: &[u8]) -> Result<Vec<String>, FileFailure> {
+        header_with("", bytes)
+    }
+
+    #[test]
+    fn simple_header_with_rows() {
+        assert_eq!(header(b"a,b,c\n1,2,3\n").unwrap(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn quoted_header_with_embedded_comma_and_newline() {
+        assert_eq!(
+            header(b"\"x,y\",\"multi\nline\",\"q\"\"uote\"\n1,2,3\n").unwrap(),
+            ["x,y", "multi\nline", "q\"uote"]
+        );
+    }
+
+    #[test]
+    fn bom_is_stripped_and_crlf_handled() {
+        assert_eq!(
+            header(b"\xEF\xBB\xBFid,name\r\n1,x\r\n").unwrap(),
+            ["id", "name"]
+        );
+    }
+
+    #[test]
+    fn each_delimiter_is_auto_detected() {
+        assert_eq!(header(b"a;b;c\n1;2;3\n").unwrap(), ["a", "b", "c"]);
+        assert_eq!(header(b"a\tb\tc\n1\t2\t3\n").unwrap(), ["a", "b", "c"]);
+        assert_eq!(header(b"a|b|c\n1|2|3\n").unwrap(), ["a", "b", "c"]);
+        assert_eq!(header(b"a,b;c\n").unwrap(), ["a", "b;c"]);
+        // Delimiters inside quotes do not count.
+        assert_eq!(header(b"\"a;b;c\",d\n").unwrap(), ["a;b;c", "d"]);
+    }
+
+    #[test]
+    fn explicit_delimiter_option() {
+        assert_eq!(
+            header_with(r#"{"delimiter":";"}"#, b"a,b;c\n").unwrap(),
+            ["a,b", "c"]
+        );
+        assert_eq!(
+            header_with(r#"{"delimiter":"\t"}"#, b"a b\tc\n").unwrap(),
+            ["a b", "c"]
+        );
+    }
+
+    #[test]
+    fn header_only_without_trailing_newline() {
+        assert_eq!(header(b"only,header").unwrap(), ["only", "header"]);
+    }
+
+    #[test]
+    fn trim_option_trims_names() {
+        assert_eq!(header(b" a , b \n").unwrap(), [" a ", " b "]);
+        assert_eq!(
+            header_with(r#"{"trim":true}"#, b" a , b \n").unwrap(),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn empty_file_is_invalid_data() {
+        let err = header(b"").unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData);
+        assert_eq!(err.message, "empty file: no header row");
+    }
+
+    #[test]
+    fn binary_file_is_invalid_data() {
+        let err = header(b"PK\x03\x04\x00\x00binary").unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData);
+        assert!(err.message.starts_with("binary file"), "{}", err.message);
+    }
+
+    #[test]
+    fn latin1_header_errors_by_default_and_replaces_on_request() {
+        let bytes = b"caf\xe9,na\xefve\n1,2\n";
+        let err = header(bytes).unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData);
+        assert_eq!(
+            err.message,
+            "header is not valid UTF-8 at byte 3; set encoding_errors=replace to decode lossily"
+        );
+        let cols = header_with(r#"{"encoding_errors":"replace"}"#, bytes).unwrap();
+        assert_eq!(cols, ["caf\u{fffd}", "na\u{fffd}ve"]);
+    }
+
+    #[test]
+    fn header_longer_than_cap_is_limit_exceeded() {
+        let mut big = vec![b'a'; 10 * 1024 * 1024];
+        big.push(b'\n');
+        let err = header(&big).unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded);
+        assert!(err.message.contains("max_header_bytes"));
+        // A header just under a small cap passes, just over it fails.
+        assert_eq!(
+            header_with(r#"{"max_header_bytes":5}"#, b"ab,cd\nx\n").unwrap(),
+            ["ab", "cd"]
+        );
+        assert!(header_with(r#"{"max_header_bytes":4}"#, b"ab,cd\nx\n").is_err());
+    }
+
+    #[test]
+    fn long_header_needing_several_reads() {
+        let names: Vec<String> = (0..20_000).map(|i| format!("column_{i}")).collect();
+        let mut bytes = names.join(",").into_bytes();
+        bytes.extend_from_slice(b"\n1,2\n");
+        assert_eq!(header(&bytes).unwrap(), names);
+    }
+
+    #[test]
+    fn unknown_option_names_key_and_allowed_ones() {
+        let err = CsvHeader::from_json(r#"{"delim":","}"#).unwrap_err();
+        assert!(
+            err.contains("delim") && err.contains("delimiter") && err.contains("max_header_bytes"),
+            "{err}"
+        );
+        assert!(CsvHeader::from_json(r#"{"delimiter":"x"}"#).is_err());
+        assert!(CsvHeader::from_json(r#"{"encoding_errors":"ignore"}"#).is_err());
+    }
+
+    #[test]
+    fn missing_file_is_not_found() {
+        let task = CsvHeader::from_json("").unwrap();
+        let out = task.process_file(Path::new("/nonexistent/pravah/x.csv"), None);
+        assert_eq!(out.result.unwrap_err().kind, FailureKind::NotFound);
+    }
+
+    #[test]
+    fn summary_orders_schemas_by_count_then_columns() {
+        let task = CsvHeader::from_json("").unwrap();
+        let mut agg = Aggregate::default();
+        agg.add(b"1.csv", &Ok(r#"{"columns":["b"]}"#.into()));
+        agg.add(b"2.csv", &Ok(r#"{"columns":["a"]}"#.into()));
+        agg.add(b"3.csv", &Ok(r#"{"columns":["z"]}"#.into()));
+        agg.add(b"4.csv", &Ok(r#"{"columns":["z"]}"#.into()));
+        agg.add(b"5.csv", &Err(FileFailure::new(FailureKind::Io, "x")));
+        let s = task.summarize(&agg);
+        assert_eq!(s["distinct_schemas"], 3);
+        assert_eq!(s["files"], 5);
+        assert_eq!(s["failed"], 1);
+        assert_eq!(s["schemas"][0]["columns"][0], "z");
+        assert_eq!(s["schemas"][0]["files"], 2);
+        assert_eq!(s["schemas"][1]["columns"][0], "a");
+        assert_eq!(s["schemas"][2]["example"], "1.csv");
+    }
+}
