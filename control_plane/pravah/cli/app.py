@@ -14,7 +14,15 @@ from typing import Annotated
 import typer
 
 from pravah import __version__
-from pravah.cli import client, local, run
+from pravah.cli.client import (
+    cancel_command,
+    jobs_command,
+    results_command,
+    status_command,
+    submit_command,
+)
+from pravah.cli.local import engine_command, serve_command, tasks_command
+from pravah.cli.run import run_command
 
 app = typer.Typer(
     name="pravah",
@@ -53,15 +61,15 @@ def _root(
 LOCAL = "Run locally"
 REMOTE = "Talk to a server (pravah serve)"
 
-app.command("run", rich_help_panel=LOCAL)(run.run_command)
-app.command("tasks", rich_help_panel=LOCAL)(local.tasks_command)
-app.command("serve", rich_help_panel=LOCAL)(local.serve_command)
-app.command("engine", rich_help_panel=LOCAL)(local.engine_command)
-app.command("submit", rich_help_panel=REMOTE)(client.submit_command)
-app.command("status", rich_help_panel=REMOTE)(client.status_command)
-app.command("results", rich_help_panel=REMOTE)(client.results_command)
-app.command("cancel", rich_help_panel=REMOTE)(client.cancel_command)
-app.command("jobs", rich_help_panel=REMOTE)(client.jobs_command)
+app.command("run", rich_help_panel=LOCAL)(run_command)
+app.command("tasks", rich_help_panel=LOCAL)(tasks_command)
+app.command("serve", rich_help_panel=LOCAL)(serve_command)
+app.command("engine", rich_help_panel=LOCAL)(engine_command)
+app.command("submit", rich_help_panel=REMOTE)(submit_command)
+app.command("status", rich_help_panel=REMOTE)(status_command)
+app.command("results", rich_help_panel=REMOTE)(results_command)
+app.command("cancel", rich_help_panel=REMOTE)(cancel_command)
+app.command("jobs", rich_help_panel=REMOTE)(jobs_command)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ it tried.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -152,16 +153,24 @@ class ApiClient:
         return job
 
     def first_errors(self, job_id: str, limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
-        """Up to ``limit`` failed result lines, read from the JSON-lines stream."""
-        import json
+        """Up to ``limit`` failed result lines, read from the JSON-lines stream.
 
+        Best effort: a job that ended without results (cancelled early) just
+        has no examples to show.
+        """
         found: list[dict[str, Any]] = []
-        for raw in self.stream_lines(f"/jobs/{job_id}/results", params={"format": "jsonl"}):
-            line = json.loads(raw)
-            if isinstance(line, dict) and error_message(line) is not None:
-                found.append(line)
-                if len(found) >= limit:
-                    break
+        lines = self.stream_lines(f"/jobs/{job_id}/results", params={"format": "jsonl"})
+        try:
+            for raw in lines:
+                if b'"error"' not in raw:
+                    continue
+                line = json.loads(raw)
+                if isinstance(line, dict) and error_message(line) is not None:
+                    found.append(line)
+                    if len(found) >= limit:
+                        break
+        except CliFailure:
+            return found
         return found
 
 

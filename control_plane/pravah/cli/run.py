@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,27 @@ class RunOutcome:
     errors: list[dict[str, Any]] = field(default_factory=list)
     lines_written: int | None = None
     interrupted: bool = False
+
+
+def result_lines(workspace: Path) -> Iterator[bytes]:
+    """The job's per-file result lines, byte for byte as GET /jobs/{id}/results?format=jsonl."""
+    from pravah.results import iter_jsonl, load_parts
+
+    yield from iter_jsonl(load_parts(workspace) or [], workspace)
+
+
+def first_errors(lines: Iterable[bytes], limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
+    """The first ``limit`` failed result lines (a cheap byte test skips the others)."""
+    found: list[dict[str, Any]] = []
+    for raw in lines:
+        if b'"error"' not in raw:
+            continue
+        line = json.loads(raw)
+        if isinstance(line, dict) and line.get("error"):
+            found.append(line)
+            if len(found) >= limit:
+                break
+    return found
 
 
 @asynccontextmanager
@@ -185,11 +207,11 @@ async def run_embedded(
     want_errors: bool,
 ) -> RunOutcome:
     """Validates, stores and runs one job in this process; see the module doc."""
-    from pravah import results
     from pravah.db import Database, migrate
     from pravah.engine_client import EngineClient
     from pravah.jobs import create_job
     from pravah.models import JobCreate, JobPublic
+    from pravah.runner import workspace_of
 
     data = JobCreate.model_validate(request)  # same model, same errors as POST /jobs
     await migrate(settings)
@@ -215,15 +237,11 @@ async def run_embedded(
         outcome = RunOutcome(job=final.model_dump(mode="json"), interrupted=interrupted)
         if interrupted:
             return outcome
+        workspace = workspace_of(settings, job.id)
         if output is not None:
-            lines = [line async for line in results.iter_lines(settings, job.id)]
-            outcome.lines_written = write_jsonl_atomic(output, lines)
+            outcome.lines_written = write_jsonl_atomic(output, result_lines(workspace))
         if want_errors and final.progress.files_failed:
-            async for line in results.iter_lines(settings, job.id):
-                if line.get("error"):
-                    outcome.errors.append(line)
-                    if len(outcome.errors) >= MAX_ERRORS_SHOWN:
-                        break
+            outcome.errors = first_errors(result_lines(workspace))
         return outcome
     finally:
         await db.dispose()

@@ -1,0 +1,156 @@
+"""Helpers for the CLI end-to-end tests: running `pravah`, a CSV tree, a server handle.
+
+Why a module beside conftest.py: the tests import these names, and a
+uniquely named module imports unambiguously (every test folder has a
+`conftest`). Fixtures that use them live in this folder's conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PRAVAH = Path(sys.executable).parent / "pravah"
+
+
+@dataclass
+class Cli:
+    """Runs `pravah` with a private state folder and a clean environment."""
+
+    env: dict[str, str]
+    cwd: Path
+    state_dir: Path
+
+    def run(
+        self, *args: str, timeout: float = 180.0, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**self.env, **(extra_env or {})}
+        return subprocess.run(
+            [str(PRAVAH), *args],
+            env=env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def popen(self, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+        """Starts `pravah`; with ``log`` its stderr goes to that file (servers log a lot,
+        and a full pipe would block them)."""
+        stderr = log.open("w") if log is not None else subprocess.PIPE
+        try:
+            return subprocess.Popen(
+                [str(PRAVAH), *args],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=subprocess.PIPE if log is None else subprocess.DEVNULL,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+        finally:
+            if log is not None and not isinstance(stderr, int):
+                stderr.close()
+
+
+def clean_env() -> dict[str, str]:
+    dropped = ("DATABASE_URL", "LOG_LEVEL")
+    return {k: v for k, v in os.environ.items() if not k.startswith("PRAVAH_") and k not in dropped}
+
+
+# Expected outcome per file of the tree below: columns, or the error kind.
+TREE_RESULTS: dict[str, list[str] | str] = {
+    "people.csv": ["id", "name", "email"],
+    "nested/more.csv": ["id", "name", "email"],
+    "semi.csv": ["sku", "price", "qty"],
+    "tabs.tsv": ["a", "b"],
+    "quoted.csv": ["last, first", "age", 'say "hi"'],
+    "empty.csv": "invalid_data",
+    "blob.csv": "invalid_data",
+}
+
+
+def make_cli_tree(root: Path) -> Path:
+    """A small tree: delimiters , ; tab, a quoted header, an empty and a binary file.
+
+    `nested/more.csv` is the only file of 1 KB or more (for --min-size), and
+    `.hidden/secret.csv` is skipped unless hidden files are asked for.
+    """
+    (root / "nested").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    (root / "people.csv").write_text("id,name,email\n1,Ann,ann@example.com\n")
+    rows = "".join(f"{i},name{i},user{i}@example.com\n" for i in range(60))
+    (root / "nested" / "more.csv").write_text("id,name,email\n" + rows)
+    (root / "semi.csv").write_text("sku;price;qty\nA-1;9.50;3\n")
+    (root / "tabs.tsv").write_text("a\tb\n1\t2\n")
+    (root / "quoted.csv").write_text('"last, first",age,"say ""hi"""\n"Doe, J",3,x\n')
+    (root / "empty.csv").write_bytes(b"")
+    (root / "blob.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (root / ".hidden" / "secret.csv").write_text("secret,cols\n")
+    assert (root / "nested" / "more.csv").stat().st_size >= 1000
+    return root
+
+
+def make_large_tree(root: Path, folders: int = 100, per_folder: int = 300) -> Path:
+    """Many small CSV files (30,000 by default): a job long enough to interrupt."""
+    for d in range(folders):
+        folder = root / f"d{d:03d}"
+        folder.mkdir(parents=True)
+        for f in range(per_folder):
+            (folder / f"f{f:03d}.csv").write_text("id,value\n1,2\n")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def stop(self, timeout: float = 30.0) -> tuple[int, str]:
+        """SIGINT, then wait; returns the exit code and the server's stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"pravah serve ignored SIGINT for {timeout} s:\n{self.log.read_text()}"
+            ) from None
+        return self.process.returncode, self.log.read_text()
+
+
+def wait_for(predicate: object, timeout: float, message: str) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.05)
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 2, a short message on stderr naming the problem, nothing on stdout, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == "", result.stdout
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)

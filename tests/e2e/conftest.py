@@ -1,0 +1,75 @@
+"""Fixtures for end-to-end tests: the `pravah` CLI and server as real subprocesses.
+
+Why subprocesses: exit codes, stdout/stderr separation, signal handling and
+the engine child's lifetime are exactly what these tests check, and none of
+them can be seen from an in-process call. Each test gets its own state
+folder (SQLite job store, workspaces) and a clean environment: only
+PRAVAH_ENGINE_BIN (from the shared `engine_bin` fixture) and PRAVAH_STATE_DIR
+are set, so a developer's own configuration never leaks in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_harness import Cli, Server, clean_env, free_port, make_cli_tree, make_large_tree
+
+
+@pytest.fixture
+def cli(tmp_path: Path, engine_bin: Path) -> Cli:
+    state = tmp_path / "state"
+    work = tmp_path / "cwd"  # no stray .env is picked up from the repo
+    work.mkdir()
+    env = clean_env()
+    env.update(
+        PRAVAH_ENGINE_BIN=str(engine_bin),
+        PRAVAH_STATE_DIR=str(state),
+        COLUMNS="200",
+    )
+    return Cli(env=env, cwd=work, state_dir=state)
+
+
+# Expected outcome per file of the tree below: columns, or the error kind.
+@pytest.fixture
+def csv_dir(tmp_path: Path) -> Path:
+    """The CLI tests' small CSV tree (see cli_harness.TREE_RESULTS)."""
+    return make_cli_tree(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def large_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30,000 small CSV files in 100 folders: long enough to interrupt."""
+    return make_large_tree(tmp_path_factory.mktemp("large"))
+
+
+@pytest.fixture
+def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
+    """`pravah serve` on a free port; stopped with SIGINT, which must end it cleanly."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    process = cli.popen("serve", "--port", str(port), log=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            code = process.returncode
+            raise AssertionError(f"pravah serve exited with {code}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"pravah serve not ready in 60 s:\n{log.read_text()}")
+        time.sleep(0.2)
+    running = Server(url=url, process=process, log=log)
+    yield running
+    code, err = running.stop()
+    assert code == 0, f"pravah serve exited with {code} on SIGINT:\n{err}"
+    assert "Traceback" not in err, err

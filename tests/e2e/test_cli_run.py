@@ -1,0 +1,203 @@
+"""`pravah run` and `pravah tasks` end to end: CLI subprocess, SQLite state, real engine."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from cli_harness import TREE_RESULTS, Cli, assert_usage_error
+
+pytestmark = pytest.mark.e2e
+
+
+def expected_schemas() -> list[tuple[list[str], int]]:
+    """Distinct schemas of the tree, most files first, then by columns."""
+    counts: dict[tuple[str, ...], int] = {}
+    for outcome in TREE_RESULTS.values():
+        if isinstance(outcome, list):
+            counts[tuple(outcome)] = counts.get(tuple(outcome), 0) + 1
+    return [(list(c), n) for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def test_run_json_reports_exact_schemas_and_counts(cli: Cli, csv_dir: Path) -> None:
+    result = cli.run("run", str(csv_dir), "--task", "csv-header", "--json")
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)  # exactly one JSON document on stdout
+    assert job["status"] == "completed"
+    assert job["task"] == "csv-header"
+    assert job["source"] == str(csv_dir.resolve())
+    progress = job["progress"]
+    assert progress["files_total"] == len(TREE_RESULTS)  # .hidden/ is skipped by default
+    assert progress["files_done"] == 5
+    assert progress["files_failed"] == 2
+    schemas = job["summary"]["schemas"]
+    assert [(s["columns"], s["files"]) for s in schemas] == expected_schemas()
+    by_columns = {tuple(s["columns"]): s["example"] for s in schemas}
+    assert by_columns[("id", "name", "email")] in {"people.csv", "nested/more.csv"}
+    assert by_columns[("last, first", "age", 'say "hi"')] == "quoted.csv"
+    assert by_columns[("sku", "price", "qty")] == "semi.csv"
+    assert by_columns[("a", "b")] == "tabs.tsv"
+
+
+def test_run_output_has_one_line_per_file_with_columns_or_errors(
+    cli: Cli, csv_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out" / "results.jsonl"
+    result = cli.run("run", str(csv_dir), "--task", "csv-header", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(lines) == len(TREE_RESULTS)
+    by_path = {line["path"]: line for line in lines}
+    assert set(by_path) == set(TREE_RESULTS)
+    for path, expected in TREE_RESULTS.items():
+        line = by_path[path]
+        assert line["size"] == (csv_dir / path).stat().st_size
+        if isinstance(expected, list):
+            assert line["columns"] == expected, path
+            assert "error" not in line
+        else:
+            assert line["error_kind"] == expected, path
+            assert line["error"], path
+            assert "columns" not in line
+    assert "binary" in by_path["blob.csv"]["error"].lower()
+    # Atomic write: nothing but the final file is left in its folder.
+    assert [p.name for p in output.parent.iterdir()] == ["results.jsonl"]
+
+
+def test_run_table_names_the_schemas_and_the_failures(cli: Cli, csv_dir: Path) -> None:
+    result = cli.run("run", str(csv_dir), "--task", "csv-header")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "4 distinct schemas" in out
+    assert "id, name, email" in out
+    assert "last, first, age" in out
+    assert "sku, price, qty" in out
+    assert "completed" in out
+    assert "7 files (5 ok, 2 failed)" in out
+    assert "empty.csv" in out
+    assert "blob.csv" in out
+    # Not a terminal: no progress bar control sequences anywhere.
+    assert "\x1b[" not in result.stderr + out
+
+
+def _paths(cli: Cli, tree: Path, *flags: str) -> set[str]:
+    output = cli.cwd / "filtered.jsonl"
+    result = cli.run("run", str(tree), "--task", "csv-header", "--quiet", "-o", "trim=true",
+                     "--output", str(output), *flags)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return {json.loads(line)["path"] for line in output.read_text().splitlines()}
+
+
+def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_dir: Path) -> None:
+    assert _paths(cli, csv_dir, "--include", "nested/**") == {"nested/more.csv"}
+    assert _paths(cli, csv_dir, "--exclude", "nested", "--exclude", "*.tsv") == {
+        "people.csv", "semi.csv", "quoted.csv", "empty.csv", "blob.csv"
+    }  # fmt: skip
+    assert _paths(cli, csv_dir, "--min-size", "1KB") == {"nested/more.csv"}
+    assert _paths(cli, csv_dir, "--max-size", "0") == {"empty.csv"}
+    assert _paths(cli, csv_dir, "--ext", "tsv") == {"tabs.tsv"}
+    assert ".hidden/secret.csv" in _paths(cli, csv_dir, "--hidden")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["run", "{missing}", "--task", "csv-header"], ["does not exist"]),
+        (["run", "{file}", "--task", "csv-header"], ["is a file, not a directory"]),
+        (["run", "{tree}", "--task", "nope"], ["unknown task 'nope'", "csv-header"]),
+        (["run", "{tree}", "--task", "csv-header", "-o", "bogus=1"], ["unknown option 'bogus'"]),
+        (["run", "{tree}", "--task", "csv-header", "--option", "novalue"], ["KEY=VALUE"]),
+        (["run", "{tree}", "--task", "csv-header", "-o", "delimiter=x"], ["delimiter"]),
+        (["run", "{tree}", "--task", "csv-header", "--min-size", "12XB"], ["--min-size", "12XB"]),
+        (["run", "{tree}"], ["--task"]),
+    ],
+    ids=[
+        "missing-source",
+        "source-is-file",
+        "unknown-task",
+        "unknown-option",
+        "malformed-option",
+        "bad-option-value",
+        "bad-size",
+        "no-task",
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(
+    cli: Cli, csv_dir: Path, args: list[str], needles: list[str]
+) -> None:
+    values = {
+        "missing": str(csv_dir / "nope"),
+        "file": str(csv_dir / "people.csv"),
+        "tree": str(csv_dir),
+    }
+    result = cli.run(*[a.format(**values) for a in args])
+    assert_usage_error(result, *needles)
+
+
+def test_bad_input_stores_no_job(cli: Cli, csv_dir: Path) -> None:
+    assert_usage_error(cli.run("run", str(csv_dir), "--task", "nope"), "unknown task")
+    db = cli.state_dir / "pravah.db"
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+def test_tasks_lists_csv_header_with_its_options(cli: Cli) -> None:
+    result = cli.run("tasks")
+    assert result.returncode == 0, result.stderr
+    assert "csv-header" in result.stdout
+    assert "max_header_bytes" in result.stdout
+    as_json = cli.run("tasks", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    tasks = {t["name"]: t for t in json.loads(as_json.stdout)["tasks"]}
+    assert "delimiter" in tasks["csv-header"]["options_schema"]["properties"]
+
+
+def test_version_prints_the_package_version(cli: Cli) -> None:
+    from pravah import __version__
+
+    result = cli.run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"pravah {__version__}"
+
+
+def _job_rows(db: Path) -> list[tuple[str, str]]:
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return list(conn.execute("SELECT id, status FROM jobs"))
+    except sqlite3.Error:
+        return []
+
+
+def test_sigint_during_run_cancels_the_job_and_exits_130(cli: Cli, large_tree: Path) -> None:
+    process = cli.popen("run", str(large_tree), "--task", "csv-header", "--json")
+    db = cli.state_dir / "pravah.db"
+    deadline = time.monotonic() + 60
+    while not any(status == "running" for _, status in _job_rows(db)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the job never started running"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    job = json.loads(out)
+    assert job["status"] == "cancelled"
+    assert job["progress"]["files_done"] < 30_000
+    assert _job_rows(db) == [(job["id"], "cancelled")]
+    # The engine child went away with the command: no pravah-engine left for this state dir.
+    engines = [p for p in Path("/proc").glob("[0-9]*") if _is_engine_of(p, cli)]
+    assert engines == []
+
+
+def _is_engine_of(proc: Path, cli: Cli) -> bool:
+    try:
+        cmdline = (proc / "cmdline").read_bytes()
+        environ = (proc / "environ").read_bytes()
+    except OSError:
+        return False
+    return b"pravah-engine" in cmdline and str(cli.state_dir).encode() in environ
