@@ -1,0 +1,99 @@
+"""find_engine_bin and the launcher's failure messages (no real engine needed)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pravah import engine_launcher
+from pravah.engine_launcher import LocalEngine, LocalEngineSync, find_engine_bin
+from pravah.errors import EngineBinaryNotFoundError, EngineUnavailableError
+from pravah.settings import Settings
+
+
+def test_missing_engine_lists_every_path_tried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PRAVAH_ENGINE_BIN", raising=False)
+    monkeypatch.setattr(engine_launcher, "repo_root", lambda: tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(EngineBinaryNotFoundError) as info:
+        find_engine_bin(Settings(engine_bin=None))
+    message = str(info.value)
+    assert str(tmp_path / "target" / "release" / "pravah-engine") in message
+    assert str(tmp_path / "target" / "debug" / "pravah-engine") in message
+    assert "pravah-engine on PATH" in message
+    assert "cargo build -p pravah-engine" in message
+
+
+def test_wrong_explicit_engine_bin_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(EngineBinaryNotFoundError, match="PRAVAH_ENGINE_BIN is set to"):
+        find_engine_bin(Settings(engine_bin=tmp_path / "nope"))
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "fake-engine"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_explicit_engine_bin_wins(tmp_path: Path) -> None:
+    fake = _script(tmp_path, "exit 0\n")
+    assert find_engine_bin(Settings(engine_bin=fake)) == fake
+
+
+def test_release_build_is_preferred_over_debug(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PRAVAH_ENGINE_BIN", raising=False)
+    monkeypatch.setattr(engine_launcher, "repo_root", lambda: tmp_path)
+    for profile in ("release", "debug"):
+        (tmp_path / "target" / profile).mkdir(parents=True)
+        _script(tmp_path / "target" / profile, "exit 0\n").rename(
+            tmp_path / "target" / profile / "pravah-engine"
+        )
+    assert find_engine_bin(Settings()) == tmp_path / "target" / "release" / "pravah-engine"
+
+
+async def test_engine_dying_before_listening_reports_stderr(tmp_path: Path) -> None:
+    fake = _script(tmp_path, 'echo "boom: cannot bind" >&2\nexit 3\n')
+    with pytest.raises(EngineUnavailableError) as info:
+        async with LocalEngine(fake):
+            pass
+    assert "exited with code 3" in str(info.value)
+    assert "boom: cannot bind" in str(info.value)
+
+
+async def test_async_launcher_reads_url_and_stops_with_sigterm(tmp_path: Path) -> None:
+    fake = _script(
+        tmp_path,
+        "trap 'exit 0' TERM\necho 'listening on 127.0.0.1:4242'\nwhile true; do sleep 0.05; done\n",
+    )
+    engine = LocalEngine(fake, stop_timeout=5)
+    async with engine as url:
+        assert url == "127.0.0.1:4242"
+    assert engine._proc is not None
+    assert engine._proc.returncode == 0
+
+
+def test_sync_launcher_times_out_with_clear_error(tmp_path: Path) -> None:
+    fake = _script(tmp_path, "echo starting >&2\nexec sleep 30\n")
+    engine = LocalEngineSync(fake, start_timeout=0.5, stop_timeout=1)
+    with pytest.raises(EngineUnavailableError, match=r"did not report `listening on`"):
+        engine.start()
+
+
+def test_sync_launcher_kills_engine_ignoring_sigterm(tmp_path: Path) -> None:
+    fake = _script(
+        tmp_path,
+        "trap '' TERM\necho 'listening on 127.0.0.1:1'\nwhile true; do sleep 0.05; done\n",
+    )
+    engine = LocalEngineSync(fake, stop_timeout=0.5)
+    with engine as url:
+        assert url == "127.0.0.1:1"
+    assert engine._proc is not None
+    assert engine._proc.returncode is not None
+    assert os.name == "posix"

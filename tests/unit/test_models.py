@@ -1,0 +1,99 @@
+"""JobCreate / JobFilters validation and the public progress view."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pravah.models import Job, JobCreate, JobFilters, JobPublic, JobStatus
+from pydantic import ValidationError
+
+
+def test_job_create_minimal() -> None:
+    job = JobCreate.model_validate({"source": "/data", "task": "csv-header"})
+    assert job.options == {}
+    assert job.filters == JobFilters()
+
+
+def test_job_create_rejects_extra_fields() -> None:
+    with pytest.raises(ValidationError, match=r"extra_forbidden|Extra inputs"):
+        JobCreate.model_validate({"source": "/d", "task": "csv-header", "priority": 3})
+
+
+def test_job_filters_reject_unknown_filter() -> None:
+    with pytest.raises(ValidationError):
+        JobCreate.model_validate(
+            {"source": "/d", "task": "csv-header", "filters": {"glob": "*.csv"}}
+        )
+
+
+def test_pipeline_is_accepted_in_schema_but_rejected_clearly() -> None:
+    with pytest.raises(ValidationError, match="pipelines are not supported yet"):
+        JobCreate.model_validate({"source": "/d", "pipeline": [{"task": "csv-header"}]})
+
+
+def test_task_is_required_without_pipeline() -> None:
+    with pytest.raises(ValidationError, match="'task' is required"):
+        JobCreate.model_validate({"source": "/d"})
+
+
+def test_filters_parse_human_sizes_and_dates() -> None:
+    filters = JobFilters.model_validate(
+        {
+            "min_size": "1KiB",
+            "max_size": "1.5GB",
+            "modified_after": "2024-01-01",
+            "extensions": [".CSV", "tsv"],
+        }
+    )
+    assert filters.min_size == 1024
+    assert filters.max_size == 1_500_000_000
+    assert filters.modified_after == datetime(2024, 1, 1, tzinfo=UTC)
+    assert filters.extensions == ["csv", "tsv"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "needle"),
+    [
+        ({"min_size": "lots"}, "invalid size 'lots'"),
+        ({"max_size": "5 parsecs"}, "unknown unit"),
+        ({"min_size": -1}, "cannot be negative"),
+        ({"min_size": "2MB", "max_size": "1MB"}, "larger than max_size"),
+        ({"modified_after": "not a date"}, "invalid datetime"),
+        ({"modified_after": "2024-02-01", "modified_before": "2024-01-01"}, "earlier than"),
+        ({"max_depth": -1}, "greater than or equal to 0"),
+    ],
+)
+def test_bad_filters_give_clear_messages(filters: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        JobCreate.model_validate({"source": "/d", "task": "csv-header", "filters": filters})
+    assert needle in str(info.value)
+
+
+def test_public_progress_has_rate_and_eta_while_running() -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    job = Job(
+        task="csv-header",
+        source="/d",
+        status=JobStatus.running.value,
+        started_at=start,
+        files_total=100,
+        bytes_total=1000,
+        files_done=40,
+        files_failed=10,
+        bytes_done=400,
+        bytes_failed=100,
+    )
+    public = JobPublic.from_job(job, now=start + timedelta(seconds=10))
+    assert public.progress.percent == 50.0
+    assert public.progress.bytes_per_second == 50.0
+    assert public.progress.files_per_second == 5.0
+    assert public.progress.eta_seconds == 10.0
+
+
+def test_public_progress_unknown_totals_before_listing() -> None:
+    job = Job(task="csv-header", source="/d", status=JobStatus.pending.value)
+    public = JobPublic.from_job(job)
+    assert public.progress.percent is None
+    assert public.progress.eta_seconds is None
+    assert public.status == JobStatus.pending

@@ -1,0 +1,71 @@
+"""Parsing of human sizes and datetimes used in filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from pravah.units import format_size, parse_datetime, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("512", 512),
+        (512, 512),
+        ("100MB", 100_000_000),
+        ("100 mb", 100_000_000),
+        ("1.5GiB", int(1.5 * 1024**3)),
+        ("512k", 512_000),
+        ("512KiB", 512 * 1024),
+        ("2 TB", 2 * 1000**4),
+        ("10B", 10),
+        (".5k", 500),
+    ],
+)
+def test_parse_size_accepts_decimal_and_binary_units(text: str | int, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "expected a number"),
+        ("abc", "expected a number"),
+        ("10 parsecs", "unknown unit 'parsecs'"),
+        ("-5", "expected a number"),
+        (-5, "cannot be negative"),
+        ("1.2.3MB", "expected a number"),
+    ],
+)
+def test_parse_size_rejects_bad_values_with_clear_message(text: str | int, needle: str) -> None:
+    with pytest.raises(ValueError, match="invalid size") as info:
+        parse_size(text)
+    assert needle in str(info.value)
+
+
+def test_parse_size_rejects_bool() -> None:
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_size(True)
+
+
+def test_parse_datetime_forms_are_utc_aware() -> None:
+    assert parse_datetime("2024-05-01") == datetime(2024, 5, 1, tzinfo=UTC)
+    assert parse_datetime("2024-05-01T12:30:00Z") == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    plus2 = timezone(timedelta(hours=2))
+    assert parse_datetime("2024-05-01T12:00:00+02:00") == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert parse_datetime(datetime(2024, 5, 1, 12, tzinfo=plus2)).tzinfo == UTC
+    assert parse_datetime(date(2024, 1, 2)) == datetime(2024, 1, 2, tzinfo=UTC)
+    assert parse_datetime(datetime(2024, 1, 2, 3)) == datetime(2024, 1, 2, 3, tzinfo=UTC)
+
+
+def test_parse_datetime_rejects_garbage_naming_the_value() -> None:
+    with pytest.raises(ValueError, match=r"invalid datetime 'yesterday-ish'.*ISO 8601"):
+        parse_datetime("yesterday-ish")
+
+
+def test_format_size_uses_binary_units() -> None:
+    assert format_size(10) == "10 B"
+    assert format_size(1536) == "1.5 KiB"
+    assert format_size(3 * 1024**3) == "3.0 GiB"
