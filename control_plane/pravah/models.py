@@ -223,7 +223,11 @@ class Job(SQLModel, table=True):
 
 
 class JobProgress(BaseModel):
-    """Counts so far, with rate and ETA once totals are known."""
+    """Counts so far, with rate and ETA once totals are known.
+
+    `files_done`/`bytes_done` count every finished file, failed ones included;
+    `files_failed`/`bytes_failed` are the failed subset (as in the engine).
+    """
 
     files_total: int | None
     bytes_total: int | None
@@ -282,8 +286,10 @@ class JobPublic(BaseModel):
 
 def compute_progress(job: Job, now: datetime | None = None) -> JobProgress:
     """Percent, rates and ETA from the counters and the running time."""
-    files_seen = job.files_done + job.files_failed
-    bytes_seen = job.bytes_done + job.bytes_failed
+    # As in the engine's Progress: *_done counts every finished file, failed
+    # ones included; *_failed is the failed subset.
+    files_seen = job.files_done
+    bytes_seen = job.bytes_done
     percent: float | None = None
     if job.files_total is not None and job.bytes_total is not None:
         if job.bytes_total > 0:

@@ -12,8 +12,9 @@ import re
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
+from typing import Any
 
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import CursorResult, TextClause, bindparam, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from pravah.models import UTCDateTime, utcnow
@@ -54,6 +55,15 @@ def query(name: str) -> TextClause:
     return stmt.bindparams(*typed) if typed else stmt
 
 
+async def _execute(
+    session: AsyncSession, stmt: TextClause, params: dict[str, Any] | None = None
+) -> CursorResult[Any]:
+    # Raw SQL goes through the session's connection (same transaction):
+    # sqlmodel's AsyncSession.execute is deprecated for ORM use.
+    conn = await session.connection()
+    return await conn.execute(stmt, params or {})
+
+
 def _is_postgres(session: AsyncSession) -> bool:
     bind = session.get_bind()
     return bind.dialect.name == "postgresql"
@@ -62,7 +72,7 @@ def _is_postgres(session: AsyncSession) -> bool:
 async def claim_job(session: AsyncSession, worker_id: str) -> str | None:
     """Mark the oldest pending job running for `worker_id`; return its id, or None."""
     name = "claim_job_postgresql" if _is_postgres(session) else "claim_job_sqlite"
-    result = await session.execute(query(name), {"worker_id": worker_id, "now": utcnow()})
+    result = await _execute(session, query(name), {"worker_id": worker_id, "now": utcnow()})
     row = result.first()
     await session.commit()
     return str(row[0]) if row is not None else None
@@ -71,13 +81,13 @@ async def claim_job(session: AsyncSession, worker_id: str) -> str | None:
 async def notify(session: AsyncSession) -> None:
     """Wake workers waiting for new jobs (PostgreSQL NOTIFY; no-op on SQLite)."""
     if _is_postgres(session):
-        await session.execute(query("notify_jobs"))
+        await _execute(session, query("notify_jobs"))
         await session.commit()
 
 
 async def heartbeat(session: AsyncSession, worker_id: str) -> None:
     """Renew the lease of the worker's running jobs."""
-    await session.execute(query("heartbeat"), {"worker_id": worker_id, "now": utcnow()})
+    await _execute(session, query("heartbeat"), {"worker_id": worker_id, "now": utcnow()})
     await session.commit()
 
 
@@ -91,7 +101,7 @@ async def recover_stale(
         "stale_before": now - timedelta(seconds=lease_timeout),
         "max_attempts": max_attempts,
     }
-    failed = [str(r[0]) for r in (await session.execute(query("fail_stale_jobs"), params))]
-    requeued = [str(r[0]) for r in (await session.execute(query("requeue_stale_jobs"), params))]
+    failed = [str(r[0]) for r in (await _execute(session, query("fail_stale_jobs"), params))]
+    requeued = [str(r[0]) for r in (await _execute(session, query("requeue_stale_jobs"), params))]
     await session.commit()
     return requeued, failed

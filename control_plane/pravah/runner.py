@@ -187,7 +187,6 @@ class _JobRun:
             elif stale.exists():
                 stale.unlink()
         chunks_dir.mkdir(parents=True, exist_ok=True)
-        results_dir.mkdir(parents=True, exist_ok=True)
         filters = JobFilters.model_validate(job.filters or {})
         state = self.state
 
@@ -224,6 +223,8 @@ class _JobRun:
                 for c in listing.chunks
             ]
             state.work_items = len(work)
+            # Created only now: a job that failed before processing has no results.
+            results_dir.mkdir(parents=True, exist_ok=True)
             interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
             async for event in client.process(
                 job.task,

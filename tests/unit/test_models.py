@@ -79,9 +79,9 @@ def test_public_progress_has_rate_and_eta_while_running() -> None:
         started_at=start,
         files_total=100,
         bytes_total=1000,
-        files_done=40,
+        files_done=50,
         files_failed=10,
-        bytes_done=400,
+        bytes_done=500,
         bytes_failed=100,
     )
     public = JobPublic.from_job(job, now=start + timedelta(seconds=10))
