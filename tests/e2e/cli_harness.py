@@ -43,14 +43,16 @@ class Cli:
             check=False,
         )
 
-    def popen(self, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str, log: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         """Starts `pravah`; with ``log`` its stderr goes to that file (servers log a lot,
         and a full pipe would block them)."""
         stderr = log.open("w") if log is not None else subprocess.PIPE
         try:
             return subprocess.Popen(
                 [str(PRAVAH), *args],
-                env=self.env,
+                env={**self.env, **(extra_env or {})},
                 cwd=self.cwd,
                 stdout=subprocess.PIPE if log is None else subprocess.DEVNULL,
                 stderr=stderr,

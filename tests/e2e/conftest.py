@@ -46,12 +46,9 @@ def large_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_large_tree(tmp_path_factory.mktemp("large"))
 
 
-@pytest.fixture
-def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
-    """`pravah serve` on a free port; stopped with SIGINT, which must end it cleanly."""
+def _start_server(cli: Cli, log: Path, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
-    log = tmp_path / "serve.log"
-    process = cli.popen("serve", "--port", str(port), log=log)
+    process = cli.popen("serve", "--port", str(port), log=log, extra_env=extra_env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -60,7 +57,7 @@ def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
             raise AssertionError(f"pravah serve exited with {code}:\n{log.read_text()}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
+                return Server(url=url, process=process, log=log)
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
@@ -68,8 +65,25 @@ def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
             process.wait()
             raise AssertionError(f"pravah serve not ready in 60 s:\n{log.read_text()}")
         time.sleep(0.2)
-    running = Server(url=url, process=process, log=log)
-    yield running
+
+
+def _stop_server(running: Server) -> None:
     code, err = running.stop()
     assert code == 0, f"pravah serve exited with {code} on SIGINT:\n{err}"
     assert "Traceback" not in err, err
+
+
+@pytest.fixture
+def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
+    """`pravah serve` on a free port; stopped with SIGINT, which must end it cleanly."""
+    running = _start_server(cli, tmp_path / "serve.log")
+    yield running
+    _stop_server(running)
+
+
+@pytest.fixture
+def idle_server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
+    """A server without a worker: submitted jobs stay pending until cancelled."""
+    running = _start_server(cli, tmp_path / "idle.log", {"PRAVAH_RUN_WORKER": "false"})
+    yield running
+    _stop_server(running)

@@ -32,7 +32,7 @@ def test_run_json_reports_exact_schemas_and_counts(cli: Cli, csv_dir: Path) -> N
     assert job["source"] == str(csv_dir.resolve())
     progress = job["progress"]
     assert progress["files_total"] == len(TREE_RESULTS)  # .hidden/ is skipped by default
-    assert progress["files_done"] == 5
+    assert progress["files_done"] == len(TREE_RESULTS)  # failed ones included
     assert progress["files_failed"] == 2
     schemas = job["summary"]["schemas"]
     assert [(s["columns"], s["files"]) for s in schemas] == expected_schemas()

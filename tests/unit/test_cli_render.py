@@ -32,7 +32,7 @@ JOB = {
     "progress": {
         "files_total": 6,
         "bytes_total": 100,
-        "files_done": 4,
+        "files_done": 6,
         "files_failed": 2,
         "bytes_done": 90,
         "bytes_failed": 10,
@@ -48,13 +48,13 @@ JOB = {
 
 def test_counts_are_read_from_the_nested_progress_block() -> None:
     counts = job_counts(JOB)
-    assert (counts.files_done, counts.files_failed, counts.files_total) == (4, 2, 6)
-    assert counts.files_processed == 6
+    assert (counts.files_done, counts.files_failed, counts.files_total) == (6, 2, 6)
+    assert (counts.files_processed, counts.files_ok) == (6, 4)
 
 
 def test_counts_are_read_from_a_flat_document_too() -> None:
     counts = job_counts({"files_done": 3, "files_failed": 1, "files_total": None})
-    assert (counts.files_processed, counts.files_total) == (4, None)
+    assert (counts.files_processed, counts.files_ok, counts.files_total) == (3, 2, None)
 
 
 def test_summary_table_names_every_schema_with_counts_examples_and_errors() -> None:

@@ -93,8 +93,12 @@ class JobCounts:
 
     @property
     def files_processed(self) -> int:
-        """Files finished either way: ``files_done`` counts successes only."""
-        return self.files_done + self.files_failed
+        """Files finished either way: the engine's ``files_done`` includes the failed ones."""
+        return max(self.files_done, self.files_failed)
+
+    @property
+    def files_ok(self) -> int:
+        return max(0, self.files_done - self.files_failed)
 
 
 def job_counts(job: Mapping[str, Any]) -> JobCounts:
@@ -260,13 +264,13 @@ def render_summary(
         line.append(f"  {task}")
     line.append(f"  {counts.files_processed:,} files")
     if counts.files_failed:
-        line.append(f" ({counts.files_done:,} ok, ")
+        line.append(f" ({counts.files_ok:,} ok, ")
         line.append(f"{counts.files_failed:,} failed", style="red")
         line.append(")")
     job_id = job.get("id")
     if job_id:
         line.append(f"  job {job_id}", style="dim")
-    console.print(line)
+    console.print(line, soft_wrap=True)
 
     reason = job.get("error") or job.get("failure_reason") or job.get("reason")
     if reason and status != "completed":

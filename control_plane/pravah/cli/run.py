@@ -8,14 +8,14 @@ command, and the same validation and runner the API uses -- `create_job` and
 either.
 
 Shutdown (the subtle part). SIGINT is taken over by a loop signal handler
-once the job exists: the first Ctrl-C asks the runner to stop the way the
-API's cancel does (``cancel_requested`` in the job row) and cancels the
-runner task if it has not ended within ``CANCEL_GRACE`` seconds; a second
-Ctrl-C cancels it at once. Either way the job row ends ``cancelled`` (this
-process owns the job, so it finalizes the row itself if the runner could
-not), the engine child is stopped by its context manager, and the exit
-status is 130. A Ctrl-C before the job exists simply unwinds (engine
-stopped) with 130.
+once the job exists. Ctrl-C sets ``cancel_requested`` on the row (as the
+API's cancel does), then cancels the runner task at once rather than waiting
+for the runner's next progress tick: a person pressing Ctrl-C wants it to
+stop now. Cancelling the runner cancels its gRPC call, which stops the
+engine's work, and hands the row back as ``pending``; this process owns the
+job, so it then marks the row ``cancelled`` itself. The engine child is
+stopped by its context manager on the way out and the exit status is 130.
+A Ctrl-C before the job exists simply unwinds (engine stopped) with 130.
 """
 
 from __future__ import annotations
@@ -68,10 +68,6 @@ if TYPE_CHECKING:
     from pravah.settings import Settings
 
 __all__ = ["RunOutcome", "run_command", "run_embedded"]
-
-# Seconds the runner gets to wind down cooperatively after the first Ctrl-C.
-CANCEL_GRACE = 10.0
-
 
 @dataclass
 class RunOutcome:
@@ -166,25 +162,18 @@ async def _run_with_sigint(
     loop = asyncio.get_running_loop()
     run_task = asyncio.ensure_future(run_job(job.id, settings, url, on_progress))
     interrupted = asyncio.Event()
-
-    def on_sigint() -> None:
-        if interrupted.is_set():
-            run_task.cancel()  # second Ctrl-C: stop now
-        interrupted.set()
-
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
     try:
         waiter = asyncio.ensure_future(interrupted.wait())
         await asyncio.wait({run_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if not interrupted.is_set():
+        if run_task.done() and not interrupted.is_set():
             run_task.result()  # re-raise the runner's own failure, if any
             return False
-        err_console.print("[yellow]cancelling (Ctrl-C again to stop at once)...[/yellow]")
+        # The flag first: whoever looks at the row from now on (this runner,
+        # or a server worker sharing the store) sees a job being cancelled.
         await _request_cancel(db, job.id)
-        done, _ = await asyncio.wait({run_task}, timeout=CANCEL_GRACE)
-        if not done:
-            run_task.cancel()
+        run_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await run_task
         await _finalize_cancelled(db, job.id)

@@ -1,0 +1,134 @@
+"""The client commands against `pravah serve` running as a subprocess.
+
+One server per test, on a free port with its own state folder; the fixture
+stops it with SIGINT and asserts a clean exit (status 0, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cli_harness import TREE_RESULTS, Cli, Server, assert_usage_error, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_submit_wait_status_results_jobs_and_cancel_against_a_server(
+    cli: Cli, server: Server, csv_dir: Path, tmp_path: Path
+) -> None:
+    remote = ("--server", server.url)
+
+    waited = cli.run("submit", str(csv_dir), "--task", "csv-header", "--wait", "--json", *remote)
+    assert waited.returncode == 0, waited.stderr
+    job = json.loads(waited.stdout)
+    assert job["status"] == "completed"
+    assert job["progress"]["files_done"] == len(TREE_RESULTS)
+    assert job["progress"]["files_failed"] == 2
+    assert len(job["summary"]["schemas"]) == 4
+
+    # Human output of --wait: the same schema table as `pravah run`.
+    table = cli.run("submit", str(csv_dir), "--task", "csv-header", "--wait", *remote)
+    assert table.returncode == 0, table.stderr
+    assert "4 distinct schemas" in table.stdout
+    assert "last, first, age" in table.stdout
+
+    # Without --wait: just the id on stdout.
+    queued = cli.run("submit", str(csv_dir), "--task", "csv-header", "--ext", "tsv", *remote)
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.strip()
+    deadline = time.monotonic() + 60
+    while True:
+        status = cli.run("status", job_id, "--json", *remote)
+        assert status.returncode == 0, status.stderr
+        if json.loads(status.stdout)["status"] == "completed":
+            break
+        assert time.monotonic() < deadline, status.stdout
+        time.sleep(0.2)
+    human = cli.run("status", job_id, *remote)
+    assert job_id in human.stdout
+    assert "completed" in human.stdout
+
+    output = tmp_path / "remote.jsonl"
+    results = cli.run("results", job["id"], "--output", str(output), *remote)
+    assert results.returncode == 0, results.stderr
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert {line["path"] for line in lines} == set(TREE_RESULTS)
+    assert {line["path"]: line.get("columns", line.get("error_kind")) for line in lines} == {
+        path: expected for path, expected in TREE_RESULTS.items()
+    }
+    only_tsv = cli.run("results", job_id, "--json", *remote)
+    assert [item["path"] for item in json.loads(only_tsv.stdout)["items"]] == ["tabs.tsv"]
+
+    listing = cli.run("jobs", "--json", *remote)
+    assert listing.returncode == 0, listing.stderr
+    ids = [item["id"] for item in json.loads(listing.stdout)["items"]]
+    assert job["id"] in ids
+    assert job_id in ids
+    assert ids[0] == job_id  # newest first
+    table_listing = cli.run("jobs", "--status", "completed", *remote)
+    assert job_id in table_listing.stdout
+
+    # A finished job cannot be cancelled: the server's reason, exit 1.
+    finished = cli.run("cancel", job_id, *remote)
+    assert finished.returncode == 1
+    assert "already finished" in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+    # Unknown job: the server's 404 detail, exit 1.
+    missing = cli.run("status", "00000000-0000-4000-8000-000000000000", *remote)
+    assert missing.returncode == 1
+    assert "no job with id" in missing.stderr
+
+
+def test_cancel_of_a_queued_job_marks_it_cancelled(
+    cli: Cli, idle_server: Server, csv_dir: Path
+) -> None:
+    remote = ("--server", idle_server.url)
+    queued = cli.run("submit", str(csv_dir), "--task", "csv-header", *remote)
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.strip()
+    assert json.loads(cli.run("status", job_id, "--json", *remote).stdout)["status"] == "pending"
+    cancelled = cli.run("cancel", job_id, *remote)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"cancel requested for job {job_id} (status: cancelled)" in cancelled.stdout
+    state = json.loads(cli.run("status", job_id, "--json", *remote).stdout)
+    assert state["status"] == "cancelled"
+    # Its results do not exist: the server says why, exit 1.
+    results = cli.run("results", job_id, *remote)
+    assert results.returncode == 1
+    assert "without results" in results.stderr
+
+
+def test_bad_submissions_exit_2_with_the_servers_message(
+    cli: Cli, server: Server, csv_dir: Path
+) -> None:
+    remote = ("--server", server.url)
+    assert_usage_error(
+        cli.run("submit", str(csv_dir / "nope"), "--task", "csv-header", *remote),
+        "does not exist",
+    )
+    assert_usage_error(
+        cli.run("submit", str(csv_dir), "--task", "nope", *remote), "unknown task 'nope'"
+    )
+    assert_usage_error(
+        cli.run("submit", str(csv_dir), "--task", "csv-header", "-o", "bogus=1", *remote),
+        "unknown option 'bogus'",
+    )
+    assert_usage_error(
+        cli.run("submit", str(csv_dir), "--task", "csv-header", "--max-size", "12XB", *remote),
+        "--max-size",
+    )
+
+
+def test_unreachable_server_is_named_and_exits_1(cli: Cli) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli.run("jobs", "--server", url)
+    assert result.returncode == 1
+    assert f"cannot reach the Pravah server at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+    via_env = cli.run("status", "x", extra_env={"PRAVAH_SERVER": url})
+    assert via_env.returncode == 1
+    assert url in via_env.stderr
