@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunOutcome", "run_command", "run_embedded"]
 
+
 @dataclass
 class RunOutcome:
     """What the command prints: the final job, a few failed lines, the results written."""
