@@ -1,0 +1,37 @@
+"""Alembic `upgrade head` yields exactly the models' schema, on both backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pravah.models  # noqa: F401 - registers the tables
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from pravah.db import create_engine, migrate
+from pravah.settings import Settings
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, SQLModel.metadata))
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def test_upgrade_head_matches_models(db_settings: Settings) -> None:
+    await migrate(db_settings)
+    await migrate(db_settings)  # idempotent: a second start changes nothing
+    engine = create_engine(db_settings)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(_diff)
+            tables = await conn.run_sync(_tables)
+    finally:
+        await engine.dispose()
+    assert diff == []
+    assert tables == {"jobs", "alembic_version"}
