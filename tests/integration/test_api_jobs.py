@@ -232,6 +232,23 @@ async def test_results_of_unfinished_job_are_409_and_unknown_ids_404(
     assert "already finished" in again.json()["detail"]
 
 
+async def test_events_stream_progress_until_the_job_ends(
+    api: httpx.AsyncClient, csv_tree: CsvTree
+) -> None:
+    job_id = (
+        await api.post("/jobs", json={"source": str(csv_tree.root), "task": "csv-header"})
+    ).json()["id"]
+    resp = await api.get(f"/jobs/{job_id}/events")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    events = [block.split("\n") for block in resp.text.strip().split("\n\n")]
+    assert events[-1] == ["event: end", "data: {}"]
+    progress = [json.loads(e[1].removeprefix("data: ")) for e in events[:-1]]
+    assert progress[-1]["status"] == "completed"
+    assert progress[-1]["id"] == job_id
+    assert (await api.get("/jobs/00000000-0000-0000-0000-000000000000/events")).status_code == 404
+
+
 # --------------------------------------------------------------------- cancel
 
 

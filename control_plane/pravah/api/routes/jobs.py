@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -72,6 +74,38 @@ async def get_job(job_id: str, session: SessionDep) -> JobPublic:
 async def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
     """Cancel: pending jobs at once, running ones shortly; 409 when already finished."""
     return JobPublic.from_job(await service.request_cancel(session, job_id))
+
+
+@router.get("/{job_id}/events", response_model=None)
+async def job_events(job_id: str, state: StateDep) -> StreamingResponse:
+    """Server-sent events: a `progress` event with the JobPublic on every change.
+
+    The stream ends with an `end` event once the job is finished. It reads the
+    job store at the persist interval, so any API instance can serve it.
+    """
+    async with state.db.session() as session:
+        await service.get_job(session, job_id)  # 404 before the stream starts
+    interval = state.settings.progress_persist_interval
+
+    async def stream() -> AsyncIterator[bytes]:
+        last: str | None = None
+        while True:
+            async with state.db.session() as session:
+                public = JobPublic.from_job(await service.get_job(session, job_id))
+            body = public.model_dump_json()
+            if body != last:
+                last = body
+                yield f"event: progress\ndata: {body}\n\n".encode()
+            if public.status.is_terminal:
+                yield b"event: end\ndata: {}\n\n"
+                return
+            await asyncio.sleep(interval)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/{job_id}/results", response_model=None)
