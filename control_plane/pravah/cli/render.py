@@ -129,13 +129,30 @@ def dump_json(document: Any, stream: TextIO | None = None) -> None:
 
 
 class FilesPerSecondColumn(ProgressColumn):
-    """Rich's speed column counts bytes; jobs are counted in files."""
+    """Files per second: the job's own rate when it reports one, else Rich's estimate.
+
+    Rich's speed column counts bytes, and its estimate needs several samples;
+    the job document's ``files_per_second`` is right from the first update.
+    """
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        rate = task.fields.get("rate")
+        speed = rate if isinstance(rate, (int, float)) else (task.finished_speed or task.speed)
         if speed is None:
             return Text("- files/s", style="progress.data.speed")
         return Text(f"{speed:,.0f} files/s", style="progress.data.speed")
+
+
+class EtaColumn(TimeRemainingColumn):
+    """The job's own ETA (by bytes, from the control plane) when known, else Rich's."""
+
+    def render(self, task: Task) -> Text:
+        eta = task.fields.get("eta")
+        if isinstance(eta, (int, float)) and not task.finished:
+            minutes, seconds = divmod(int(eta + 0.5), 60)
+            hours, minutes = divmod(minutes, 60)
+            return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+        return super().render(task)
 
 
 class JobProgress:
@@ -161,7 +178,7 @@ class JobProgress:
                 MofNCompleteColumn(),
                 FilesPerSecondColumn(),
                 TextColumn("ETA"),
-                TimeRemainingColumn(),
+                EtaColumn(),
                 TextColumn("elapsed"),
                 TimeElapsedColumn(),
                 console=self.console,
@@ -169,7 +186,7 @@ class JobProgress:
                 refresh_per_second=8,
             )
             self._progress.__enter__()
-            self._task_id = self._progress.add_task("starting", total=None)
+            self._task_id = self._progress.add_task("starting", total=None, rate=None, eta=None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -185,11 +202,15 @@ class JobProgress:
         description = status
         if counts.files_failed:
             description = f"{status} ({counts.files_failed} failed)"
+        block = job.get("progress")
+        block = block if isinstance(block, Mapping) else job
         self._progress.update(
             self._task_id,
             completed=counts.files_processed,
             total=counts.files_total,
             description=description,
+            rate=block.get("files_per_second"),
+            eta=block.get("eta_seconds"),
         )
 
 
