@@ -1,0 +1,50 @@
+"""Unit tests of the command table: input errors are caught before any process starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pravah import __version__
+from pravah.cli.app import app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def test_version_flag_prints_the_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"pravah {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--option", "novalue"], "--option expects KEY=VALUE"),
+        (["--min-size", "12XB"], "--min-size: invalid size '12XB'"),
+        (["--min-size", "2MB", "--max-size", "1MB"], "larger than --max-size"),
+    ],
+)
+def test_bad_flags_exit_2_before_any_engine_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], needle: str
+) -> None:
+    # An engine that cannot exist: reaching it would be a different error.
+    monkeypatch.setenv("PRAVAH_ENGINE_BIN", str(tmp_path / "no-engine"))
+    monkeypatch.setenv("PRAVAH_STATE_DIR", str(tmp_path / "state"))
+    result = runner.invoke(app, ["run", str(tmp_path), "--task", "csv-header", *extra])
+    assert result.exit_code == 2, result.output
+    assert needle in " ".join(result.output.split())
+    assert not (tmp_path / "state").exists()  # nothing stored
+
+
+def test_missing_source_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(tmp_path / "nope"), "--task", "csv-header"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_unreachable_server_exits_1_naming_the_url() -> None:
+    result = runner.invoke(app, ["jobs", "--server", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "cannot reach the Pravah server at http://127.0.0.1:9" in " ".join(result.output.split())
