@@ -6,8 +6,9 @@ Why this shape (procrastinate's worker is the model):
   loop only claims a job when it holds a free slot, so a claimed job never
   waits in memory while its lease ticks;
 - between claims the loop waits for whichever comes first: the stop event,
-  an in-process wake-up (`notify()`, called by the API after an enqueue), or
-  the poll interval;
+  a wake-up - in-process (`notify()`, called by the API after an enqueue) or,
+  on PostgreSQL, a `NOTIFY pravah_jobs` from any instance (LISTEN on a
+  dedicated connection) - or the poll interval;
 - a heartbeat task renews the leases of this worker's running jobs and
   recovers jobs whose worker died (stale lease -> pending, or failed once
   out of attempts);
@@ -27,6 +28,9 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
 
 from pravah import queue
 from pravah.db import Database
@@ -88,6 +92,7 @@ class Worker:
         db = self._db if self._db is not None else Database(self.settings)
         slots = asyncio.Semaphore(self.settings.worker_concurrency)
         heartbeat = asyncio.create_task(self._heartbeat(db, stop), name="worker-heartbeat")
+        listener = await self._listen(db)
         self.log.info(
             "worker started",
             concurrency=self.settings.worker_concurrency,
@@ -115,12 +120,35 @@ class Worker:
                 task.add_done_callback(self._running.discard)
         finally:
             await self._shutdown()
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close(timeout=2)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             if own_db:
                 await db.dispose()
             self.log.info("worker stopped")
+
+    async def _listen(self, db: Database) -> Any:
+        """On PostgreSQL, LISTEN for enqueues so new jobs start without a poll delay.
+
+        A dedicated asyncpg connection (outside the pool: a listening
+        connection must stay open). Failure only means falling back to polling.
+        """
+        if not db.is_postgres:
+            return None
+        url = db.engine.url.set(drivername="postgresql")
+        try:
+            conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+            await conn.add_listener(queue.CHANNEL, self._on_notify)
+        except Exception as exc:
+            self.log.warning("LISTEN unavailable; polling only", error=str(exc))
+            return None
+        return conn
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
 
     async def _acquire(self, slots: asyncio.Semaphore, stop: asyncio.Event) -> bool:
         """Take a slot, or return False if stop is set first."""

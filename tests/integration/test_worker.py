@@ -106,3 +106,31 @@ async def test_stopping_the_worker_requeues_running_jobs(
         assert final.files_done == 50
     finally:
         await db.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_notify_wakes_an_idle_worker_at_once(
+    pg_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    # Polling once a minute: only LISTEN/NOTIFY can start the job in time.
+    settings = pg_settings.model_copy(update={"poll_interval": 60.0})
+    await migrate(settings)
+    db = Database(settings)
+    other = Database(settings)  # the enqueue comes from "another instance"
+    try:
+        async with EngineClient(engine_url) as client:
+            caps = await client.capabilities()
+        stop = asyncio.Event()
+        run = asyncio.create_task(Worker(settings, [engine_url], db=db).run(stop))
+        await asyncio.sleep(0.5)  # the worker is now idle, waiting
+        async with other.session() as session:
+            job = await create_job(
+                session, JobCreate(source=str(tmp_path), task="csv-header"), caps
+            )
+        final = await _wait_status(db, job.id, {"completed", "failed"}, within=10)
+        assert final.status == "completed", final.error
+        stop.set()
+        await asyncio.wait_for(run, 10)
+    finally:
+        await db.dispose()
+        await other.dispose()
