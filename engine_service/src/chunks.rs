@@ -48,8 +48,11 @@ struct ChunkLine {
     b: Option<String>,
 }
 
-/// Reads a chunk file into (relative path bytes, size if known) pairs.
-pub fn read_chunk(path: &Path) -> Result<Vec<(Vec<u8>, Option<u64>)>, FileFailure> {
+/// One chunk line: relative path bytes and the size, if the listing knew it.
+pub type ChunkEntry = (Vec<u8>, Option<u64>);
+
+/// Reads a chunk file into its entries.
+pub fn read_chunk(path: &Path) -> Result<Vec<ChunkEntry>, FileFailure> {
     let text =
         std::fs::read(path).map_err(|e| FileFailure::from_io(&e, "reading the chunk file"))?;
     let mut out = Vec::new();

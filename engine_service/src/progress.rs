@@ -86,7 +86,7 @@ impl Ticker {
                     if last.as_ref() == Some(&now) {
                         continue;
                     }
-                    last = Some(now.clone());
+                    last = Some(now);
                     now.elapsed_ms = elapsed;
                     if !send(now) {
                         cancel.store(true, Ordering::Relaxed);

@@ -294,7 +294,7 @@ async fn list_chunk_dir_then_process_chunks() {
         ));
     }
     let events = process_all(&mut srv.client, requests).await.unwrap();
-    let totals = summary_of(&events).totals.clone().unwrap();
+    let totals = summary_of(&events).totals.unwrap();
     assert_eq!(totals.files_done, 1200);
     assert_eq!(totals.files_failed, 0);
     let done: Vec<_> = events
@@ -330,7 +330,7 @@ async fn process_source_spec_writes_part_files_and_summary() {
     .await
     .unwrap();
     let summary = summary_of(&events);
-    let totals = summary.totals.clone().unwrap();
+    let totals = summary.totals.unwrap();
     assert_eq!(totals.files_done, 2101);
     assert_eq!(totals.files_failed, 1);
     assert_eq!(totals.files_discovered, 2101);

@@ -11,7 +11,6 @@
 //! inside quotes, CRLF. A UTF-8 BOM is stripped first.
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -151,6 +150,13 @@ fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
     Ok(Arc::new(CsvHeader::from_json(options_json)?))
 }
 
+/// What reading a file learned about its size.
+struct Read {
+    known_size: Option<u64>,
+    /// Set when the read reached the end of the file: its size.
+    eof_at: Option<u64>,
+}
+
 /// Per-thread reusable state.
 struct Scratch {
     /// File bytes; its length only grows, `filled` says how much is valid.
@@ -267,26 +273,25 @@ impl CsvHeader {
                 }
             }
         };
-        let size = match known_size {
-            Some(n) => n,
-            None => match file.metadata() {
-                Ok(m) => m.len(),
-                Err(e) => {
-                    return FileOutcome {
-                        size: 0,
-                        result: Err(FileFailure::from_io(&e, "reading file metadata")),
-                    }
-                }
-            },
+        let mut read = Read {
+            known_size,
+            eof_at: None,
         };
-        let result = self.read_header(&mut file, size, s);
+        let result = self.read_header(&mut file, &mut read, s);
+        // A small file's size is known from the short read that hit its end;
+        // only a file larger than what we read needs an fstat.
+        let size = match (known_size, read.eof_at) {
+            (Some(n), _) => n,
+            (None, Some(n)) => n,
+            (None, None) => file.metadata().map_or(0, |m| m.len()),
+        };
         FileOutcome { size, result }
     }
 
     fn read_header(
         &self,
         file: &mut File,
-        size: u64,
+        read: &mut Read,
         s: &mut Scratch,
     ) -> Result<String, FileFailure> {
         // Bytes we may need: the BOM, the record, and one byte to see its end.
@@ -297,8 +302,9 @@ impl CsvHeader {
             if s.buf.len() < want {
                 s.buf.resize(want, 0);
             }
+            let requested = want - filled;
             let n = loop {
-                match file.read(&mut s.buf[filled..want]) {
+                match std::io::Read::read(file, &mut s.buf[filled..want]) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(FileFailure::from_io(&e, "reading the file")),
@@ -314,7 +320,16 @@ impl CsvHeader {
                 ));
             }
             filled += n;
-            let eof = n == 0 || filled as u64 >= size;
+            // End of file: nothing more, the listed size reached, or (size
+            // unknown) a short read, which on a regular file means the end.
+            let eof = match read.known_size {
+                _ if n == 0 => true,
+                Some(size) => filled as u64 >= size,
+                None => n < requested,
+            };
+            if eof {
+                read.eof_at = Some(filled as u64);
+            }
             let start = if s.buf[..filled].starts_with(BOM) {
                 BOM.len()
             } else {
