@@ -3,9 +3,10 @@
 //! Why our own walker: the engine needs exclude-pruning, names-only walks
 //! without a stat per file, and symlink following that refuses targets outside
 //! the root, all streamed into a bounded channel so memory stays flat for any
-//! tree size. Measured on 2 cores it beats jwalk and `ignore`'s WalkParallel
-//! for names-only listing, because each entry costs one `getdents` slot and
-//! one small allocation (its relative path) and nothing else.
+//! tree size. Each entry costs one `getdents` slot and one small allocation
+//! (its relative path) and nothing else; on 2 cores a names-only listing of
+//! 600k files ran at 1.9-3.3M files/s against `find`'s 1.1-2.7M. jwalk and
+//! `ignore`'s WalkParallel were not measured against it yet.
 //!
 //! How it runs: each directory is one task in a `rayon::scope` on a dedicated
 //! walk pool (separate from the processing pool, so a pipelined Process call
