@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,33 @@ def engine_bin() -> Path:
 def engine_url(engine_bin: Path) -> Iterator[str]:
     """A running engine on a free local port for the whole session."""
     with LocalEngineSync(engine_bin, start_timeout=30) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def unprivileged_engine_url(
+    engine_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An engine for which file modes bite, even when the tests run as root.
+
+    Root reads a chmod-000 file, so a permission test would prove nothing. The
+    engine is started through `setpriv` with CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH removed from its bounding set: still uid 0 (it can
+    write the root-owned workspace), but no longer above file modes.
+    """
+    binary = engine_bin
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("setpriv (util-linux) is needed to drop root's file capabilities")
+        wrapper = tmp_path_factory.mktemp("unprivileged") / "pravah-engine"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'exec {setpriv} --bounding-set -dac_override,-dac_read_search {engine_bin} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        binary = wrapper
+    with LocalEngineSync(binary, start_timeout=30) as url:
         yield url
 
 

@@ -16,9 +16,11 @@ in the foreground) run jobs the same way. One run has two concurrent parts:
 Progress is thus written at a bounded rate whatever the engine's event rate.
 Per-file failures are counted and recorded, never fatal; a job fails only
 when it cannot run at all (engine unreachable, source gone, bad chunk).
-If the run itself is cancelled from outside (worker shutdown), the job goes
-back to `pending` so another worker retries it; results part files are named
-per chunk and batch and written atomically, so a retry overwrites them.
+If the run itself is cancelled from outside, the row says what happens: a
+job whose cancel was requested ends `cancelled` (Ctrl-C in `pravah run`); any
+other goes back to `pending` so another worker retries it (worker shutdown).
+Results part files are named per chunk and batch and written atomically, so a
+retry overwrites them.
 """
 
 from __future__ import annotations
@@ -138,12 +140,12 @@ class _JobRun:
                     self.log.info("cancel requested; stopping the engine call")
                     drive.cancel()
         except asyncio.CancelledError:
-            # Our own task was cancelled (worker shutdown): stop the engine
-            # call, give the job back to the queue, and re-raise.
+            # Our own task was cancelled (worker shutdown, Ctrl-C): stop the
+            # engine call, settle the row, and re-raise.
             drive.cancel()
             with contextlib.suppress(BaseException):
                 await drive
-            await self._requeue()
+            await self._release()
             raise
         return await self._finish(drive, user_cancelled)
 
@@ -349,17 +351,26 @@ class _JobRun:
         self._notify(job)
         return job
 
-    async def _requeue(self) -> None:
+    async def _release(self) -> None:
+        """Settle a job whose run was stopped from outside: cancelled or requeued."""
         with contextlib.suppress(Exception):
             async with self.db.session() as session:
                 job = await session.get(Job, self.job_id, populate_existing=True)
-                if job is not None and job.status == JobStatus.running.value:
+                if job is None or job.status != JobStatus.running.value:
+                    return
+                now = utcnow()
+                job.updated_at = now
+                if job.cancel_requested:
+                    self._copy_counters(job)
+                    job.status = JobStatus.cancelled.value
+                    job.finished_at = now
+                    job.error = job.error or "cancelled by request"
+                else:
                     job.status = JobStatus.pending.value
                     job.worker_id = None
-                    job.updated_at = utcnow()
-                    session.add(job)
-                    await session.commit()
-                    self.log.info("job returned to the queue")
+                session.add(job)
+                await session.commit()
+                self.log.info("job settled after an outside stop", status=job.status)
 
     def _notify(self, job: Job) -> None:
         if self.on_progress is None:

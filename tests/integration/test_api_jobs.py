@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -397,22 +396,35 @@ async def test_source_vanishing_before_the_run_fails_the_job_clearly(
     assert resp.status_code == 409
 
 
-async def test_unreadable_file_is_a_per_file_error(api: httpx.AsyncClient, tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("runs as root, and root reads files whatever their mode (chmod 000)")
+async def test_unreadable_file_and_directory_are_per_file_errors(
+    db_settings: Settings, unprivileged_engine_url: str, tmp_path: Path
+) -> None:
     source = tmp_path / "perm"
     source.mkdir()
     (source / "ok.csv").write_text("a,b\n")
     locked = source / "locked.csv"
     locked.write_text("x,y\n")
     locked.chmod(0)
-    job_id = (await api.post("/jobs", json={"source": str(source), "task": "csv-header"})).json()[
-        "id"
-    ]
-    job = await wait_for_status(api, job_id, finished)
+    (source / "sealed").mkdir()
+    (source / "sealed" / "inside.csv").write_text("p,q\n")
+    (source / "sealed").chmod(0)
+    settings = db_settings.model_copy(update={"engine_urls": [unprivileged_engine_url]})
+    try:
+        async for api in _client(settings):
+            created = await api.post("/jobs", json={"source": str(source), "task": "csv-header"})
+            job = await wait_for_status(api, created.json()["id"], finished)
+            results = (await api.get(f"/jobs/{job['id']}/results")).json()
+    finally:
+        (source / "sealed").chmod(0o755)
     assert job["status"] == "completed"
-    items = {i["path"]: i for i in (await api.get(f"/jobs/{job_id}/results")).json()["items"]}
+    items = {i["path"]: i for i in results["items"]}
+    assert items["ok.csv"]["columns"] == ["a", "b"]
     assert items["locked.csv"]["error_kind"] == "permission_denied"
+    assert "permission" in items["locked.csv"]["error"].lower()
+    assert locked.read_text() == "x,y\n"  # nothing lost
+    listing = job["summary"]["listing"]
+    assert listing["errors"] == 1
+    assert listing["error_examples"][0]["path"] == "sealed"
 
 
 # ------------------------------------------------------------- config/health

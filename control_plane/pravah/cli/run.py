@@ -12,8 +12,8 @@ once the job exists. Ctrl-C sets ``cancel_requested`` on the row (as the
 API's cancel does), then cancels the runner task at once rather than waiting
 for the runner's next progress tick: a person pressing Ctrl-C wants it to
 stop now. Cancelling the runner cancels its gRPC call, which stops the
-engine's work, and hands the row back as ``pending``; this process owns the
-job, so it then marks the row ``cancelled`` itself. The engine child is
+engine's work, and the runner, seeing the flag, ends the row ``cancelled``
+with the counts reached so far. The engine child is
 stopped by its context manager on the way out and the exit status is 130.
 A Ctrl-C before the job exists simply unwinds (engine stopped) with 130.
 """
@@ -122,25 +122,6 @@ async def _public(db: Database, job_id: str) -> JobPublic:
         return JobPublic.from_job(await get_job(session, job_id))
 
 
-async def _finalize_cancelled(db: Database, job_id: str) -> None:
-    """Marks the job cancelled if the runner was stopped before it could."""
-    from pravah.jobs import get_job
-    from pravah.models import JobStatus, utcnow
-
-    async with db.session() as session:
-        job = await get_job(session, job_id)
-        if JobStatus(job.status).is_terminal:
-            return
-        now = utcnow()
-        job.status = JobStatus.cancelled.value
-        job.cancel_requested = True
-        job.finished_at = now
-        job.updated_at = now
-        job.error = job.error or "cancelled by the user (Ctrl-C)"
-        session.add(job)
-        await session.commit()
-
-
 async def _request_cancel(db: Database, job_id: str) -> None:
     from pravah.errors import ConflictError
     from pravah.jobs import request_cancel
@@ -177,7 +158,6 @@ async def _run_with_sigint(
         run_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await run_task
-        await _finalize_cancelled(db, job.id)
         return True
     finally:
         loop.remove_signal_handler(signal.SIGINT)
