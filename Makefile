@@ -83,6 +83,7 @@ demo: venv tools proto engine-release
 		$(VENV)/bin/pravah run .pravah/demo-csvs --task csv-header
 
 bench-deps:
+	@test -x /usr/bin/time || { apt-get update -qq && apt-get install -y -qq time; }
 	@command -v fdfind >/dev/null || command -v fd >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq fd-find; } || \
 		echo "fd-find not installed: the fd column is skipped"

@@ -3,8 +3,8 @@
 Why it looks like this: a number means something only beside its anchor, run
 on the same tree, in the same run, with a warm cache. Each case runs the
 anchor (find, fd, the head pipeline) and Pravah alternately, keeps the best of
-N wall times, and reads each command's peak RSS from wait4(), which includes
-every process of a pipeline. Nothing here asserts a time: it reports.
+N wall times, and reads each command's peak RSS through GNU time, which
+covers every process of a pipeline. Nothing here asserts a time: it reports.
 
     make bench                       # 200k-file tree, 100k CSVs
     make bench BENCH_ARGS=--large    # 1M-file tree
@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.generate import make_csv_tree, make_file_tree  # noqa: E402
 
+GNU_TIME = "/usr/bin/time"
+
 
 @dataclass
 class Measurement:
@@ -41,26 +43,27 @@ class Measurement:
 
 
 def timed(cmd: list[str] | str, *, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB, the process tree's largest) of one run."""
-    shell = isinstance(cmd, str)
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd,
-        shell=shell,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        executable="/bin/bash" if shell else None,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise RuntimeError(f"{cmd!r} exited {proc.returncode}: {err[-2000:]}")
-    if proc.stderr:
-        proc.stderr.close()
-    return elapsed, usage.ru_maxrss / 1024
+    """Wall seconds and peak RSS (MiB, the largest process of the tree) of one run.
+
+    GNU time reports the peak: rusage read from Python itself would count the
+    interpreter's own pages, which a forked child carries until it execs.
+    """
+    with tempfile.NamedTemporaryFile(prefix="pravah-rss-") as rss:
+        inner = ["/bin/bash", "-c", cmd] if isinstance(cmd, str) else cmd
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [GNU_TIME, "-f", "%M", "-o", rss.name, *inner],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            check=False,
+        )
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace")
+            raise RuntimeError(f"{cmd!r} exited {proc.returncode}: {err[-2000:]}")
+        peak_kib = int(Path(rss.name).read_text().split()[-1])
+    return elapsed, peak_kib / 1024
 
 
 def best_of(
