@@ -5,7 +5,9 @@ folder) and PostgreSQL (shared by several control-plane instances). SQLite is
 put in WAL mode with a busy timeout so the API can read while a worker writes;
 PostgreSQL goes through asyncpg. The schema is owned by Alembic migrations
 shipped inside the package (`pravah/migrations/`), applied programmatically by
-`migrate()` at start-up - no alembic.ini needed.
+`migrate()` at start-up - no alembic.ini needed. Alembic is imported only
+when the store is behind `migrations.HEAD`: importing it costs more than a
+small job.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from pravah.migrations import HEAD
 from pravah.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it only has to be the same for every instance.
@@ -90,6 +94,8 @@ class Database:
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic Config pointing at the packaged migrations."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -97,7 +103,18 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+def current_revision(connection: Connection) -> str | None:
+    """The store's Alembic revision, or None before the first migration."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def _upgrade(connection: Connection, revision: str) -> None:
+    if revision == "head" and current_revision(connection) == HEAD:
+        return
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     if connection.dialect.name == "postgresql":

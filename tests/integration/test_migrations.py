@@ -7,7 +7,9 @@ from typing import Any
 import pravah.models  # noqa: F401 - registers the tables
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from pravah.db import create_engine, migrate
+from alembic.script import ScriptDirectory
+from pravah.db import alembic_config, create_engine, migrate
+from pravah.migrations import HEAD
 from pravah.settings import Settings
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
@@ -35,3 +37,8 @@ async def test_upgrade_head_matches_models(db_settings: Settings) -> None:
         await engine.dispose()
     assert diff == []
     assert tables == {"jobs", "alembic_version"}
+
+
+def test_head_constant_is_alembics_head() -> None:
+    # The start-up fast path trusts HEAD; a new migration must update it.
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD

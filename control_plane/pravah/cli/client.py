@@ -14,9 +14,8 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from pravah.cli.common import (
@@ -71,6 +70,9 @@ __all__ = [
     "submit_command",
 ]
 
+if TYPE_CHECKING:
+    import httpx
+
 POLL_INTERVAL = 0.5
 
 
@@ -105,6 +107,10 @@ class ApiClient:
     """A thin httpx wrapper that turns transport and API errors into CliFailure."""
 
     def __init__(self, server: str, *, timeout: float = 30.0) -> None:
+        # Imported here: httpx costs a tenth of a second at start-up, and
+        # `pravah run`, the command most often typed, never talks HTTP.
+        import httpx
+
         self.server = server.rstrip("/")
         self.http = httpx.Client(base_url=self.server, timeout=timeout)
 
@@ -129,6 +135,8 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The decoded JSON body of a successful call."""
+        import httpx
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -137,6 +145,8 @@ class ApiClient:
 
     def stream_lines(self, path: str, **kwargs: Any) -> Iterator[bytes]:
         """The lines of a streamed (JSON-lines) response, as bytes."""
+        import httpx
+
         try:
             with self.http.stream("GET", path, **kwargs) as response:
                 if not response.is_success:
