@@ -1,40 +1,37 @@
-// Inline SVG charts: horizontal bars and a line over time. Each chart is an
-// <svg role="img"> with a <title> summing it up; the numbers themselves are
-// also in the tables beside the charts, for screen readers and copying.
+// Charts drawn locally: horizontal bars (HTML) and a line over time (inline
+// SVG with role="img" and a <title>). The numbers are also in the tables
+// beside the charts, for screen readers and copying.
 
 import { h, s } from "./dom.js";
 
-// items: [{label, value, display?}]; one bar per item, largest first as given.
+// items: [{label, value, display?}] -> one horizontal bar per item, in the
+// order given. Plain HTML bars (not SVG) so labels wrap and stay readable at
+// phone width; each row reads as "label: value" to a screen reader.
 export function barChart(items, { title, max = 12, format = String } = {}) {
   const shown = items.slice(0, max);
   const top = Math.max(1, ...shown.map((d) => d.value));
-  const rowH = 28;
-  const height = shown.length * rowH + 8;
-  const svg = s(
-    "svg",
-    {
-      class: "chart bars",
-      viewBox: `0 0 600 ${height}`,
-      role: "img",
-      "aria-label": title,
-      preserveAspectRatio: "xMinYMin meet",
-    },
-    s("title", {}, title),
+  const fig = h(
+    "figure.chart-figure.bars",
+    { "aria-label": title },
+    h(
+      "ol.bar-list",
+      {},
+      shown.map((d) =>
+        h(
+          "li.bar",
+          { "data-label": d.label, "data-value": d.value },
+          h("span.bar-label", { text: d.label }),
+          h(
+            "span.bar-track",
+            {},
+            h("span.bar-fill", { style: `width:${Math.max(0.5, (d.value / top) * 75).toFixed(2)}%` }),
+            h("span.bar-value", { text: d.display ?? format(d.value) }),
+          ),
+        ),
+      ),
+    ),
   );
-  shown.forEach((d, i) => {
-    const y = 4 + i * rowH;
-    const w = Math.max(2, (d.value / top) * 380);
-    const g = s("g", { class: "bar", "data-label": d.label, "data-value": d.value });
-    const label = d.label.length > 34 ? `${d.label.slice(0, 33)}…` : d.label;
-    g.append(
-      s("text", { x: 0, y: y + 18, class: "bar-label" }, label, s("title", {}, d.label)),
-      s("rect", { x: 210, y: y + 4, width: w, height: rowH - 10, rx: 3 }),
-      s("text", { x: 216 + w, y: y + 18, class: "bar-value" }, d.display ?? format(d.value)),
-    );
-    svg.append(g);
-  });
-  const fig = h("figure.chart-figure", {}, svg);
-  if (items.length > max) fig.append(h("figcaption", { text: `Top ${max} of ${items.length}.` }));
+  fig.prepend(h("figcaption", { text: items.length > max ? `${title} (top ${max} of ${items.length})` : title }));
   return fig;
 }
 

@@ -3,7 +3,7 @@
 // results view and a download link for every per-file result (JSON lines).
 
 import { ApiError, download, get, post, streamEvents } from "../api.js";
-import { h } from "../dom.js";
+import { append, h } from "../dom.js";
 import { lineChart } from "../charts.js";
 import * as fmt from "../format.js";
 import { resultsView } from "../results.js";
@@ -59,7 +59,8 @@ export async function render(main, params) {
       stat("Throughput", `${fmt.bytes(p.bytes_per_second)}/s`, "bps"),
       stat(fmt.TERMINAL.has(job.status) ? "Took" : "ETA", fmt.TERMINAL.has(job.status) ? fmt.duration(fmt.jobSeconds(job)) : fmt.duration(p.eta_seconds), "time"),
     );
-    meta.replaceChildren(
+    meta.replaceChildren();
+    append(meta, [
       h("dt", { text: "Source" }), h("dd", {}, h("code", { text: job.source })),
       h("dt", { text: "Created" }), h("dd", { text: fmt.time(job.created_at) }),
       h("dt", { text: "Started" }), h("dd", { text: fmt.time(job.started_at) }),
@@ -67,7 +68,7 @@ export async function render(main, params) {
       h("dt", { text: "Options" }), h("dd", {}, h("code", { text: JSON.stringify(job.options) })),
       h("dt", { text: "Filters" }), h("dd", {}, h("code", { text: JSON.stringify(job.filters) })),
       job.destination ? [h("dt", { text: "Destination" }), h("dd", {}, h("code", { text: job.destination }))] : null,
-    );
+    ]);
     const points = throughput(job.id);
     chartSlot.replaceChildren(
       points.length >= 2
