@@ -22,9 +22,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # shared CLI harness
 
-from cli_harness import Cli, Server, clean_env, free_port, make_large_tree  # noqa: E402
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
+from cli_harness import Cli, Server, clean_env, free_port, make_large_tree
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    sync_playwright,
+)
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = Path(os.environ.get("PRAVAH_CHROMIUM", "/usr/bin/chromium"))
@@ -70,7 +76,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, engine_bin: Path) -> Iterat
     process = cli.popen("serve", "--port", str(port), log=log)
     running = Server(url=f"http://127.0.0.1:{port}", process=process, log=log)
     import httpx
-
     from cli_harness import wait_for
 
     def ready() -> bool:

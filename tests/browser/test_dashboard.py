@@ -41,7 +41,9 @@ def test_csv_header_job_from_the_form_completes_live_with_schema_chart_and_table
     page.goto("/ui/#/new")
     page.get_by_label("Source folder").fill(str(data))
     expect(page.get_by_label("Task", exact=True)).to_have_value("csv-header")
-    expect(page.get_by_label("delimiter", exact=True)).to_be_visible()  # options form from the schema
+    expect(
+        page.get_by_label("delimiter", exact=True)
+    ).to_be_visible()  # options form from the schema
     page.get_by_role("button", name="Preview (dry run)").click()
     expect(page.locator('.preview [data-stat="files"]')).to_have_text("7")
     web.shot("new-job-dry-run")
@@ -62,7 +64,12 @@ def test_csv_header_job_from_the_form_completes_live_with_schema_chart_and_table
     assert chart == EXPECTED_SCHEMAS
     rows = page.locator("table.schemas tbody tr")
     expect(rows).to_have_count(len(EXPECTED_SCHEMAS))
-    assert sorted(int(rows.nth(i).get_attribute("data-files") or 0) for i in range(4)) == [1, 1, 1, 2]
+    assert sorted(int(rows.nth(i).get_attribute("data-files") or 0) for i in range(4)) == [
+        1,
+        1,
+        1,
+        2,
+    ]
     expect(page.locator('[data-stat="distinct"]')).to_have_text("4")
     errors = page.locator("table.errors-table tbody tr td:first-child")
     expect(errors).to_have_count(2)
@@ -126,9 +133,7 @@ def test_bad_form_shows_the_page_and_api_errors_next_to_the_field(
     assert httpx.get(f"{server.url}/jobs?status=pending").json()["total"] == 0
 
 
-def test_cancel_a_long_job_from_its_page(
-    web: Watched, server: Server, large_tree: Path
-) -> None:
+def test_cancel_a_long_job_from_its_page(web: Watched, server: Server, large_tree: Path) -> None:
     page = web.page
     job = httpx.post(
         f"{server.url}/jobs", json={"source": str(large_tree), "task": "csv-header"}
@@ -152,7 +157,8 @@ def test_upload_a_dropped_file_and_run_a_job_on_it(web: Watched, server: Server)
         """zone => {
             const dt = new DataTransfer();
             dt.items.add(new File(["city,country\\nPune,IN\\n"], "cities.csv", {type: "text/csv"}));
-            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+            const init = {dataTransfer: dt, bubbles: true, cancelable: true};
+            zone.dispatchEvent(new DragEvent("drop", init));
         }"""
     )
     expect(page.locator(".upload-progress li progress")).to_have_attribute("value", "100")

@@ -55,7 +55,7 @@ async def test_upload_is_stored_as_sent_and_usable_as_a_job_source(
     folder = Path(upload["path"])
     assert folder.parent == sqlite_settings.uploads_dir
     assert (folder / "people.csv").read_bytes() == body
-    assert upload["uri"] == folder.resolve().as_uri()
+    assert upload["uri"] == folder.resolve().as_uri()  # noqa: ASYNC240
     listed = (await api.get("/uploads")).json()
     assert [u["id"] for u in listed["items"]] == [upload["id"]]
     assert listed["max_bytes"] == 1000
@@ -71,7 +71,7 @@ async def test_upload_is_stored_as_sent_and_usable_as_a_job_source(
 async def test_zip_upload_is_kept_as_is(api: httpx.AsyncClient) -> None:
     data = b"PK\x03\x04" + bytes(100)
     upload = (await api.post("/uploads", params={"filename": "a.zip"}, content=data)).json()
-    assert Path(upload["file"]).read_bytes() == data
+    assert Path(upload["file"]).read_bytes() == data  # noqa: ASYNC240
 
 
 async def test_upload_above_the_limit_is_413_and_leaves_nothing(
@@ -140,7 +140,9 @@ async def test_api_errors_name_the_field_at_fault(api: httpx.AsyncClient, tmp_pa
 async def test_errors_list_paths_and_messages_of_failed_files(
     api: httpx.AsyncClient, csv_tree: CsvTree
 ) -> None:
-    job = (await api.post("/jobs", json={"source": str(csv_tree.root), "task": "csv-header"})).json()
+    job = (
+        await api.post("/jobs", json={"source": str(csv_tree.root), "task": "csv-header"})
+    ).json()
     done = await _finished(api, job["id"])
     page = (await api.get(f"/jobs/{job['id']}/errors")).json()
     assert page["total"] == done["progress"]["files_failed"] == len(csv_tree.failing)
@@ -152,7 +154,9 @@ async def test_errors_list_paths_and_messages_of_failed_files(
 async def test_output_files_are_served_only_from_inside_the_job(
     api: httpx.AsyncClient, csv_tree: CsvTree
 ) -> None:
-    job = (await api.post("/jobs", json={"source": str(csv_tree.root), "task": "csv-header"})).json()
+    job = (
+        await api.post("/jobs", json={"source": str(csv_tree.root), "task": "csv-header"})
+    ).json()
     await _finished(api, job["id"])
     ok = await api.get(f"/jobs/{job['id']}/output", params={"path": "parts.json"})
     assert ok.status_code == 200

@@ -175,23 +175,24 @@ function thumbnail(job, summary, page) {
 }
 
 function generic(job, summary, page) {
+  const items = page.items.slice(0, 20);
   const keys = [...new Set(page.items.flatMap((it) => Object.keys(it)))].slice(0, 8);
   return section(
     "Results",
     summary ? h("details", { open: true }, h("summary", { text: "Summary" }), h("pre.json", { text: JSON.stringify(summary, null, 2) })) : null,
-    page.items.length
+    items.length
       ? h(
           "div.table-wrap",
           {},
           h(
             "table.generic",
             {},
-            h("caption", { text: `First ${page.items.length} of ${fmt.count(page.total)} per-file results` }),
+            h("caption", { text: `First ${items.length} of ${fmt.count(page.total)} per-file results (all in the download)` }),
             h("thead", {}, h("tr", {}, keys.map((k) => h("th", { scope: "col", text: k })))),
             h(
               "tbody",
               {},
-              page.items.map((it) =>
+              items.map((it) =>
                 h("tr", {}, keys.map((k) => h("td", { text: typeof it[k] === "object" ? JSON.stringify(it[k]) : (it[k] ?? "") }))),
               ),
             ),
