@@ -16,12 +16,12 @@ PY_STUB := control_plane/pravah/engine/v1/engine_pb2.py
 ENGINE_DEBUG   := target/debug/pravah-engine
 ENGINE_RELEASE := target/release/pravah-engine
 
-.PHONY: help install venv tools proto engine engine-release lint fmt test test-rust test-python demo bench bench-deps services lock clean
+.PHONY: help install venv tools proto engine browser engine-release lint fmt test test-rust test-python demo bench bench-deps services lock clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
-install: venv tools proto engine
+install: venv tools proto engine browser
 
 # The venv is rebuilt when the dependency pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -37,6 +37,13 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	touch $@
 
 tools: tools/node_modules/.installed
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download
+# cannot work here); the dashboard itself needs no build step.
+browser:
+	@command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium; } || \
+		echo "chromium not installed: the browser tests (tests/browser) will fail until it is"
 
 # Python stubs come from the proto at build time; grpcio-tools bundles protoc.
 $(PY_STUB): $(PROTO) $(VENV)/.installed scripts/gen_proto.py

@@ -26,7 +26,16 @@ class NotFoundError(PravahError):
 
 
 class InvalidRequestError(PravahError):
-    """The caller asked for something invalid (unknown task, bad option, bad source)."""
+    """The caller asked for something invalid (unknown task, bad option, bad source).
+
+    `field` names the request field at fault in dotted form ("source",
+    "options.delimiter") when one is known, so a form can show the message
+    next to that field.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConflictError(PravahError):
@@ -43,6 +52,10 @@ class EngineError(PravahError):
 
 class EngineBinaryNotFoundError(PravahError):
     """The `pravah-engine` executable could not be found; the message lists every path tried."""
+
+
+class PayloadTooLargeError(PravahError):
+    """An upload is larger than the configured limit."""
 
 
 class JobCancelledError(PravahError):

@@ -73,7 +73,9 @@ def get_task(capabilities: Capabilities, name: str) -> TaskInfo:
     task = capabilities.tasks.get(name)
     if task is None:
         available = ", ".join(sorted(capabilities.tasks)) or "(none)"
-        raise InvalidRequestError(f"unknown task {name!r}; available tasks: {available}")
+        raise InvalidRequestError(
+            f"unknown task {name!r}; available tasks: {available}", field="task"
+        )
     return task
 
 
@@ -91,14 +93,18 @@ def validate_options(task: TaskInfo, options: dict[str, Any]) -> None:
         extra = sorted(set(options) - set(known))
         names = ", ".join(repr(e) for e in extra) or "?"
         raise InvalidRequestError(
-            f"unknown option {names} for task {task.name!r}; known options: {known_text}"
+            f"unknown option {names} for task {task.name!r}; known options: {known_text}",
+            field="options",
         )
     where = ".".join(str(p) for p in error.absolute_path)
     if where:
         raise InvalidRequestError(
-            f"invalid option {where!r} for task {task.name!r}: {error.message}"
+            f"invalid option {where!r} for task {task.name!r}: {error.message}",
+            field=f"options.{where}",
         )
-    raise InvalidRequestError(f"invalid options for task {task.name!r}: {error.message}")
+    raise InvalidRequestError(
+        f"invalid options for task {task.name!r}: {error.message}", field="options"
+    )
 
 
 async def create_job(
@@ -112,7 +118,10 @@ async def create_job(
     assert data.task is not None  # JobCreate guarantees it
     task = get_task(capabilities, data.task)
     validate_options(task, data.options)
-    source = resolve_source(data.source, source_roots)
+    try:
+        source = resolve_source(data.source, source_roots)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(exc.message, field="source") from exc
     now = utcnow()
     job = Job(
         task=task.name,

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     results_max_limit: int = Field(default=1000, ge=1)
     jobs_default_limit: int = Field(default=50, ge=1)
     jobs_max_limit: int = Field(default=500, ge=1)
+    upload_max_bytes: int = Field(
+        default=1024**3, ge=1, description="Largest file POST /uploads accepts (413 above)."
+    )
     source_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="If set (comma list), job sources must lie inside one of these directories.",
@@ -136,6 +139,11 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the job store is SQLite (single writer, no SKIP LOCKED)."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Parent of the uploaded files' folders (one folder per upload)."""
+        return self.state_dir / "uploads"
 
     @property
     def jobs_dir(self) -> Path:

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pravah import __version__
-from pravah.api.routes import config, health, jobs
+from pravah.api.routes import config, dashboard, health, jobs, uploads
 from pravah.api.state import AppState
 from pravah.db import Database, migrate
 from pravah.engine_launcher import LocalEngine
@@ -35,10 +35,12 @@ from pravah.errors import (
     InvalidRequestError,
     JobCancelledError,
     NotFoundError,
+    PayloadTooLargeError,
     PravahError,
 )
 from pravah.log import get_logger
 from pravah.settings import Settings, get_settings
+from pravah.web import mount_dashboard
 from pravah.worker import Worker
 
 log = get_logger(__name__)
@@ -47,6 +49,7 @@ _STATUS: list[tuple[type[PravahError], int]] = [
     (NotFoundError, 404),
     (InvalidRequestError, 422),
     (ConflictError, 409),
+    (PayloadTooLargeError, 413),
     (JobCancelledError, 409),
     (EngineUnavailableError, 503),
     (EngineBinaryNotFoundError, 503),
@@ -122,11 +125,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(config.router)
+    app.include_router(dashboard.router)
     app.include_router(jobs.router)
+    app.include_router(uploads.router)
+    mount_dashboard(app)
 
     @app.exception_handler(PravahError)
     async def pravah_error(_: Request, exc: PravahError) -> JSONResponse:
-        return JSONResponse(status_code=http_status(exc), content={"detail": str(exc)})
+        content: dict[str, Any] = {"detail": str(exc)}
+        if isinstance(exc, InvalidRequestError) and exc.field:
+            content["field"] = exc.field  # lets a form show the message by its field
+        return JSONResponse(status_code=http_status(exc), content=content)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,59 @@
+"""Uploads: a file sent as the raw request body becomes a folder usable as a job source.
+
+Why a raw body and not multipart: the browser sends the file itself
+(`XMLHttpRequest.send(file)`, which reports upload progress), the name
+travels in `?filename=`, and the body is streamed to disk as it arrives,
+with no multipart parser and no temporary copy held in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from pravah import uploads as service
+from pravah.api.deps import SettingsDep
+
+router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_upload(
+    request: Request,
+    settings: SettingsDep,
+    response: Response,
+    filename: Annotated[str, Query(min_length=1, max_length=1000)],
+) -> dict[str, Any]:
+    """Store the body as `filename`; 201 with the id and the folder to use as a source.
+
+    413 when the body is larger than PRAVAH_UPLOAD_MAX_BYTES (checked against
+    Content-Length first, then while streaming).
+    """
+    length = request.headers.get("content-length")
+    declared = int(length) if length and length.isdigit() else None
+    upload = await service.store_upload(
+        settings.uploads_dir,
+        filename,
+        request.stream(),
+        settings.upload_max_bytes,
+        declared_size=declared,
+    )
+    response.headers["Location"] = f"/uploads/{upload.id}"
+    return service.as_dict(upload)
+
+
+@router.get("")
+async def list_uploads(settings: SettingsDep) -> dict[str, Any]:
+    """Uploads, newest first, and the size limit."""
+    items = service.list_uploads(settings.uploads_dir)
+    return {
+        "items": [service.as_dict(u) for u in items],
+        "max_bytes": settings.upload_max_bytes,
+    }
+
+
+@router.get("/{upload_id}")
+async def get_upload(upload_id: str, settings: SettingsDep) -> dict[str, Any]:
+    """One upload."""
+    return service.as_dict(service.get_upload(settings.uploads_dir, upload_id))

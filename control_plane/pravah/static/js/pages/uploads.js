@@ -1,0 +1,81 @@
+// Uploads: drop files (or pick them) to send them to POST /uploads with a
+// progress bar each; every upload is a folder usable as a job source.
+
+import { ApiError, get, upload } from "../api.js";
+import { h } from "../dom.js";
+import * as fmt from "../format.js";
+
+function uploadRow(u) {
+  return h(
+    "li.upload",
+    { "data-upload-id": u.id },
+    h("div", {}, h("strong", { text: u.filename }), ` ${fmt.bytes(u.size)} · ${fmt.time(u.created_at)}`),
+    h("div", {}, h("code", { text: u.path })),
+    h("a.button", { href: `#/new?source=${encodeURIComponent(u.path)}`, text: "Use as job source" }),
+  );
+}
+
+export async function render(main) {
+  const listing = await get("/uploads");
+  const list = h("ul.uploads", {}, listing.items.map(uploadRow));
+  const progress = h("ul.upload-progress", { "aria-live": "polite" });
+  const input = h("input", { type: "file", id: "upload-input", multiple: true, class: "visually-hidden" });
+  const zone = h(
+    "div.dropzone",
+    { tabindex: 0, role: "button", "aria-describedby": "drop-hint" },
+    h("p", {}, h("strong", { text: "Drop files here" }), " or ", h("label.link", { for: "upload-input", text: "choose files" })),
+    h("p.hint", { id: "drop-hint", text: `Up to ${fmt.bytes(listing.max_bytes)} each. ZIP files are kept as they are.` }),
+    input,
+  );
+
+  const send = async (file) => {
+    const bar = h("progress", { max: 100, value: 0, "aria-label": `Uploading ${file.name}` });
+    const note = h("span", { text: "0%" });
+    const item = h("li", {}, h("span", { text: `${file.name} ` }), bar, note);
+    progress.prepend(item);
+    try {
+      const u = await upload(file, (f) => {
+        bar.value = Math.round(f * 100);
+        note.textContent = `${Math.round(f * 100)}%`;
+      });
+      bar.value = 100;
+      note.textContent = "done";
+      item.classList.add("done");
+      list.prepend(uploadRow(u));
+    } catch (err) {
+      item.classList.add("failed");
+      note.textContent = err instanceof ApiError ? err.message : String(err);
+    }
+  };
+  const sendAll = (files) => Promise.all([...files].map(send));
+
+  zone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    sendAll(e.dataTransfer.files);
+  });
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      input.click();
+    }
+  });
+  input.addEventListener("change", () => {
+    sendAll(input.files);
+    input.value = "";
+  });
+
+  main.append(
+    h("h1", { text: "Uploads" }),
+    zone,
+    progress,
+    h("h2", { text: "Uploaded" }),
+    listing.items.length ? null : h("p.muted", { text: "Nothing uploaded yet." }),
+    list,
+  );
+}

@@ -1,0 +1,155 @@
+"""Uploaded files: streamed to disk, one folder per upload, usable as job sources.
+
+Why a folder per upload: job sources are directories, so an upload's folder
+(`state_dir/uploads/<id>/`) is a ready source holding just that file. Files
+are stored as sent (a ZIP stays a ZIP). The body is written chunk by chunk as
+it arrives, never held whole in memory; it goes to a temporary name first and
+is renamed once complete, so a cut connection or an oversized body never
+leaves a partial file under its final name (the folder is removed instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+
+from pravah.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+
+META_NAME = ".upload.json"
+_FLUSH = 1024 * 1024
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One stored upload; `path` is its folder, a job source."""
+
+    id: str
+    filename: str
+    size: int
+    created_at: str
+    path: str
+    file: str
+    uri: str
+
+
+def safe_filename(name: str) -> str:
+    """The last path component of `name` with unusual characters replaced by '_'."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    base = _UNSAFE.sub("_", base).lstrip(".")
+    if not base:
+        raise InvalidRequestError(
+            f"file name {name!r} is empty once made safe; give a plain name like 'data.csv'",
+            field="filename",
+        )
+    return base[:200]
+
+
+async def store_upload(
+    uploads_dir: Path,
+    filename: str,
+    body: AsyncIterator[bytes],
+    max_bytes: int,
+    declared_size: int | None = None,
+) -> Upload:
+    """Write `body` to `uploads_dir/<new id>/<filename>`; PayloadTooLargeError above max_bytes."""
+    name = safe_filename(filename)
+    if declared_size is not None and declared_size > max_bytes:
+        raise PayloadTooLargeError(
+            f"the upload is {declared_size} bytes, above the limit of {max_bytes} bytes "
+            "(PRAVAH_UPLOAD_MAX_BYTES)"
+        )
+    upload_id = str(uuid.uuid4())
+    folder = uploads_dir / upload_id
+    folder.mkdir(parents=True)
+    final = folder / name
+    temp = folder / f".{name}.part"
+    size = 0
+    buffer = bytearray()
+    try:
+        # Disk writes go to a worker thread in pieces of about _FLUSH bytes,
+        # so memory stays bounded and the event loop never waits on the disk.
+        with temp.open("wb") as out:
+            async for piece in body:
+                size += len(piece)
+                if size > max_bytes:
+                    raise PayloadTooLargeError(
+                        f"the upload is larger than the limit of {max_bytes} bytes "
+                        "(PRAVAH_UPLOAD_MAX_BYTES)"
+                    )
+                buffer += piece
+                if len(buffer) >= _FLUSH:
+                    await anyio.to_thread.run_sync(out.write, bytes(buffer))
+                    buffer.clear()
+            await anyio.to_thread.run_sync(_finish, out, bytes(buffer))
+        temp.rename(final)
+        created = datetime.now(UTC).isoformat()
+        (folder / META_NAME).write_text(
+            json.dumps({"filename": name, "size": size, "created_at": created})
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return _describe(upload_id, folder, name, size, created)
+
+
+def _finish(out: BinaryIO, rest: bytes) -> None:
+    out.write(rest)
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _describe(upload_id: str, folder: Path, name: str, size: int, created: str) -> Upload:
+    return Upload(
+        id=upload_id,
+        filename=name,
+        size=size,
+        created_at=created,
+        path=str(folder),
+        file=str(folder / name),
+        uri=folder.resolve().as_uri(),
+    )
+
+
+def _load(folder: Path) -> Upload | None:
+    try:
+        meta = json.loads((folder / META_NAME).read_text())
+        return _describe(
+            folder.name, folder, str(meta["filename"]), int(meta["size"]), str(meta["created_at"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # still being written, or not an upload
+
+
+def list_uploads(uploads_dir: Path, limit: int = 100) -> list[Upload]:
+    """Complete uploads, newest first."""
+    if not uploads_dir.is_dir():
+        return []
+    found = [u for d in uploads_dir.iterdir() if d.is_dir() and (u := _load(d)) is not None]
+    found.sort(key=lambda u: u.created_at, reverse=True)
+    return found[:limit]
+
+
+def get_upload(uploads_dir: Path, upload_id: str) -> Upload:
+    """One upload by id, or NotFoundError."""
+    with contextlib.suppress(ValueError):
+        found = _load(uploads_dir / str(uuid.UUID(upload_id)))
+        if found is not None:
+            return found
+    raise NotFoundError(f"no upload with id {upload_id!r}")
+
+
+def as_dict(upload: Upload) -> dict[str, object]:
+    """JSON-ready form."""
+    return asdict(upload)

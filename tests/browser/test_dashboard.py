@@ -1,0 +1,173 @@
+"""The web dashboard in a real headless Chromium against `pravah serve`.
+
+Few and lean on purpose (one server per module): each test walks one user
+story end to end and saves screenshots under tests/browser/artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_harness import Server, make_cli_tree
+from conftest import Watched
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+# csv-header over cli_harness.make_cli_tree: distinct schemas and their file counts.
+EXPECTED_SCHEMAS = {
+    "id, name, email": 2,
+    "sku, price, qty": 1,
+    "a, b": 1,
+    'last, first, age, say "hi"': 1,
+}
+FAILING = {"empty.csv", "blob.csv"}
+
+
+def test_csv_header_job_from_the_form_completes_live_with_schema_chart_and_table(
+    web: Watched, server: Server, tmp_path: Path
+) -> None:
+    data = make_cli_tree(tmp_path / "data")
+    page = web.page
+    # A second tab keeps the jobs list open: the new job must appear and
+    # complete there without a reload.
+    jobs_tab = page.context.new_page()
+    jobs_tab.goto("/ui/#/jobs")
+    expect(jobs_tab.locator(".live")).to_have_text("live")
+
+    page.goto("/ui/#/new")
+    page.get_by_label("Source folder").fill(str(data))
+    expect(page.get_by_label("Task", exact=True)).to_have_value("csv-header")
+    expect(
+        page.get_by_label("delimiter", exact=True)
+    ).to_be_visible()  # options form from the schema
+    page.get_by_role("button", name="Preview (dry run)").click()
+    expect(page.locator('.preview [data-stat="files"]')).to_have_text("7")
+    web.shot("new-job-dry-run")
+    page.get_by_role("button", name="Start job").click()
+
+    expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[-1]
+    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    expect(page.locator('[data-stat="files"]').first).to_have_text("7 of 7")
+    expect(page.locator('[data-stat="failed"]').first).to_have_text("2")
+
+    bars = page.locator(".bar-list .bar")
+    expect(bars).to_have_count(len(EXPECTED_SCHEMAS))
+    chart = {
+        bars.nth(i).get_attribute("data-label"): int(bars.nth(i).get_attribute("data-value") or 0)
+        for i in range(bars.count())
+    }
+    assert chart == EXPECTED_SCHEMAS
+    rows = page.locator("table.schemas tbody tr")
+    expect(rows).to_have_count(len(EXPECTED_SCHEMAS))
+    assert sorted(int(rows.nth(i).get_attribute("data-files") or 0) for i in range(4)) == [
+        1,
+        1,
+        1,
+        2,
+    ]
+    expect(page.locator('[data-stat="distinct"]')).to_have_text("4")
+    errors = page.locator("table.errors-table tbody tr td:first-child")
+    expect(errors).to_have_count(2)
+    assert set(errors.all_inner_texts()) == FAILING
+    web.shot("detail-completed")
+
+    page.get_by_label("Search columns").fill("sku")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-files", "1")
+    page.get_by_label("Search columns").fill("")
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name=re.compile("Download all results")).click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert len(lines) == 7
+
+    row = jobs_tab.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row).to_have_attribute("data-status", "completed")
+    jobs_tab.get_by_label("Status", exact=True).select_option("failed")
+    expect(jobs_tab.locator("tbody tr")).to_have_count(0)
+    jobs_tab.get_by_label("Status", exact=True).select_option("completed")
+    expect(jobs_tab.locator(f'tr[data-job-id="{job_id}"]')).to_be_visible()
+    jobs_tab.close()
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    web.shot("detail-phone")
+    page.goto("/ui/#/jobs")
+    expect(page.locator(f'tr[data-job-id="{job_id}"]')).to_be_visible()
+    web.shot("jobs-phone")
+
+
+def test_bad_form_shows_the_page_and_api_errors_next_to_the_field(
+    web: Watched, server: Server, tmp_path: Path
+) -> None:
+    web.expect_http_error(r"/jobs$", 422)
+    page = web.page
+    page.goto("/ui/#/new")
+    source_error = page.locator('[data-field="source"] .error')
+
+    page.get_by_role("button", name="Start job").click()  # empty: the page says so
+    expect(source_error).to_have_text("Give the folder to process.")
+
+    missing = tmp_path / "no-such-folder"
+    page.get_by_label("Source folder").fill(str(missing))
+    with page.expect_response(re.compile(r"/jobs$")) as answer:
+        page.get_by_role("button", name="Start job").click()
+    body = answer.value.json()
+    assert answer.value.status == 422 and body["field"] == "source"
+    expect(source_error).to_have_text(body["detail"])
+    expect(page.get_by_label("Source folder")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(".form-error")).to_contain_text("see the marked field")
+    web.shot("api-error-on-source")
+
+    page.get_by_label("Source folder").fill(str(tmp_path))
+    page.get_by_label("Minimum size").fill("lots")
+    page.get_by_role("button", name="Start job").click()
+    expect(page.locator('[data-field="filters.min_size"] .error')).to_contain_text(
+        "invalid size 'lots'"
+    )
+    expect(source_error).to_have_text("")
+    assert httpx.get(f"{server.url}/jobs?status=pending").json()["total"] == 0
+
+
+def test_cancel_a_long_job_from_its_page(web: Watched, server: Server, large_tree: Path) -> None:
+    page = web.page
+    job = httpx.post(
+        f"{server.url}/jobs", json={"source": str(large_tree), "task": "csv-header"}
+    ).json()
+    page.goto(f"/ui/#/jobs/{job['id']}")
+    expect(page.locator(".status-slot .badge")).to_have_text("running")
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator(".status-slot .badge")).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+    web.shot("cancelled")
+    final = httpx.get(f"{server.url}/jobs/{job['id']}").json()
+    assert final["status"] == "cancelled"
+    assert final["progress"]["files_done"] < 30_000
+
+
+def test_upload_a_dropped_file_and_run_a_job_on_it(web: Watched, server: Server) -> None:
+    page = web.page
+    page.goto("/ui/#/uploads")
+    expect(page.get_by_role("heading", name="Uploads")).to_be_visible()
+    page.locator(".dropzone").evaluate(
+        """zone => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(["city,country\\nPune,IN\\n"], "cities.csv", {type: "text/csv"}));
+            const init = {dataTransfer: dt, bubbles: true, cancelable: true};
+            zone.dispatchEvent(new DragEvent("drop", init));
+        }"""
+    )
+    expect(page.locator(".upload-progress li progress")).to_have_attribute("value", "100")
+    expect(page.locator(".upload-progress li").first).to_contain_text("done")
+    uploaded = page.locator("li.upload").first
+    expect(uploaded).to_contain_text("cities.csv")
+    web.shot("uploaded")
+    uploaded.get_by_role("link", name="Use as job source").click()
+    expect(page.get_by_label("Source folder")).to_have_value(re.compile(r"/uploads/[0-9a-f-]{36}$"))
+    page.get_by_role("button", name="Start job").click()
+    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    expect(page.locator(".bar-list .bar")).to_have_attribute("data-label", "city, country")
