@@ -7,7 +7,9 @@ uniquely named module imports unambiguously (every test folder has a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -113,10 +115,27 @@ def make_large_tree(root: Path, folders: int = 100, per_folder: int = 300) -> Pa
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port below the kernel's ephemeral range.
+
+    Regression: a port taken with bind(0) and closed again came from the
+    ephemeral range, and `pravah serve` starts its local engine (which binds
+    port 0) before it binds its own port, so the engine sometimes got the
+    very port the test had picked. Ports below the range are never handed
+    out for port 0.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low // 2), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
