@@ -13,6 +13,7 @@ no health-checking stubs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -81,7 +82,14 @@ def check(target: str, timeout: float = 3.0) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pravah.healthcheck", description=__doc__)
-    parser.add_argument("target", help="http://host:port/readyz or grpc://host:port")
+    default = f"http://127.0.0.1:{os.environ.get('PRAVAH_PORT') or 8000}/readyz"
+    parser.add_argument(
+        "target",
+        nargs="?",
+        default=default,
+        help="http://host:port/path or grpc://host:port (default: this host's API "
+        "readiness, http://127.0.0.1:$PRAVAH_PORT/readyz)",
+    )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     args = parser.parse_args(argv)
