@@ -14,7 +14,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
 from kustomize_lite import key, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +91,9 @@ def test_secrets_are_referenced_never_defined(rendered):
         for container in _pod_spec(resource)["containers"]:
             refs = [e for e in container.get("envFrom", []) if "secretRef" in e]
             assert [r["secretRef"]["name"] for r in refs] == ["pravah-secrets"], key(resource)
-            config = [e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e]
+            config = [
+                e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e
+            ]
             assert config == ["pravah-config"]
 
 
