@@ -4,6 +4,8 @@
 #   make lint     - buf, cargo fmt/clippy, ruff, mypy
 #   make test     - install, then cargo test and pytest (real engine, real PostgreSQL)
 #   make bench    - release engine against find/fd/head, with peak memory
+#   make dist     - the wheel (pravah + bundled release pravah-engine) in dist/
+#   make dist-check - install dist/*.whl into a fresh venv, run a job with no PATH help
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -16,18 +18,21 @@ PY_STUB := control_plane/pravah/engine/v1/engine_pb2.py
 ENGINE_DEBUG   := target/debug/pravah-engine
 ENGINE_RELEASE := target/release/pravah-engine
 
-.PHONY: help install venv tools proto engine browser engine-release lint fmt test test-rust test-python demo bench bench-deps services lock clean
+.PHONY: help install venv tools proto engine browser engine-release lint fmt test test-rust test-python demo bench bench-deps services lock clean dist dist-check
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
 install: venv tools proto engine browser
 
-# The venv is rebuilt when the dependency pins change.
+# The venv is rebuilt when the dependency pins change. The build backend is
+# maturin (see `make dist`); the editable install asks it for the dev profile,
+# so it reuses target/debug (the same build `make engine` does: about 5 s when
+# that is up to date) instead of a release LTO build of several minutes.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -98,10 +103,23 @@ bench-deps:
 bench: venv proto engine-release bench-deps
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/run.py $(BENCH_ARGS)
 
+# The release wheel: the Python package, its generated gRPC stubs and the
+# engine built with the release profile (fat LTO, one codegen unit), which
+# also leaves target/release/pravah-engine. Version: the Cargo workspace's.
+dist: venv proto
+	rm -rf dist
+	$(VENV)/bin/maturin build --release --locked --out dist
+	@ls -l dist
+
+# Installs the wheel into a fresh venv (dependencies from the index, pinned by
+# constraints.txt) and runs a job from outside the checkout with a bare PATH.
+dist-check:
+	deploy/dist-check.sh dist/pravah-*.whl
+
 # Re-pin Python dependencies after editing pyproject.toml.
 lock:
 	rm -rf .lock-venv && python3 -m venv .lock-venv
-	.lock-venv/bin/pip install -q -e '.[dev]'
+	MATURIN_PEP517_ARGS="--profile dev" .lock-venv/bin/pip install -q -e '.[dev]'
 	{ echo "# Pinned versions: pip install -c constraints.txt -e '.[dev]'. Regenerate: make lock"; \
 	  .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .lock-venv

@@ -18,6 +18,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -39,11 +41,48 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent.parent
 
 
+def _in_checkout() -> bool:
+    """True when this package runs from a source checkout (editable install, tests)."""
+    return (repo_root() / "Cargo.toml").is_file()
+
+
+def installed_bin_dirs() -> list[Path]:
+    """Where an installed wheel puts pravah-engine, most specific first.
+
+    The wheel ships the engine as a script (maturin "bin" bindings), so it lands
+    in the scripts folder of whatever scheme pip or uv used - as astral-sh/uv's
+    `find_uv_bin()` reasons: the running environment's scripts folder, the
+    folder of the running interpreter (a venv used without activation), the
+    user scheme (`pip install --user`), and the folders next to the package for
+    `pip install --target DIR` (DIR/bin) and `--prefix P` (P/bin).
+    """
+    package = Path(__file__).resolve().parent
+    dirs = [
+        sysconfig.get_path("scripts"),
+        str(Path(sys.executable).parent),
+        sysconfig.get_path("scripts", scheme=f"{os.name}_user"),
+        str(package.parent / "bin"),
+        str(package.parent.parent.parent.parent / "bin"),
+    ]
+    unique: list[Path] = []
+    for entry in dirs:
+        path = Path(entry)
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
 def find_engine_bin(settings: Settings | None = None) -> Path:
     """Locate the engine executable.
 
-    Order: PRAVAH_ENGINE_BIN (settings.engine_bin), then target/release and
-    target/debug of the checkout, then `pravah-engine` on PATH. Raises
+    Order: PRAVAH_ENGINE_BIN (settings.engine_bin); in a source checkout,
+    target/release then target/debug (the freshest build beats the copy an
+    editable install made); the folders an installed wheel puts it in
+    (`installed_bin_dirs()`); then `pravah-engine` on PATH. Raises
     EngineBinaryNotFoundError listing every path tried.
     """
     tried: list[str] = []
@@ -52,18 +91,20 @@ def find_engine_bin(settings: Settings | None = None) -> Path:
         explicit = Path(os.environ["PRAVAH_ENGINE_BIN"])
     if explicit is not None:
         path = explicit.expanduser()
-        if path.is_file() and os.access(path, os.X_OK):
+        if _executable(path):
             return path
         # An explicit setting that is wrong is an error, not a hint to look elsewhere.
         raise EngineBinaryNotFoundError(
             f"PRAVAH_ENGINE_BIN is set to {str(path)!r}, but that is not an executable file; "
             "build the engine with `cargo build -p pravah-engine` or fix the setting"
         )
-    root = repo_root()
-    for profile in ("release", "debug"):
-        candidate = root / "target" / profile / ENGINE_NAME
+    candidates: list[Path] = []
+    if _in_checkout():
+        candidates += [repo_root() / "target" / p / ENGINE_NAME for p in ("release", "debug")]
+    candidates += [directory / ENGINE_NAME for directory in installed_bin_dirs()]
+    for candidate in candidates:
         tried.append(str(candidate))
-        if candidate.is_file() and os.access(candidate, os.X_OK):
+        if _executable(candidate):
             return candidate
     on_path = shutil.which(ENGINE_NAME)
     tried.append(f"{ENGINE_NAME} on PATH")
@@ -71,7 +112,8 @@ def find_engine_bin(settings: Settings | None = None) -> Path:
         return Path(on_path)
     raise EngineBinaryNotFoundError(
         f"could not find the {ENGINE_NAME} executable; tried: {', '.join(tried)}. "
-        "Build it with `cargo build -p pravah-engine`, set PRAVAH_ENGINE_BIN, "
+        "Reinstall the pravah wheel (it ships the engine), build it with "
+        "`cargo build -p pravah-engine`, set PRAVAH_ENGINE_BIN, "
         "or point PRAVAH_ENGINE_URLS at running engines"
     )
 

@@ -13,15 +13,23 @@ from pravah.errors import EngineBinaryNotFoundError, EngineUnavailableError
 from pravah.settings import Settings
 
 
+def _fake_checkout(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Make `root` look like the source checkout the package runs from."""
+    (root / "Cargo.toml").write_text("[workspace]\n")
+    monkeypatch.setattr(engine_launcher, "repo_root", lambda: root)
+
+
 def test_missing_engine_lists_every_path_tried(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("PRAVAH_ENGINE_BIN", raising=False)
-    monkeypatch.setattr(engine_launcher, "repo_root", lambda: tmp_path)
+    _fake_checkout(monkeypatch, tmp_path)
+    monkeypatch.setattr(engine_launcher, "installed_bin_dirs", lambda: [tmp_path / "scripts"])
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(EngineBinaryNotFoundError) as info:
         find_engine_bin(Settings(engine_bin=None))
     message = str(info.value)
+    assert str(tmp_path / "scripts" / "pravah-engine") in message
     assert str(tmp_path / "target" / "release" / "pravah-engine") in message
     assert str(tmp_path / "target" / "debug" / "pravah-engine") in message
     assert "pravah-engine on PATH" in message
@@ -49,13 +57,36 @@ def test_release_build_is_preferred_over_debug(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("PRAVAH_ENGINE_BIN", raising=False)
-    monkeypatch.setattr(engine_launcher, "repo_root", lambda: tmp_path)
+    _fake_checkout(monkeypatch, tmp_path)
     for profile in ("release", "debug"):
         (tmp_path / "target" / profile).mkdir(parents=True)
         _script(tmp_path / "target" / profile, "exit 0\n").rename(
             tmp_path / "target" / profile / "pravah-engine"
         )
     assert find_engine_bin(Settings()) == tmp_path / "target" / "release" / "pravah-engine"
+
+
+def test_installed_wheel_finds_the_bundled_engine_without_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An installed wheel: no checkout around the package, the engine sits in
+    # the environment's scripts folder, PATH knows nothing.
+    monkeypatch.delenv("PRAVAH_ENGINE_BIN", raising=False)
+    monkeypatch.setattr(engine_launcher, "repo_root", lambda: tmp_path / "site-packages")
+    scripts = tmp_path / "venv" / "bin"
+    scripts.mkdir(parents=True)
+    engine = _script(scripts, "exit 0\n").rename(scripts / "pravah-engine")
+    monkeypatch.setattr(engine_launcher, "installed_bin_dirs", lambda: [tmp_path / "x", scripts])
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert find_engine_bin(Settings()) == engine
+
+
+def test_installed_bin_dirs_start_with_this_environments_scripts_folder() -> None:
+    import sysconfig
+
+    dirs = engine_launcher.installed_bin_dirs()
+    assert dirs[0] == Path(sysconfig.get_path("scripts"))
+    assert len(dirs) == len(set(dirs))
 
 
 async def test_engine_dying_before_listening_reports_stderr(tmp_path: Path) -> None:
