@@ -187,11 +187,11 @@ pub fn run(
     }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     crate::process::record_walk_rate(summary.files, started);
-    span.record("pravah.files", summary.files);
-    span.record("pravah.bytes", summary.bytes);
-    span.record("pravah.directories", summary.directories);
-    span.record("pravah.errors", summary.errors);
-    span.record("pravah.chunks", chunk.index);
+    span.record("pravah.files", summary.files as i64);
+    span.record("pravah.bytes", summary.bytes as i64);
+    span.record("pravah.directories", summary.directories as i64);
+    span.record("pravah.errors", summary.errors as i64);
+    span.record("pravah.chunks", chunk.index as i64);
     send(Message::Summary(summary));
     Ok(())
 }

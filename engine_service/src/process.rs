@@ -190,9 +190,9 @@ impl ItemState {
                 self.failed.load(Ordering::Relaxed),
                 self.bytes.load(Ordering::Relaxed),
             );
-            self.span.record("pravah.files", files);
-            self.span.record("pravah.files_failed", failed);
-            self.span.record("pravah.bytes", bytes);
+            self.span.record("pravah.files", files as i64);
+            self.span.record("pravah.files_failed", failed as i64);
+            self.span.record("pravah.bytes", bytes as i64);
             shared.send(Event::ItemDone(pb::WorkItemDone {
                 work_id: self.id.clone(),
                 files: self.files.load(Ordering::Relaxed),
@@ -264,9 +264,9 @@ pub fn run(
         .observe(started.elapsed().as_secs_f64());
     let totals = counters.snapshot();
     let current = tracing::Span::current();
-    current.record("pravah.files", totals.files_done);
-    current.record("pravah.files_failed", totals.files_failed);
-    current.record("pravah.bytes", totals.bytes_done);
+    current.record("pravah.files", totals.files_done as i64);
+    current.record("pravah.files_failed", totals.files_failed as i64);
+    current.record("pravah.bytes", totals.bytes_done as i64);
     if shared.cancelled() {
         return;
     }
@@ -466,11 +466,11 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                     }
                     WalkEvent::Done { directories } => {
                         METRICS.walk_directories.inc_by(directories);
-                        walk_span.record("pravah.directories", directories);
+                        walk_span.record("pravah.directories", directories as i64);
                     }
                 }
             }
-            walk_span.record("pravah.files", walked);
+            walk_span.record("pravah.files", walked as i64);
             record_walk_rate(walked, walk_started);
             drop(walk_span);
             if !batch.is_empty() && !shared.cancelled() {
@@ -502,8 +502,8 @@ fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
             parent: &state.span,
             "process.batch",
             pravah.work_id = %state.id,
-            pravah.sequence = sequence,
-            pravah.files = n,
+            pravah.sequence = i64::from(sequence),
+            pravah.files = n as i64,
             pravah.files_failed = tracing::field::Empty,
             pravah.bytes = tracing::field::Empty,
         );
@@ -614,8 +614,8 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     m.bytes_processed.inc_by(bytes);
     m.bytes_failed.inc_by(bytes_failed);
     let span = tracing::Span::current();
-    span.record("pravah.files_failed", failed);
-    span.record("pravah.bytes", bytes);
+    span.record("pravah.files_failed", failed as i64);
+    span.record("pravah.bytes", bytes as i64);
     c.bytes_discovered.fetch_add(newly_sized, Ordering::Relaxed);
     c.files_done.fetch_add(files, Ordering::Relaxed);
     c.files_failed.fetch_add(failed, Ordering::Relaxed);

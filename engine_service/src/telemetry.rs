@@ -11,7 +11,9 @@
 //! metadata. [`server_span`] extracts it with a small [`Extractor`] over the
 //! tonic metadata map (the way opentelemetry-rust's tracing-grpc example does)
 //! and makes it the parent of the request's span, so one job is one trace
-//! across the process boundary. The request span also records `trace_id`, and
+//! across the process boundary. The W3C `baggage` entry `pravah.job_id`
+//! (set by the control plane's worker) names the job of calls, such as List,
+//! whose messages do not carry it. The request span also records `trace_id`, and
 //! every log line inside it carries it (the formatter below lifts span fields
 //! to the top level of each JSON line).
 //!
@@ -21,9 +23,10 @@
 //! aggregate counts, so tracing costs O(batches), not O(files).
 use std::io::IsTerminal;
 
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use tracing::{Event, Subscriber};
@@ -78,7 +81,7 @@ pub fn otlp_configured() -> bool {
 /// passes one (entered here while the exporter is built) and keeps it alive
 /// until [`Telemetry::shutdown`].
 pub fn init(runtime: Option<&tokio::runtime::Handle>) -> Telemetry {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_text_map_propagator(propagator());
     let filter = || EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = !std::io::stderr().is_terminal();
     let fmt_layer = if json {
@@ -144,6 +147,14 @@ fn build_provider(
         .build())
 }
 
+/// W3C trace context plus W3C baggage.
+fn propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+}
+
 /// Reads W3C trace context keys from tonic's metadata map.
 pub struct MetadataExtractor<'a>(pub &'a tonic::metadata::MetadataMap);
 
@@ -161,6 +172,57 @@ impl Extractor for MetadataExtractor<'_> {
             })
             .collect()
     }
+}
+
+/// The caller's context from gRPC metadata: W3C baggage, and the remote
+/// parent from `traceparent`.
+///
+/// Why not only the SDK's TraceContextPropagator: its parser (0.31) rejects
+/// version-00 headers whose flags use bits other than `sampled`, but W3C
+/// Trace Context level 2 defines the `random` bit (0x02) and the Python SDK
+/// sends `-03`; the spec says to ignore unknown flags. So `traceparent` is
+/// parsed here, keeping only the sampled bit.
+pub fn extract_parent(metadata: &tonic::metadata::MetadataMap) -> opentelemetry::Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let extractor = MetadataExtractor(metadata);
+    let cx = BaggagePropagator::new().extract(&extractor);
+    let Some(header) = extractor.get("traceparent") else {
+        return cx;
+    };
+    let parts: Vec<&str> = header.trim().split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = parts.len() >= 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && (parts[0] != "00" || parts.len() == 4)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2);
+    if !valid {
+        return cx;
+    }
+    let (Ok(trace_id), Ok(span_id), Ok(flags)) = (
+        TraceId::from_hex(parts[1]),
+        SpanId::from_hex(parts[2]),
+        u8::from_str_radix(parts[3], 16),
+    ) else {
+        return cx;
+    };
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return cx;
+    }
+    let state = extractor
+        .get("tracestate")
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let sc = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8()),
+        true,
+        state,
+    );
+    cx.with_remote_span_context(sc)
 }
 
 /// The server span of one RPC, its parent taken from the caller's
@@ -183,10 +245,20 @@ pub fn server_span(metadata: &tonic::metadata::MetadataMap, method: &str) -> tra
         pravah.files_failed = tracing::field::Empty,
         pravah.bytes = tracing::field::Empty,
     );
-    let parent = TraceContextPropagator::new().extract(&MetadataExtractor(metadata));
+    let parent = extract_parent(metadata);
     let remote_trace = parent.span().span_context().trace_id();
-    // set_parent only fails when the OpenTelemetry layer is not installed.
+    let job_id = parent
+        .baggage()
+        .get("pravah.job_id")
+        .map(|v| v.as_str().to_owned());
+    // Before anything else touches the span: the OpenTelemetry layer starts
+    // the span on first use, after which its parent can no longer change.
+    // (Without the layer there is nothing to parent, and the error is moot.)
     let _ = span.set_parent(parent);
+    if let Some(job_id) = job_id {
+        span.record("job_id", job_id.as_str());
+        span.record("pravah.job_id", job_id.as_str());
+    }
     let own_trace = span.context().span().span_context().trace_id();
     let trace_id = if own_trace != opentelemetry::trace::TraceId::INVALID {
         own_trace
@@ -337,7 +409,7 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let cx = TraceContextPropagator::new().extract(&MetadataExtractor(&md));
+        let cx = extract_parent(&md);
         let sc = cx.span().span_context().clone();
         assert_eq!(
             sc.trace_id().to_string(),
@@ -345,5 +417,52 @@ mod tests {
         );
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
         assert!(sc.is_remote());
+    }
+
+    #[test]
+    fn extractor_accepts_level_2_random_flag() {
+        // The Python SDK sets the W3C level-2 `random` bit: flags 03.
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(
+            "traceparent",
+            "00-2f328634b241478dc2c1a08369c50f60-35bfe6d9bf372ac9-03"
+                .parse()
+                .unwrap(),
+        );
+        let cx = extract_parent(&md);
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_valid());
+        assert!(sc.is_sampled());
+        assert_eq!(sc.span_id().to_string(), "35bfe6d9bf372ac9");
+    }
+
+    #[test]
+    fn extractor_ignores_malformed_traceparent() {
+        for bad in [
+            "00-00000000000000000000000000000000-35bfe6d9bf372ac9-01",
+            "00-2f328634b241478dc2c1a08369c50f60-35bfe6d9bf372ac9",
+            "ff-2f328634b241478dc2c1a08369c50f60-35bfe6d9bf372ac9-01",
+            "00-2f328634b241478dc2c1a08369c50f6-35bfe6d9bf372ac9-01",
+        ] {
+            let mut md = tonic::metadata::MetadataMap::new();
+            md.insert("traceparent", bad.parse().unwrap());
+            assert!(
+                !extract_parent(&md).span().span_context().is_valid(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_span_takes_the_job_id_from_baggage() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("baggage", "pravah.job_id=abc-123".parse().unwrap());
+        let cx = propagator().extract(&MetadataExtractor(&md));
+        assert_eq!(
+            cx.baggage()
+                .get("pravah.job_id")
+                .map(|v| v.as_str().to_owned()),
+            Some("abc-123".to_owned())
+        );
     }
 }
