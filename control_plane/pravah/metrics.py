@@ -80,8 +80,10 @@ _ENDED = {"completed": JOBS_COMPLETED, "failed": JOBS_FAILED, "cancelled": JOBS_
 
 
 def job_created(task: str) -> None:
-    """Count a queued job."""
+    """Count a queued job; its task's outcome series start at 0 (so rate() sees them)."""
     JOBS_CREATED.labels(task=task).inc()
+    for counter in _ENDED.values():
+        counter.labels(task=task)
 
 
 def job_started(task: str, created_at: datetime, started_at: datetime) -> None:

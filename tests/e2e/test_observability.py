@@ -409,3 +409,27 @@ def test_engine_logs_are_human_readable_on_a_terminal(engine_bin: Path) -> None:
     line = next(x for x in out.decode().splitlines() if "engine serving" in x)
     assert not line.lstrip().startswith("{"), line
     assert "INFO" in line
+
+
+# ------------------------------------------------------------------ dashboard
+
+
+def test_grafana_dashboard_charts_only_metrics_both_processes_export(
+    observed: Observed,
+) -> None:
+    import re
+
+    from cli_harness import REPO
+
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "pravah-dashboard.json").read_text())
+    exprs = [
+        t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]
+    ]
+    used = {m for e in exprs for m in re.findall(r"\bpravah_[a-z_]+", e)}
+    exported = {name for (name, _) in observed.engine_metrics} | {
+        name for (name, _) in observed.cp_metrics
+    }
+    missing = sorted(used - exported)
+    assert not missing, f"dashboard queries metrics nobody exports: {missing}"
+    assert any(m.startswith("pravah_engine_") for m in used)
+    assert any(m.startswith("pravah_jobs_") for m in used)
