@@ -422,9 +422,7 @@ def test_grafana_dashboard_charts_only_metrics_both_processes_export(
     from cli_harness import REPO
 
     dashboard = json.loads((REPO / "deploy" / "grafana" / "pravah-dashboard.json").read_text())
-    exprs = [
-        t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]
-    ]
+    exprs = [t["expr"] for p in dashboard["panels"] if p["type"] != "row" for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bpravah_[a-z_]+", e)}
     exported = {name for (name, _) in observed.engine_metrics} | {
         name for (name, _) in observed.cp_metrics
