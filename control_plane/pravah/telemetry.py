@@ -228,8 +228,9 @@ class HttpObservabilityMiddleware:
             return str(path)
         for candidate in self.router.routes:
             match, _ = candidate.matches(scope)
-            if match == Match.FULL and getattr(candidate, "path", None):
-                return str(candidate.path)
+            template = getattr(candidate, "path", None)
+            if match == Match.FULL and template:
+                return str(template)
         return "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
