@@ -30,6 +30,7 @@ from pravah.errors import (
     PravahError,
 )
 from pravah.models import JobFilters
+from pravah.telemetry import client_call
 
 try:
     from pravah.engine.v1 import engine_pb2 as pb
@@ -359,10 +360,18 @@ class EngineClient:
 
     async def capabilities(self, deadline: float | None = 10.0) -> Capabilities:
         """GetCapabilities (within `deadline` seconds), with option and result schemas parsed."""
+        rpc = client_call("GetCapabilities", target_of(self.url))
         try:
-            resp = await self._stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=deadline)
+            resp = await self._stub.GetCapabilities(
+                pb.GetCapabilitiesRequest(), timeout=deadline, metadata=rpc.metadata
+            )
         except grpc.aio.AioRpcError as exc:
+            rpc.end(exc.code().name, exc.details())
             raise map_rpc_error(exc, self.url) from None
+        except BaseException as exc:
+            rpc.end("CANCELLED", type(exc).__name__)
+            raise
+        rpc.end()
         tasks = {
             t.name: TaskInfo(
                 name=t.name,
@@ -405,7 +414,8 @@ class EngineClient:
         chunks: list[ChunkInfo] = []
         errors: list[FileErrorInfo] = []
         summary: ListSummaryInfo | None = None
-        call = self._stub.List(request)
+        rpc = client_call("List", target_of(self.url))
+        call = self._stub.List(request, metadata=rpc.metadata)
         try:
             async for msg in call:
                 kind = msg.WhichOneof("message")
@@ -433,9 +443,15 @@ class EngineClient:
                         root=s.root,
                     )
         except grpc.aio.AioRpcError as exc:
+            rpc.end(exc.code().name, exc.details())
             raise map_rpc_error(exc, self.url) from None
+        except BaseException as exc:
+            rpc.end("CANCELLED", type(exc).__name__)
+            raise
         finally:
             call.cancel()
+            rpc.span.set_attribute("pravah.chunks", len(chunks))
+            rpc.end()
         if summary is None:
             raise EngineError(f"engine at {self.url} ended the listing without a summary")
         return ListResult(chunks=chunks, summary=summary, errors=errors)
@@ -471,7 +487,12 @@ class EngineClient:
             for spec in items:
                 yield pb.ProcessRequest(work=_work_item(spec))
 
-        call = self._stub.Process(requests())
+        rpc = client_call("Process", target_of(self.url))
+        if job_id:
+            rpc.span.set_attribute("pravah.job_id", job_id)
+        rpc.span.set_attribute("pravah.task", task)
+        rpc.span.set_attribute("pravah.work_items", len(items))
+        call = self._stub.Process(requests(), metadata=rpc.metadata)
         try:
             async for msg in call:
                 kind = msg.WhichOneof("event")
@@ -504,6 +525,11 @@ class EngineClient:
                         part_uris=list(s.part_uris),
                     )
         except grpc.aio.AioRpcError as exc:
+            rpc.end(exc.code().name, exc.details())
             raise map_rpc_error(exc, self.url) from None
+        except BaseException as exc:
+            rpc.end("CANCELLED", type(exc).__name__)
+            raise
         finally:
             call.cancel()
+            rpc.end()

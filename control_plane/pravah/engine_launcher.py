@@ -28,6 +28,7 @@ from types import TracebackType
 from pravah.errors import EngineBinaryNotFoundError, EngineUnavailableError
 from pravah.log import get_logger
 from pravah.settings import Settings
+from pravah.telemetry import engine_child_env
 
 ENGINE_NAME = "pravah-engine"
 _LISTENING = "listening on "
@@ -159,6 +160,7 @@ class LocalEngine:
             find_engine_bin(settings),
             start_timeout=settings.engine_start_timeout,
             stop_timeout=settings.engine_stop_timeout,
+            env=engine_child_env(),
         )
 
     @property

@@ -18,7 +18,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pravah import queue
+from pravah import metrics, queue, telemetry
 from pravah.engine_client import Capabilities, TaskInfo
 from pravah.errors import ConflictError, InvalidRequestError, NotFoundError
 from pravah.models import TERMINAL_STATUSES, Job, JobCreate, JobStatus, utcnow
@@ -132,11 +132,13 @@ async def create_job(
         status=JobStatus.pending.value,
         created_at=now,
         updated_at=now,
+        trace_context=telemetry.current_trace_context(),
     )
     session.add(job)
     await session.commit()
     await session.refresh(job)
     await queue.notify(session)
+    metrics.job_created(job.task)
     return job
 
 
@@ -195,4 +197,6 @@ async def request_cancel(session: AsyncSession, job_id: str) -> Job:
     session.add(job)
     await session.commit()
     await session.refresh(job)
+    if status == JobStatus.pending:
+        metrics.job_ended(job.task, JobStatus.cancelled.value, None, now)
     return job

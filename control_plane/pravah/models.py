@@ -217,6 +217,11 @@ class Job(SQLModel, table=True):
     heartbeat_at: datetime | None = SQLField(
         default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
     )
+    # W3C trace context (traceparent, tracestate) of the request that created
+    # the job; the worker's span continues that trace (pravah.telemetry).
+    trace_context: dict[str, str] | None = SQLField(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
 
 
 # ------------------------------------------------------------------- public

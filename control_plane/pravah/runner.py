@@ -21,6 +21,12 @@ job whose cancel was requested ends `cancelled` (Ctrl-C in `pravah run`); any
 other goes back to `pending` so another worker retries it (worker shutdown).
 Results part files are named per chunk and batch and written atomically, so a
 retry overwrites them.
+
+Observability: a run is the span `job.run`, a child of the `POST /jobs`
+request through the trace context stored on the row (pravah.telemetry); the
+engine calls are its children. Every log line of the run carries `job_id`
+(bound in structlog's context vars for the run's task), and the job metrics
+(queue time, duration, outcome by task) are recorded here.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+from opentelemetry.trace import Span, StatusCode
+
+from pravah import metrics, telemetry
 from pravah.db import Database
 from pravah.engine_client import (
     BatchEvent,
@@ -125,9 +135,36 @@ class _JobRun:
     # ----------------------------------------------------------- lifecycle
 
     async def run(self) -> Job:
-        job = await self._start()
-        if JobStatus(job.status) != JobStatus.running:
-            return job
+        with structlog.contextvars.bound_contextvars(job_id=self.job_id):
+            job = await self._start()
+            if JobStatus(job.status) != JobStatus.running:
+                return job
+            with telemetry.job_span(
+                job.id,
+                job.task,
+                job.trace_context,
+                **{"pravah.attempt": job.attempts, "pravah.worker_id": self.worker_id or ""},
+            ) as span:
+                final = await self._run_started(job)
+                self._end_span(span, final)
+                return final
+
+    def _end_span(self, span: Span, job: Job) -> None:
+        span.set_attributes(
+            {
+                "pravah.status": job.status,
+                "pravah.files_total": job.files_total or 0,
+                "pravah.files_done": job.files_done,
+                "pravah.files_failed": job.files_failed,
+                "pravah.bytes_done": job.bytes_done,
+                "pravah.bytes_failed": job.bytes_failed,
+                "pravah.chunks": self.state.work_items,
+            }
+        )
+        if job.status == JobStatus.failed.value:
+            span.set_status(StatusCode.ERROR, job.error or "failed")
+
+    async def _run_started(self, job: Job) -> Job:
         drive = asyncio.create_task(self._drive(job), name=f"drive-{self.job_id}")
         user_cancelled = False
         try:
@@ -162,12 +199,16 @@ class _JobRun:
                 job.status = JobStatus.cancelled.value
                 job.finished_at = now
                 job.error = job.error or "cancelled before it started"
+                metrics.job_ended(job.task, job.status, job.started_at, now)
             elif status == JobStatus.pending:
                 job.status = JobStatus.running.value
                 job.started_at = job.started_at or now
                 job.attempts += 1
                 job.heartbeat_at = now
                 job.worker_id = self.worker_id or job.worker_id
+            if job.status == JobStatus.running.value and job.attempts == 1 and job.started_at:
+                # First start (the worker's claim, or just above): time in queue.
+                metrics.job_started(job.task, job.created_at, job.started_at)
             job.workspace = str(self.workspace)
             job.updated_at = now
             # A retry starts from scratch: counters of an interrupted run are void.
@@ -341,6 +382,7 @@ class _JobRun:
             session.add(job)
             await session.commit()
             await session.refresh(job)
+        metrics.job_ended(job.task, job.status, job.started_at, job.finished_at)
         self.log.info(
             "job finished",
             status=status.value,
@@ -365,6 +407,7 @@ class _JobRun:
                     job.status = JobStatus.cancelled.value
                     job.finished_at = now
                     job.error = job.error or "cancelled by request"
+                    metrics.job_ended(job.task, job.status, job.started_at, now)
                 else:
                     job.status = JobStatus.pending.value
                     job.worker_id = None

@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "PRAVAH_ENGINE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless set; port
+    /// 0 picks a free port, announced as `metrics on <addr>` after the
+    /// `listening on` line).
+    #[arg(long, env = "PRAVAH_ENGINE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

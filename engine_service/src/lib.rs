@@ -12,6 +12,8 @@
 //!   atomic part-file writer; [`progress`]: counters and the rate-bounded
 //!   ticker.
 //! - [`tasks`]: the task registry and the tasks themselves.
+//! - [`telemetry`]: JSON logs and OpenTelemetry spans (trace context from
+//!   gRPC metadata); [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`config`]: command line, environment and limits; [`error`]: the one
 //!   error type, turned into a gRPC status in one place.
 pub mod chunks;
@@ -19,12 +21,14 @@ pub mod config;
 pub mod error;
 pub mod filters;
 pub mod listing;
+pub mod metrics;
 pub mod process;
 pub mod progress;
 pub mod results;
 pub mod server;
 pub mod service;
 pub mod tasks;
+pub mod telemetry;
 pub mod walk;
 
 /// Code generated from `proto/pravah/engine/v1/engine.proto`.

@@ -103,6 +103,16 @@ pub fn run(
     sink: &mut dyn FnMut(pb::ListResponse) -> bool,
 ) -> Result<()> {
     let started = Instant::now();
+    // Its parent is the caller's current span (the List server span).
+    let span = tracing::info_span!(
+        "list.walk",
+        pravah.files = tracing::field::Empty,
+        pravah.bytes = tracing::field::Empty,
+        pravah.directories = tracing::field::Empty,
+        pravah.errors = tracing::field::Empty,
+        pravah.chunks = tracing::field::Empty,
+    );
+    let _entered = span.enter();
     let rx = walk::start(
         params.root.clone(),
         params.filters.clone(),
@@ -125,6 +135,9 @@ pub fn run(
     for ev in rx.iter() {
         match ev {
             WalkEvent::Files(files) => {
+                crate::metrics::METRICS
+                    .walk_files
+                    .inc_by(files.len() as u64);
                 for e in files {
                     summary.files += 1;
                     summary.bytes += e.meta.map_or(0, |m| m.0);
@@ -153,7 +166,10 @@ pub fn run(
                     return Ok(());
                 }
             }
-            WalkEvent::Done { directories } => summary.directories = directories,
+            WalkEvent::Done { directories } => {
+                crate::metrics::METRICS.walk_directories.inc_by(directories);
+                summary.directories = directories;
+            }
         }
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
@@ -170,6 +186,12 @@ pub fn run(
         return Ok(());
     }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    crate::process::record_walk_rate(summary.files, started);
+    span.record("pravah.files", summary.files as i64);
+    span.record("pravah.bytes", summary.bytes as i64);
+    span.record("pravah.directories", summary.directories as i64);
+    span.record("pravah.errors", summary.errors as i64);
+    span.record("pravah.chunks", chunk.index as i64);
     send(Message::Summary(summary));
     Ok(())
 }

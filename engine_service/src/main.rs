@@ -1,6 +1,8 @@
 //! `pravah-engine`: a thin binary over the library. It parses configuration,
-//! sets up JSON logs on stderr, and either serves gRPC (`server::run`) or runs
-//! `list` / `process` in-process for benchmarks and direct use.
+//! sets up logs and traces (`telemetry::init`: JSON logs on stderr, OTLP spans
+//! when OTEL_EXPORTER_OTLP_ENDPOINT is set), and either serves gRPC
+//! (`server::run`, plus `/metrics` with `--metrics-listen`) or runs `list` /
+//! `process` in-process for benchmarks and direct use.
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicBool;
@@ -13,35 +15,42 @@ use pravah_engine::config::{self, Cli, Command, ListArgs, ProcessArgs, ServeArgs
 use pravah_engine::filters::Filters;
 use pravah_engine::pb::{self, process_response::Event};
 use pravah_engine::process::{self, ProcessConfig, Sink};
-use pravah_engine::{listing, server, walk};
+use pravah_engine::{listing, metrics, server, telemetry, walk};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
     config::init_threads(cli.threads);
-    match cli.command {
-        None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
-        Some(Command::List(args)) => list(args),
-        Some(Command::Process(args)) => run_process(args),
-    }
+    let serving = !matches!(cli.command, Some(Command::List(_) | Command::Process(_)));
+    // Serving needs a runtime; the in-process commands only for the OTLP
+    // exporter's channel, and then one worker thread is plenty.
+    let runtime = if serving || telemetry::otlp_configured() {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if !serving {
+            builder.worker_threads(1);
+        }
+        Some(
+            builder
+                .enable_all()
+                .build()
+                .context("building the tokio runtime")?,
+        )
+    } else {
+        None
+    };
+    let telemetry = telemetry::init(runtime.as_ref().map(|r| r.handle()));
+    let result = match (cli.command, &runtime) {
+        (None, Some(rt)) => serve(cli.serve, rt),
+        (Some(Command::Serve(args)), Some(rt)) => serve(args, rt),
+        (Some(Command::List(args)), _) => list(args),
+        (Some(Command::Process(args)), _) => run_process(args),
+        (_, None) => unreachable!("serving always builds a runtime"),
+    };
+    // Flush spans while the exporter's runtime still runs.
+    telemetry.shutdown();
+    result
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
+fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -53,8 +62,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             writeln!(out, "listening on {addr}")?;
             out.flush()?;
         }
+        // Stopped together with the gRPC server by the same signal.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut metrics_task = None;
+        if let Some(metrics_addr) = args.metrics_listen {
+            let metrics_listener = metrics::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {metrics_addr}"))?;
+            let bound = metrics_listener.local_addr()?;
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "metrics on {bound}")?;
+                out.flush()?;
+            }
+            tracing::info!(addr = %bound, "metrics serving at /metrics");
+            let mut rx = stop_rx.clone();
+            metrics_task = Some(tokio::spawn(metrics::serve(metrics_listener, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })));
+        }
         tracing::info!(%addr, threads = config::worker_threads(), "engine serving");
-        server::run(listener, server::shutdown_signal()).await?;
+        server::run(listener, async move {
+            server::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+        if let Some(task) = metrics_task {
+            if let Ok(Err(e)) = task.await {
+                tracing::warn!(error = %e, "metrics server failed");
+            }
+        }
+        drop(stop_rx);
         tracing::info!("engine stopped");
         Ok(())
     })
@@ -148,6 +186,14 @@ fn run_process(args: ProcessArgs) -> anyhow::Result<()> {
     })?;
     drop(items_tx);
     let sink = Arc::new(SummarySink(Mutex::new(None)));
+    let span = tracing::info_span!(
+        "process",
+        pravah.task = %args.task,
+        pravah.files = tracing::field::Empty,
+        pravah.files_failed = tracing::field::Empty,
+        pravah.bytes = tracing::field::Empty,
+    );
+    let _entered = span.enter();
     process::run(
         config,
         items_rx,

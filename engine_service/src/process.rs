@@ -19,16 +19,22 @@
 //! one file per thread. No summary is sent after cancellation. A panicking
 //! batch job is caught, counted as failed files, and releases its permit, so
 //! the drain always ends.
+//!
+//! Observability: the call runs inside the caller's current span (the gRPC
+//! server span); each work item gets a `process.item` span and each batch a
+//! `process.batch` span with its file, failure and byte counts. Files get no
+//! span of their own. Metrics ([`crate::metrics`]) are added once per batch.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::chunks;
 use crate::config::{DEFAULT_PROGRESS_INTERVAL_MS, PROCESS_BATCH_FILES};
 use crate::error::{EngineError, Result};
 use crate::filters::{FilterSpec, Filters};
 use crate::listing::resolve_source;
+use crate::metrics::{TaskMetrics, METRICS};
 use crate::pb::{self, process_response::Event};
 use crate::progress::{Counters, Ticker};
 use crate::results::{display_path, push_part_line, write_atomic, FailureKind, FileFailure};
@@ -44,6 +50,8 @@ pub trait Sink: Send + Sync {
 /// A validated ProcessStart.
 pub struct ProcessConfig {
     pub task: Arc<dyn Task>,
+    /// The task's registry name (metric label, span attribute).
+    pub task_name: String,
     pub results_dir: Option<PathBuf>,
     pub progress_interval: Duration,
 }
@@ -72,6 +80,7 @@ impl ProcessConfig {
         };
         Ok(ProcessConfig {
             task,
+            task_name: start.task.clone(),
             results_dir,
             progress_interval: Duration::from_millis(ms as u64),
         })
@@ -139,6 +148,8 @@ struct Shared {
     /// Part files written; appended once per batch.
     part_uris: Mutex<Vec<String>>,
     permits: Permits,
+    metrics: TaskMetrics,
+    task_name: String,
 }
 
 impl Shared {
@@ -166,11 +177,22 @@ struct ItemState {
     files: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    /// The item's span; batches are its children. It ends when the last
+    /// batch drops the state.
+    span: tracing::Span,
 }
 
 impl ItemState {
     fn finish_one(&self, shared: &Shared) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 && !shared.cancelled() {
+            let (files, failed, bytes) = (
+                self.files.load(Ordering::Relaxed),
+                self.failed.load(Ordering::Relaxed),
+                self.bytes.load(Ordering::Relaxed),
+            );
+            self.span.record("pravah.files", files as i64);
+            self.span.record("pravah.files_failed", failed as i64);
+            self.span.record("pravah.bytes", bytes as i64);
             shared.send(Event::ItemDone(pb::WorkItemDone {
                 work_id: self.id.clone(),
                 files: self.files.load(Ordering::Relaxed),
@@ -197,8 +219,12 @@ pub fn run(
     sink: Arc<dyn Sink>,
     cancel: Arc<AtomicBool>,
 ) {
+    let started = Instant::now();
+    let metrics = METRICS.task(&config.task_name);
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
+        task_name: config.task_name,
         task: config.task,
         results_dir: config.results_dir,
         sink: sink.clone(),
@@ -233,6 +259,14 @@ pub fn run(
     }
     shared.permits.drain();
     ticker.stop();
+    metrics
+        .process_duration
+        .observe(started.elapsed().as_secs_f64());
+    let totals = counters.snapshot();
+    let current = tracing::Span::current();
+    current.record("pravah.files", totals.files_done as i64);
+    current.record("pravah.files_failed", totals.files_failed as i64);
+    current.record("pravah.bytes", totals.bytes_done as i64);
     if shared.cancelled() {
         return;
     }
@@ -255,6 +289,7 @@ pub fn run(
 }
 
 fn item_failed(shared: &Shared, id: &str, failure: FileFailure) {
+    tracing::warn!(work_id = %id, error = %failure.message, "work item failed");
     shared.send(Event::ItemDone(pb::WorkItemDone {
         work_id: id.to_owned(),
         error: Some(failure.to_pb(b"")),
@@ -346,7 +381,16 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
             }
         }
     };
+    let span = tracing::info_span!(
+        "process.item",
+        pravah.work_id = %id,
+        pravah.task = %shared.task_name,
+        pravah.files = tracing::field::Empty,
+        pravah.files_failed = tracing::field::Empty,
+        pravah.bytes = tracing::field::Empty,
+    );
     let state = Arc::new(ItemState {
+        span,
         id,
         root,
         pending: AtomicUsize::new(1),
@@ -369,6 +413,14 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
             }
         }
         Err(filters) => {
+            let walk_span = tracing::info_span!(
+                parent: &state.span,
+                "list.walk",
+                pravah.files = tracing::field::Empty,
+                pravah.directories = tracing::field::Empty,
+            );
+            let walk_started = Instant::now();
+            let mut walked = 0u64;
             let rx = walk::start(state.root.clone(), filters, false, shared.cancel.clone());
             let mut batch: Vec<Job> = Vec::with_capacity(PROCESS_BATCH_FILES);
             for ev in rx.iter() {
@@ -377,6 +429,8 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                 }
                 match ev {
                     WalkEvent::Files(files) => {
+                        walked += files.len() as u64;
+                        METRICS.walk_files.inc_by(files.len() as u64);
                         shared
                             .counters
                             .files_discovered
@@ -410,15 +464,29 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                             failure: Some(failure),
                         });
                     }
-                    WalkEvent::Done { .. } => {}
+                    WalkEvent::Done { directories } => {
+                        METRICS.walk_directories.inc_by(directories);
+                        walk_span.record("pravah.directories", directories as i64);
+                    }
                 }
             }
+            walk_span.record("pravah.files", walked as i64);
+            record_walk_rate(walked, walk_started);
+            drop(walk_span);
             if !batch.is_empty() && !shared.cancelled() {
                 submit(shared, &state, batch);
             }
         }
     }
     state.finish_one(shared);
+}
+
+/// Sets the walker-rate gauge from one finished walk.
+pub(crate) fn record_walk_rate(files: u64, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    if secs > 0.0 && files > 0 {
+        METRICS.walk_rate.set(files as f64 / secs);
+    }
 }
 
 /// Spawns one batch job on the processing pool, waiting for a permit first.
@@ -430,10 +498,29 @@ fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
     let state = state.clone();
     rayon::spawn(move || {
         let n = batch.len() as u64;
+        let span = tracing::info_span!(
+            parent: &state.span,
+            "process.batch",
+            pravah.work_id = %state.id,
+            pravah.sequence = i64::from(sequence),
+            pravah.files = n as i64,
+            pravah.files_failed = tracing::field::Empty,
+            pravah.bytes = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        METRICS.batches_in_flight.inc();
+        let started = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_batch(&shared, &state, sequence, batch)
         }));
+        METRICS.batches_in_flight.dec();
+        shared
+            .metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
         if outcome.is_err() {
+            shared.metrics.files_processed.inc_by(n);
+            shared.metrics.files_failed.inc_by(n);
             tracing::error!(work_id = %state.id, sequence, "batch job panicked");
             state.files.fetch_add(n, Ordering::Relaxed);
             state.failed.fetch_add(n, Ordering::Relaxed);
@@ -521,6 +608,14 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
         }
         None => String::new(),
     };
+    let m = &shared.metrics;
+    m.files_processed.inc_by(files);
+    m.files_failed.inc_by(failed);
+    m.bytes_processed.inc_by(bytes);
+    m.bytes_failed.inc_by(bytes_failed);
+    let span = tracing::Span::current();
+    span.record("pravah.files_failed", failed as i64);
+    span.record("pravah.bytes", bytes as i64);
     c.bytes_discovered.fetch_add(newly_sized, Ordering::Relaxed);
     c.files_done.fetch_add(files, Ordering::Relaxed);
     c.files_failed.fetch_add(failed, Ordering::Relaxed);

@@ -6,6 +6,11 @@
 //! send means the client went away; the producer raises its cancel flag and
 //! the walk and batch jobs stop. CPU and file work never runs on the tokio
 //! runtime's threads.
+//!
+//! Tracing: each call gets a server span whose parent comes from the
+//! caller's `traceparent` metadata ([`telemetry::server_span`]); the producer
+//! thread enters it, so listing, item and batch spans are its children, and
+//! it ends when the producer does (the stream's last message).
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,9 +23,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config;
 use crate::error::EngineError;
 use crate::listing::{self, ListParams};
+use crate::metrics::METRICS;
 use crate::pb::{self, engine_service_server::EngineService};
 use crate::process::{self, ProcessConfig, Sink};
 use crate::tasks;
+use crate::telemetry;
 
 /// Messages buffered between a producer and the gRPC stream.
 const STREAM_BUFFER: usize = 32;
@@ -65,8 +72,12 @@ pub fn capabilities() -> pb::GetCapabilitiesResponse {
 impl EngineService for Engine {
     async fn get_capabilities(
         &self,
-        _request: Request<pb::GetCapabilitiesRequest>,
+        request: Request<pb::GetCapabilitiesRequest>,
     ) -> Result<Response<pb::GetCapabilitiesResponse>, Status> {
+        let span = telemetry::server_span(request.metadata(), "GetCapabilities");
+        let _entered = span.enter();
+        telemetry::record_status(&span, None);
+        METRICS.grpc_request("GetCapabilities", tonic::Code::Ok);
         Ok(Response::new(capabilities()))
     }
 
@@ -76,22 +87,31 @@ impl EngineService for Engine {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
+        let span = telemetry::server_span(request.metadata(), "List");
         let req = request.into_inner();
-        tracing::info!(source = %req.source, chunk_dir = %req.chunk_dir, "list");
+        span.in_scope(|| tracing::info!(source = %req.source, chunk_dir = %req.chunk_dir, "list"));
         // Validation touches the file system: keep it off the runtime threads.
         let params = tokio::task::spawn_blocking(move || ListParams::from_request(&req))
             .await
-            .map_err(|e| Status::internal(format!("list validation failed: {e}")))??;
+            .map_err(|e| Status::internal(format!("list validation failed: {e}")))
+            .and_then(|r| r.map_err(Status::from))
+            .inspect_err(|status| finish_call(&span, "List", Some(status)))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let cancel = Arc::new(AtomicBool::new(false));
         std::thread::Builder::new()
             .name("pravah-list".into())
             .spawn(move || {
+                let _entered = span.enter();
                 let result =
                     listing::run(params, cancel, &mut |msg| tx.blocking_send(Ok(msg)).is_ok());
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "list failed");
-                    let _ = tx.blocking_send(Err(e.into()));
+                match result {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "list failed");
+                        let status = Status::from(e);
+                        finish_call(&span, "List", Some(&status));
+                        let _ = tx.blocking_send(Err(status));
+                    }
+                    Ok(()) => finish_call(&span, "List", None),
                 }
             })
             .map_err(|e| Status::internal(format!("cannot start list thread: {e}")))?;
@@ -104,28 +124,46 @@ impl EngineService for Engine {
         &self,
         request: Request<Streaming<pb::ProcessRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
+        let span = telemetry::server_span(request.metadata(), "Process");
         let mut inbound = request.into_inner();
-        let start = match inbound.message().await? {
+        let first = inbound
+            .message()
+            .await
+            .inspect_err(|status| finish_call(&span, "Process", Some(status)))?;
+        let start = match first {
             Some(pb::ProcessRequest {
                 message: Some(pb::process_request::Message::Start(start)),
             }) => start,
             Some(_) => {
-                return Err(EngineError::InvalidArgument(
+                let status: Status = EngineError::InvalidArgument(
                     "the first message must be start (ProcessStart)".into(),
                 )
-                .into())
+                .into();
+                finish_call(&span, "Process", Some(&status));
+                return Err(status);
             }
             None => {
-                return Err(EngineError::InvalidArgument(
+                let status: Status = EngineError::InvalidArgument(
                     "empty request stream: send start (ProcessStart) first".into(),
                 )
-                .into())
+                .into();
+                finish_call(&span, "Process", Some(&status));
+                return Err(status);
             }
         };
-        tracing::info!(task = %start.task, job_id = %start.job_id, results_dir = %start.results_dir, "process");
+        span.record("pravah.task", start.task.as_str());
+        if !start.job_id.is_empty() {
+            span.record("job_id", start.job_id.as_str());
+            span.record("pravah.job_id", start.job_id.as_str());
+        }
+        span.in_scope(
+            || tracing::info!(task = %start.task, results_dir = %start.results_dir, "process"),
+        );
         let config = tokio::task::spawn_blocking(move || ProcessConfig::from_start(&start))
             .await
-            .map_err(|e| Status::internal(format!("process validation failed: {e}")))??;
+            .map_err(|e| Status::internal(format!("process validation failed: {e}")))
+            .and_then(|r| r.map_err(Status::from))
+            .inspect_err(|status| finish_call(&span, "Process", Some(status)))?;
 
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let (items_tx, items_rx) = crossbeam_channel::unbounded();
@@ -137,6 +175,7 @@ impl EngineService for Engine {
         // items_tx (on half-close) tells it no more work comes.
         let reader_tx = tx.clone();
         let reader_cancel = cancel.clone();
+        let reader_span = span.clone();
         tokio::spawn(async move {
             let mut count: u32 = 0;
             loop {
@@ -169,7 +208,7 @@ impl EngineService for Engine {
                     )),
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::info!(%status, "process request stream ended with an error; cancelling");
+                        reader_span.in_scope(|| tracing::info!(%status, "process request stream ended with an error; cancelling"));
                         reader_cancel.store(true, Ordering::Relaxed);
                         break;
                     }
@@ -184,8 +223,23 @@ impl EngineService for Engine {
 
         std::thread::Builder::new()
             .name("pravah-process".into())
-            .spawn(move || process::run(config, items_rx, Arc::new(ChannelSink(tx)), cancel))
+            .spawn(move || {
+                let _entered = span.enter();
+                let sink = Arc::new(ChannelSink(tx));
+                let watch = cancel.clone();
+                process::run(config, items_rx, sink, cancel);
+                let status = watch
+                    .load(Ordering::Relaxed)
+                    .then(|| Status::cancelled("the client went away or sent invalid work"));
+                finish_call(&span, "Process", status.as_ref());
+            })
             .map_err(|e| Status::internal(format!("cannot start process thread: {e}")))?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Records a call's outcome on its span and in the request counter.
+fn finish_call(span: &tracing::Span, method: &str, status: Option<&Status>) {
+    telemetry::record_status(span, status);
+    METRICS.grpc_request(method, status.map_or(tonic::Code::Ok, Status::code));
 }

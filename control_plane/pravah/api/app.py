@@ -7,6 +7,10 @@ options), and runs the worker in the background unless PRAVAH_RUN_WORKER is
 false (API-only instances in a scaled deployment). On stop it stops the
 worker gracefully, then the engine, then closes the DB.
 
+Observability: traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set
+(pravah.telemetry), every request gets a server span and a latency sample by
+route template, and `GET /metrics` serves Prometheus metrics.
+
 Errors: the service layer raises PravahError subclasses; they become HTTP
 codes here and nowhere else. Every error body is `{"detail": "<sentence>"}`.
 """
@@ -23,8 +27,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from pravah import __version__
+from pravah import __version__, telemetry
 from pravah.api.routes import config, dashboard, health, jobs, uploads
+from pravah.api.routes import metrics as metrics_routes
 from pravah.api.state import AppState
 from pravah.db import Database, migrate
 from pravah.engine_launcher import LocalEngine
@@ -86,6 +91,7 @@ def _describe_validation(errors: list[Any]) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API application; its lifespan runs migrations, engine and worker."""
     settings = settings or get_settings()
+    telemetry.configure_tracing()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(uploads.router)
     mount_dashboard(app)
+    app.include_router(metrics_routes.router)
+    app.add_middleware(telemetry.HttpObservabilityMiddleware, router=app.router)
 
     @app.exception_handler(PravahError)
     async def pravah_error(_: Request, exc: PravahError) -> JSONResponse:
