@@ -206,6 +206,13 @@ class Job(SQLModel, table=True):
         default=None, sa_column=sa.Column(sa.JSON, nullable=True)
     )
     workspace: str | None = SQLField(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Set when the run left per-file results (a manifest of part files), so
+    # clients know whether to ask for them; a job cancelled or failed before
+    # any batch finished has none.
+    results_available: bool = SQLField(
+        default=False,
+        sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()),
+    )
     attempts: int = SQLField(
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
@@ -263,6 +270,7 @@ class JobPublic(BaseModel):
     progress: JobProgress
     error: str | None
     summary: dict[str, Any] | None
+    results_available: bool
     attempts: int
     cancel_requested: bool
 
@@ -284,6 +292,7 @@ class JobPublic(BaseModel):
             progress=compute_progress(job, now),
             error=job.error,
             summary=job.summary,
+            results_available=job.results_available,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
         )

@@ -213,6 +213,7 @@ class _JobRun:
             job.updated_at = now
             # A retry starts from scratch: counters of an interrupted run are void.
             job.files_done = job.files_failed = job.bytes_done = job.bytes_failed = 0
+            job.results_available = False
             session.add(job)
             await session.commit()
             await session.refresh(job)
@@ -362,9 +363,13 @@ class _JobRun:
                 f"{len(self.state.item_errors)} of {self.state.work_items} work items "
                 f"could not be processed; first: {first}"
             )
+        results_available = False
         if self.state.parts:
-            with contextlib.suppress(OSError):
+            try:
                 write_manifest(self.workspace, self.state.parts)
+                results_available = True
+            except OSError as exc:
+                self.log.warning("could not write the results manifest", error=str(exc))
         summary = dict(self.state.summary) if self.state.summary is not None else None
         if summary is not None and self.state.listing:
             summary.setdefault("listing", self.state.listing)
@@ -377,6 +382,7 @@ class _JobRun:
             job.status = status.value
             job.error = error
             job.summary = summary
+            job.results_available = results_available
             job.finished_at = now
             job.updated_at = now
             session.add(job)

@@ -98,6 +98,7 @@ async def test_csv_header_job_reports_exact_headers_and_schema_summary(
     assert job["progress"]["files_failed"] == len(csv_tree.failing)
     assert job["progress"]["percent"] == 100.0
     assert job["started_at"] and job["finished_at"]
+    assert job["results_available"] is True
 
     page = (await api.get(f"/jobs/{job['id']}/results", params={"limit": 1000})).json()
     assert page["total"] == n_files
@@ -392,6 +393,7 @@ async def test_source_vanishing_before_the_run_fails_the_job_clearly(
         await db.dispose()
     assert job.status == "failed"
     assert job.error and str(source) in job.error
+    assert (await api_no_worker.get(f"/jobs/{job_id}")).json()["results_available"] is False
     resp = await api_no_worker.get(f"/jobs/{job_id}/results")
     assert resp.status_code == 409
 

@@ -104,12 +104,9 @@ export async function render(main, params) {
       e.preventDefault();
       download(href, name).catch((err) => (errorBox.textContent = err.message));
     });
-    let page = null;
-    try {
-      page = await get(`/jobs/${job.id}/results?limit=100`);
-    } catch (err) {
-      if (!(err instanceof ApiError && err.status === 409)) throw err;
-    }
+    // A job cancelled or failed before any batch finished has no results;
+    // the job says so, and the page does not ask for what is not there.
+    const page = job.results_available ? await get(`/jobs/${job.id}/results?limit=100`) : null;
     if (page) parts.push(h("p.actions", {}, link));
     let errors = { items: [], total: 0 };
     errors = await get(`/jobs/${job.id}/errors?limit=200`);
