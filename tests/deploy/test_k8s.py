@@ -188,15 +188,22 @@ def test_only_the_control_plane_reaches_the_engines(rendered):
     }
     assert _selects(policy["podSelector"]["matchLabels"], labels["pravah-engine"])
     assert policy["policyTypes"] == ["Ingress"]
-    (rule,) = policy["ingress"]
+    grpc_rule, metrics_rule = policy["ingress"]
     allowed = {
         name
-        for peer in rule["from"]
+        for peer in grpc_rule["from"]
         for name, pod in labels.items()
         if set(peer) == {"podSelector"} and _selects(peer["podSelector"]["matchLabels"], pod)
     }
     assert allowed == {"pravah-api", "pravah-worker"}
-    assert rule["ports"] == [{"protocol": "TCP", "port": 50051}]
+    assert grpc_rule["ports"] == [{"protocol": "TCP", "port": 50051}]
+    # Prometheus may scrape the metrics port, and only that port.
+    (scraper,) = metrics_rule["from"]
+    assert scraper["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert metrics_rule["ports"] == [{"protocol": "TCP", "port": 9464}]
+    engine = _pod_spec(rendered[("Deployment", "pravah-engine")])["containers"][0]
+    env = {e["name"]: e.get("value") for e in engine["env"]}
+    assert env["PRAVAH_ENGINE_METRICS_LISTEN"] == "0.0.0.0:9464"
 
 
 def test_overlay_sets_namespace_image_and_replicas():
