@@ -97,7 +97,12 @@ def test_csv_header_job_from_the_form_completes_live_with_schema_chart_and_table
     page.set_viewport_size({"width": 390, "height": 844})
     web.shot("detail-phone")
     page.goto("/ui/#/jobs")
-    expect(page.locator(f'tr[data-job-id="{job_id}"]')).to_be_visible()
+    row = page.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row).to_be_visible()
+    # Regression: a long source path widened the card and pushed the
+    # right-aligned values (status, progress, rate) off a phone's screen.
+    expect(row.locator(".badge")).to_be_in_viewport(ratio=1)
+    expect(row.locator('td[data-label="Duration"]')).to_be_in_viewport(ratio=1)
     web.shot("jobs-phone")
 
 
