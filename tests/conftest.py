@@ -24,6 +24,9 @@ PG_HOST = os.environ.get("PRAVAH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PRAVAH_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("PRAVAH_TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("PRAVAH_TEST_PG_DB", "test")
+# The bootstrap admin key of every test server (PRAVAH_ADMIN_KEY).
+TEST_ADMIN_KEY = "pvh-test-admin-0123456789abcdef0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
 
 
 # ------------------------------------------------------------------- engine
@@ -88,6 +91,7 @@ def _base_settings(tmp_path: Path, **overrides: object) -> Settings:
         "heartbeat_interval": 1.0,
         "shutdown_timeout": 2.0,
         "log_level": "INFO",
+        "admin_key": TEST_ADMIN_KEY,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -139,6 +143,8 @@ async def _truncate(url: str) -> None:
         exists = await conn.fetchval("SELECT to_regclass('public.jobs') IS NOT NULL")
         if exists:
             await conn.execute("TRUNCATE jobs")
+        if await conn.fetchval("SELECT to_regclass('public.api_keys') IS NOT NULL"):
+            await conn.execute("TRUNCATE api_keys")
     finally:
         await conn.close()
 

@@ -130,6 +130,22 @@ def _parse_listening(line: str) -> str | None:
     return None
 
 
+def sandboxed_env(env: dict[str, str] | None, settings: Settings) -> dict[str, str] | None:
+    """The child's environment with its allowed roots: ours plus the state folder.
+
+    The engine checks every path against PRAVAH_ALLOWED_ROOTS; a local engine
+    also writes chunks and results into job workspaces under the state folder
+    and reads uploads there, so that folder is added. Unset roots: unchanged.
+    """
+    if not settings.allowed_roots:
+        return env
+    child = dict(os.environ if env is None else env)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    roots = [*settings.allowed_roots, settings.state_dir]
+    child["PRAVAH_ALLOWED_ROOTS"] = ",".join(str(r) for r in roots)
+    return child
+
+
 class LocalEngine:
     """Async context manager running `pravah-engine --listen 127.0.0.1:0`.
 
@@ -160,7 +176,7 @@ class LocalEngine:
             find_engine_bin(settings),
             start_timeout=settings.engine_start_timeout,
             stop_timeout=settings.engine_stop_timeout,
-            env=engine_child_env(),
+            env=sandboxed_env(engine_child_env(), settings),
         )
 
     @property

@@ -229,6 +229,11 @@ class Job(SQLModel, table=True):
     trace_context: dict[str, str] | None = SQLField(
         default=None, sa_column=sa.Column(sa.JSON, nullable=True)
     )
+    # Owner of the API key that created the job (pravah.auth); only that
+    # owner and admins see it. Null for jobs of `pravah run` and auth=off.
+    owner: str | None = SQLField(
+        default=None, sa_column=sa.Column(sa.String(200), nullable=True, index=True)
+    )
 
 
 # ------------------------------------------------------------------- public
@@ -273,6 +278,7 @@ class JobPublic(BaseModel):
     results_available: bool
     attempts: int
     cancel_requested: bool
+    owner: str | None = None
 
     @classmethod
     def from_job(cls, job: Job, now: datetime | None = None) -> JobPublic:
@@ -295,6 +301,7 @@ class JobPublic(BaseModel):
             results_available=job.results_available,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
+            owner=job.owner,
         )
 
 
@@ -349,3 +356,28 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+# ------------------------------------------------------------------ API keys
+
+
+class ApiKey(SQLModel, table=True):
+    """One API key: only a salted scrypt hash of its secret is stored (pravah.auth)."""
+
+    __tablename__ = "api_keys"
+
+    id: str = SQLField(primary_key=True, max_length=32)
+    name: str = SQLField(max_length=200, nullable=False)
+    owner: str = SQLField(max_length=200, nullable=False)
+    role: str = SQLField(max_length=16, nullable=False)
+    salt: str = SQLField(max_length=64, nullable=False)
+    secret_hash: str = SQLField(max_length=128, nullable=False)
+    created_at: datetime = SQLField(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
+    )
+    expires_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    revoked_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )

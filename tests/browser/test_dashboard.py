@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_harness import Server, make_cli_tree
+from cli_harness import AUTH, Server, make_cli_tree
 from conftest import Watched
 from playwright.sync_api import expect
 
@@ -130,13 +130,15 @@ def test_bad_form_shows_the_page_and_api_errors_next_to_the_field(
         "invalid size 'lots'"
     )
     expect(source_error).to_have_text("")
-    assert httpx.get(f"{server.url}/jobs?status=pending").json()["total"] == 0
+    assert httpx.get(f"{server.url}/jobs?status=pending", headers=AUTH).json()["total"] == 0
 
 
 def test_cancel_a_long_job_from_its_page(web: Watched, server: Server, large_tree: Path) -> None:
     page = web.page
     job = httpx.post(
-        f"{server.url}/jobs", json={"source": str(large_tree), "task": "csv-header"}
+        f"{server.url}/jobs",
+        json={"source": str(large_tree), "task": "csv-header"},
+        headers=AUTH,
     ).json()
     page.goto(f"/ui/#/jobs/{job['id']}")
     expect(page.locator(".status-slot .badge")).to_have_text("running")
@@ -144,7 +146,7 @@ def test_cancel_a_long_job_from_its_page(web: Watched, server: Server, large_tre
     expect(page.locator(".status-slot .badge")).to_have_text("cancelled")
     expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
     web.shot("cancelled")
-    final = httpx.get(f"{server.url}/jobs/{job['id']}").json()
+    final = httpx.get(f"{server.url}/jobs/{job['id']}", headers=AUTH).json()
     assert final["status"] == "cancelled"
     assert final["progress"]["files_done"] < 30_000
 

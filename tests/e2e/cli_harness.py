@@ -66,9 +66,20 @@ class Cli:
                 stderr.close()
 
 
+TEST_ADMIN_KEY = "pvh-test-admin-0123456789abcdef0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
+
+
 def clean_env() -> dict[str, str]:
+    """Our environment without PRAVAH_* settings, plus the test admin key.
+
+    Servers take the key as PRAVAH_ADMIN_KEY, client commands send it from
+    PRAVAH_API_KEY, so every test runs with authentication on.
+    """
     dropped = ("DATABASE_URL", "LOG_LEVEL")
-    return {k: v for k, v in os.environ.items() if not k.startswith("PRAVAH_") and k not in dropped}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRAVAH_") and k not in dropped}
+    env.update(PRAVAH_ADMIN_KEY=TEST_ADMIN_KEY, PRAVAH_API_KEY=TEST_ADMIN_KEY)
+    return env
 
 
 # Expected outcome per file of the tree below: columns, or the error kind.

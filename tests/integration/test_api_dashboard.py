@@ -17,6 +17,8 @@ import pytest
 from pravah.api.app import create_app
 from pravah.settings import Settings
 
+from conftest import AUTH
+
 if TYPE_CHECKING:
     from conftest import CsvTree
 
@@ -29,7 +31,9 @@ async def api(sqlite_settings: Settings, engine_url: str) -> AsyncIterator[httpx
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pravah") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://pravah", headers=AUTH
+        ) as client:
             yield client
 
 

@@ -13,6 +13,10 @@ route template, and `GET /metrics` serves Prometheus metrics.
 
 Errors: the service layer raises PravahError subclasses; they become HTTP
 codes here and nowhere else. Every error body is `{"detail": "<sentence>"}`.
+
+Security: every route declares the role it needs through its dependency
+alias (`pravah.api.deps`); JSON bodies are capped at PRAVAH_MAX_BODY_BYTES
+(uploads have their own limit); 401 answers carry `WWW-Authenticate: Bearer`.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pravah import __version__, telemetry
-from pravah.api.routes import config, dashboard, health, jobs, uploads
+from pravah.api.limits import BodySizeLimitMiddleware
+from pravah.api.routes import config, dashboard, health, jobs, keys, uploads
 from pravah.api.routes import metrics as metrics_routes
 from pravah.api.state import AppState
 from pravah.db import Database, migrate
 from pravah.engine_launcher import LocalEngine
 from pravah.errors import (
+    AuthenticationError,
     ConflictError,
     EngineBinaryNotFoundError,
     EngineUnavailableError,
@@ -41,6 +47,7 @@ from pravah.errors import (
     JobCancelledError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     PravahError,
 )
 from pravah.log import get_logger
@@ -51,6 +58,8 @@ from pravah.worker import Worker
 log = get_logger(__name__)
 
 _STATUS: list[tuple[type[PravahError], int]] = [
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
     (NotFoundError, 404),
     (InvalidRequestError, 422),
     (ConflictError, 409),
@@ -134,8 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(keys.router)
     mount_dashboard(app)
     app.include_router(metrics_routes.router)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=("/uploads",)
+    )
     app.add_middleware(telemetry.HttpObservabilityMiddleware, router=app.router)
 
     @app.exception_handler(PravahError)
@@ -143,7 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         content: dict[str, Any] = {"detail": str(exc)}
         if isinstance(exc, InvalidRequestError) and exc.field:
             content["field"] = exc.field  # lets a form show the message by its field
-        return JSONResponse(status_code=http_status(exc), content=content)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+        return JSONResponse(status_code=http_status(exc), content=content, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
