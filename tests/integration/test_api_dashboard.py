@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from conftest import AUTH
 from pravah.api.app import create_app
 from pravah.settings import Settings
-
-from conftest import AUTH
 
 if TYPE_CHECKING:
     from conftest import CsvTree
