@@ -97,6 +97,41 @@ def _describe_validation(errors: list[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+# The one error body of this API (see the handlers below); FastAPI would
+# otherwise document 422s with its own `HTTPValidationError` shape.
+_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong, in one sentence."},
+        "field": {"type": "string", "description": "The request field at fault, if known."},
+        "errors": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "Schema validation errors: loc, msg, type.",
+        },
+    },
+    "required": ["detail"],
+}
+
+
+def _describe_errors(app: FastAPI) -> None:
+    """Replace FastAPI's validation-error schema with the API's real error body."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            if "HTTPValidationError" in components:
+                components["HTTPValidationError"] = _ERROR_SCHEMA
+                components.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API application; its lifespan runs migrations, engine and worker."""
     settings = settings or get_settings()
@@ -146,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     mount_dashboard(app)
     app.include_router(metrics_routes.router)
+    _describe_errors(app)
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=("/uploads",)
     )
