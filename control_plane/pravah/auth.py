@@ -150,11 +150,11 @@ async def create_key(
 ) -> tuple[ApiKey, str]:
     """Store a new key's hash; return the row and the key text (shown only now)."""
     name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidRequestError("key name must be 1-200 characters", field="name")
+    if not name or len(name) > 200 or not name.isprintable():
+        raise InvalidRequestError("key name must be 1-200 printable characters", field="name")
     owner = (owner or name).strip()
-    if not owner or len(owner) > 200:
-        raise InvalidRequestError("owner must be 1-200 characters", field="owner")
+    if not owner or len(owner) > 200 or not owner.isprintable():
+        raise InvalidRequestError("owner must be 1-200 printable characters", field="owner")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidRequestError("expires_at is in the past", field="expires_at")
     key_id, secret, text = generate_key()

@@ -30,8 +30,8 @@ schema = schemathesis.openapi.from_dict(_raw).exclude(path_regex=r"events")
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, engine_bin: Path) -> Iterator[Server]:
-    from conftest import _start_server, _stop_server
     from cli_harness import clean_env
+    from conftest import _start_server, _stop_server
 
     base = tmp_path_factory.mktemp("props")
     (base / "cwd").mkdir()

@@ -150,12 +150,16 @@ async def job_output(
 
 
 def _output_file(roots: list[str], path: str) -> Path | None:
-    candidate = results.uri_to_path(path)
-    for root_text in roots:
-        root = Path(root_text).resolve()
-        target = (candidate if candidate.is_absolute() else root / candidate).resolve()
-        if target.is_relative_to(root) and target.is_file():
-            return target
+    # Hostile names (overlong, symlink loops, NUL) are simply not found.
+    try:
+        candidate = results.uri_to_path(path)
+        for root_text in roots:
+            root = Path(root_text).resolve()
+            target = (candidate if candidate.is_absolute() else root / candidate).resolve()
+            if target.is_relative_to(root) and target.is_file():
+                return target
+    except (OSError, RuntimeError, ValueError):
+        return None
     return None
 
 
