@@ -218,7 +218,7 @@ async def test_destination_must_be_allowed_and_outside_the_source(
     )
     async for _, client in _app(settings):
 
-        async def post(dest: str) -> httpx.Response:
+        async def post(dest: str, client: httpx.AsyncClient = client) -> httpx.Response:
             body = {"source": str(root / "src"), "task": "csv-header", "destination": dest}
             return await client.post("/jobs", json=body, headers=AUTH)
 
