@@ -52,7 +52,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    let tls = args.tls().context("cannot read the TLS certificate, key or client CA")?;
+    let tls = args
+        .tls()
+        .context("cannot read the TLS certificate, key or client CA")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
