@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from cli_harness import AUTH, Server, make_cli_tree
-from conftest import Watched
-from playwright.sync_api import expect
+from conftest import ARTIFACTS, Watched
+from playwright.sync_api import Browser, expect
 
 pytestmark = pytest.mark.browser
 
@@ -173,3 +173,28 @@ def test_upload_a_dropped_file_and_run_a_job_on_it(web: Watched, server: Server)
     page.get_by_role("button", name="Start job").click()
     expect(page.locator(".status-slot .badge")).to_have_text("completed")
     expect(page.locator(".bar-list .bar")).to_have_attribute("data-label", "city, country")
+
+
+def test_sign_in_with_a_viewer_key_hides_what_the_role_cannot_do(
+    browser: Browser, server: Server
+) -> None:
+    viewer = httpx.post(
+        f"{server.url}/keys", json={"name": "reader", "role": "viewer"}, headers=AUTH
+    ).json()["key"]
+    context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto("/ui/#/jobs")
+        # No key yet: the server says 401 and the page asks for one.
+        expect(page.locator("#banner")).to_contain_text("needs an API key")
+        page.get_by_label("API key").fill(viewer)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#signin label")).to_have_text("Signed in: reader (viewer)")
+        expect(page.get_by_role("link", name="Jobs")).to_be_visible()
+        expect(page.get_by_role("link", name="New job")).to_be_hidden()
+        expect(page.get_by_role("link", name="Uploads")).to_be_hidden()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-signed-in.png"))
+    finally:
+        context.close()
