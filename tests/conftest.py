@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from auth_helpers import TEST_ADMIN_KEY
 from pravah.engine_launcher import LocalEngineSync, repo_root
 from pravah.settings import Settings
 
@@ -24,9 +25,6 @@ PG_HOST = os.environ.get("PRAVAH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PRAVAH_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("PRAVAH_TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("PRAVAH_TEST_PG_DB", "test")
-# The bootstrap admin key of every test server (PRAVAH_ADMIN_KEY).
-TEST_ADMIN_KEY = "pvh-test-admin-0123456789abcdef0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
 
 
 # ------------------------------------------------------------------- engine

@@ -18,6 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from auth_helpers import AUTH, TEST_ADMIN_KEY
+
+__all__ = ["AUTH", "TEST_ADMIN_KEY"]
+
 REPO = Path(__file__).resolve().parents[2]
 PRAVAH = Path(sys.executable).parent / "pravah"
 
@@ -64,10 +68,6 @@ class Cli:
         finally:
             if log is not None and not isinstance(stderr, int):
                 stderr.close()
-
-
-TEST_ADMIN_KEY = "pvh-test-admin-0123456789abcdef0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TEST_ADMIN_KEY}"}
 
 
 def clean_env() -> dict[str, str]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
-from cli_harness import AUTH, Cli, Server
+from cli_harness import AUTH, Cli, Server, clean_env, free_port, wait_for
 from hypothesis import HealthCheck, settings
 from pravah.api.app import create_app
 from pravah.settings import Settings
@@ -30,8 +31,6 @@ schema = schemathesis.openapi.from_dict(_raw).exclude(path_regex=r"events")
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, engine_bin: Path) -> Iterator[Server]:
-    from cli_harness import clean_env
-    from conftest import _start_server, _stop_server
 
     base = tmp_path_factory.mktemp("props")
     (base / "cwd").mkdir()
@@ -45,9 +44,25 @@ def live(tmp_path_factory: pytest.TempPathFactory, engine_bin: Path) -> Iterator
         PRAVAH_RUN_WORKER="false",
     )
     cli = Cli(env=env, cwd=base / "cwd", state_dir=base / "state")
-    running = _start_server(cli, base / "serve.log")
+    port = free_port()
+    log = base / "serve.log"
+    running = Server(
+        url=f"http://127.0.0.1:{port}",
+        process=cli.popen("serve", "--port", str(port), log=log),
+        log=log,
+    )
+
+    def ready() -> bool:
+        assert running.process.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"{running.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(ready, 60, "pravah serve not ready in 60 s")
     yield running
-    _stop_server(running)
+    code, err = running.stop()
+    assert code == 0, err
 
 
 @schema.parametrize()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from conftest import AUTH
+from auth_helpers import AUTH
 from pravah.api.app import create_app
 from pravah.engine_client import EngineClient
 from pravah.settings import Settings

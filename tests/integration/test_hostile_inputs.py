@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import AUTH
+from auth_helpers import AUTH
 from pravah.api.app import create_app
 from pravah.settings import Settings
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AUTH, TEST_ADMIN_KEY
+from auth_helpers import AUTH, TEST_ADMIN_KEY
 from pravah.api.app import create_app
 from pravah.auth import Role
 from pravah.settings import Settings
