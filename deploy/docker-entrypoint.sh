@@ -60,7 +60,13 @@ combined() {
     trap 'on_signal TERM' TERM
     trap 'on_signal INT' INT
 
-    "$ENGINE_BIN" --listen "$listen" &
+    # The engine's sandbox also needs the job workspaces (state folder), and
+    # none of the control plane's secrets.
+    local sandbox=()
+    if [[ -n "${PRAVAH_ALLOWED_ROOTS:-}" ]]; then
+        sandbox=("PRAVAH_ALLOWED_ROOTS=$PRAVAH_ALLOWED_ROOTS,${PRAVAH_STATE_DIR:-/var/lib/pravah}")
+    fi
+    env -u PRAVAH_ADMIN_KEY -u DATABASE_URL "${sandbox[@]}" "$ENGINE_BIN" --listen "$listen" &
     engine_pid=$!
     log "engine started (pid $engine_pid) on $listen"
     local deadline=$((SECONDS + ${timeout%.*}))

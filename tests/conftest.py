@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from auth_helpers import TEST_ADMIN_KEY
 from pravah.engine_launcher import LocalEngineSync, repo_root
 from pravah.settings import Settings
 
@@ -88,6 +89,7 @@ def _base_settings(tmp_path: Path, **overrides: object) -> Settings:
         "heartbeat_interval": 1.0,
         "shutdown_timeout": 2.0,
         "log_level": "INFO",
+        "admin_key": TEST_ADMIN_KEY,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -139,6 +141,8 @@ async def _truncate(url: str) -> None:
         exists = await conn.fetchval("SELECT to_regclass('public.jobs') IS NOT NULL")
         if exists:
             await conn.execute("TRUNCATE jobs")
+        if await conn.fetchval("SELECT to_regclass('public.api_keys') IS NOT NULL"):
+            await conn.execute("TRUNCATE api_keys")
     finally:
         await conn.close()
 

@@ -30,6 +30,7 @@ from pravah.errors import (
     PravahError,
 )
 from pravah.models import JobFilters
+from pravah.settings import Settings
 from pravah.telemetry import client_call
 
 try:
@@ -312,6 +313,9 @@ def map_rpc_error(exc: grpc.aio.AioRpcError, url: str) -> PravahError:
     details = exc.details() or code.name
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFoundError(details)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        # The engine's own sandbox refused a path (its allowed roots).
+        return InvalidRequestError(details)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
         return InvalidRequestError(details)
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -321,6 +325,30 @@ def map_rpc_error(exc: grpc.aio.AioRpcError, url: str) -> PravahError:
     if code == grpc.StatusCode.CANCELLED:
         return JobCancelledError(f"the call to engine at {url} was cancelled: {details}")
     return EngineError(f"engine at {url} failed ({code.name}): {details}")
+
+
+def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS credentials for engine channels, or None for plaintext.
+
+    PRAVAH_ENGINE_TLS_CA_FILE turns TLS on (the engines' certificates must be
+    signed by that CA); PRAVAH_ENGINE_TLS_CERT_FILE/KEY_FILE add the client
+    certificate an engine started with --tls-client-ca requires.
+    """
+    if settings.engine_tls_ca_file is None:
+        return None
+    try:
+        ca = settings.engine_tls_ca_file.read_bytes()
+        cert = key = None
+        if settings.engine_tls_cert_file is not None and settings.engine_tls_key_file is not None:
+            cert = settings.engine_tls_cert_file.read_bytes()
+            key = settings.engine_tls_key_file.read_bytes()
+    except OSError as exc:
+        raise EngineUnavailableError(
+            f"cannot read the engine TLS files: {exc.strerror}: {exc.filename}"
+        ) from None
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 def target_of(url: str) -> str:
@@ -337,16 +365,22 @@ def target_of(url: str) -> str:
 class EngineClient:
     """Async client of one engine; use as `async with EngineClient(url) as client:`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.url = url
-        self._channel = grpc.aio.insecure_channel(
-            target_of(url),
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ]
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target_of(url), options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target_of(url), credentials, options=options)
         self._stub = pb_grpc.EngineServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    @classmethod
+    def from_settings(cls, url: str, settings: Settings) -> EngineClient:
+        """A client of `url` over TLS (mutual when a client cert is set) if settings say so."""
+        return cls(url, channel_credentials(settings))
 
     async def close(self) -> None:
         """Close the channel (cancels calls still running)."""

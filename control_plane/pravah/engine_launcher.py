@@ -130,6 +130,28 @@ def _parse_listening(line: str) -> str | None:
     return None
 
 
+# The engine needs none of the control plane's secrets; a child process
+# should not hold what it does not use.
+_SECRET_VARS = ("PRAVAH_ADMIN_KEY", "PRAVAH_API_KEY", "DATABASE_URL", "PRAVAH_DATABASE_URL")
+
+
+def sandboxed_env(env: dict[str, str] | None, settings: Settings) -> dict[str, str]:
+    """The local engine's environment: ours without secrets, with its allowed roots.
+
+    The engine checks every path against PRAVAH_ALLOWED_ROOTS; a local engine
+    also writes chunks and results into job workspaces under the state folder
+    and reads uploads there, so that folder is added when roots are set.
+    """
+    child = {k: v for k, v in (os.environ if env is None else env).items()}
+    for name in _SECRET_VARS:
+        child.pop(name, None)
+    if settings.allowed_roots:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        roots = [*settings.allowed_roots, settings.state_dir]
+        child["PRAVAH_ALLOWED_ROOTS"] = ",".join(str(r) for r in roots)
+    return child
+
+
 class LocalEngine:
     """Async context manager running `pravah-engine --listen 127.0.0.1:0`.
 
@@ -160,7 +182,7 @@ class LocalEngine:
             find_engine_bin(settings),
             start_timeout=settings.engine_start_timeout,
             stop_timeout=settings.engine_stop_timeout,
-            env=engine_child_env(),
+            env=sandboxed_env(engine_child_env(), settings),
         )
 
     @property

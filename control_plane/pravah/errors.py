@@ -60,3 +60,11 @@ class PayloadTooLargeError(PravahError):
 
 class JobCancelledError(PravahError):
     """A job was cancelled while it ran."""
+
+
+class AuthenticationError(PravahError):
+    """No API key, or one that is unknown, revoked or expired (HTTP 401)."""
+
+
+class PermissionDeniedError(PravahError):
+    """The caller is known but its role may not do this (HTTP 403)."""

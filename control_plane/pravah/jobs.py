@@ -11,51 +11,41 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import jsonschema
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pravah import metrics, queue, telemetry
+from pravah import metrics, queue, sandbox, telemetry
 from pravah.engine_client import Capabilities, TaskInfo
 from pravah.errors import ConflictError, InvalidRequestError, NotFoundError
 from pravah.models import TERMINAL_STATUSES, Job, JobCreate, JobStatus, utcnow
+from pravah.settings import Settings
 
 
-def resolve_source(source: str, roots: list[Path] | None = None) -> Path:
-    """The absolute local directory a source names; InvalidRequestError/NotFoundError if unusable.
+def resolve_source(
+    source: str, roots: list[Path] | None = None, buckets: list[str] | None = None
+) -> Path:
+    """The absolute local directory a source names; InvalidRequestError if unusable.
 
-    Accepts a path or a file:// URI. With `roots`, the resolved path (after
-    following "..", and symlinks) must lie inside one of them.
+    Accepts a path or a file:// URI (percent-encoding undone). With `roots`,
+    the resolved path (after following "..", and symlinks) must lie inside
+    one of them. s3:// URIs must name a bucket in `buckets`.
     """
-    text = source.strip()
-    if not text:
-        raise InvalidRequestError("source is empty; give a directory path")
-    if "\x00" in text:
-        raise InvalidRequestError("source contains a NUL byte")
+    text = sandbox.check_text(source, "source")
     if "://" in text:
         parsed = urlparse(text)
+        if parsed.scheme == "s3":
+            sandbox.check_bucket(text, buckets or [], "source")
         if parsed.scheme != "file":
             raise InvalidRequestError(
                 f"source {source!r} uses the {parsed.scheme}:// scheme, which is not supported "
                 "yet; give a local directory path or a file:// URI"
             )
-        text = unquote(parsed.path)
-    path = Path(text).expanduser()
-    try:
-        resolved = path.resolve(strict=False)
-    except (OSError, RuntimeError) as exc:
-        raise InvalidRequestError(f"source {source!r} cannot be resolved: {exc}") from exc
-    if roots:
-        resolved_roots = [r.expanduser().resolve() for r in roots]
-        if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
-            allowed = ", ".join(str(r) for r in resolved_roots)
-            raise InvalidRequestError(
-                f"source {source!r} resolves to {str(resolved)!r}, which is outside the "
-                f"allowed source roots ({allowed})"
-            )
+    resolved = sandbox.local_path(text, "source")
+    sandbox.check_inside(resolved, roots or [], source, "source")
     if not resolved.exists():
         raise InvalidRequestError(
             f"source {source!r} does not exist (resolved to {str(resolved)!r})"
@@ -66,6 +56,16 @@ def resolve_source(source: str, roots: list[Path] | None = None) -> Path:
             "give the folder that contains the files"
         )
     return resolved
+
+
+def resolve_request_source(data: JobCreate, settings: Settings | None) -> Path:
+    """The request's source checked against the settings' roots and buckets."""
+    roots = sandbox.source_roots(settings) if settings else []
+    buckets = settings.allowed_buckets if settings else []
+    try:
+        return resolve_source(data.source, roots, buckets)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(exc.message, field="source") from exc
 
 
 def get_task(capabilities: Capabilities, name: str) -> TaskInfo:
@@ -112,27 +112,33 @@ async def create_job(
     data: JobCreate,
     capabilities: Capabilities,
     *,
-    source_roots: list[Path] | None = None,
+    settings: Settings | None = None,
+    owner: str | None = None,
 ) -> Job:
-    """Validate and store a pending job; nothing is stored when validation fails."""
+    """Validate and store a pending job; nothing is stored when validation fails.
+
+    `settings` supplies the allowed roots and buckets (None: no restriction,
+    for tests); `owner` is the creating key's owner (pravah.auth).
+    """
     assert data.task is not None  # JobCreate guarantees it
     task = get_task(capabilities, data.task)
     validate_options(task, data.options)
-    try:
-        source = resolve_source(data.source, source_roots)
-    except InvalidRequestError as exc:
-        raise InvalidRequestError(exc.message, field="source") from exc
+    source = resolve_request_source(data, settings)
+    destination = data.destination
+    if settings is not None:
+        destination = sandbox.check_destination(data.destination, source, settings)
     now = utcnow()
     job = Job(
         task=task.name,
         source=str(source),
-        destination=data.destination,
+        destination=destination,
         options=data.options,
         filters=data.filters.model_dump(mode="json", exclude_defaults=True),
         status=JobStatus.pending.value,
         created_at=now,
         updated_at=now,
         trace_context=telemetry.current_trace_context(),
+        owner=owner,
     )
     session.add(job)
     await session.commit()
@@ -150,12 +156,16 @@ def _valid_id(job_id: str) -> bool:
     return True
 
 
-async def get_job(session: AsyncSession, job_id: str) -> Job:
-    """The job with this id, or NotFoundError (also for malformed ids)."""
+async def get_job(session: AsyncSession, job_id: str, owner: str | None = None) -> Job:
+    """The job with this id, or NotFoundError (also for malformed ids).
+
+    With `owner`, another owner's job is NotFoundError too, with the same
+    message, so a caller cannot learn that it exists.
+    """
     if not _valid_id(job_id):
         raise NotFoundError(f"no job with id {job_id!r} (job ids are UUIDs)")
     job = await session.get(Job, str(uuid.UUID(job_id)), populate_existing=True)
-    if job is None:
+    if job is None or (owner is not None and job.owner != owner):
         raise NotFoundError(f"no job with id {job_id!r}")
     return job
 
@@ -165,10 +175,14 @@ async def list_jobs(
     status: JobStatus | None = None,
     limit: int = 50,
     offset: int = 0,
+    owner: str | None = None,
 ) -> tuple[list[Job], int]:
-    """One page of jobs, newest first, and the total matching `status`."""
+    """One page of jobs, newest first, and the total matching `status` (and `owner`)."""
     stmt = select(Job)
     count = select(func.count()).select_from(Job)
+    if owner is not None:
+        stmt = stmt.where(col(Job.owner) == owner)
+        count = count.where(col(Job.owner) == owner)
     if status is not None:
         stmt = stmt.where(Job.status == status.value)
         count = count.where(col(Job.status) == status.value)
@@ -178,12 +192,12 @@ async def list_jobs(
     return items, total
 
 
-async def request_cancel(session: AsyncSession, job_id: str) -> Job:
+async def request_cancel(session: AsyncSession, job_id: str, owner: str | None = None) -> Job:
     """Cancel a job: pending ones at once, running ones by flag (the runner stops them).
 
     Raises ConflictError for jobs that already finished.
     """
-    job = await get_job(session, job_id)
+    job = await get_job(session, job_id, owner)
     status = JobStatus(job.status)
     now = utcnow()
     if status in TERMINAL_STATUSES:

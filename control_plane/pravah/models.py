@@ -13,10 +13,17 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -73,14 +80,26 @@ TERMINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.failed, JobStatus.
 # ------------------------------------------------------------------ request
 
 
+# Request limits: a glob is at most this long, a list holds at most this many.
+MAX_PATTERN_CHARS = 1000
+MAX_PATTERNS = 100
+Pattern = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATTERN_CHARS)]
+
+
 class JobFilters(BaseModel):
     """Which files of the source take part; every condition must hold."""
 
     model_config = ConfigDict(extra="forbid")
 
-    include: list[str] = Field(default_factory=list, description="Globs, e.g. '**/*.csv'.")
-    exclude: list[str] = Field(default_factory=list, description="Globs that remove files.")
-    extensions: list[str] = Field(default_factory=list, description="Without the dot: 'csv'.")
+    include: list[Pattern] = Field(
+        default_factory=list, max_length=MAX_PATTERNS, description="Globs, e.g. '**/*.csv'."
+    )
+    exclude: list[Pattern] = Field(
+        default_factory=list, max_length=MAX_PATTERNS, description="Globs that remove files."
+    )
+    extensions: list[Pattern] = Field(
+        default_factory=list, max_length=MAX_PATTERNS, description="Without the dot: 'csv'."
+    )
     min_size: int | None = Field(default=None, description="Bytes, or e.g. '100MB', '1.5GiB'.")
     max_size: int | None = Field(default=None, description="Bytes, or e.g. '100MB', '1.5GiB'.")
     modified_after: datetime | None = Field(default=None, description="Inclusive, ISO 8601.")
@@ -106,6 +125,13 @@ class JobFilters(BaseModel):
         if value is None:
             return None
         return parse_datetime(value)
+
+    @field_validator("include", "exclude", "extensions")
+    @classmethod
+    def _no_nul(cls, value: list[str]) -> list[str]:
+        if any("\x00" in v for v in value):
+            raise ValueError("patterns must not contain NUL bytes")
+        return value
 
     @field_validator("extensions")
     @classmethod
@@ -137,14 +163,20 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, description="A local directory path or file:// URI.")
-    task: str | None = Field(default=None, description="Task name, e.g. 'csv-header'.")
+    source: str = Field(
+        min_length=1, max_length=4096, description="A local directory path or file:// URI."
+    )
+    task: str | None = Field(
+        default=None, max_length=200, description="Task name, e.g. 'csv-header'."
+    )
     pipeline: list[Any] | None = Field(
         default=None, description="Several steps; accepted in the schema, not supported yet."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="The task's options.")
     filters: JobFilters = Field(default_factory=JobFilters)
-    destination: str | None = Field(default=None, description="Where tasks that write go.")
+    destination: str | None = Field(
+        default=None, max_length=4096, description="Where tasks that write go."
+    )
 
     @model_validator(mode="after")
     def _task_or_pipeline(self) -> JobCreate:
@@ -229,6 +261,11 @@ class Job(SQLModel, table=True):
     trace_context: dict[str, str] | None = SQLField(
         default=None, sa_column=sa.Column(sa.JSON, nullable=True)
     )
+    # Owner of the API key that created the job (pravah.auth); only that
+    # owner and admins see it. Null for jobs of `pravah run` and auth=off.
+    owner: str | None = SQLField(
+        default=None, sa_column=sa.Column(sa.String(200), nullable=True, index=True)
+    )
 
 
 # ------------------------------------------------------------------- public
@@ -273,6 +310,7 @@ class JobPublic(BaseModel):
     results_available: bool
     attempts: int
     cancel_requested: bool
+    owner: str | None = None
 
     @classmethod
     def from_job(cls, job: Job, now: datetime | None = None) -> JobPublic:
@@ -295,6 +333,7 @@ class JobPublic(BaseModel):
             results_available=job.results_available,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
+            owner=job.owner,
         )
 
 
@@ -349,3 +388,28 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+# ------------------------------------------------------------------ API keys
+
+
+class ApiKey(SQLModel, table=True):
+    """One API key: only a salted scrypt hash of its secret is stored (pravah.auth)."""
+
+    __tablename__ = "api_keys"
+
+    id: str = SQLField(primary_key=True, max_length=32)
+    name: str = SQLField(max_length=200, nullable=False)
+    owner: str = SQLField(max_length=200, nullable=False)
+    role: str = SQLField(max_length=16, nullable=False)
+    salt: str = SQLField(max_length=64, nullable=False)
+    secret_hash: str = SQLField(max_length=128, nullable=False)
+    created_at: datetime = SQLField(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
+    )
+    expires_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    revoked_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )

@@ -238,7 +238,7 @@ class _JobRun:
             state.listed_files += chunk.files
             state.listed_bytes += chunk.bytes
 
-        async with EngineClient(self.engine_url) as client:
+        async with EngineClient.from_settings(self.engine_url, self.settings) as client:
             listing = await client.list_to_chunks(
                 job.source, str(chunks_dir), filters, on_chunk=on_chunk
             )

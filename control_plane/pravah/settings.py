@@ -10,11 +10,12 @@ state folder and a local engine started on demand.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -44,6 +45,26 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+# Values that are obviously not secrets: a template's placeholder copied as is.
+_PLACEHOLDERS = {"changethis", "changeme", "change_me", "secret", "password", "admin", "pravah"}
+MIN_SECRET_LENGTH = 16
+
+
+def _check_secret(name: str, value: str, environment: str) -> None:
+    """Reject (production) or warn about (development) placeholder and short secrets."""
+    problem = None
+    if value.strip().lower().replace("-", "_") in _PLACEHOLDERS or "change_me" in value.lower():
+        problem = f"{name} is a placeholder value"
+    elif len(value) < MIN_SECRET_LENGTH:
+        problem = f"{name} is shorter than {MIN_SECRET_LENGTH} characters"
+    if problem is None:
+        return
+    message = f"{problem}; use a long random value, e.g. `openssl rand -hex 32`"
+    if environment == "production":
+        raise ValueError(message)
+    warnings.warn(message, UserWarning, stacklevel=2)
 
 
 class Settings(BaseSettings):
@@ -101,19 +122,58 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(
         default=1024**3, ge=1, description="Largest file POST /uploads accepts (413 above)."
     )
-    source_roots: Annotated[list[Path], NoDecode] = Field(
+    # ------------------------------------------------------------ security
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="production rejects placeholder or short secrets instead of warning.",
+    )
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="If set (comma list), job sources must lie inside one of these directories.",
+        description=(
+            "Comma list; when set, job sources and destinations must lie inside one of these "
+            "directories after resolving '..' and symlinks (uploads are always allowed). "
+            "The engine reads the same variable."
+        ),
+    )
+    allowed_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of S3 buckets s3:// sources and destinations may name.",
+    )
+    auth: Literal["on", "off"] = Field(
+        default="on", description="'off' turns API keys off: every caller is an admin."
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, description="A bootstrap admin API key (compared, never stored)."
+    )
+    admin_key_file: Path | None = Field(
+        default=None, description="File holding the admin key (Docker/Kubernetes secrets)."
+    )
+    metrics_public: bool = Field(
+        default=True, description="GET /metrics without a key (false: a viewer key is needed)."
+    )
+    max_body_bytes: int = Field(
+        default=1024**2, ge=1024, description="Largest JSON request body (413 above)."
+    )
+    tls_cert_file: Path | None = Field(default=None, description="REST API TLS certificate (PEM).")
+    tls_key_file: Path | None = Field(default=None, description="REST API TLS private key (PEM).")
+    engine_tls_ca_file: Path | None = Field(
+        default=None, description="CA that signed the engines' certificates: gRPC over TLS."
+    )
+    engine_tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate presented to engines (mutual TLS)."
+    )
+    engine_tls_key_file: Path | None = Field(
+        default=None, description="Private key of engine_tls_cert_file."
     )
 
-    @field_validator("engine_urls", mode="before")
+    @field_validator("engine_urls", "allowed_buckets", mode="before")
     @classmethod
     def _split_engine_urls(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_validator("source_roots", mode="before")
+    @field_validator("allowed_roots", mode="before")
     @classmethod
-    def _split_source_roots(cls, value: Any) -> Any:
+    def _split_allowed_roots(cls, value: Any) -> Any:
         return _split_list(value)
 
     @field_validator("log_level")
@@ -125,6 +185,22 @@ class Settings(BaseSettings):
                 f"invalid log level {value!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
             )
         return level
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.admin_key is None and self.admin_key_file is not None:
+            try:
+                text = self.admin_key_file.read_text("utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"admin_key_file cannot be read: {exc.strerror}") from None
+            self.admin_key = SecretStr(text) if text else None
+        if self.admin_key is not None:
+            _check_secret("PRAVAH_ADMIN_KEY", self.admin_key.get_secret_value(), self.environment)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file (or neither)")
+        if (self.engine_tls_cert_file is None) != (self.engine_tls_key_file is None):
+            raise ValueError("set both engine_tls_cert_file and engine_tls_key_file (or neither)")
+        return self
 
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Settings:
@@ -144,6 +220,16 @@ class Settings(BaseSettings):
     def uploads_dir(self) -> Path:
         """Parent of the uploaded files' folders (one folder per upload)."""
         return self.state_dir / "uploads"
+
+    @property
+    def auth_enabled(self) -> bool:
+        """False only with the explicit PRAVAH_AUTH=off."""
+        return self.auth == "on"
+
+    @property
+    def engine_tls(self) -> bool:
+        """True when the control plane talks to engines over TLS."""
+        return self.engine_tls_ca_file is not None
 
     @property
     def jobs_dir(self) -> Path:

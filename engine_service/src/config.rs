@@ -54,6 +54,16 @@ pub struct Cli {
     /// Threads for CPU work (default: all cores).
     #[arg(long, env = "PRAVAH_ENGINE_THREADS", global = true)]
     pub threads: Option<usize>,
+    /// Directory every source, chunk_dir and results_dir must lie in, after
+    /// resolving symlinks (repeatable, or a comma list in the environment).
+    /// None: every path is allowed.
+    #[arg(
+        long = "allowed-root",
+        env = "PRAVAH_ALLOWED_ROOTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_roots: Vec<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -68,6 +78,29 @@ pub struct ServeArgs {
     /// `listening on` line).
     #[arg(long, env = "PRAVAH_ENGINE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve gRPC over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "PRAVAH_ENGINE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "PRAVAH_ENGINE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: accept only clients whose certificate this PEM CA signed.
+    #[arg(long, env = "PRAVAH_ENGINE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The TLS files, read; `None` when serving plaintext.
+    pub fn tls(&self) -> std::io::Result<Option<crate::server::TlsPem>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Ok(Some(crate::server::TlsPem {
+            cert: std::fs::read(cert)?,
+            key: std::fs::read(key)?,
+            client_ca: self.tls_client_ca.as_ref().map(std::fs::read).transpose()?,
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]

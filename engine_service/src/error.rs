@@ -22,6 +22,8 @@ pub enum EngineError {
     BadWorkId { id: String },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{} is outside the engine's allowed roots (PRAVAH_ALLOWED_ROOTS)", path.display())]
+    OutsideAllowedRoots { path: PathBuf },
     #[error("{context}: {}: {source}", path.display())]
     Io {
         context: &'static str,
@@ -54,6 +56,7 @@ impl From<EngineError> for tonic::Status {
             | EngineError::BadOptions { .. }
             | EngineError::BadWorkId { .. }
             | EngineError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
+            EngineError::OutsideAllowedRoots { .. } => tonic::Status::permission_denied(message),
             EngineError::Io { ref source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => tonic::Status::not_found(message),
                 std::io::ErrorKind::PermissionDenied => tonic::Status::permission_denied(message),

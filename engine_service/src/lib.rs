@@ -14,6 +14,8 @@
 //! - [`tasks`]: the task registry and the tasks themselves.
 //! - [`telemetry`]: JSON logs and OpenTelemetry spans (trace context from
 //!   gRPC metadata); [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`sandbox`]: allowed roots (checked after resolving symlinks) and
+//!   opening files without blocking on FIFOs or devices.
 //! - [`config`]: command line, environment and limits; [`error`]: the one
 //!   error type, turned into a gRPC status in one place.
 pub mod chunks;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod process;
 pub mod progress;
 pub mod results;
+pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod tasks;

@@ -32,7 +32,12 @@ pub fn resolve_source(source: &str) -> Result<PathBuf> {
     if !meta.is_dir() {
         return Err(EngineError::SourceNotDirectory { path: path.into() });
     }
-    std::fs::canonicalize(path).map_err(|e| EngineError::io("cannot resolve source", path, e))
+    let canonical = std::fs::canonicalize(path)
+        .map_err(|e| EngineError::io("cannot resolve source", path, e))?;
+    // Checked after resolving `..` and symlinks: a link inside an allowed
+    // root that points elsewhere is refused like the path it points to.
+    crate::sandbox::check(&canonical)?;
+    Ok(canonical)
 }
 
 /// A validated List request.
@@ -61,12 +66,10 @@ impl ListParams {
                     .strip_prefix("file://")
                     .unwrap_or(&req.chunk_dir),
             );
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| EngineError::io("cannot create chunk_dir", &dir, e))?;
-            Some(
-                std::fs::canonicalize(&dir)
-                    .map_err(|e| EngineError::io("cannot resolve chunk_dir", &dir, e))?,
-            )
+            Some(crate::sandbox::create_dir_checked(
+                &dir,
+                "cannot create chunk_dir",
+            )?)
         };
         Ok(ListParams {
             root,

@@ -15,11 +15,12 @@ use pravah_engine::config::{self, Cli, Command, ListArgs, ProcessArgs, ServeArgs
 use pravah_engine::filters::Filters;
 use pravah_engine::pb::{self, process_response::Event};
 use pravah_engine::process::{self, ProcessConfig, Sink};
-use pravah_engine::{listing, metrics, server, telemetry, walk};
+use pravah_engine::{listing, metrics, sandbox, server, telemetry, walk};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     config::init_threads(cli.threads);
+    sandbox::set_allowed_roots(&cli.allowed_roots)?;
     let serving = !matches!(cli.command, Some(Command::List(_) | Command::Process(_)));
     // Serving needs a runtime; the in-process commands only for the OTLP
     // exporter's channel, and then one worker thread is plenty.
@@ -51,6 +52,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let tls = args
+        .tls()
+        .context("cannot read the TLS certificate, key or client CA")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -81,8 +85,15 @@ fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
                 let _ = rx.wait_for(|stop| *stop).await;
             })));
         }
-        tracing::info!(%addr, threads = config::worker_threads(), "engine serving");
-        server::run(listener, async move {
+        tracing::info!(
+            %addr,
+            threads = config::worker_threads(),
+            tls = tls.is_some(),
+            mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            allowed_roots = ?sandbox::allowed_roots(),
+            "engine serving"
+        );
+        server::run_with(listener, tls, async move {
             server::shutdown_signal().await;
             let _ = stop_tx.send(true);
         })

@@ -67,12 +67,10 @@ impl ProcessConfig {
                 .strip_prefix("file://")
                 .unwrap_or(&start.results_dir);
             let dir = PathBuf::from(raw);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| EngineError::io("cannot create results_dir", &dir, e))?;
-            Some(
-                std::fs::canonicalize(&dir)
-                    .map_err(|e| EngineError::io("cannot resolve results_dir", &dir, e))?,
-            )
+            Some(crate::sandbox::create_dir_checked(
+                &dir,
+                "cannot create results_dir",
+            )?)
         };
         let ms = match start.progress_interval_ms {
             0 => DEFAULT_PROGRESS_INTERVAL_MS,
@@ -301,6 +299,7 @@ fn root_dir(root: &str) -> std::result::Result<PathBuf, FileFailure> {
     resolve_source(root).map_err(|e| {
         let kind = match e {
             EngineError::SourceNotFound { .. } => FailureKind::NotFound,
+            EngineError::OutsideAllowedRoots { .. } => FailureKind::OutsideRoot,
             _ => FailureKind::InvalidData,
         };
         FileFailure::new(kind, e.to_string())
@@ -328,6 +327,13 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                 Err(f) => return item_failed(shared, &id, f),
             };
             let path = c.uri.strip_prefix("file://").unwrap_or(&c.uri);
+            if let Err(e) = crate::sandbox::check_existing(Path::new(path)) {
+                let kind = match e {
+                    EngineError::OutsideAllowedRoots { .. } => FailureKind::OutsideRoot,
+                    _ => FailureKind::NotFound,
+                };
+                return item_failed(shared, &id, FileFailure::new(kind, e.to_string()));
+            }
             match chunks::read_chunk(Path::new(path)) {
                 Ok(entries) => (
                     root,

@@ -2,6 +2,11 @@
 //! and reflection (v1 and v1alpha), on a listener the caller bound, until
 //! the caller's shutdown future completes. Taking the listener and shutdown
 //! as arguments lets tests run a server on port 0 with their own signal.
+//!
+//! Transport security: with [`TlsPem`] the server speaks only TLS (rustls);
+//! with a client CA as well, only clients presenting a certificate signed by
+//! it complete the handshake (mutual TLS), so a stray client on the network
+//! cannot drive the engine.
 use std::future::Future;
 
 use tokio::net::TcpListener;
@@ -13,9 +18,29 @@ use crate::service::Engine;
 /// The encoded descriptor set of the contract, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("engine_descriptor");
 
-/// Serves until `shutdown` resolves, then drains in-flight calls and returns.
+/// PEM material for serving TLS.
+#[derive(Clone)]
+pub struct TlsPem {
+    /// The server's certificate chain.
+    pub cert: Vec<u8>,
+    /// The certificate's private key.
+    pub key: Vec<u8>,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// Serves plaintext until `shutdown` resolves, then drains in-flight calls.
 pub async fn run(
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    run_with(listener, None, shutdown).await
+}
+
+/// Serves (over TLS when `tls` is set) until `shutdown` resolves.
+pub async fn run_with(
+    listener: TcpListener,
+    tls: Option<TlsPem>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -30,7 +55,16 @@ pub async fn run(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("reflection service from the built-in descriptor set");
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(pem) = tls {
+        let mut config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(pem.cert, pem.key));
+        if let Some(ca) = pem.client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(config)?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

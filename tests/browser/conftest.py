@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # shared CLI harness
 
-from cli_harness import Cli, Server, clean_env, free_port, make_large_tree
+from cli_harness import TEST_ADMIN_KEY, Cli, Server, clean_env, free_port, make_large_tree
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -127,6 +127,8 @@ class Watched:
 @pytest.fixture
 def web(browser: Browser, server: Server, request: pytest.FixtureRequest) -> Iterator[Watched]:
     context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 900})
+    # Signed in as the test admin, as a person who typed the key in the box.
+    context.add_init_script(f"localStorage.setItem('pravah.apiKey', {TEST_ADMIN_KEY!r})")
     page = context.new_page()
     page.set_default_timeout(30_000)
     watched = Watched(page=page, name=request.node.name.removeprefix("test_")[:60])

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_harness import Server, make_cli_tree
-from conftest import Watched
-from playwright.sync_api import expect
+from cli_harness import AUTH, Server, make_cli_tree
+from conftest import ARTIFACTS, Watched
+from playwright.sync_api import Browser, expect
 
 pytestmark = pytest.mark.browser
 
@@ -135,13 +135,15 @@ def test_bad_form_shows_the_page_and_api_errors_next_to_the_field(
         "invalid size 'lots'"
     )
     expect(source_error).to_have_text("")
-    assert httpx.get(f"{server.url}/jobs?status=pending").json()["total"] == 0
+    assert httpx.get(f"{server.url}/jobs?status=pending", headers=AUTH).json()["total"] == 0
 
 
 def test_cancel_a_long_job_from_its_page(web: Watched, server: Server, large_tree: Path) -> None:
     page = web.page
     job = httpx.post(
-        f"{server.url}/jobs", json={"source": str(large_tree), "task": "csv-header"}
+        f"{server.url}/jobs",
+        json={"source": str(large_tree), "task": "csv-header"},
+        headers=AUTH,
     ).json()
     page.goto(f"/ui/#/jobs/{job['id']}")
     expect(page.locator(".status-slot .badge")).to_have_text("running")
@@ -149,7 +151,7 @@ def test_cancel_a_long_job_from_its_page(web: Watched, server: Server, large_tre
     expect(page.locator(".status-slot .badge")).to_have_text("cancelled")
     expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
     web.shot("cancelled")
-    final = httpx.get(f"{server.url}/jobs/{job['id']}").json()
+    final = httpx.get(f"{server.url}/jobs/{job['id']}", headers=AUTH).json()
     assert final["status"] == "cancelled"
     assert final["progress"]["files_done"] < 30_000
 
@@ -176,3 +178,28 @@ def test_upload_a_dropped_file_and_run_a_job_on_it(web: Watched, server: Server)
     page.get_by_role("button", name="Start job").click()
     expect(page.locator(".status-slot .badge")).to_have_text("completed")
     expect(page.locator(".bar-list .bar")).to_have_attribute("data-label", "city, country")
+
+
+def test_sign_in_with_a_viewer_key_hides_what_the_role_cannot_do(
+    browser: Browser, server: Server
+) -> None:
+    viewer = httpx.post(
+        f"{server.url}/keys", json={"name": "reader", "role": "viewer"}, headers=AUTH
+    ).json()["key"]
+    context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto("/ui/#/jobs")
+        # No key yet: the server says 401 and the page asks for one.
+        expect(page.locator("#banner")).to_contain_text("needs an API key")
+        page.get_by_label("API key").fill(viewer)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#signin label")).to_have_text("Signed in: reader (viewer)")
+        expect(page.get_by_role("link", name="Jobs")).to_be_visible()
+        expect(page.get_by_role("link", name="New job")).to_be_hidden()
+        expect(page.get_by_role("link", name="Uploads")).to_be_hidden()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-signed-in.png"))
+    finally:
+        context.close()

@@ -18,7 +18,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 COMPOSE = REPO / "docker-compose.yml"
-TEST_ENV = "POSTGRES_PASSWORD=test-only-1\nMINIO_ROOT_PASSWORD=test-only-2\n"
+TEST_ENV = (
+    "POSTGRES_PASSWORD=test-only-1\nMINIO_ROOT_PASSWORD=test-only-2\n"
+    "PRAVAH_ADMIN_KEY=test-only-admin-key-0123456789\n"
+)
 
 
 def _run(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -121,7 +124,7 @@ def test_compose_runs_every_role_with_health_checks_and_named_volumes():
 
 def test_compose_takes_secrets_only_from_the_env_file():
     text = COMPOSE.read_text()
-    for secret in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
+    for secret in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "PRAVAH_ADMIN_KEY"):
         uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", text)
         assert uses and all(u.startswith(":?") for u in uses), secret  # required, no default
         assert re.search(rf"^# {secret}=", (REPO / ".env.template").read_text(), re.M)

@@ -104,6 +104,7 @@ def base_env(tmp_path: Path, engine_bin: Path) -> dict[str, str]:
         "PATH": f"{VENV_BIN}:/usr/bin:/bin",
         "PRAVAH_ENGINE_BIN": str(engine_bin),
         "PRAVAH_HOST": "127.0.0.1",
+        "PRAVAH_ADMIN_KEY": ADMIN_KEY,
         "PRAVAH_STATE_DIR": str(tmp_path / "state"),
         "LOG_LEVEL": "WARNING",
     }
@@ -127,6 +128,10 @@ def csv_folder(tmp_path: Path) -> Path:
     return root
 
 
+ADMIN_KEY = "pvh-test-admin-0123456789abcdef0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 def ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
@@ -135,12 +140,14 @@ def ready(url: str) -> bool:
 
 
 def run_job(url: str, source: Path, timeout: float = 60.0) -> dict[str, object]:
-    created = httpx.post(f"{url}/jobs", json={"source": str(source), "task": "csv-header"})
+    created = httpx.post(
+        f"{url}/jobs", json={"source": str(source), "task": "csv-header"}, headers=AUTH
+    )
     assert created.status_code == 202, created.text
     job_id = created.json()["id"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job: dict[str, object] = httpx.get(f"{url}/jobs/{job_id}").json()
+        job: dict[str, object] = httpx.get(f"{url}/jobs/{job_id}", headers=AUTH).json()
         if job["status"] in ("completed", "failed", "cancelled"):
             return job
         time.sleep(0.2)

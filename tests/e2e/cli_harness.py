@@ -18,6 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from auth_helpers import AUTH, TEST_ADMIN_KEY
+
+__all__ = ["AUTH", "TEST_ADMIN_KEY"]
+
 REPO = Path(__file__).resolve().parents[2]
 PRAVAH = Path(sys.executable).parent / "pravah"
 
@@ -67,8 +71,15 @@ class Cli:
 
 
 def clean_env() -> dict[str, str]:
+    """Our environment without PRAVAH_* settings, plus the test admin key.
+
+    Servers take the key as PRAVAH_ADMIN_KEY, client commands send it from
+    PRAVAH_API_KEY, so every test runs with authentication on.
+    """
     dropped = ("DATABASE_URL", "LOG_LEVEL")
-    return {k: v for k, v in os.environ.items() if not k.startswith("PRAVAH_") and k not in dropped}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRAVAH_") and k not in dropped}
+    env.update(PRAVAH_ADMIN_KEY=TEST_ADMIN_KEY, PRAVAH_API_KEY=TEST_ADMIN_KEY)
+    return env
 
 
 # Expected outcome per file of the tree below: columns, or the error kind.

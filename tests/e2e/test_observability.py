@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cli_harness import PRAVAH, clean_env, free_port, make_cli_tree
+from cli_harness import AUTH, PRAVAH, clean_env, free_port, make_cli_tree
 from otlp_receiver import OtlpReceiver, ReceivedSpan
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -166,6 +166,7 @@ def observed(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 f"{url}/jobs",
                 json={"source": str(data), "task": "csv-header"},
                 timeout=10,
+                headers=AUTH,
             )
             assert resp.status_code == 202, resp.text
             job_id = resp.json()["id"]
@@ -177,7 +178,7 @@ def observed(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                     _samples(parse_openmetrics(httpx.get(f"http://{metrics_addr}/metrics").text))
                 )
                 cp_during.append(_samples(parse_prometheus(httpx.get(f"{url}/metrics").text)))
-                job = httpx.get(f"{url}/jobs/{job_id}", timeout=10).json()
+                job = httpx.get(f"{url}/jobs/{job_id}", timeout=10, headers=AUTH).json()
                 if job["status"] in {"completed", "failed", "cancelled"}:
                     break
                 assert time.monotonic() < deadline, f"job not finished in time: {job}"

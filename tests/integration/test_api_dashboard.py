@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from auth_helpers import AUTH
 from pravah.api.app import create_app
 from pravah.settings import Settings
 
@@ -29,7 +30,9 @@ async def api(sqlite_settings: Settings, engine_url: str) -> AsyncIterator[httpx
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pravah") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://pravah", headers=AUTH
+        ) as client:
             yield client
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from auth_helpers import AUTH
 from pravah.api.app import create_app
 from pravah.engine_client import EngineClient
 from pravah.settings import Settings
@@ -29,7 +30,9 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pravah") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://pravah", headers=AUTH
+        ) as client:
             yield client
 
 
@@ -362,13 +365,13 @@ async def test_source_outside_allowed_roots_is_rejected(
     root = tmp_path / "allowed"
     (root / "data").mkdir(parents=True)
     settings = db_settings.model_copy(
-        update={"engine_urls": [engine_url], "run_worker": False, "source_roots": [root]}
+        update={"engine_urls": [engine_url], "run_worker": False, "allowed_roots": [root]}
     )
     async for api in _client(settings):
         escaped = str(root / "data" / ".." / ".." / "..")
         resp = await api.post("/jobs", json={"source": escaped, "task": "csv-header"})
         assert resp.status_code == 422
-        assert "outside the allowed source roots" in resp.json()["detail"]
+        assert "outside the allowed roots" in resp.json()["detail"]
         ok = await api.post("/jobs", json={"source": str(root / "data"), "task": "csv-header"})
         assert ok.status_code == 202
         assert (await api.get("/jobs")).json()["total"] == 1

@@ -128,3 +128,17 @@ def test_sync_launcher_kills_engine_ignoring_sigterm(tmp_path: Path) -> None:
     assert engine._proc is not None
     assert engine._proc.returncode is not None
     assert os.name == "posix"
+
+
+def test_local_engine_env_has_no_secrets_and_gets_the_state_dir_as_a_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pravah.engine_launcher import sandboxed_env
+    from pravah.settings import Settings
+
+    monkeypatch.setenv("PRAVAH_ADMIN_KEY", "s" * 40)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@h/db")
+    settings = Settings(state_dir=tmp_path / "state", allowed_roots=[tmp_path / "data"])
+    env = sandboxed_env(None, settings)
+    assert "PRAVAH_ADMIN_KEY" not in env and "DATABASE_URL" not in env
+    assert env["PRAVAH_ALLOWED_ROOTS"] == f"{tmp_path / 'data'},{tmp_path / 'state'}"

@@ -76,10 +76,19 @@ def test_source_outside_roots_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     roots = [tmp_path / "root"]
     assert resolve_source(str(tmp_path / "root" / "data"), roots) == tmp_path / "root" / "data"
-    with pytest.raises(InvalidRequestError, match="outside the allowed source roots"):
+    with pytest.raises(InvalidRequestError, match="outside the allowed roots"):
         resolve_source(str(tmp_path / "root" / "data" / ".." / ".." / "other"), roots)
 
 
 def test_unsupported_scheme_is_rejected() -> None:
     with pytest.raises(InvalidRequestError, match="s3:// scheme, which is not supported yet"):
+        resolve_source("s3://bucket/prefix", buckets=["bucket"])
+    with pytest.raises(InvalidRequestError, match="ftp:// scheme"):
+        resolve_source("ftp://host/x")
+
+
+def test_s3_bucket_must_be_allowed() -> None:
+    with pytest.raises(InvalidRequestError, match="bucket 'other' is not allowed"):
+        resolve_source("s3://other/prefix", buckets=["bucket"])
+    with pytest.raises(InvalidRequestError, match="set PRAVAH_ALLOWED_BUCKETS"):
         resolve_source("s3://bucket/prefix")

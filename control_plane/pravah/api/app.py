@@ -13,6 +13,10 @@ route template, and `GET /metrics` serves Prometheus metrics.
 
 Errors: the service layer raises PravahError subclasses; they become HTTP
 codes here and nowhere else. Every error body is `{"detail": "<sentence>"}`.
+
+Security: every route declares the role it needs through its dependency
+alias (`pravah.api.deps`); JSON bodies are capped at PRAVAH_MAX_BODY_BYTES
+(uploads have their own limit); 401 answers carry `WWW-Authenticate: Bearer`.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pravah import __version__, telemetry
-from pravah.api.routes import config, dashboard, health, jobs, uploads
+from pravah.api.limits import BodySizeLimitMiddleware
+from pravah.api.routes import config, dashboard, health, jobs, keys, uploads
 from pravah.api.routes import metrics as metrics_routes
 from pravah.api.state import AppState
 from pravah.db import Database, migrate
 from pravah.engine_launcher import LocalEngine
 from pravah.errors import (
+    AuthenticationError,
     ConflictError,
     EngineBinaryNotFoundError,
     EngineUnavailableError,
@@ -41,6 +47,7 @@ from pravah.errors import (
     JobCancelledError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     PravahError,
 )
 from pravah.log import get_logger
@@ -51,6 +58,8 @@ from pravah.worker import Worker
 log = get_logger(__name__)
 
 _STATUS: list[tuple[type[PravahError], int]] = [
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
     (NotFoundError, 404),
     (InvalidRequestError, 422),
     (ConflictError, 409),
@@ -86,6 +95,41 @@ def _describe_validation(errors: list[Any]) -> str:
             msg = "field required"
         parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
+
+
+# The one error body of this API (see the handlers below); FastAPI would
+# otherwise document 422s with its own `HTTPValidationError` shape.
+_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong, in one sentence."},
+        "field": {"type": "string", "description": "The request field at fault, if known."},
+        "errors": {
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "Schema validation errors: loc, msg, type.",
+        },
+    },
+    "required": ["detail"],
+}
+
+
+def _describe_errors(app: FastAPI) -> None:
+    """Replace FastAPI's validation-error schema with the API's real error body."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            if "HTTPValidationError" in components:
+                components["HTTPValidationError"] = _ERROR_SCHEMA
+                components.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -134,8 +178,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(keys.router)
     mount_dashboard(app)
     app.include_router(metrics_routes.router)
+    _describe_errors(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, exempt=("/uploads",)
+    )
     app.add_middleware(telemetry.HttpObservabilityMiddleware, router=app.router)
 
     @app.exception_handler(PravahError)
@@ -143,7 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         content: dict[str, Any] = {"detail": str(exc)}
         if isinstance(exc, InvalidRequestError) and exc.field:
             content["field"] = exc.field  # lets a form show the message by its field
-        return JSONResponse(status_code=http_status(exc), content=content)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+        return JSONResponse(status_code=http_status(exc), content=content, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pravah.auth import KeyVerifier
 from pravah.db import Database
 from pravah.engine_client import Capabilities, EngineClient
 from pravah.errors import EngineUnavailableError, PravahError
@@ -25,6 +26,11 @@ class AppState:
     capabilities: Capabilities | None = None
     worker: Worker | None = None
     _clients: dict[str, EngineClient] = field(default_factory=dict)
+    verifier: KeyVerifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        admin = self.settings.admin_key
+        self.verifier = KeyVerifier(admin.get_secret_value() if admin else None)
 
     def client(self, url: str | None = None) -> EngineClient:
         """A shared client of `url` (default: the first engine)."""
@@ -32,7 +38,7 @@ class AppState:
             raise EngineUnavailableError("no engine is configured (PRAVAH_ENGINE_URLS is empty)")
         key = url or self.engine_urls[0]
         if key not in self._clients:
-            self._clients[key] = EngineClient(key)
+            self._clients[key] = EngineClient.from_settings(key, self.settings)
         return self._clients[key]
 
     async def get_capabilities(self, refresh: bool = False) -> Capabilities:

@@ -21,6 +21,7 @@ from pravah.cli.client import (
     status_command,
     submit_command,
 )
+from pravah.cli.keys import keys_app
 from pravah.cli.local import engine_command, serve_command, tasks_command
 from pravah.cli.roles import migrate_command, worker_command
 from pravah.cli.run import run_command
@@ -68,6 +69,7 @@ app.command("serve", rich_help_panel=LOCAL)(serve_command)
 app.command("engine", rich_help_panel=LOCAL)(engine_command)
 app.command("worker", rich_help_panel=LOCAL)(worker_command)
 app.command("migrate", rich_help_panel=LOCAL)(migrate_command)
+app.add_typer(keys_app, rich_help_panel=LOCAL)
 app.command("submit", rich_help_panel=REMOTE)(submit_command)
 app.command("status", rich_help_panel=REMOTE)(status_command)
 app.command("results", rich_help_panel=REMOTE)(results_command)

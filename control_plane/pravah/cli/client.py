@@ -31,6 +31,8 @@ from pravah.cli.options import build_job_request
 from pravah.cli.output import write_jsonl_atomic
 from pravah.cli.params import (
     DEFAULT_SERVER,
+    ApiKey,
+    CaFile,
     Destination,
     Exclude,
     Extension,
@@ -106,13 +108,28 @@ def detail_message(response: httpx.Response) -> str:
 class ApiClient:
     """A thin httpx wrapper that turns transport and API errors into CliFailure."""
 
-    def __init__(self, server: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        *,
+        api_key: str | None = None,
+        ca_file: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         # Imported here: httpx costs a tenth of a second at start-up, and
         # `pravah run`, the command most often typed, never talks HTTP.
         import httpx
 
         self.server = server.rstrip("/")
-        self.http = httpx.Client(base_url=self.server, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        verify: Any = True
+        if ca_file:
+            import ssl
+
+            verify = ssl.create_default_context(cafile=ca_file)
+        self.http = httpx.Client(
+            base_url=self.server, timeout=timeout, headers=headers, verify=verify
+        )
 
     def __enter__(self) -> ApiClient:
         return self
@@ -131,7 +148,10 @@ class ApiClient:
         if response.is_success:
             return response
         code = EXIT_USAGE if response.status_code in (400, 422) else EXIT_FAILED
-        raise CliFailure(detail_message(response), code)
+        message = detail_message(response)
+        if response.status_code == 401:
+            message += " (give a key with --api-key or PRAVAH_API_KEY)"
+        raise CliFailure(message, code)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The decoded JSON body of a successful call."""
@@ -229,6 +249,8 @@ def submit_command(
     json_output: JsonOutput = False,
     quiet: Quiet = False,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Queue a job on a server; print its id (or, with --wait, its outcome)."""
     with handle_errors():
@@ -250,7 +272,7 @@ def submit_command(
             destination=dest,
             check_source=False,
         )
-        with ApiClient(server) as api:
+        with ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
             job: dict[str, Any] = api.request("POST", "/jobs", json=body)
             if not wait:
                 if json_output:
@@ -279,9 +301,11 @@ def status_command(
     job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
     json_output: JsonOutput = False,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Show one job's status and counts."""
-    with handle_errors(), ApiClient(server) as api:
+    with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         job = api.get_job(job_id)
         if json_output:
             dump_json(job)
@@ -308,9 +332,11 @@ def results_command(
     offset: Annotated[int, typer.Option("--offset", min=0, help="First item for --json.")] = 0,
     quiet: Quiet = False,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Show a job's results summary, or save every per-file line with --output."""
-    with handle_errors(), ApiClient(server) as api:
+    with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         if output is not None:
             _download_results(api, job_id, output, quiet=quiet or json_output)
             if not json_output:
@@ -335,9 +361,11 @@ def cancel_command(
     job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
     json_output: JsonOutput = False,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Ask the server to cancel a job."""
-    with handle_errors(), ApiClient(server) as api:
+    with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         job: dict[str, Any] = api.request("POST", f"/jobs/{job_id}/cancel")
         if json_output:
             dump_json(job)
@@ -354,9 +382,11 @@ def jobs_command(
     offset: Annotated[int, typer.Option("--offset", min=0, help="Jobs to skip.")] = 0,
     json_output: JsonOutput = False,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    ca_file: CaFile = None,
 ) -> None:
     """List jobs, newest first."""
-    with handle_errors(), ApiClient(server) as api:
+    with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             params["status"] = status

@@ -11,18 +11,23 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from pravah.cli.common import (
+    EXIT_USAGE,
     configure_cli_logging,
+    fail,
     handle_errors,
     load_settings,
     out_console,
 )
 from pravah.cli.params import JsonOutput
 from pravah.cli.render import dump_json, render_tasks_table
+
+if TYPE_CHECKING:
+    from pravah.settings import Settings
 
 __all__ = ["engine_command", "serve_command", "tasks_command"]
 
@@ -35,13 +40,27 @@ def serve_command(
         int,
         typer.Option("--port", envvar="PRAVAH_PORT", min=0, max=65535, help="TCP port (0: any)."),
     ] = 8000,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            envvar="PRAVAH_ALLOW_UNAUTHENTICATED",
+            help="Serve on a non-loopback address even though no key can authenticate "
+            "(PRAVAH_AUTH=off, or no PRAVAH_ADMIN_KEY and no stored key).",
+        ),
+    ] = False,
 ) -> None:
-    """Run the REST API, the job worker and (unless PRAVAH_ENGINE_URLS is set) a local engine."""
+    """Run the REST API, the job worker and (unless PRAVAH_ENGINE_URLS is set) a local engine.
+
+    With PRAVAH_TLS_CERT_FILE and PRAVAH_TLS_KEY_FILE it serves HTTPS only.
+    """
     with handle_errors():
         settings = load_settings()
         from pravah.log import configure_logging
 
         configure_logging(settings.log_level)
+        if not allow_unauthenticated:
+            check_exposure(settings, host)
         import uvicorn
 
         from pravah.api.app import create_app
@@ -57,7 +76,64 @@ def serve_command(
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        tls: dict[str, Any] = {}
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            tls = {
+                "ssl_certfile": str(settings.tls_cert_file),
+                "ssl_keyfile": str(settings.tls_key_file),
+            }
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, **tls)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip("[]").lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: assume it is reachable from elsewhere
+
+
+def check_exposure(settings: Settings, host: str) -> None:
+    """Refuse to serve a non-loopback address when no caller could authenticate.
+
+    PRAVAH_AUTH=off there would open the API (and every allowed file) to the
+    network; auth on with no admin key and no stored key would lock everyone
+    out. `--allow-unauthenticated` overrides, for a deliberate choice.
+    """
+    if is_loopback(host):
+        return
+    if not settings.auth_enabled:
+        fail(
+            f"refusing to serve {host} with PRAVAH_AUTH=off: anyone who reaches it could run "
+            "jobs on this machine's files. Listen on 127.0.0.1, turn auth on, or pass "
+            "--allow-unauthenticated if that is really intended",
+            EXIT_USAGE,
+        )
+    if settings.admin_key is not None:
+        return
+    if not asyncio.run(_has_active_keys(settings)):
+        fail(
+            f"refusing to serve {host}: there is no API key yet. Set PRAVAH_ADMIN_KEY "
+            "(or PRAVAH_ADMIN_KEY_FILE), or create one with `pravah keys create --role admin`",
+            EXIT_USAGE,
+        )
+
+
+async def _has_active_keys(settings: Settings) -> bool:
+    from pravah.auth import has_active_keys
+    from pravah.db import Database, migrate
+
+    await migrate(settings)
+    db = Database(settings)
+    try:
+        async with db.session() as session:
+            return await has_active_keys(session)
+    finally:
+        await db.dispose()
 
 
 def engine_command(
@@ -94,7 +170,7 @@ async def fetch_capabilities(engine_url: str | None) -> dict[str, Any]:
     settings = load_settings()
 
     async def ask(url: str) -> dict[str, Any]:
-        async with EngineClient(url) as client:
+        async with EngineClient.from_settings(url, settings) as client:
             capabilities = await client.capabilities()
         return capabilities.to_dict()
 

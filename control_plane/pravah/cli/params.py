@@ -169,3 +169,21 @@ Server = Annotated[
     ),
 ]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="PRAVAH_API_KEY",
+        help="API key sent as 'Authorization: Bearer'; prefer the variable (argv is visible).",
+        show_default=False,
+    ),
+]
+CaFile = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-file",
+        envvar="PRAVAH_CA_FILE",
+        help="CA bundle that signed the server's certificate (https:// servers).",
+        show_default=False,
+    ),
+]

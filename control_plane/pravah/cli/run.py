@@ -188,12 +188,10 @@ async def run_embedded(
     db = Database(settings)
     try:
         async with _engine(settings, engine_url) as url:
-            async with EngineClient(url) as client:
+            async with EngineClient.from_settings(url, settings) as client:
                 capabilities = await client.capabilities()
             async with db.session() as session:
-                job = await create_job(
-                    session, data, capabilities, source_roots=settings.source_roots or None
-                )
+                job = await create_job(session, data, capabilities, settings=settings)
 
             def on_progress(public: JobPublic) -> None:
                 progress.update(public.model_dump(mode="json"))

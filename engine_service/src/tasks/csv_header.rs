@@ -264,7 +264,7 @@ fn detect_delimiter(record: &[u8]) -> u8 {
 
 impl CsvHeader {
     fn header(&self, path: &Path, known_size: Option<u64>, s: &mut Scratch) -> FileOutcome {
-        let mut file = match File::open(path) {
+        let mut file = match crate::sandbox::open_regular(path) {
             Ok(f) => f,
             Err(e) => {
                 return FileOutcome {

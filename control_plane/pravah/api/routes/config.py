@@ -11,13 +11,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from pravah import __version__
-from pravah.api.deps import CapabilitiesDep, SettingsDep
+from pravah.api.deps import CapabilitiesDep, SettingsDep, ViewerDep
 
 router = APIRouter(tags=["config"])
 
 
 @router.get("/config")
-async def get_config(capabilities: CapabilitiesDep, settings: SettingsDep) -> dict[str, Any]:
+async def get_config(
+    _caller: ViewerDep, capabilities: CapabilitiesDep, settings: SettingsDep
+) -> dict[str, Any]:
     """What the service can do."""
     body = capabilities.to_dict()
     body["control_plane_version"] = __version__

@@ -31,9 +31,16 @@ from sse_starlette import EventSourceResponse
 
 from pravah import jobs as service
 from pravah import results
-from pravah.api.deps import CapabilitiesDep, SessionDep, SettingsDep, StateDep
+from pravah.api.deps import (
+    CapabilitiesDep,
+    OperatorDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    ViewerDep,
+)
 from pravah.engine_client import ChunkInfo
-from pravah.errors import ConflictError, InvalidRequestError, NotFoundError
+from pravah.errors import ConflictError, NotFoundError
 from pravah.models import JobCreate, JobList, JobPublic, JobStatus
 
 router = APIRouter(tags=["dashboard"])
@@ -62,16 +69,13 @@ def _chunk_examples(chunks: list[ChunkInfo], limit: int) -> list[dict[str, Any]]
 
 @router.post("/jobs/dry-run")
 async def dry_run(
-    data: JobCreate, capabilities: CapabilitiesDep, state: StateDep
+    _caller: OperatorDep, data: JobCreate, capabilities: CapabilitiesDep, state: StateDep
 ) -> dict[str, Any]:
     """List what a job would process: files, bytes, folders, unreadable entries, examples."""
     assert data.task is not None  # JobCreate guarantees it
     task = service.get_task(capabilities, data.task)
     service.validate_options(task, data.options)
-    try:
-        source = service.resolve_source(data.source, state.settings.source_roots)
-    except InvalidRequestError as exc:
-        raise InvalidRequestError(exc.message, field="source") from exc
+    source = service.resolve_request_source(data, state.settings)
     state.settings.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dry-run-", dir=state.settings.state_dir) as tmp:
         listing = await state.client().list_to_chunks(
@@ -110,12 +114,13 @@ def _scan_errors(parts: list[results.Part], workspace: Path, limit: int) -> tupl
 
 @router.get("/jobs/{job_id}/errors")
 async def job_errors(
+    caller: ViewerDep,
     job_id: str,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The first `limit` per-file failures of a finished job and how many there are."""
-    job = await service.get_job(session, job_id)
+    job = await service.get_job(session, job_id, caller.owner_filter)
     if not JobStatus(job.status).is_terminal:
         raise ConflictError(f"job {job.id} is {job.status}; its errors are listed once it ends")
     workspace = Path(job.workspace or ".")
@@ -128,10 +133,15 @@ async def job_errors(
 
 @router.get("/jobs/{job_id}/output", response_model=None)
 async def job_output(
-    job_id: str, session: SessionDep, path: Annotated[str, Query(min_length=1)]
+    caller: ViewerDep,
+    job_id: str,
+    session: SessionDep,
+    path: Annotated[str, Query(min_length=1, max_length=4096)],
 ) -> FileResponse:
     """A file the job wrote; 404 unless it lies inside its destination or workspace."""
-    job = await service.get_job(session, job_id)
+    if "\x00" in path:
+        raise NotFoundError(f"job {job_id} has no output file {path!r}")
+    job = await service.get_job(session, job_id, caller.owner_filter)
     roots = [r for r in (job.destination, job.workspace) if r]
     target = await anyio.to_thread.run_sync(_output_file, roots, path)
     if target is None:
@@ -140,17 +150,22 @@ async def job_output(
 
 
 def _output_file(roots: list[str], path: str) -> Path | None:
-    candidate = results.uri_to_path(path)
-    for root_text in roots:
-        root = Path(root_text).resolve()
-        target = (candidate if candidate.is_absolute() else root / candidate).resolve()
-        if target.is_relative_to(root) and target.is_file():
-            return target
+    # Hostile names (overlong, symlink loops, NUL) are simply not found.
+    try:
+        candidate = results.uri_to_path(path)
+        for root_text in roots:
+            root = Path(root_text).resolve()
+            target = (candidate if candidate.is_absolute() else root / candidate).resolve()
+            if target.is_relative_to(root) and target.is_file():
+                return target
+    except (OSError, RuntimeError, ValueError):
+        return None
     return None
 
 
 @router.get("/events/jobs", response_model=None)
 async def jobs_events(
+    caller: ViewerDep,
     state: StateDep,
     settings: SettingsDep,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
@@ -164,7 +179,9 @@ async def jobs_events(
         last: str | None = None
         while True:
             async with state.db.session() as session:
-                items, total = await service.list_jobs(session, job_status, page, 0)
+                items, total = await service.list_jobs(
+                    session, job_status, page, 0, owner=caller.owner_filter
+                )
                 body = JobList(
                     items=[JobPublic.from_job(j) for j in items],
                     total=total,

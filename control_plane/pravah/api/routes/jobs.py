@@ -1,4 +1,8 @@
-"""The jobs resource: create, list, get, cancel, results."""
+"""The jobs resource: create, list, get, cancel, results.
+
+Access: reading needs a viewer key, creating and cancelling an operator key;
+callers see only their owner's jobs (admins see all), others' are 404.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,14 @@ from pydantic import BaseModel
 
 from pravah import jobs as service
 from pravah import results
-from pravah.api.deps import CapabilitiesDep, SessionDep, SettingsDep, StateDep
+from pravah.api.deps import (
+    CapabilitiesDep,
+    OperatorDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    ViewerDep,
+)
 from pravah.errors import ConflictError, InvalidRequestError
 from pravah.models import JobCreate, JobList, JobPublic, JobStatus
 
@@ -32,6 +43,7 @@ class ResultsPage(BaseModel):
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 async def create_job(
+    caller: OperatorDep,
     data: JobCreate,
     session: SessionDep,
     capabilities: CapabilitiesDep,
@@ -40,7 +52,7 @@ async def create_job(
 ) -> JobPublic:
     """Validate and queue a job; 202 with its Location."""
     job = await service.create_job(
-        session, data, capabilities, source_roots=state.settings.source_roots
+        session, data, capabilities, settings=state.settings, owner=caller.owner
     )
     if state.worker is not None:
         state.worker.notify()
@@ -50,6 +62,7 @@ async def create_job(
 
 @router.get("")
 async def list_jobs(
+    caller: ViewerDep,
     session: SessionDep,
     settings: SettingsDep,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
@@ -58,33 +71,35 @@ async def list_jobs(
 ) -> JobList:
     """Jobs, newest first, optionally with one status."""
     limit = min(limit or settings.jobs_default_limit, settings.jobs_max_limit)
-    items, total = await service.list_jobs(session, job_status, limit, offset)
+    items, total = await service.list_jobs(
+        session, job_status, limit, offset, owner=caller.owner_filter
+    )
     return JobList(
         items=[JobPublic.from_job(j) for j in items], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, session: SessionDep) -> JobPublic:
+async def get_job(caller: ViewerDep, job_id: str, session: SessionDep) -> JobPublic:
     """One job with its progress."""
-    return JobPublic.from_job(await service.get_job(session, job_id))
+    return JobPublic.from_job(await service.get_job(session, job_id, caller.owner_filter))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
-async def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+async def cancel_job(caller: OperatorDep, job_id: str, session: SessionDep) -> JobPublic:
     """Cancel: pending jobs at once, running ones shortly; 409 when already finished."""
-    return JobPublic.from_job(await service.request_cancel(session, job_id))
+    return JobPublic.from_job(await service.request_cancel(session, job_id, caller.owner_filter))
 
 
 @router.get("/{job_id}/events", response_model=None)
-async def job_events(job_id: str, state: StateDep) -> StreamingResponse:
+async def job_events(caller: ViewerDep, job_id: str, state: StateDep) -> StreamingResponse:
     """Server-sent events: a `progress` event with the JobPublic on every change.
 
     The stream ends with an `end` event once the job is finished. It reads the
     job store at the persist interval, so any API instance can serve it.
     """
     async with state.db.session() as session:
-        await service.get_job(session, job_id)  # 404 before the stream starts
+        await service.get_job(session, job_id, caller.owner_filter)  # 404 before the stream
     interval = state.settings.progress_persist_interval
 
     async def stream() -> AsyncIterator[bytes]:
@@ -110,6 +125,7 @@ async def job_events(job_id: str, state: StateDep) -> StreamingResponse:
 
 @router.get("/{job_id}/results", response_model=None)
 async def get_results(
+    caller: ViewerDep,
     job_id: str,
     session: SessionDep,
     settings: SettingsDep,
@@ -118,7 +134,7 @@ async def get_results(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ResultsPage | StreamingResponse:
     """Per-file results: a page (json) or every line streamed (jsonl)."""
-    job = await service.get_job(session, job_id)
+    job = await service.get_job(session, job_id, caller.owner_filter)
     job_status = JobStatus(job.status)
     if not job_status.is_terminal:
         raise ConflictError(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy import func
 from sqlmodel import col, select
 
 from pravah import metrics
-from pravah.api.deps import SessionDep
+from pravah.api.deps import MetricsGuard, SessionDep
 from pravah.log import get_logger
 from pravah.models import Job, JobStatus
 
@@ -15,7 +15,9 @@ router = APIRouter(tags=["metrics"])
 log = get_logger(__name__)
 
 
-@router.get("/metrics", include_in_schema=False)
+# Public by default (scrapers rarely carry keys); PRAVAH_METRICS_PUBLIC=false
+# asks for a viewer key.
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(MetricsGuard)])
 async def prometheus_metrics(session: SessionDep) -> Response:
     """Every control-plane metric; queue depth is read from the job store now."""
     try:

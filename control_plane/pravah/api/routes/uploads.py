@@ -13,13 +13,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 
 from pravah import uploads as service
-from pravah.api.deps import SettingsDep
+from pravah.api.deps import OperatorDep, SettingsDep
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_upload(
+    _caller: OperatorDep,
     request: Request,
     settings: SettingsDep,
     response: Response,
@@ -44,7 +45,7 @@ async def create_upload(
 
 
 @router.get("")
-async def list_uploads(settings: SettingsDep) -> dict[str, Any]:
+async def list_uploads(_caller: OperatorDep, settings: SettingsDep) -> dict[str, Any]:
     """Uploads, newest first, and the size limit."""
     items = service.list_uploads(settings.uploads_dir)
     return {
@@ -54,6 +55,6 @@ async def list_uploads(settings: SettingsDep) -> dict[str, Any]:
 
 
 @router.get("/{upload_id}")
-async def get_upload(upload_id: str, settings: SettingsDep) -> dict[str, Any]:
+async def get_upload(_caller: OperatorDep, upload_id: str, settings: SettingsDep) -> dict[str, Any]:
     """One upload."""
     return service.as_dict(service.get_upload(settings.uploads_dir, upload_id))

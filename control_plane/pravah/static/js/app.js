@@ -4,7 +4,7 @@
 // module exports render(main, params) and may return a cleanup function,
 // called on navigation (it aborts that page's event streams).
 
-import { apiKey, setApiKey } from "./api.js";
+import { apiKey, request, setApiKey } from "./api.js";
 import * as detail from "./pages/detail.js";
 import * as jobs from "./pages/jobs.js";
 import * as newJob from "./pages/new.js";
@@ -59,6 +59,19 @@ async function route() {
   }
 }
 
+// The caller's role decides which controls show: a viewer sees no "New job",
+// "Uploads" or "Cancel job" (the server would answer 403 anyway).
+async function loadRole() {
+  try {
+    const me = await request("GET", "/keys/me");
+    document.body.dataset.role = me.role;
+    return me;
+  } catch {
+    delete document.body.dataset.role;
+    return null;
+  }
+}
+
 function setupSignin() {
   const form = document.getElementById("signin");
   const input = document.getElementById("api-key");
@@ -67,6 +80,11 @@ function setupSignin() {
     const on = Boolean(apiKey());
     input.hidden = on;
     form.querySelector("label").textContent = on ? "Signed in with an API key" : "API key";
+    loadRole().then((me) => {
+      if (me && on) {
+        form.querySelector("label").textContent = `Signed in: ${me.name} (${me.role})`;
+      }
+    });
     document.getElementById("signin-button").hidden = on;
     out.hidden = !on;
   };

@@ -21,7 +21,7 @@ export async function render(main, params) {
 
   const title = h("h1", {}, `${job.task} job `, h("span.muted.id", { text: id.slice(0, 8) }));
   const badge = h("span.status-slot", { role: "status", "aria-live": "polite" });
-  const cancel = h("button.danger", { type: "button", id: "cancel-job", text: "Cancel job" });
+  const cancel = h("button.danger.needs-operator", { type: "button", id: "cancel-job", text: "Cancel job" });
   const cancelMsg = h("span.muted", { "aria-live": "polite" });
   const bar = h("div.bar-slot");
   const stats = h("dl.stats");

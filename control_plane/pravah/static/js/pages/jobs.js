@@ -83,14 +83,14 @@ export async function render(main, params) {
     ),
     body,
   );
-  const empty = h("p.empty", { hidden: true }, "No jobs yet. ", h("a", { href: "#/new", text: "Start one." }));
+  const empty = h("p.empty", { hidden: true }, "No jobs yet. ", h("a.needs-operator", { href: "#/new", text: "Start one." }));
   const total = h("span.muted");
   main.append(
     h(
       "div.page-head",
       {},
       h("h1", { text: "Jobs" }),
-      h("a.button.primary", { href: "#/new", text: "New job" }),
+      h("a.button.primary.needs-operator", { href: "#/new", text: "New job" }),
     ),
     h(
       "div.toolbar",

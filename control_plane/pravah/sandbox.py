@@ -1,0 +1,118 @@
+"""Where jobs may read and write: allowed roots, allowed buckets, destinations.
+
+Why one module: every front end (REST, CLI, schedules) validates job paths
+the same way before anything is stored, and the engine repeats the root
+check on its side (`engine_service/src/sandbox.rs`) for direct gRPC clients.
+
+- Local paths are resolved first (`..`, symlinks, `file://` and
+  percent-encoding undone), then must lie inside one of
+  `PRAVAH_ALLOWED_ROOTS` (when set). Upload folders are always allowed as
+  sources: they are the service's own.
+- `s3://bucket/...` must name a bucket in `PRAVAH_ALLOWED_BUCKETS`; with
+  none configured, no bucket is allowed.
+- A destination may not be the source or lie inside it (outputs never
+  overwrite inputs), nor contain the source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pravah.errors import InvalidRequestError
+from pravah.settings import Settings
+
+MAX_PATH_CHARS = 4096
+
+
+def source_roots(settings: Settings) -> list[Path]:
+    """Roots a source may lie in (empty: anywhere): allowed roots plus uploads."""
+    if not settings.allowed_roots:
+        return []
+    return [*settings.allowed_roots, settings.uploads_dir]
+
+
+def check_text(text: str, what: str) -> str:
+    """Reject empty, NUL-containing and overlong path texts."""
+    text = text.strip()
+    if not text:
+        raise InvalidRequestError(f"{what} is empty; give a directory path", field=what)
+    if "\x00" in text:
+        raise InvalidRequestError(f"{what} contains a NUL byte", field=what)
+    if len(text) > MAX_PATH_CHARS:
+        raise InvalidRequestError(f"{what} is longer than {MAX_PATH_CHARS} characters", field=what)
+    return text
+
+
+def check_bucket(uri: str, buckets: list[str], what: str) -> str:
+    """The bucket of an s3:// URI if it is allowed; InvalidRequestError otherwise."""
+    bucket = urlparse(uri).netloc
+    if not bucket:
+        raise InvalidRequestError(
+            f"{what} {uri!r} names no bucket (s3://bucket/prefix)", field=what
+        )
+    if bucket not in buckets:
+        allowed = ", ".join(buckets) if buckets else "none (set PRAVAH_ALLOWED_BUCKETS)"
+        raise InvalidRequestError(
+            f"{what} bucket {bucket!r} is not allowed; allowed buckets: {allowed}", field=what
+        )
+    return bucket
+
+
+def local_path(text: str, what: str) -> Path:
+    """The resolved local path a path or file:// URI names (symlinks and '..' resolved)."""
+    if text.startswith("file://"):
+        text = unquote(urlparse(text).path)
+        if "\x00" in text:
+            raise InvalidRequestError(f"{what} contains a NUL byte", field=what)
+    try:
+        return Path(text).expanduser().resolve(strict=False)
+    except (OSError, RuntimeError) as exc:  # symlink loops end here
+        raise InvalidRequestError(f"{what} cannot be resolved: {exc}", field=what) from exc
+
+
+def check_inside(resolved: Path, roots: list[Path], original: str, what: str) -> None:
+    """InvalidRequestError unless `resolved` lies in one of `roots` (empty: anywhere)."""
+    if not roots:
+        return
+    resolved_roots = [r.expanduser().resolve() for r in roots]
+    if any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
+        return
+    allowed = ", ".join(str(r) for r in resolved_roots)
+    raise InvalidRequestError(
+        f"{what} {original!r} resolves to {str(resolved)!r}, which is outside the allowed "
+        f"roots ({allowed}; PRAVAH_ALLOWED_ROOTS)",
+        field=what,
+    )
+
+
+def check_destination(destination: str | None, source: Path, settings: Settings) -> str | None:
+    """The destination to store: allowed, and neither the source nor inside it."""
+    if destination is None:
+        return None
+    text = check_text(destination, "destination")
+    scheme = urlparse(text).scheme if "://" in text else ""
+    if scheme == "s3":
+        check_bucket(text, settings.allowed_buckets, "destination")
+        return text
+    if scheme not in ("", "file"):
+        raise InvalidRequestError(
+            f"destination {destination!r} uses the {scheme}:// scheme; give a local "
+            "directory path, a file:// URI or an s3:// URI",
+            field="destination",
+        )
+    resolved = local_path(text, "destination")
+    check_inside(resolved, settings.allowed_roots, destination, "destination")
+    if resolved == source or resolved.is_relative_to(source):
+        raise InvalidRequestError(
+            f"destination {destination!r} is inside the source {str(source)!r}; outputs "
+            "must not be written among the inputs: choose a folder outside the source",
+            field="destination",
+        )
+    if source.is_relative_to(resolved):
+        raise InvalidRequestError(
+            f"destination {destination!r} contains the source {str(source)!r}; choose a "
+            "folder that does not hold the inputs",
+            field="destination",
+        )
+    return str(resolved)
