@@ -10,7 +10,8 @@
 //! - [`walk`]: the parallel walker; [`filters`]: compiled filters.
 //! - [`chunks`]: listing chunk files; [`results`]: per-file outcomes and the
 //!   atomic part-file writer; [`progress`]: counters and the rate-bounded
-//!   ticker.
+//!   ticker; [`output`]: atomic, contained output files for tasks that
+//!   write.
 //! - [`tasks`]: the task registry and the tasks themselves.
 //! - [`config`]: command line, environment and limits; [`error`]: the one
 //!   error type, turned into a gRPC status in one place.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod filters;
 pub mod listing;
+pub mod output;
 pub mod process;
 pub mod progress;
 pub mod results;
