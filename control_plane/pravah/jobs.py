@@ -109,16 +109,17 @@ async def create_job(
     source_roots: list[Path] | None = None,
 ) -> Job:
     """Validate and store a pending job; nothing is stored when validation fails."""
-    assert data.task is not None  # JobCreate guarantees it
-    task = get_task(capabilities, data.task)
-    validate_options(task, data.options)
+    from pravah.pipeline import stored_spec, validate_steps
+
+    steps = validate_steps(data, capabilities, data.destination)
+    spec = stored_spec(data, steps)
     source = resolve_source(data.source, source_roots)
     now = utcnow()
     job = Job(
-        task=task.name,
+        task=spec.task,
         source=str(source),
         destination=data.destination,
-        options=data.options,
+        options=spec.options,
         filters=data.filters.model_dump(mode="json", exclude_defaults=True),
         status=JobStatus.pending.value,
         created_at=now,
