@@ -194,9 +194,8 @@ def wait_job(server: Server, job_id: str, timeout: float = 120) -> dict[str, Any
 def test_stories_2_and_3_through_rest(server: Server, tmp_path: Path) -> None:
     config = httpx.get(f"{server.url}/config", timeout=10).json()
     tasks = {t["name"]: t for t in config["tasks"]}
-    assert {"compress", "decompress", "extract", "thumbnail", "convert", "hash", "inventory"} <= set(
-        tasks
-    )
+    library = {"compress", "decompress", "extract", "thumbnail", "convert", "hash", "inventory"}
+    assert library <= set(tasks)
     assert tasks["extract"]["writes_files"] and not tasks["hash"]["writes_files"]
 
     root = tmp_path / "logs"
