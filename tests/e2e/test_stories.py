@@ -236,3 +236,29 @@ def test_stories_2_and_3_through_rest(server: Server, tmp_path: Path) -> None:
     by_path = {json.loads(line)["path"]: json.loads(line) for line in lines}
     assert by_path["photos.zip"]["entries"] == 7
     assert by_path["photos/trip/rotated.jpg"]["width"] == 768
+
+
+def test_convert_csv_to_parquet_reads_back_with_pyarrow(cli: Cli, tmp_path: Path) -> None:
+    import csv
+
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "csvs"
+    (src / "2024").mkdir(parents=True)
+    rows = [{"id": str(i), "city": f"c{i % 7}", "amount": f"{i * 1.5}"} for i in range(5000)]
+    with (src / "2024" / "sales.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "city", "amount"])
+        writer.writeheader()
+        writer.writerows(rows)
+    dest = tmp_path / "parquet"
+    args = ("--task", "convert", "--option", "to=parquet", "--option", 'types={"id": "string"}')
+    result = cli.run("run", str(src), *args, "--dest", str(dest), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["summary"]["rows"] == len(rows)
+    table = pq.read_table(dest / "2024" / "sales.parquet")
+    assert str(table.schema.field("id").type) == "string"  # overridden
+    assert str(table.schema.field("amount").type) == "double"  # inferred
+    back = [
+        {"id": r["id"], "city": r["city"], "amount": f"{r['amount']}"} for r in table.to_pylist()
+    ]
+    assert back == rows

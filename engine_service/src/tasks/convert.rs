@@ -1,5 +1,5 @@
-//! Task `convert`: CSV to JSON Lines and JSON Lines to CSV, streamed record
-//! by record (flat memory), written atomically under the destination.
+//! Task `convert`: CSV to JSON Lines, CSV to Parquet and JSON Lines to CSV,
+//! streamed (flat memory), written atomically under the destination.
 //!
 //! CSV to JSONL: the header row names the keys; with `infer_types` values
 //! that parse as integers, floats or booleans become JSON numbers and
@@ -7,8 +7,13 @@
 //! the union of keys (in order of first appearance), once to write rows, so
 //! memory holds only the column names. Nested values are written as JSON.
 //!
-//! CSV to Parquet is not built yet (the arrow/parquet crates are heavy to
-//! compile); the option schema offers only what works.
+//! CSV to Parquet: column types are inferred by `arrow-csv` from the first
+//! `sample_rows` records (integers, floats, booleans, dates, else strings),
+//! and the `types` option overrides any column. The file is then read again
+//! in batches of 8,192 rows and written with row groups of at most 65,536
+//! rows, so memory is bounded by one row group whatever the file size. Only
+//! the arrow crates the reader and writer need are compiled (no compute
+//! kernels).
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -25,7 +30,8 @@ use crate::results::{FailureKind, FileFailure};
 pub const INFO: TaskInfo = TaskInfo {
     name: "convert",
     version: "1",
-    description: "Converts CSV to JSON Lines and JSON Lines to CSV.",
+    description:
+        "Converts CSV to JSON Lines or Parquet (types inferred, overridable) and JSON Lines to CSV.",
     options_schema,
     result_schema,
     writes_files: true,
@@ -40,7 +46,14 @@ fn options_schema() -> serde_json::Value {
         "additionalProperties": false,
         "properties": {
             "to": {"description": "Output format; the input format comes from the extension (.csv/.tsv or .jsonl/.ndjson).",
-                   "enum": ["jsonl", "csv"], "default": "jsonl"},
+                   "enum": ["jsonl", "csv", "parquet"], "default": "jsonl"},
+            "types": {"description": "CSV to Parquet: column name -> type, overriding the inferred one.",
+                      "type": "object",
+                      "additionalProperties": {"enum": ["string", "int64", "float64", "boolean"]},
+                      "default": {}},
+            "sample_rows": {"description": "CSV to Parquet: records read to infer column types.",
+                            "type": "integer", "minimum": 1, "maximum": 1000000, "default": 1000},
+            "compression": {"description": "Parquet compression.", "enum": ["snappy", "zstd", "none"], "default": "snappy"},
             "delimiter": {"description": "CSV delimiter (input or output).", "enum": [",", ";", "\t", "|"], "default": ","},
             "infer_types": {"description": "CSV to JSONL: numbers, booleans and empty fields become JSON numbers, booleans and null.",
                             "type": "boolean", "default": false},
@@ -63,6 +76,25 @@ enum To {
     #[default]
     Jsonl,
     Csv,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ColumnType {
+    String,
+    Int64,
+    Float64,
+    Boolean,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Compression {
+    #[default]
+    Snappy,
+    Zstd,
+    None,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +104,9 @@ struct Options {
     delimiter: String,
     infer_types: bool,
     existing: Existing,
+    types: std::collections::BTreeMap<String, ColumnType>,
+    sample_rows: usize,
+    compression: Compression,
 }
 
 impl Default for Options {
@@ -81,6 +116,9 @@ impl Default for Options {
             delimiter: ",".into(),
             infer_types: false,
             existing: Existing::Skip,
+            types: Default::default(),
+            sample_rows: 1000,
+            compression: Compression::Snappy,
         }
     }
 }
@@ -99,6 +137,9 @@ fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
         "|" => b'|',
         other => return Err(format!("delimiter {other:?} is not one of , ; tab |")),
     };
+    if o.sample_rows == 0 {
+        return Err("sample_rows must be at least 1".into());
+    }
     Ok(Arc::new(Convert { o, delimiter }))
 }
 
@@ -159,6 +200,79 @@ impl Convert {
                 .map_err(|e| write_failure(&e, "writing the output"))?;
             rows += 1;
         }
+        Ok(rows)
+    }
+
+    fn csv_to_parquet(&self, path: &Path, out: &mut File) -> Result<u64, FileFailure> {
+        use arrow_schema::{DataType, Field, Schema};
+        let open = || -> Result<BufReader<File>, FileFailure> {
+            let f = File::open(path).map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+            Ok(BufReader::with_capacity(256 * 1024, f))
+        };
+        let format = arrow_csv::reader::Format::default()
+            .with_header(true)
+            .with_delimiter(self.delimiter);
+        let (inferred, _) = format
+            .infer_schema(open()?, Some(self.o.sample_rows))
+            .map_err(|e| bad(format!("cannot read the CSV: {e}")))?;
+        for name in self.o.types.keys() {
+            if inferred.field_with_name(name).is_err() {
+                return Err(bad(format!(
+                    "option types names column {name:?}, which the header does not have"
+                )));
+            }
+        }
+        let fields: Vec<Field> = inferred
+            .fields()
+            .iter()
+            .map(|f| {
+                let dt = match self.o.types.get(f.name()) {
+                    Some(ColumnType::String) => DataType::Utf8,
+                    Some(ColumnType::Int64) => DataType::Int64,
+                    Some(ColumnType::Float64) => DataType::Float64,
+                    Some(ColumnType::Boolean) => DataType::Boolean,
+                    None => f.data_type().clone(),
+                };
+                Field::new(f.name(), dt, true)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let reader = arrow_csv::ReaderBuilder::new(schema.clone())
+            .with_format(format)
+            .with_batch_size(8192)
+            .build(open()?)
+            .map_err(|e| bad(format!("cannot read the CSV: {e}")))?;
+        let compression = match self.o.compression {
+            Compression::Snappy => parquet::basic::Compression::SNAPPY,
+            Compression::Zstd => parquet::basic::Compression::ZSTD(Default::default()),
+            Compression::None => parquet::basic::Compression::UNCOMPRESSED,
+        };
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(65_536))
+            .build();
+        let werr = |e: parquet::errors::ParquetError| match e {
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<std::io::Error>() {
+                    Ok(io) => write_failure(&io, "writing the output"),
+                    Err(other) => bad(other),
+                }
+            }
+            other => bad(format!("writing Parquet: {other}")),
+        };
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(out, schema, Some(props)).map_err(werr)?;
+        let mut rows = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|e| {
+                bad(format!(
+                    "CSV record after row {rows} does not fit the column types: {e}; set the column's type with the types option"
+                ))
+            })?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(werr)?;
+        }
+        writer.close().map_err(werr)?;
         Ok(rows)
     }
 
@@ -227,6 +341,7 @@ impl Convert {
         let from_jsonl = matches!(ext.as_str(), "jsonl" | "ndjson");
         let out_ext = match (self.o.to, from_csv, from_jsonl) {
             (To::Jsonl, true, _) => "jsonl",
+            (To::Parquet, true, _) => "parquet",
             (To::Csv, _, true) => "csv",
             _ => return Ok(json!({"skipped": "no conversion for this file type"}).to_string()),
         };
@@ -243,7 +358,9 @@ impl Convert {
             return Err(crate::output::exists_failure(&out_path));
         }
         let mut out = AtomicFile::create(&out_path)?;
-        let rows = {
+        let rows = if self.o.to == To::Parquet {
+            self.csv_to_parquet(ctx.path, out.file())?
+        } else {
             let mut w = BufWriter::with_capacity(256 * 1024, out.file());
             let rows = if from_csv {
                 self.csv_to_jsonl(ctx.path, &mut w)?
@@ -337,6 +454,32 @@ mod tests {
             std::fs::read_to_string(back.join("t.csv")).unwrap(),
             "id,name,ok\n1,\"a,b\",true\n2,,false\n"
         );
+        let v = run(
+            r#"{"to":"parquet","types":{"id":"string"}}"#,
+            src.path(),
+            "t.csv",
+            &dest,
+        )
+        .unwrap();
+        assert_eq!(v["rows"], 2);
+        let file = File::open(dest.join("t.parquet")).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let schema = reader.schema().clone();
+        assert_eq!(schema.field(0).data_type(), &arrow_schema::DataType::Utf8);
+        assert_eq!(
+            schema.field(2).data_type(),
+            &arrow_schema::DataType::Boolean
+        );
+        let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows, 2);
+        assert!(run(
+            r#"{"to":"parquet","types":{"nope":"string"},"existing":"overwrite"}"#,
+            src.path(),
+            "t.csv",
+            &dest
+        )
+        .is_err());
         std::fs::write(src.path().join("bad.csv"), "a,b\n1,2,3\n").unwrap();
         assert_eq!(
             run("", src.path(), "bad.csv", &dest).unwrap_err().kind,
