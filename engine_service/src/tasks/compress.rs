@@ -775,6 +775,22 @@ mod tests {
     }
 
     #[test]
+    fn file_changed_while_read_is_refused_and_kept() {
+        let src = tempfile::tempdir().unwrap();
+        let path = src.path().join("grow.log");
+        std::fs::write(&path, sample()).unwrap();
+        let input = open_input(&path).unwrap();
+        // A writer appends after the file was opened (as a live log does).
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"one more line\n").unwrap();
+        let err = check_unchanged(&path, &input, input.len).unwrap_err();
+        assert!(err.message.contains("changed while it was processed"), "{}", err.message);
+        // remove_original re-checks, so the grown original is never removed.
+        assert!(remove_original(&path, &input).is_err());
+        assert!(path.exists());
+    }
+
+    #[test]
     fn unwritable_destination_and_vanished_file_fail_per_file() {
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("a.log"), sample()).unwrap();
