@@ -398,6 +398,9 @@ class _JobRun:
         if self.state.parts:
             with contextlib.suppress(OSError):
                 write_manifest(self.workspace, self.state.parts)
+        # Intermediate outputs of a pipeline are scratch: the results stay.
+        steps_dir = self.workspace / "steps"
+        await asyncio.to_thread(shutil.rmtree, steps_dir, True)
         summary = dict(self.state.summary) if self.state.summary is not None else None
         if summary is not None and self.state.listing:
             summary.setdefault("listing", self.state.listing)

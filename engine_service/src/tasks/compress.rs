@@ -781,10 +781,17 @@ mod tests {
         std::fs::write(&path, sample()).unwrap();
         let input = open_input(&path).unwrap();
         // A writer appends after the file was opened (as a live log does).
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"one more line\n").unwrap();
         let err = check_unchanged(&path, &input, input.len).unwrap_err();
-        assert!(err.message.contains("changed while it was processed"), "{}", err.message);
+        assert!(
+            err.message.contains("changed while it was processed"),
+            "{}",
+            err.message
+        );
         // remove_original re-checks, so the grown original is never removed.
         assert!(remove_original(&path, &input).is_err());
         assert!(path.exists());
