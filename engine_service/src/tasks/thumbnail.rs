@@ -369,9 +369,20 @@ impl Thumbnail {
             };
             match self.o.format {
                 OutFormat::Jpeg => {
-                    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, self.o.quality)
-                        .encode_image(&out_img)
-                        .map_err(enc_err)?;
+                    // jpeg-encoder (AVX2 DCT and colour conversion) encodes
+                    // about twice as fast as image's own encoder.
+                    let (tw, th) = (out_img.width() as u16, out_img.height() as u16);
+                    jpeg_encoder::Encoder::new(&mut w, self.o.quality)
+                        .encode(out_img.as_raw(), tw, th, jpeg_encoder::ColorType::Rgb)
+                        .map_err(|e| match e {
+                            jpeg_encoder::EncodingError::IoError(io) => {
+                                write_failure(&io, "writing the thumbnail")
+                            }
+                            other => FileFailure::new(
+                                FailureKind::Internal,
+                                format!("encoding the thumbnail: {other}"),
+                            ),
+                        })?;
                 }
                 OutFormat::Png => out_img
                     .write_to(&mut w, image::ImageFormat::Png)
