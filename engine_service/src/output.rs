@@ -9,8 +9,12 @@
 //!
 //! Atomicity ([`AtomicFile`]): bytes go to a hidden temp file created with
 //! `O_EXCL` in the final directory (so the rename never crosses file
-//! systems); [`AtomicFile::commit`] fsyncs it, moves it to its final name and
-//! fsyncs the directory. Until then, and if the task fails or panics, only
+//! systems); [`AtomicFile::commit`] fsyncs it and moves it to its final name.
+//! The directory itself is fsynced ([`sync_dir`]) only where a later step
+//! depends on the name being durable (before an original is removed): one
+//! fsync per output instead of two makes many small outputs about twice as
+//! fast, and a crash can then lose the new name but never expose a partial
+//! file under it. Until then, and if the task fails or panics, only
 //! the temp file exists and `Drop` removes it: a crash never leaves a
 //! half-written output under its final name. Policies that must not replace
 //! an existing output (skip, fail) publish with `link(2)`, which fails
@@ -189,8 +193,8 @@ impl AtomicFile {
         self.file.as_mut().expect("file present until commit")
     }
 
-    /// Syncs the data, publishes it under the final name by `existing`'s
-    /// rule, and syncs the directory.
+    /// Syncs the data and publishes it under the final name by `existing`'s
+    /// rule.
     pub fn commit(mut self, existing: Existing) -> Result<Committed, FileFailure> {
         let file = self.file.take().expect("commit once");
         file.sync_all()
@@ -219,15 +223,16 @@ impl AtomicFile {
                 Err(e) => Err(write_failure(&e, "linking the output into place")),
             },
         };
-        if outcome == Ok(Committed::Written) {
-            if let Some(dir) = self.target.parent() {
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
-        }
         outcome
     }
+}
+
+/// Makes the names in `path`'s folder durable (fsync of the directory).
+pub fn sync_dir(path: &Path) -> Result<(), FileFailure> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| write_failure(&e, "syncing the output folder"))
 }
 
 impl Drop for AtomicFile {

@@ -390,8 +390,10 @@ fn decoder<'a, R: std::io::BufRead + 'a>(
     })
 }
 
-/// Removes the original after its output was verified.
-fn remove_original(path: &Path, input: &Input) -> Result<(), FileFailure> {
+/// Removes the original after its output (at `output`) was verified; the
+/// output's name is made durable first.
+fn remove_original(path: &Path, input: &Input, output: &Path) -> Result<(), FileFailure> {
+    crate::output::sync_dir(output)?;
     check_unchanged(path, input, input.len)?;
     std::fs::remove_file(path).map_err(|e| {
         crate::output::write_failure(&e, "removing the original (the output was kept)")
@@ -487,7 +489,7 @@ impl Compress {
                     "the output did not decompress to the original bytes; the original was kept",
                 )),
             }
-            remove_original(ctx.path, input)?;
+            remove_original(ctx.path, input, &out_path)?;
             removed = true;
         }
         Ok(json!({
@@ -668,7 +670,7 @@ impl Decompress {
         }
         let mut removed = false;
         if !self.o.keep_original {
-            remove_original(ctx.path, input)?;
+            remove_original(ctx.path, input, &out_path)?;
             removed = true;
         }
         Ok(json!({
@@ -891,7 +893,7 @@ mod tests {
             err.message
         );
         // remove_original re-checks, so the grown original is never removed.
-        assert!(remove_original(&path, &input).is_err());
+        assert!(remove_original(&path, &input, &path).is_err());
         assert!(path.exists());
     }
 
