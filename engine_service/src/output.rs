@@ -200,7 +200,7 @@ impl AtomicFile {
         file.sync_all()
             .map_err(|e| write_failure(&e, "syncing the output"))?;
         drop(file);
-        let outcome = match existing {
+        match existing {
             Existing::Overwrite => std::fs::rename(&self.tmp, &self.target)
                 .map(|()| Committed::Written)
                 .map_err(|e| write_failure(&e, "renaming the output into place")),
@@ -222,8 +222,7 @@ impl AtomicFile {
                     .map_err(|e| write_failure(&e, "renaming the output into place")),
                 Err(e) => Err(write_failure(&e, "linking the output into place")),
             },
-        };
-        outcome
+        }
     }
 }
 
