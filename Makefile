@@ -99,9 +99,14 @@ bench-deps:
 	@command -v fdfind >/dev/null || command -v fd >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq fd-find; } || \
 		echo "fd-find not installed: the fd column is skipped"
+	@# Anchors of the task benchmark (bench/tasks.py skips a row whose tool is missing).
+	@for pkg in pigz:pigz zstd:zstd vipsthumbnail:libvips-tools bsdtar:libarchive-tools; do \
+		command -v $${pkg%%:*} >/dev/null || apt-get install -y -qq $${pkg#*:} >/dev/null 2>&1 || \
+		echo "$${pkg#*:} not installed: its bench row is skipped"; done
 
 bench: venv proto engine-release bench-deps
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/run.py $(BENCH_ARGS)
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/tasks.py $(BENCH_TASKS_ARGS)
 
 # The release wheel: the Python package, its generated gRPC stubs and the
 # engine built with the release profile (fat LTO, one codegen unit), which

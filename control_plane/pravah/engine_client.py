@@ -68,6 +68,7 @@ class TaskInfo:
     description: str
     options_schema: dict[str, Any]
     result_schema: dict[str, Any]
+    writes_files: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Capabilities:
                     "description": t.description,
                     "options_schema": t.options_schema,
                     "result_schema": t.result_schema,
+                    "writes_files": t.writes_files,
                 }
                 for t in self.tasks.values()
             ],
@@ -413,6 +415,7 @@ class EngineClient:
                 description=t.description,
                 options_schema=_parse_json(t.options_schema_json, f"{t.name} options schema"),
                 result_schema=_parse_json(t.result_schema_json, f"{t.name} result schema"),
+                writes_files=t.writes_files,
             )
             for t in resp.tasks
         }

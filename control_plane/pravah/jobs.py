@@ -120,19 +120,20 @@ async def create_job(
     `settings` supplies the allowed roots and buckets (None: no restriction,
     for tests); `owner` is the creating key's owner (pravah.auth).
     """
-    assert data.task is not None  # JobCreate guarantees it
-    task = get_task(capabilities, data.task)
-    validate_options(task, data.options)
+    from pravah.pipeline import stored_spec, validate_steps
+
+    steps = validate_steps(data, capabilities, data.destination)
+    spec = stored_spec(data, steps)
     source = resolve_request_source(data, settings)
     destination = data.destination
     if settings is not None:
         destination = sandbox.check_destination(data.destination, source, settings)
     now = utcnow()
     job = Job(
-        task=task.name,
+        task=spec.task,
         source=str(source),
         destination=destination,
-        options=data.options,
+        options=spec.options,
         filters=data.filters.model_dump(mode="json", exclude_defaults=True),
         status=JobStatus.pending.value,
         created_at=now,

@@ -158,6 +158,18 @@ class JobFilters(BaseModel):
         return self
 
 
+class PipelineStep(BaseModel):
+    """One step of a pipeline: a task and its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, description="Task name, e.g. 'extract'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="The task's options.")
+
+
+MAX_PIPELINE_STEPS = 10
+
+
 class JobCreate(BaseModel):
     """What a client sends to create a job (POST /jobs, `pravah run`)."""
 
@@ -169,22 +181,44 @@ class JobCreate(BaseModel):
     task: str | None = Field(
         default=None, max_length=200, description="Task name, e.g. 'csv-header'."
     )
-    pipeline: list[Any] | None = Field(
-        default=None, description="Several steps; accepted in the schema, not supported yet."
+    pipeline: list[PipelineStep] | None = Field(
+        default=None,
+        description="Instead of 'task': ordered steps, each step's outputs the next one's inputs.",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="The task's options.")
     filters: JobFilters = Field(default_factory=JobFilters)
     destination: str | None = Field(
         default=None, max_length=4096, description="Where tasks that write go."
     )
+    max_error_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The job ends 'failed' when more than this share of files failed "
+        "(0-1); by default failed files never fail the job.",
+    )
 
     @model_validator(mode="after")
     def _task_or_pipeline(self) -> JobCreate:
         if self.pipeline is not None:
-            raise ValueError("pipelines are not supported yet; give a single 'task' instead")
+            if self.task:
+                raise ValueError("give either 'task' or 'pipeline', not both")
+            if not self.pipeline:
+                raise ValueError("'pipeline' needs at least one step")
+            if len(self.pipeline) > MAX_PIPELINE_STEPS:
+                raise ValueError(f"'pipeline' has more than {MAX_PIPELINE_STEPS} steps")
+            if self.options:
+                raise ValueError("with 'pipeline', give options inside each step")
+            return self
         if not self.task:
             raise ValueError("'task' is required, e.g. \"csv-header\" (see GET /config)")
         return self
+
+    def steps(self) -> list[PipelineStep]:
+        """The job as steps: a single task is a one-step pipeline."""
+        if self.pipeline is not None:
+            return list(self.pipeline)
+        return [PipelineStep(task=self.task or "", options=self.options)]
 
 
 # -------------------------------------------------------------------- table

@@ -27,12 +27,23 @@ request through the trace context stored on the row (pravah.telemetry); the
 engine calls are its children. Every log line of the run carries `job_id`
 (bound in structlog's context vars for the run's task), and the job metrics
 (queue time, duration, outcome by task) are recorded here.
+
+Pipelines (:mod:`pravah.pipeline`) run their steps in order inside the same
+drive task: each step is a List then a Process call; step N writes into
+``workspace/steps/N`` and step N+1 lists that folder whole; the last step
+writes to the job's destination. Counters add up over the steps, per-file
+results of every step land in the same results folder (work ids carry the
+step number from step 2 on), and the summary is the last step's with a
+``steps`` list of every step's own. A job with ``max_error_ratio`` ends
+``failed`` when a larger share of its files failed; otherwise failed files
+are listed (``failures`` in the summary, first few) and the job completes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,10 +67,14 @@ from pravah.engine_client import (
 from pravah.errors import NotFoundError, PravahError
 from pravah.log import get_logger
 from pravah.models import TERMINAL_STATUSES, Job, JobFilters, JobPublic, JobStatus, utcnow
-from pravah.results import RESULTS_DIR_NAME, Part, write_manifest
+from pravah.pipeline import max_error_ratio_of, steps_of
+from pravah.results import RESULTS_DIR_NAME, Part, iter_jsonl, write_manifest
 from pravah.settings import Settings
 
 log = get_logger(__name__)
+
+# Failed files named in a job's summary; all of them are in its results.
+FAILURES_LISTED = 20
 
 ProgressCallback = Callable[[JobPublic], None]
 
@@ -81,6 +96,15 @@ class _RunState:
     parts: list[Part] = field(default_factory=list)
     item_errors: list[str] = field(default_factory=list)
     work_items: int = 0
+    # Totals of the pipeline steps already finished; events of the current
+    # step's Process call are cumulative for that call only.
+    base_files_done: int = 0
+    base_files_failed: int = 0
+    base_bytes_done: int = 0
+    base_bytes_failed: int = 0
+    base_files_total: int = 0
+    base_bytes_total: int = 0
+    step_summaries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def workspace_of(settings: Settings, job_id: str) -> Path:
@@ -225,13 +249,14 @@ class _JobRun:
     async def _drive(self, job: Job) -> None:
         chunks_dir = self.workspace / "chunks"
         results_dir = self.workspace / RESULTS_DIR_NAME
-        for stale in (chunks_dir, results_dir, self.workspace / "parts.json"):
+        steps_dir = self.workspace / "steps"
+        for stale in (chunks_dir, results_dir, steps_dir, self.workspace / "parts.json"):
             if stale.is_dir():
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
         chunks_dir.mkdir(parents=True, exist_ok=True)
-        filters = JobFilters.model_validate(job.filters or {})
+        steps = steps_of(job)
         state = self.state
 
         def on_chunk(chunk: ChunkInfo) -> None:
@@ -239,55 +264,90 @@ class _JobRun:
             state.listed_bytes += chunk.bytes
 
         async with EngineClient.from_settings(self.engine_url, self.settings) as client:
-            listing = await client.list_to_chunks(
-                job.source, str(chunks_dir), filters, on_chunk=on_chunk
-            )
-            state.files_total = listing.summary.files
-            state.bytes_total = listing.summary.bytes
-            state.listing = {
-                "files": listing.summary.files,
-                "bytes": listing.summary.bytes,
-                "directories": listing.summary.directories,
-                "errors": listing.summary.errors,
-                "elapsed_ms": listing.summary.elapsed_ms,
-                "chunks": len(listing.chunks),
-                "error_examples": [
-                    {"path": e.path, "kind": e.kind, "message": e.message}
-                    for e in listing.errors[:10]
-                ],
-            }
-            self.log.info(
-                "listing done",
-                files=listing.summary.files,
-                bytes=listing.summary.bytes,
-                chunks=len(listing.chunks),
-            )
-            work = [
-                ChunkWork(id=f"chunk-{c.index:06d}", uri=c.uri, root=listing.summary.root)
-                for c in listing.chunks
-            ]
-            state.work_items = len(work)
-            # Created only now: a job that failed before processing has no results.
-            results_dir.mkdir(parents=True, exist_ok=True)
-            interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
-            async for event in client.process(
-                job.task,
-                work,
-                options=job.options,
-                results_dir=str(results_dir),
-                destination=job.destination or "",
-                job_id=job.id,
-                progress_interval_ms=interval_ms,
-            ):
-                self._apply(event)
+            for i, step in enumerate(steps, start=1):
+                last = i == len(steps)
+                if i == 1:
+                    source, filters = job.source, JobFilters.model_validate(job.filters or {})
+                else:
+                    source, filters = str(steps_dir / str(i - 1)), JobFilters()
+                # An intermediate folder is created by the engine when the step starts.
+                destination = (job.destination or "") if last else str(steps_dir / str(i))
+                step_chunks = chunks_dir if i == 1 else chunks_dir / f"step-{i}"
+                step_chunks.mkdir(parents=True, exist_ok=True)
+                listing = await client.list_to_chunks(
+                    source, str(step_chunks), filters, on_chunk=on_chunk
+                )
+                state.files_total = state.base_files_total + listing.summary.files
+                state.bytes_total = state.base_bytes_total + listing.summary.bytes
+                step_listing = {
+                    "files": listing.summary.files,
+                    "bytes": listing.summary.bytes,
+                    "directories": listing.summary.directories,
+                    "errors": listing.summary.errors,
+                    "elapsed_ms": listing.summary.elapsed_ms,
+                    "chunks": len(listing.chunks),
+                    "error_examples": [
+                        {"path": e.path, "kind": e.kind, "message": e.message}
+                        for e in listing.errors[:10]
+                    ],
+                }
+                if i == 1:
+                    state.listing = step_listing
+                self.log.info(
+                    "listing done",
+                    step=i,
+                    task=step.task,
+                    files=listing.summary.files,
+                    bytes=listing.summary.bytes,
+                    chunks=len(listing.chunks),
+                )
+                prefix = "" if i == 1 else f"s{i}-"
+                work = [
+                    ChunkWork(
+                        id=f"{prefix}chunk-{c.index:06d}", uri=c.uri, root=listing.summary.root
+                    )
+                    for c in listing.chunks
+                ]
+                state.work_items += len(work)
+                # Created only now: a job that failed before processing has no results.
+                results_dir.mkdir(parents=True, exist_ok=True)
+                interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
+                state.summary = None
+                async for event in client.process(
+                    step.task,
+                    work,
+                    options=step.options,
+                    results_dir=str(results_dir),
+                    destination=destination,
+                    job_id=job.id,
+                    progress_interval_ms=interval_ms,
+                ):
+                    self._apply(event)
+                state.step_summaries.append(
+                    {
+                        "step": i,
+                        "task": step.task,
+                        "files": listing.summary.files,
+                        "bytes": listing.summary.bytes,
+                        "files_failed": state.files_failed - state.base_files_failed,
+                        "summary": state.summary,
+                        "listing": step_listing,
+                    }
+                )
+                state.base_files_done = state.files_done
+                state.base_files_failed = state.files_failed
+                state.base_bytes_done = state.bytes_done
+                state.base_bytes_failed = state.bytes_failed
+                state.base_files_total = state.files_total or 0
+                state.base_bytes_total = state.bytes_total or 0
 
     def _apply(self, event: ProgressEvent | BatchEvent | ItemDoneEvent | SummaryEvent) -> None:
         state = self.state
         if isinstance(event, ProgressEvent):
-            state.files_done = event.files_done
-            state.files_failed = event.files_failed
-            state.bytes_done = event.bytes_done
-            state.bytes_failed = event.bytes_failed
+            state.files_done = state.base_files_done + event.files_done
+            state.files_failed = state.base_files_failed + event.files_failed
+            state.bytes_done = state.base_bytes_done + event.bytes_done
+            state.bytes_failed = state.base_bytes_failed + event.bytes_failed
         elif isinstance(event, BatchEvent):
             if event.part_uri:
                 state.parts.append(
@@ -303,10 +363,10 @@ class _JobRun:
                 state.item_errors.append(f"{event.work_id}: {event.error.message}")
         else:
             totals = event.totals
-            state.files_done = totals.files_done
-            state.files_failed = totals.files_failed
-            state.bytes_done = totals.bytes_done
-            state.bytes_failed = totals.bytes_failed
+            state.files_done = state.base_files_done + totals.files_done
+            state.files_failed = state.base_files_failed + totals.files_failed
+            state.bytes_done = state.base_bytes_done + totals.bytes_done
+            state.bytes_failed = state.base_bytes_failed + totals.bytes_failed
             state.summary = event.summary
 
     # ------------------------------------------------------------- records
@@ -363,6 +423,20 @@ class _JobRun:
                 f"{len(self.state.item_errors)} of {self.state.work_items} work items "
                 f"could not be processed; first: {first}"
             )
+        ratio = max_error_ratio_of(job_row) if (job_row := await self._row()) else None
+        s = self.state
+        if (
+            status == JobStatus.completed
+            and ratio is not None
+            and s.files_done > 0
+            and s.files_failed / s.files_done > ratio
+        ):
+            status = JobStatus.failed
+            error = (
+                f"{s.files_failed} of {s.files_done} files failed "
+                f"({100 * s.files_failed / s.files_done:.1f}%), more than max_error_ratio "
+                f"({ratio:g}); see the job's results for each file's error"
+            )
         results_available = False
         if self.state.parts:
             try:
@@ -370,9 +444,16 @@ class _JobRun:
                 results_available = True
             except OSError as exc:
                 self.log.warning("could not write the results manifest", error=str(exc))
+        # Intermediate outputs of a pipeline are scratch: the results stay.
+        steps_dir = self.workspace / "steps"
+        await asyncio.to_thread(shutil.rmtree, steps_dir, True)
         summary = dict(self.state.summary) if self.state.summary is not None else None
         if summary is not None and self.state.listing:
             summary.setdefault("listing", self.state.listing)
+        if summary is not None and len(s.step_summaries) > 1:
+            summary["steps"] = s.step_summaries
+        if summary is not None and s.files_failed and self.state.parts:
+            summary["failures"] = self._first_failures()
         async with self.db.session() as session:
             job = await session.get(Job, self.job_id, populate_existing=True)
             if job is None:
@@ -398,6 +479,26 @@ class _JobRun:
         )
         self._notify(job)
         return job
+
+    async def _row(self) -> Job | None:
+        async with self.db.session() as session:
+            return await session.get(Job, self.job_id, populate_existing=True)
+
+    def _first_failures(self) -> list[dict[str, Any]]:
+        """The first failed files (path, error), read from the part files."""
+        found: list[dict[str, Any]] = []
+        with contextlib.suppress(OSError, ValueError):
+            for raw in iter_jsonl(self.state.parts, self.workspace):
+                if b'"error"' not in raw:
+                    continue
+                line = json.loads(raw)
+                if isinstance(line, dict) and line.get("error"):
+                    found.append(
+                        {k: line.get(k) for k in ("path", "error", "error_kind") if k in line}
+                    )
+                    if len(found) >= FAILURES_LISTED:
+                        break
+        return found
 
     async def _release(self) -> None:
         """Settle a job whose run was stopped from outside: cancelled or requeued."""

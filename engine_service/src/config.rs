@@ -175,6 +175,9 @@ pub struct ProcessArgs {
     /// Write per-file results as part files here.
     #[arg(long)]
     pub results_dir: Option<PathBuf>,
+    /// Where tasks that write files put their outputs.
+    #[arg(long)]
+    pub destination: Option<PathBuf>,
     #[command(flatten)]
     pub filters: FilterArgs,
 }

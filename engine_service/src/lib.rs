@@ -10,7 +10,8 @@
 //! - [`walk`]: the parallel walker; [`filters`]: compiled filters.
 //! - [`chunks`]: listing chunk files; [`results`]: per-file outcomes and the
 //!   atomic part-file writer; [`progress`]: counters and the rate-bounded
-//!   ticker.
+//!   ticker; [`output`]: atomic, contained output files for tasks that
+//!   write.
 //! - [`tasks`]: the task registry and the tasks themselves.
 //! - [`telemetry`]: JSON logs and OpenTelemetry spans (trace context from
 //!   gRPC metadata); [`metrics`]: Prometheus metrics and their HTTP endpoint.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod filters;
 pub mod listing;
 pub mod metrics;
+pub mod output;
 pub mod process;
 pub mod progress;
 pub mod results;

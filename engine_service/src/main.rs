@@ -172,6 +172,10 @@ fn run_process(args: ProcessArgs) -> anyhow::Result<()> {
             .results_dir
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        destination: args
+            .destination
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         ..Default::default()
     };
     let config = ProcessConfig::from_start(&start)?;

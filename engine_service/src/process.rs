@@ -53,6 +53,8 @@ pub struct ProcessConfig {
     /// The task's registry name (metric label, span attribute).
     pub task_name: String,
     pub results_dir: Option<PathBuf>,
+    /// Where tasks that write files put their outputs (canonical).
+    pub destination: Option<PathBuf>,
     pub progress_interval: Duration,
 }
 
@@ -72,6 +74,21 @@ impl ProcessConfig {
                 "cannot create results_dir",
             )?)
         };
+        let destination = if start.destination.is_empty() {
+            None
+        } else {
+            let raw = start
+                .destination
+                .strip_prefix("file://")
+                .unwrap_or(&start.destination);
+            let dir = PathBuf::from(raw);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EngineError::io("cannot create destination", &dir, e))?;
+            Some(
+                std::fs::canonicalize(&dir)
+                    .map_err(|e| EngineError::io("cannot resolve destination", &dir, e))?,
+            )
+        };
         let ms = match start.progress_interval_ms {
             0 => DEFAULT_PROGRESS_INTERVAL_MS,
             n => n,
@@ -80,6 +97,7 @@ impl ProcessConfig {
             task,
             task_name: start.task.clone(),
             results_dir,
+            destination,
             progress_interval: Duration::from_millis(ms as u64),
         })
     }
@@ -137,6 +155,7 @@ impl Permits {
 struct Shared {
     task: Arc<dyn Task>,
     results_dir: Option<PathBuf>,
+    destination: Option<PathBuf>,
     sink: Arc<dyn Sink>,
     /// Raised when the client is gone; checked before each file.
     cancel: Arc<AtomicBool>,
@@ -225,6 +244,7 @@ pub fn run(
         task_name: config.task_name,
         task: config.task,
         results_dir: config.results_dir,
+        destination: config.destination,
         sink: sink.clone(),
         cancel: cancel.clone(),
         counters: counters.clone(),
@@ -556,7 +576,12 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                 result: Err(f),
             },
             None => match chunks::join_inside(&state.root, &job.rel) {
-                Ok(path) => shared.task.process_file(&path, job.size),
+                Ok(path) => shared.task.process(&tasks::FileCtx {
+                    path: &path,
+                    rel: &job.rel,
+                    known_size: job.size,
+                    destination: shared.destination.as_deref(),
+                }),
                 Err(f) => tasks::FileOutcome {
                     size: 0,
                     result: Err(f),
@@ -572,7 +597,9 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             failed += 1;
             bytes_failed += outcome.size;
         }
-        agg.add(&job.rel, &outcome.result);
+        shared
+            .task
+            .account(&mut agg, &job.rel, outcome.size, &outcome.result);
         if shared.results_dir.is_some() {
             push_part_line(&mut part, &job.rel, outcome.size, &outcome.result);
         } else {

@@ -58,6 +58,7 @@ pub fn capabilities() -> pb::GetCapabilitiesResponse {
                 description: t.description.to_owned(),
                 options_schema_json: (t.options_schema)().to_string(),
                 result_schema_json: (t.result_schema)().to_string(),
+                writes_files: t.writes_files,
             })
             .collect(),
         limits: Some(pb::EngineLimits {

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # shared CLI harness
 
-from cli_harness import TEST_ADMIN_KEY, Cli, Server, clean_env, free_port, make_large_tree
+from cli_harness import TEST_ADMIN_KEY, Cli, Server, clean_env, free_port
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -96,9 +96,19 @@ def server(tmp_path_factory: pytest.TempPathFactory, engine_bin: Path) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def large_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """30,000 small CSV files: a job long enough to cancel while it runs."""
-    return make_large_tree(tmp_path_factory.mktemp("large"))
+def slow_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tree whose sha256 hashing takes many seconds but no disk space.
+
+    Regression: a csv-header job over 30,000 small files finished in under a
+    second, so the cancel click sometimes landed on a completed job. Two
+    hundred sparse files of 128 MiB keep a hash job busy for well over the
+    time the test needs, and the engine stops within one file of a cancel.
+    """
+    root = tmp_path_factory.mktemp("slow")
+    for i in range(200):
+        with (root / f"blob-{i:03d}.bin").open("wb") as f:
+            f.truncate(128 * 1024 * 1024)
+    return root
 
 
 @dataclass

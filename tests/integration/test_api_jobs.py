@@ -318,9 +318,33 @@ async def test_cancel_running_big_job_ends_cancelled(
         (lambda d: {"source": "../../../../../../etc/passwd", "task": "csv-header"}, 422, "not a"),
         (lambda d: {"source": str(d), "task": "csv-header", "extra": 1}, 422, "extra"),
         (
-            lambda d: {"source": str(d), "pipeline": [{"task": "csv-header"}]},
+            lambda d: {"source": str(d), "pipeline": [{"task": "extract"}, {"task": "nope"}]},
             422,
-            "pipelines are not supported yet",
+            "step 2 (nope): unknown task 'nope'",
+        ),
+        (
+            lambda d: {
+                "source": str(d),
+                "destination": str(d / "out"),
+                "pipeline": [{"task": "extract"}, {"task": "thumbnail", "options": {"w": 1}}],
+            },
+            422,
+            "step 2 (thumbnail): unknown option 'w'",
+        ),
+        (
+            lambda d: {"source": str(d), "pipeline": [{"task": "hash"}, {"task": "compress"}]},
+            422,
+            "impossible pipeline: step 1 (hash) writes no files",
+        ),
+        (
+            lambda d: {"source": str(d), "pipeline": [{"task": "extract"}, {"task": "thumbnail"}]},
+            422,
+            "needs a 'destination'",
+        ),
+        (
+            lambda d: {"source": str(d), "task": "hash", "pipeline": [{"task": "hash"}]},
+            422,
+            "not both",
         ),
         (
             lambda d: {"source": str(d), "task": "csv-header", "filters": {"min_size": "big"}},

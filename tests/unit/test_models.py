@@ -27,9 +27,20 @@ def test_job_filters_reject_unknown_filter() -> None:
         )
 
 
-def test_pipeline_is_accepted_in_schema_but_rejected_clearly() -> None:
-    with pytest.raises(ValidationError, match="pipelines are not supported yet"):
-        JobCreate.model_validate({"source": "/d", "pipeline": [{"task": "csv-header"}]})
+def test_pipeline_steps_are_validated_in_shape() -> None:
+    job = JobCreate.model_validate(
+        {"source": "/d", "pipeline": [{"task": "extract"}, {"task": "thumbnail"}]}
+    )
+    assert [s.task for s in job.steps()] == ["extract", "thumbnail"]
+    for bad, message in [
+        ({"pipeline": []}, "at least one step"),
+        ({"pipeline": [{"task": "x"}], "task": "x"}, "not both"),
+        ({"pipeline": [{"task": "x"}], "options": {"a": 1}}, "inside each step"),
+        ({"pipeline": [{"task": "x", "colour": 1}]}, "Extra inputs"),
+        ({"task": "x", "max_error_ratio": 1.5}, "less than or equal to 1"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            JobCreate.model_validate({"source": "/d", **bad})
 
 
 def test_task_is_required_without_pipeline() -> None:

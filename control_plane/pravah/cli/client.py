@@ -41,9 +41,11 @@ from pravah.cli.params import (
     Include,
     JsonOutput,
     MaxDepth,
+    MaxErrorRatio,
     MaxSize,
     MinSize,
     OutputFile,
+    PipelineFile,
     Quiet,
     Server,
     Source,
@@ -231,7 +233,7 @@ def finish_report(api: ApiClient, job: dict[str, Any], *, json_output: bool) -> 
 
 def submit_command(
     source: Source,
-    task: Task,
+    task: Task = None,
     option: TaskOption = None,
     include: Include = None,
     exclude: Exclude = None,
@@ -251,6 +253,8 @@ def submit_command(
     server: Server = DEFAULT_SERVER,
     api_key: ApiKey = None,
     ca_file: CaFile = None,
+    pipeline: PipelineFile = None,
+    max_error_ratio: MaxErrorRatio = None,
 ) -> None:
     """Queue a job on a server; print its id (or, with --wait, its outcome)."""
     with handle_errors():
@@ -259,7 +263,7 @@ def submit_command(
         # still made absolute when it exists here (same-machine servers).
         body = build_job_request(
             source=str(Path(source).resolve()) if Path(source).exists() else source,
-            task=task,
+            task=task or [],
             options=option or [],
             include=include or [],
             exclude=exclude or [],
@@ -271,6 +275,8 @@ def submit_command(
             follow_symlinks=follow_symlinks,
             destination=dest,
             check_source=False,
+            pipeline_file=pipeline,
+            max_error_ratio=max_error_ratio,
         )
         with ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
             job: dict[str, Any] = api.request("POST", "/jobs", json=body)

@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 __all__ = [
     "CliUsageError",
     "build_job_request",
+    "build_steps",
+    "load_pipeline_file",
     "parse_options",
     "parse_size",
     "resolve_source",
@@ -108,6 +110,83 @@ def resolve_source(source: str) -> str:
     return str(path.resolve())
 
 
+def load_pipeline_file(path: Path) -> list[dict[str, Any]]:
+    """Steps from a YAML (or JSON, a subset) file: a list of {task, options}, or {steps: [...]}."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text("utf-8"))
+    except OSError as exc:
+        raise CliUsageError(f"--pipeline {str(path)!r} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CliUsageError(f"--pipeline {str(path)!r} is not valid YAML: {exc}") from None
+    if isinstance(document, dict) and "steps" in document:
+        document = document["steps"]
+    if not isinstance(document, list) or not document:
+        raise CliUsageError(
+            f"--pipeline {str(path)!r} must hold a non-empty list of steps "
+            "({task: NAME, options: {...}})"
+        )
+    steps: list[dict[str, Any]] = []
+    for i, step in enumerate(document, start=1):
+        if isinstance(step, str):
+            step = {"task": step}
+        if not isinstance(step, dict) or not isinstance(step.get("task"), str):
+            raise CliUsageError(f"--pipeline step {i} needs a 'task' name")
+        extra = set(step) - {"task", "options"}
+        if extra:
+            raise CliUsageError(f"--pipeline step {i} has unknown keys: {', '.join(sorted(extra))}")
+        options = step.get("options") or {}
+        if not isinstance(options, dict):
+            raise CliUsageError(f"--pipeline step {i}: 'options' must be a mapping")
+        steps.append({"task": step["task"], "options": options})
+    return steps
+
+
+def build_steps(
+    tasks: Sequence[str], options: Sequence[str], pipeline_file: Path | None
+) -> list[dict[str, Any]]:
+    """The job's steps from ``--task`` (repeatable), ``--option`` and ``--pipeline``.
+
+    With one ``--task``, options are ``KEY=VALUE``; with several, each is
+    ``TASK.KEY=VALUE`` (or ``N.KEY=VALUE`` for step N, from 1) so it is clear
+    which step it configures.
+    """
+    names = [t.strip() for t in tasks]
+    if any(not n for n in names):
+        raise CliUsageError("--task must not be empty")
+    if pipeline_file is not None:
+        if names:
+            raise CliUsageError("give either --task or --pipeline, not both")
+        if options:
+            raise CliUsageError("with --pipeline, put options in the pipeline file")
+        return load_pipeline_file(pipeline_file)
+    if not names:
+        raise CliUsageError("give a task (--task NAME) or a pipeline (--pipeline FILE)")
+    if len(names) == 1:
+        return [{"task": names[0], "options": parse_options(options)}]
+    per_step: list[list[str]] = [[] for _ in names]
+    for item in options:
+        prefix, dot, rest = item.partition(".")
+        if not dot:
+            raise CliUsageError(
+                f"--option {item!r}: with several --task flags, write TASK.KEY=VALUE"
+            )
+        if prefix.isdigit() and 1 <= int(prefix) <= len(names):
+            idx = [int(prefix) - 1]
+        else:
+            idx = [i for i, n in enumerate(names) if n == prefix]
+        if len(idx) != 1:
+            raise CliUsageError(
+                f"--option {item!r}: {prefix!r} names no single step; "
+                f"use one of {', '.join(names)} or a step number"
+            )
+        per_step[idx[0]].append(rest)
+    return [
+        {"task": n, "options": parse_options(opts)} for n, opts in zip(names, per_step, strict=True)
+    ]
+
+
 def _clean_extensions(extensions: Sequence[str]) -> list[str]:
     cleaned = []
     for ext in extensions:
@@ -121,7 +200,7 @@ def _clean_extensions(extensions: Sequence[str]) -> list[str]:
 def build_job_request(
     *,
     source: str,
-    task: str,
+    task: str | Sequence[str] = (),
     options: Sequence[str] = (),
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
@@ -133,14 +212,15 @@ def build_job_request(
     max_depth: int | None = None,
     destination: str | None = None,
     check_source: bool = True,
+    pipeline_file: Path | None = None,
+    max_error_ratio: float | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /jobs`` (and the input of ``JobCreate``).
 
     Only what the user set is sent, so the server's defaults stay the
     defaults.
     """
-    if not task.strip():
-        raise CliUsageError("--task must not be empty")
+    steps = build_steps([task] if isinstance(task, str) else task, options, pipeline_file)
     min_bytes = parse_size(min_size, flag="--min-size") if min_size is not None else None
     max_bytes = parse_size(max_size, flag="--max-size") if max_size is not None else None
     if min_bytes is not None and max_bytes is not None and min_bytes > max_bytes:
@@ -167,11 +247,14 @@ def build_job_request(
     if max_depth:
         filters["max_depth"] = max_depth
 
-    request: dict[str, Any] = {
-        "source": resolve_source(source) if check_source else source,
-        "task": task.strip(),
-        "options": parse_options(options),
-    }
+    request: dict[str, Any] = {"source": resolve_source(source) if check_source else source}
+    if len(steps) == 1 and pipeline_file is None:
+        request["task"] = steps[0]["task"]
+        request["options"] = steps[0]["options"]
+    else:
+        request["pipeline"] = steps
+    if max_error_ratio is not None:
+        request["max_error_ratio"] = max_error_ratio
     if filters:
         request["filters"] = filters
     if destination:

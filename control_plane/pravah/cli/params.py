@@ -26,13 +26,43 @@ Source = Annotated[
     ),
 ]
 Task = Annotated[
-    str,
+    list[str] | None,
     typer.Option(
         "--task",
         "-t",
-        help="Task to run on every file, e.g. csv-header (see `pravah tasks`).",
+        help="Task to run on every file, e.g. csv-header (see `pravah tasks`). "
+        "Repeat for a pipeline (extract, then thumbnail); options then read TASK.KEY=VALUE.",
         rich_help_panel=JOB_PANEL,
         show_default=False,
+    ),
+]
+PipelineFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--pipeline",
+        metavar="FILE",
+        help="A YAML or JSON pipeline: a list of steps {task, options} (or {steps: [...]}).",
+        rich_help_panel=JOB_PANEL,
+        show_default=False,
+    ),
+]
+MaxErrorRatio = Annotated[
+    float | None,
+    typer.Option(
+        "--max-error-ratio",
+        min=0.0,
+        max=1.0,
+        help="End the job 'failed' when more than this share of files failed (0-1).",
+        rich_help_panel=JOB_PANEL,
+        show_default=False,
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="List what would be processed (files and bytes) and change nothing.",
+        rich_help_panel=JOB_PANEL,
     ),
 ]
 TaskOption = Annotated[

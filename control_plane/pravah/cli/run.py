@@ -45,6 +45,7 @@ from pravah.cli.options import build_job_request
 from pravah.cli.output import write_jsonl_atomic
 from pravah.cli.params import (
     Destination,
+    DryRun,
     Exclude,
     Extension,
     FollowSymlinks,
@@ -52,9 +53,11 @@ from pravah.cli.params import (
     Include,
     JsonOutput,
     MaxDepth,
+    MaxErrorRatio,
     MaxSize,
     MinSize,
     OutputFile,
+    PipelineFile,
     Quiet,
     Source,
     Task,
@@ -215,9 +218,73 @@ async def run_embedded(
         await db.dispose()
 
 
+DRY_RUN_EXAMPLES = 20
+
+
+def _chunk_examples(path: Path) -> list[dict[str, Any]]:
+    """The first entries of a listing chunk, as {path, size}."""
+    examples: list[dict[str, Any]] = []
+    with path.open("rb") as fh:
+        for raw in fh:
+            entry = json.loads(raw)
+            examples.append({"path": entry.get("p"), "size": entry.get("s")})
+            if len(examples) >= DRY_RUN_EXAMPLES:
+                break
+    return examples
+
+
+async def dry_run(
+    request: dict[str, Any], settings: Settings, *, engine_url: str | None
+) -> dict[str, Any]:
+    """What a job would process: validated as for a real run, listed, nothing stored or changed."""
+    import tempfile
+
+    from pravah.engine_client import EngineClient
+    from pravah.jobs import resolve_request_source
+    from pravah.models import JobCreate
+    from pravah.pipeline import validate_steps
+
+    data = JobCreate.model_validate(request)
+    source = resolve_request_source(data, settings)
+    async with (
+        _engine(settings, engine_url) as url,
+        EngineClient.from_settings(url, settings) as client,
+    ):
+        steps = validate_steps(data, await client.capabilities(), data.destination)
+        with tempfile.TemporaryDirectory(prefix="pravah-dry-run-") as tmp:
+            listing = await client.list_to_chunks(str(source), tmp, data.filters)
+            examples: list[dict[str, Any]] = []
+            if listing.chunks:
+                first = Path(listing.chunks[0].uri.removeprefix("file://"))
+                examples = await asyncio.to_thread(_chunk_examples, first)
+    return {
+        "dry_run": True,
+        "source": str(source),
+        "steps": [s.model_dump() for s in steps],
+        "destination": data.destination,
+        "files": listing.summary.files,
+        "bytes": listing.summary.bytes,
+        "directories": listing.summary.directories,
+        "errors": listing.summary.errors,
+        "examples": examples,
+    }
+
+
+def _render_dry_run(plan: dict[str, Any]) -> None:
+    steps = " -> ".join(s["task"] for s in plan["steps"])
+    out_console.print(
+        f"dry run: {steps} would process {plan['files']:,} files "
+        f"({plan['bytes']:,} bytes) under {plan['source']}; nothing was changed"
+    )
+    for example in plan["examples"]:
+        out_console.print(f"  {example['path']}  {example['size'] or 0:,} bytes")
+    if plan["files"] > len(plan["examples"]):
+        out_console.print(f"  ... and {plan['files'] - len(plan['examples']):,} more")
+
+
 def run_command(
     source: Source,
-    task: Task,
+    task: Task = None,
     option: TaskOption = None,
     include: Include = None,
     exclude: Exclude = None,
@@ -241,6 +308,9 @@ def run_command(
             show_default=False,
         ),
     ] = None,
+    pipeline: PipelineFile = None,
+    max_error_ratio: MaxErrorRatio = None,
+    dry: DryRun = False,
 ) -> None:
     """Run a job here and now: local job store, engine child process, progress, summary.
 
@@ -250,7 +320,7 @@ def run_command(
     with handle_errors():
         request = build_job_request(
             source=source,
-            task=task,
+            task=task or [],
             options=option or [],
             include=include or [],
             exclude=exclude or [],
@@ -261,9 +331,18 @@ def run_command(
             hidden=hidden,
             follow_symlinks=follow_symlinks,
             destination=dest,
+            pipeline_file=pipeline,
+            max_error_ratio=max_error_ratio,
         )
         settings = load_settings()
         configure_cli_logging(settings)
+        if dry:
+            plan = asyncio.run(dry_run(request, settings, engine_url=engine))
+            if json_output:
+                dump_json(plan)
+            else:
+                _render_dry_run(plan)
+            return
         progress = JobProgress(enabled=not (quiet or json_output))
         outcome = asyncio.run(
             run_embedded(

@@ -32,6 +32,7 @@ pub const INFO: TaskInfo = TaskInfo {
     description: "Reads the header row (column names) of each CSV file and groups files by schema.",
     options_schema,
     result_schema,
+    writes_files: false,
     build,
 };
 

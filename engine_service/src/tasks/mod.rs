@@ -6,14 +6,25 @@
 //! the processing pool, plus a summary over all its results. Per-file
 //! results are JSON objects; the engine writes them merged into part-file
 //! lines and groups identical results for the summary.
-use std::collections::HashMap;
+//!
+//! Tasks that write files ([`compress`], [`extract`], [`thumbnail`], ...)
+//! get a [`FileCtx`] with the file's relative path and the call's
+//! destination, and write through [`crate::output`], which keeps every
+//! output inside the destination and atomic.
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
 use crate::results::FileFailure;
 
+pub mod compress;
+pub mod convert;
 pub mod csv_header;
+pub mod extract;
+pub mod hash;
+pub mod inventory;
+pub mod thumbnail;
 
 /// One file's outcome: its size and the task's result object or failure.
 pub struct FileOutcome {
@@ -21,11 +32,50 @@ pub struct FileOutcome {
     pub result: std::result::Result<String, FileFailure>,
 }
 
-/// A task as the engine runs it.
+/// Everything a task knows about one file.
+pub struct FileCtx<'a> {
+    /// The file's full path (inside the source root).
+    pub path: &'a Path,
+    /// Its path relative to the source root, as raw bytes.
+    pub rel: &'a [u8],
+    /// The size from the listing, if any (the task then need not stat).
+    pub known_size: Option<u64>,
+    /// The call's destination directory (canonical, existing), if one was
+    /// given; tasks that write outputs mirror `rel` under it.
+    pub destination: Option<&'a Path>,
+}
+
+/// A task as the engine runs it. Implement [`Task::process`] (tasks that
+/// need the relative path or destination) or [`Task::process_file`] (pure
+/// readers); each defaults to the other.
 pub trait Task: Send + Sync {
     /// Processes one file. `known_size` is the size from the listing, if any
     /// (the task then need not stat the file).
-    fn process_file(&self, path: &Path, known_size: Option<u64>) -> FileOutcome;
+    fn process_file(&self, path: &Path, known_size: Option<u64>) -> FileOutcome {
+        self.process(&FileCtx {
+            path,
+            rel: path.as_os_str().as_encoded_bytes(),
+            known_size,
+            destination: None,
+        })
+    }
+    /// Processes one file with its full context.
+    fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
+        self.process_file(ctx.path, ctx.known_size)
+    }
+    /// Adds one outcome to a batch's aggregate. The default groups identical
+    /// results; tasks whose results are unique per file (outputs, hashes)
+    /// keep their own counters instead so the aggregate stays small.
+    fn account(
+        &self,
+        agg: &mut Aggregate,
+        rel: &[u8],
+        size: u64,
+        result: &std::result::Result<String, FileFailure>,
+    ) {
+        let _ = size;
+        agg.add(rel, result);
+    }
     /// The summary JSON of all results.
     fn summarize(&self, agg: &Aggregate) -> serde_json::Value;
 }
@@ -37,13 +87,37 @@ pub struct TaskInfo {
     pub description: &'static str,
     pub options_schema: fn() -> serde_json::Value,
     pub result_schema: fn() -> serde_json::Value,
+    /// Whether the task writes output files (under the destination).
+    pub writes_files: bool,
     /// Builds the task from its options JSON ("" means defaults); the error
     /// is a sentence naming the bad option.
     pub build: fn(&str) -> std::result::Result<Arc<dyn Task>, String>,
 }
 
 /// All tasks this engine runs.
-pub static TASKS: &[TaskInfo] = &[csv_header::INFO];
+pub static TASKS: &[TaskInfo] = &[
+    csv_header::INFO,
+    compress::COMPRESS,
+    compress::DECOMPRESS,
+    extract::INFO,
+    thumbnail::INFO,
+    convert::INFO,
+    hash::INFO,
+    inventory::INFO,
+];
+
+/// Parses a task's options JSON ("" means defaults) into its options type,
+/// whose serde attributes (`deny_unknown_fields`, `default`) mirror the
+/// declared schema.
+pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
+    options_json: &str,
+) -> std::result::Result<T, String> {
+    if options_json.trim().is_empty() {
+        Ok(T::default())
+    } else {
+        serde_json::from_str(options_json).map_err(|e| e.to_string())
+    }
+}
 
 /// Finds a task by name and builds it from its options.
 pub fn build(name: &str, options_json: &str) -> Result<Arc<dyn Task>> {
@@ -68,7 +142,14 @@ pub struct Aggregate {
     pub groups: HashMap<String, (u64, String)>,
     pub files: u64,
     pub failed: u64,
+    /// Named totals a task keeps (bytes written, files skipped, ...).
+    pub counters: BTreeMap<String, u64>,
+    /// Largest files seen, (size, path), at most [`LARGEST_KEPT`].
+    pub largest: Vec<(u64, String)>,
 }
+
+/// How many of the largest files an aggregate keeps.
+pub const LARGEST_KEPT: usize = 20;
 
 impl Aggregate {
     pub fn add(&mut self, rel: &[u8], result: &std::result::Result<String, FileFailure>) {
@@ -85,9 +166,51 @@ impl Aggregate {
         }
     }
 
+    /// Adds `n` to a named counter.
+    pub fn count(&mut self, key: &str, n: u64) {
+        match self.counters.get_mut(key) {
+            Some(v) => *v += n,
+            None => {
+                self.counters.insert(key.to_owned(), n);
+            }
+        }
+    }
+
+    /// Adds a file to the group `key` (files and bytes per group).
+    pub fn group(&mut self, key: &str, size: u64, rel: &[u8]) {
+        match self.groups.get_mut(key) {
+            Some(g) => g.0 += 1,
+            None => {
+                let example = String::from_utf8_lossy(rel).into_owned();
+                self.groups.insert(key.to_owned(), (1, example));
+            }
+        }
+        self.count(&format!("bytes:{key}"), size);
+    }
+
+    /// Offers a file to the largest-files list.
+    pub fn offer_largest(&mut self, size: u64, rel: &[u8]) {
+        if self.largest.len() >= LARGEST_KEPT
+            && self.largest.last().is_some_and(|(s, _)| *s >= size)
+        {
+            return;
+        }
+        self.largest
+            .push((size, String::from_utf8_lossy(rel).into_owned()));
+        self.largest
+            .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        self.largest.truncate(LARGEST_KEPT);
+    }
+
     pub fn merge(&mut self, other: Aggregate) {
         self.files += other.files;
         self.failed += other.failed;
+        for (k, v) in other.counters {
+            self.count(&k, v);
+        }
+        for (size, path) in other.largest {
+            self.offer_largest(size, path.as_bytes());
+        }
         for (key, (n, example)) in other.groups {
             self.groups
                 .entry(key)

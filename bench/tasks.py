@@ -1,0 +1,417 @@
+"""Benchmark of the task library against the tools users would reach for.
+
+Cases (issue 3, performance), each anchor and Pravah side by side in one run,
+best of N with a warm cache, peak RSS through GNU time (see bench/run.py):
+
+- compress gzip -6 vs ``pigz -6 -p 2`` and zstd -3 vs ``zstd -3 -T2`` on a
+  300 MB log, with output sizes (the comparison is at equal ratio);
+- 10,000 small files of 10-100 KB vs ``gzip``/``zstd`` under ``xargs -P 2``;
+- thumbnail fit 1024x1024 q85 on photos of 6-24 Mpx vs ``vipsthumbnail``
+  as 2 processes and a 2-process Pillow loop with ``Image.draft()``;
+- extract of a ZIP of those photos vs two ``bsdtar`` on disjoint halves of
+  the entries (and ``unzip -q``).
+
+A missing anchor tool skips its row with a message (``make bench-deps``
+installs them). Nothing asserts a time.
+
+    python bench/tasks.py [--photos 300] [--log-mb 300] [--small 10000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import best_of, engine_bin  # noqa: E402
+
+
+@dataclass
+class Row:
+    case: str
+    tool: str
+    items: int
+    mbytes: float
+    seconds: float
+    per_s: float
+    ratio: float | None
+    peak_rss_mib: float
+    note: str = ""
+
+
+WORDS = [
+    "GET",
+    "POST",
+    "PUT",
+    "/api/v1/users",
+    "/api/v1/orders",
+    "/static/app.js",
+    "200",
+    "201",
+    "304",
+    "404",
+    "500",
+    "user_id",
+    "session",
+    "latency_ms=12",
+    "latency_ms=87",
+    "cache=hit",
+    "cache=miss",
+    "upstream=10.0.3.17:8080",
+    "ua=Mozilla/5.0",
+    "region=eu-west-1",
+    "INFO",
+    "WARN",
+    "ERROR",
+]
+
+
+def log_bytes(rng: random.Random, size: int) -> bytes:
+    """Log-like text: timestamps, levels, paths, numbers; compresses about 5x."""
+    lines: list[str] = []
+    total = 0
+    t = 1_700_000_000
+    while total < size:
+        t += rng.randint(0, 3)
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
+        line = f"{t} req={rng.getrandbits(48):012x} {words} bytes={rng.randint(0, 99999)}\n"
+        lines.append(line)
+        total += len(line)
+    return "".join(lines).encode()[:size]
+
+
+def make_log(path: Path, mb: int) -> Path:
+    if path.exists() and path.stat().st_size == mb << 20:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    block = log_bytes(rng, 8 << 20)
+    with path.open("wb") as fh:
+        for i in range(mb // 8):
+            # Vary blocks a little so the compressor cannot match whole blocks.
+            fh.write(block[i % 97 :] + block[: i % 97])
+        fh.write(block[: (mb % 8) << 20])
+    return path
+
+
+def make_small(root: Path, count: int) -> Path:
+    marker = root / ".pravah-bench-done"
+    if marker.exists():
+        return root
+    rng = random.Random(11)
+    base = log_bytes(rng, 4 << 20)
+    for i in range(count):
+        d = root / f"d{i % 100:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(10_000, 100_000)
+        start = rng.randint(0, len(base) - size)
+        (d / f"f{i:05d}.log").write_bytes(base[start : start + size])
+    marker.write_text("ok")
+    return root
+
+
+def make_photos(root: Path, count: int) -> Path:
+    """Photos of 6-24 Mpx: noise over gradients, saved as JPEG q90 (realistic entropy)."""
+    from PIL import Image, ImageFilter
+
+    marker = root / ".pravah-bench-done"
+    if marker.exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(5)
+    sizes = [(3000, 2000), (4000, 3000), (5000, 3500), (6000, 4000)]
+    tiles = []
+    for w, h in sizes:
+        noise = Image.effect_noise((w // 4, h // 4), 40).filter(ImageFilter.GaussianBlur(1))
+        grad = Image.linear_gradient("L").resize((w // 4, h // 4))
+        rgb = Image.merge("RGB", (noise, grad, Image.blend(noise, grad, 0.5)))
+        tiles.append(rgb.resize((w, h), Image.Resampling.BILINEAR))
+    for i in range(count):
+        img = tiles[rng.randrange(len(tiles))]
+        if i % 2:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        img.save(root / f"IMG_{i:04d}.jpg", "JPEG", quality=90)
+    marker.write_text("ok")
+    return root
+
+
+PILLOW_LOOP = """
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+from PIL import Image
+
+def one(args):
+    src, out = args
+    with Image.open(src) as img:
+        img.draft("RGB", (1024, 1024))
+        img.thumbnail((1024, 1024))
+        img.save(out, "JPEG", quality=85)
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    files = sys.argv[2:]
+    with Pool(2) as pool:
+        pool.map(one, [(f, out / Path(f).name) for f in files], chunksize=4)
+"""
+
+
+def have(tool: str) -> bool:
+    if shutil.which(tool):
+        return True
+    print(f"  skipped: {tool} is not installed (make bench-deps installs it)")
+    return False
+
+
+def measure(
+    rows: list[Row],
+    case: str,
+    items: int,
+    mbytes: float,
+    runs: int,
+    entries: list[tuple[str, list[str] | str, str]],
+) -> None:
+    """Runs each (tool, command, note); the first row present is the anchor."""
+    anchor: float | None = None
+    for tool, cmd, note in entries:
+        secs, rss = best_of(cmd, runs)
+        rate = items / secs
+        ratio = None if anchor is None else round(rate / anchor, 2)
+        if anchor is None:
+            anchor = rate
+        rows.append(
+            Row(case, tool, items, mbytes, round(secs, 3), round(rate, 1), ratio, rss, note)
+        )
+        shown = "anchor" if ratio is None else f"{ratio:.2f}x"
+        print(
+            f"  {case:<14} {tool:<34} {secs:8.3f}s {rate:10.1f}/s {shown:>7} {rss:7.1f} MiB {note}"
+        )
+
+
+def size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--log-mb", type=int, default=300)
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--photos", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, help="compress small thumbnail extract")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("PRAVAH_BENCH_DIR", ROOT / "bench/out/data")),
+    )
+    args = parser.parse_args()
+    only = set(args.only or ["compress", "small", "thumbnail", "extract"])
+    engine = engine_bin()
+    rows: list[Row] = []
+    tmp = Path(tempfile.mkdtemp(prefix="pravah-bench-tasks-"))
+    try:
+        if "compress" in only:
+            log_dir = args.data / f"log-{args.log_mb}"
+            log = make_log(log_dir / "app.log", args.log_mb)
+            out = tmp / "compress"
+            out.mkdir()
+            for fmt, level, anchor_tool, anchor_cmd in [
+                ("gzip", 6, "pigz", f"pigz -6 -p 2 -c {log} > {out}/a.gz"),
+                ("zstd", 3, "zstd", f"zstd -q -3 -T2 -c {log} > {out}/a.zst"),
+            ]:
+                if not have(anchor_tool):
+                    continue
+                ours = [
+                    engine,
+                    "process",
+                    str(log_dir),
+                    "--task",
+                    "compress",
+                    "--option",
+                    f"format={fmt}",
+                    "--option",
+                    f"level={level}",
+                    "--option",
+                    "existing=overwrite",
+                    "--destination",
+                    str(out / "p"),
+                ]
+                measure(
+                    rows,
+                    f"compress {fmt}",
+                    args.log_mb,
+                    args.log_mb,
+                    args.runs,
+                    [
+                        (anchor_cmd.split(" -c")[0], anchor_cmd, ""),
+                        (f"pravah compress {fmt} -{level}", ours, ""),
+                    ],
+                )
+                ext = "gz" if fmt == "gzip" else "zst"
+                a = (out / f"a.{ext}").stat().st_size
+                p = (out / "p" / f"app.log.{ext}").stat().st_size
+                print(
+                    f"    output sizes: {anchor_tool} {a:,} bytes, pravah {p:,} bytes "
+                    f"(ratio {(args.log_mb << 20) / a:.2f} vs {(args.log_mb << 20) / p:.2f})"
+                )
+                rows[-1].note = f"out {p:,} B vs {a:,} B"
+
+        if "small" in only:
+            small = make_small(args.data / f"small-{args.small}", args.small)
+            mb = size_of(small) / 1e6
+            out = tmp / "small"
+            for fmt, tool, xargs in [
+                ("gzip", "gzip", "gzip -6 -k -f"),
+                ("zstd", "zstd", "zstd -q -3 -k -f"),
+            ]:
+                if not have(tool):
+                    continue
+                anchor_cmd = f"find {small} -name '*.log' -print0 | xargs -0 -P 2 -n 100 {xargs}"
+                ours = [
+                    engine,
+                    "process",
+                    str(small),
+                    "--task",
+                    "compress",
+                    "--option",
+                    f"format={fmt}",
+                    "--option",
+                    "existing=overwrite",
+                    "--include",
+                    "**/*.log",
+                    "--destination",
+                    str(out / fmt),
+                ]
+                measure(
+                    rows,
+                    f"small {fmt}",
+                    args.small,
+                    mb,
+                    args.runs,
+                    [
+                        (f"xargs -P 2 {tool}", anchor_cmd, ""),
+                        (f"pravah compress {fmt}", ours, ""),
+                    ],
+                )
+            for p in small.rglob("*.log.*"):
+                p.unlink()
+
+        photos = None
+        if "thumbnail" in only or "extract" in only:
+            photos = make_photos(args.data / f"photos-{args.photos}", args.photos)
+        if "thumbnail" in only and photos is not None:
+            files = sorted(str(p) for p in photos.glob("*.jpg"))
+            mb = size_of(photos) / 1e6
+            out = tmp / "thumbs"
+            for d in ("vips", "pillow", "pravah"):
+                (out / d).mkdir(parents=True)
+            entries: list[tuple[str, list[str] | str, str]] = []
+            half = len(files) // 2
+            if have("vipsthumbnail"):
+                vips = " ".join(
+                    f"vipsthumbnail -s 1024x1024 -o '{out}/vips/%s.jpg[Q=85]' {' '.join(part)} &"
+                    for part in (files[:half], files[half:])
+                )
+                entries.append(("vipsthumbnail x2 processes", vips + " wait", ""))
+            script = tmp / "pillow_loop.py"
+            script.write_text(PILLOW_LOOP)
+            entries.append(
+                (
+                    "Pillow draft() x2 processes",
+                    [sys.executable, str(script), str(out / "pillow"), *files],
+                    "",
+                )
+            )
+            entries.append(
+                (
+                    "pravah thumbnail",
+                    [
+                        engine,
+                        "process",
+                        str(photos),
+                        "--task",
+                        "thumbnail",
+                        "--option",
+                        "quality=85",
+                        "--option",
+                        "existing=overwrite",
+                        "--include",
+                        "*.jpg",
+                        "--destination",
+                        str(out / "pravah"),
+                    ],
+                    "",
+                )
+            )
+            measure(rows, "thumbnail", len(files), mb, args.runs, entries)
+            # Also the ratio against the Pillow loop (the fastest anchor).
+            pil = next(r for r in rows if r.tool.startswith("Pillow"))
+            ours_row = rows[-1]
+            ours_row.note = f"{ours_row.per_s / pil.per_s:.2f}x Pillow draft"
+            print(f"    pravah vs Pillow draft loop: {ours_row.per_s / pil.per_s:.2f}x")
+
+        if "extract" in only and photos is not None:
+            zdir = args.data / f"zip-{args.photos}"
+            archive = zdir / "photos.zip"
+            if not archive.exists():
+                zdir.mkdir(parents=True, exist_ok=True)
+                with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+                    for p in sorted(photos.glob("*.jpg")):
+                        z.write(p, f"photos/{p.name}")
+            names = zipfile.ZipFile(archive).namelist()
+            mb = archive.stat().st_size / 1e6
+            out = tmp / "extract"
+            lists = []
+            for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+                lst = tmp / f"half{i}.txt"
+                lst.write_text("\n".join(part) + "\n")
+                lists.append(lst)
+            entries = []
+            if have("bsdtar"):
+                (out / "bsd").mkdir(parents=True)
+                two = " ".join(f"bsdtar -x -f {archive} -C {out}/bsd -T {lst} &" for lst in lists)
+                entries.append(("bsdtar x2 (disjoint halves)", two + " wait", ""))
+            if have("unzip"):
+                entries.append(("unzip -q", f"unzip -q -o {archive} -d {out}/unzip", ""))
+            entries.append(
+                (
+                    "pravah extract",
+                    [
+                        engine,
+                        "process",
+                        str(zdir),
+                        "--task",
+                        "extract",
+                        "--option",
+                        "existing=overwrite",
+                        "--destination",
+                        str(out / "pravah"),
+                    ],
+                    "",
+                )
+            )
+            measure(rows, "extract zip", len(names), mb, args.runs, entries)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    target = ROOT / "bench/out/tasks.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    print(f"results written to {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,921 @@
+//! Tasks `compress` (gzip, zstd) and `decompress` (gzip, zstd, bzip2, xz).
+//!
+//! Memory is flat whatever the file size: the input is streamed through a
+//! 256 KiB buffer into the encoder, which writes into an [`AtomicFile`]
+//! (temp file, fsync, link or rename). Files of at least [`MT_THRESHOLD`]
+//! bytes use every core (`threads` option), so one big log is as fast as
+//! pigz or `zstd -T`, while many small files are spread over the pool: zstd
+//! runs its own worker threads; gzip is cut into [`GZIP_BLOCK`] blocks
+//! compressed in parallel as independent gzip members, concatenated in order
+//! (RFC 1952 multi-member, read by gzip, zcat and every gzip library; the
+//! ratio cost of restarting the dictionary every 4 MiB is under 0.1%).
+//! Memory then holds one window of `2 x threads` blocks and their outputs.
+//!
+//! Removing the original (`keep_original: false`) happens only after the
+//! output is published and synced, the output has been decompressed again
+//! and its length and xxh3 checksum match what was read, and the input's
+//! size and mtime are unchanged since it was opened. A file that changes
+//! while it is read fails and its temp output is dropped.
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
+use crate::output::{existing_schema, output_for, AtomicFile, Committed, Existing};
+use crate::results::{FailureKind, FileFailure};
+
+/// Files at least this big are compressed by zstd's worker threads.
+pub const MT_THRESHOLD: u64 = 32 * 1024 * 1024;
+const BUF: usize = 256 * 1024;
+/// Input per gzip member when a big file is gzipped on several threads.
+pub const GZIP_BLOCK: usize = 4 * 1024 * 1024;
+
+/// Extensions of files that are already compressed (or compressed media).
+const COMPRESSED_EXT: &[&str] = &[
+    "gz", "tgz", "zst", "zstd", "bz2", "xz", "txz", "lz4", "lzma", "zip", "7z", "rar", "br", "jpg",
+    "jpeg", "png", "gif", "webp", "mp3", "mp4", "mkv", "avif", "heic", "parquet",
+];
+
+pub const COMPRESS: TaskInfo = TaskInfo {
+    name: "compress",
+    version: "1",
+    description:
+        "Compresses each file with gzip or zstd, next to it or mirrored under the destination.",
+    options_schema: compress_schema,
+    result_schema: compress_result_schema,
+    writes_files: true,
+    build: build_compress,
+};
+
+pub const DECOMPRESS: TaskInfo = TaskInfo {
+    name: "decompress",
+    version: "1",
+    description:
+        "Decompresses gzip, zstd, bzip2 and xz files, next to them or under the destination.",
+    options_schema: decompress_schema,
+    result_schema: compress_result_schema,
+    writes_files: true,
+    build: build_decompress,
+};
+
+fn compress_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "compress options",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "format": {"description": "Compression format.", "enum": ["gzip", "zstd"], "default": "gzip"},
+            "level": {"description": "Level: gzip 1-9 (default 6), zstd 1-19 (default 3).",
+                      "type": "integer", "minimum": 1, "maximum": 19},
+            "threads": {"description": "zstd worker threads for files of 32 MiB and more; 0 means one per core.",
+                        "type": "integer", "minimum": 0, "maximum": 256, "default": 0},
+            "keep_original": {"description": "Keep the original; when false it is removed only after the output is synced and verified.",
+                              "type": "boolean", "default": true},
+            "existing": existing_schema(),
+            "force": {"description": "Also compress files that are already compressed (by extension or magic bytes).",
+                      "type": "boolean", "default": false}
+        }
+    })
+}
+
+fn decompress_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "decompress options",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "keep_original": {"description": "Keep the compressed original.", "type": "boolean", "default": true},
+            "existing": existing_schema(),
+            "max_output_bytes": {"description": "Most bytes one file may decompress to (bomb protection).",
+                                 "type": "integer", "minimum": 1, "default": 1099511627776u64}
+        }
+    })
+}
+
+fn compress_result_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "output": {"type": "string", "description": "Output path relative to the destination (or the source root)."},
+            "format": {"type": "string"},
+            "bytes_out": {"type": "integer"},
+            "removed_original": {"type": "boolean"},
+            "skipped": {"type": "string", "description": "Why the file was left alone."}
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+}
+
+impl Format {
+    fn ext(self) -> &'static str {
+        match self {
+            Format::Gzip => "gz",
+            Format::Zstd => "zst",
+            Format::Bzip2 => "bz2",
+            Format::Xz => "xz",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Gzip => "gzip",
+            Format::Zstd => "zstd",
+            Format::Bzip2 => "bzip2",
+            Format::Xz => "xz",
+        }
+    }
+
+    /// Recognises a compressed stream by its first bytes.
+    pub fn sniff(head: &[u8]) -> Option<Format> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Format::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Format::Zstd)
+        } else if head.starts_with(b"BZh") {
+            Some(Format::Bzip2)
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Some(Format::Xz)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct CompressOptions {
+    format: Format,
+    level: Option<u32>,
+    threads: u32,
+    keep_original: Option<bool>,
+    existing: Existing,
+    force: bool,
+}
+
+#[derive(Debug)]
+pub struct Compress {
+    format: Format,
+    level: u32,
+    threads: u32,
+    keep_original: bool,
+    existing: Existing,
+    force: bool,
+}
+
+fn build_compress(options_json: &str) -> Result<Arc<dyn Task>, String> {
+    Ok(Arc::new(Compress::from_json(options_json)?))
+}
+
+impl Compress {
+    pub fn from_json(options_json: &str) -> Result<Self, String> {
+        let o: CompressOptions = parse_options(options_json)?;
+        let (default, max) = match o.format {
+            Format::Gzip => (6, 9),
+            Format::Zstd => (3, 19),
+            _ => return Err("format must be \"gzip\" or \"zstd\"".into()),
+        };
+        let level = o.level.unwrap_or(default);
+        if !(1..=max).contains(&level) {
+            return Err(format!(
+                "level {level} is out of range for {}: use 1-{max}",
+                o.format.name()
+            ));
+        }
+        let threads = if o.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        } else {
+            o.threads
+        };
+        Ok(Compress {
+            format: o.format,
+            level,
+            threads,
+            keep_original: o.keep_original.unwrap_or(true),
+            existing: o.existing,
+            force: o.force,
+        })
+    }
+}
+
+/// The input as opened: the file plus what identifies its version.
+struct Input {
+    file: File,
+    len: u64,
+    mtime: Option<std::time::SystemTime>,
+}
+
+fn open_input(path: &Path) -> Result<Input, FileFailure> {
+    let file = crate::sandbox::open_regular(path)
+        .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| FileFailure::from_io(&e, "reading the file's metadata"))?;
+    if !meta.is_file() {
+        return Err(FileFailure::new(
+            FailureKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    Ok(Input {
+        file,
+        len: meta.len(),
+        mtime: meta.modified().ok(),
+    })
+}
+
+/// Fails when the file at `path` is no longer the version that was read.
+fn check_unchanged(path: &Path, input: &Input, read: u64) -> Result<(), FileFailure> {
+    let changed = FileFailure::new(
+        FailureKind::Io,
+        "the file changed while it was processed; its output was discarded and the original left as it is",
+    );
+    if read != input.len {
+        return Err(changed);
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == input.len && m.modified().ok() == input.mtime => Ok(()),
+        Ok(_) => Err(changed),
+        Err(e) => Err(FileFailure::from_io(
+            &e,
+            "checking the file after processing",
+        )),
+    }
+}
+
+/// Copies `from` into `to`, hashing what was read; returns (bytes, xxh3).
+fn pump(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    limit: Option<u64>,
+) -> Result<(u64, u64), PumpError> {
+    let mut buf = vec![0u8; BUF];
+    let mut hasher = Xxh3::new();
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        total += n as u64;
+        if let Some(max) = limit {
+            if total > max {
+                return Err(PumpError::Limit(max));
+            }
+        }
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(PumpError::Write)?;
+    }
+    Ok((total, hasher.digest()))
+}
+
+/// Gzips `from` into `to` as one gzip member per [`GZIP_BLOCK`] of input,
+/// `2 x threads` blocks at a time compressed on the rayon pool and written in
+/// order; returns (bytes read, xxh3 of them). Terminates when a read returns
+/// nothing; a panic in a block propagates to the caller's batch job.
+fn gzip_parallel(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    level: u32,
+    threads: usize,
+) -> Result<(u64, u64), PumpError> {
+    use rayon::prelude::*;
+    let window = threads.max(1) * 2;
+    let mut hasher = Xxh3::new();
+    let mut total = 0u64;
+    let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(window);
+    let mut eof = false;
+    while !eof {
+        blocks.clear();
+        while blocks.len() < window {
+            let mut block = Vec::with_capacity(GZIP_BLOCK);
+            let n = from
+                .take(GZIP_BLOCK as u64)
+                .read_to_end(&mut block)
+                .map_err(PumpError::Read)?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            hasher.update(&block);
+            total += n as u64;
+            blocks.push(block);
+            if n < GZIP_BLOCK {
+                eof = true;
+                break;
+            }
+        }
+        let outs: Vec<std::io::Result<Vec<u8>>> = blocks
+            .par_iter()
+            .map(|block| {
+                let out = Vec::with_capacity(block.len() / 3 + 64);
+                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
+                enc.write_all(block)?;
+                enc.finish()
+            })
+            .collect();
+        for out in outs {
+            to.write_all(&out.map_err(PumpError::Write)?)
+                .map_err(PumpError::Write)?;
+        }
+    }
+    if total == 0 {
+        // An empty file still gets one (empty) member.
+        let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        to.write_all(&enc.finish().map_err(PumpError::Write)?)
+            .map_err(PumpError::Write)?;
+    }
+    Ok((total, hasher.digest()))
+}
+
+enum PumpError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+    Limit(u64),
+}
+
+fn rel_path(rel: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(rel))
+}
+
+fn ext_of(path: &Path) -> String {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn skipped(reason: &str) -> Result<String, FileFailure> {
+    Ok(json!({ "skipped": reason }).to_string())
+}
+
+/// Decompresses `path` as `format` and returns (bytes, xxh3) of the content.
+fn digest_decompressed(path: &Path, format: Format) -> std::io::Result<(u64, u64)> {
+    let file = BufReader::with_capacity(BUF, File::open(path)?);
+    let mut sink = std::io::sink();
+    let mut reader = decoder(format, file)?;
+    match pump(&mut reader, &mut sink, None) {
+        Ok(v) => Ok(v),
+        Err(PumpError::Read(e)) | Err(PumpError::Write(e)) => Err(e),
+        Err(PumpError::Limit(_)) => unreachable!("no limit"),
+    }
+}
+
+fn decoder<'a, R: std::io::BufRead + 'a>(
+    format: Format,
+    r: R,
+) -> std::io::Result<Box<dyn Read + 'a>> {
+    Ok(match format {
+        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        Format::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
+    })
+}
+
+/// Removes the original after its output (at `output`) was verified; the
+/// output's name is made durable first.
+fn remove_original(path: &Path, input: &Input, output: &Path) -> Result<(), FileFailure> {
+    crate::output::sync_dir(output)?;
+    check_unchanged(path, input, input.len)?;
+    std::fs::remove_file(path).map_err(|e| {
+        crate::output::write_failure(&e, "removing the original (the output was kept)")
+    })
+}
+
+impl Compress {
+    fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
+        let rel = rel_path(ctx.rel);
+        if !self.force {
+            let mut head = [0u8; 6];
+            let n = (&input.file).read(&mut head).unwrap_or(0);
+            use std::io::Seek;
+            (&input.file)
+                .seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
+            if COMPRESSED_EXT.contains(&ext_of(rel).as_str()) || Format::sniff(&head[..n]).is_some()
+            {
+                return skipped("already compressed (set force to compress anyway)");
+            }
+        }
+        let ext = self.format.ext();
+        let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
+            let mut n = name.to_os_string();
+            n.push(".");
+            n.push(ext);
+            n
+        })?;
+        if self.existing != Existing::Overwrite && out_path.exists() {
+            if self.existing == Existing::Skip {
+                return skipped("output exists");
+            }
+            return Err(crate::output::exists_failure(&out_path));
+        }
+        let mut out = AtomicFile::create(&out_path)?;
+        let mut reader = BufReader::with_capacity(BUF, &input.file);
+        let pumped = {
+            let w = BufWriter::with_capacity(BUF, out.file());
+            match self.format {
+                Format::Gzip if input.len >= MT_THRESHOLD && self.threads > 1 => {
+                    let mut w = w;
+                    let r = gzip_parallel(&mut reader, &mut w, self.level, self.threads as usize);
+                    r.and_then(|v| w.flush().map(|()| v).map_err(PumpError::Write))
+                }
+                Format::Gzip => {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(w, flate2::Compression::new(self.level));
+                    let r = pump(&mut reader, &mut enc, None);
+                    r.and_then(|v| {
+                        enc.finish()
+                            .and_then(|mut w| w.flush())
+                            .map_err(PumpError::Write)?;
+                        Ok(v)
+                    })
+                }
+                _ => (|| {
+                    let mut enc = zstd::stream::write::Encoder::new(w, self.level as i32)
+                        .map_err(PumpError::Write)?;
+                    if input.len >= MT_THRESHOLD && self.threads > 1 {
+                        enc.multithread(self.threads).map_err(PumpError::Write)?;
+                    }
+                    let _ = enc.set_pledged_src_size(Some(input.len));
+                    let r = pump(&mut reader, &mut enc, None);
+                    r.and_then(|v| {
+                        enc.finish()
+                            .and_then(|mut w| w.flush())
+                            .map_err(PumpError::Write)?;
+                        Ok(v)
+                    })
+                })(),
+            }
+        };
+        let (read, digest) = match pumped {
+            Ok(v) => v,
+            Err(PumpError::Read(e)) => return Err(FileFailure::from_io(&e, "reading the file")),
+            Err(PumpError::Write(e)) => {
+                return Err(crate::output::write_failure(&e, "writing the output"))
+            }
+            Err(PumpError::Limit(_)) => unreachable!("no limit"),
+        };
+        check_unchanged(ctx.path, input, read)?;
+        if out.commit(self.existing)? == Committed::Skipped {
+            return skipped("output exists");
+        }
+        let bytes_out = std::fs::metadata(&out_path).map_or(0, |m| m.len());
+        let mut removed = false;
+        if !self.keep_original {
+            let verified = digest_decompressed(&out_path, self.format);
+            match verified {
+                Ok((n, d)) if n == read && d == digest => {}
+                _ => return Err(FileFailure::new(
+                    FailureKind::Internal,
+                    "the output did not decompress to the original bytes; the original was kept",
+                )),
+            }
+            remove_original(ctx.path, input, &out_path)?;
+            removed = true;
+        }
+        Ok(json!({
+            "output": out_rel.to_string_lossy(),
+            "format": self.format.name(),
+            "bytes_out": bytes_out,
+            "removed_original": removed,
+        })
+        .to_string())
+    }
+}
+
+/// Counts for summaries of compress and decompress.
+fn account_output(
+    agg: &mut Aggregate,
+    rel: &[u8],
+    size: u64,
+    result: &Result<String, FileFailure>,
+) {
+    agg.files += 1;
+    match result {
+        Err(_) => agg.failed += 1,
+        Ok(json) => {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            if v.get("skipped").is_some() {
+                agg.count("skipped", 1);
+            } else {
+                agg.count("written", 1);
+                agg.count("bytes_in", size);
+                agg.count("bytes_out", v["bytes_out"].as_u64().unwrap_or(0));
+                if v["removed_original"] == true {
+                    agg.count("removed_originals", 1);
+                }
+            }
+        }
+    }
+    let _ = rel;
+}
+
+fn summarize_output(agg: &Aggregate) -> serde_json::Value {
+    let c = |k: &str| agg.counters.get(k).copied().unwrap_or(0);
+    let (bin, bout) = (c("bytes_in"), c("bytes_out"));
+    json!({
+        "files": agg.files,
+        "failed": agg.failed,
+        "written": c("written"),
+        "skipped": c("skipped"),
+        "removed_originals": c("removed_originals"),
+        "bytes_in": bin,
+        "bytes_out": bout,
+        "ratio": if bout > 0 { (bin as f64 / bout as f64 * 1000.0).round() / 1000.0 } else { 0.0 },
+    })
+}
+
+impl Task for Compress {
+    fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
+        let input = match open_input(ctx.path) {
+            Ok(i) => i,
+            Err(f) => {
+                return FileOutcome {
+                    size: ctx.known_size.unwrap_or(0),
+                    result: Err(f),
+                }
+            }
+        };
+        FileOutcome {
+            size: input.len,
+            result: self.run(ctx, &input),
+        }
+    }
+
+    fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {
+        account_output(agg, rel, size, r)
+    }
+
+    fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
+        summarize_output(agg)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DecompressOptions {
+    keep_original: bool,
+    existing: Existing,
+    max_output_bytes: u64,
+}
+
+impl Default for DecompressOptions {
+    fn default() -> Self {
+        DecompressOptions {
+            keep_original: true,
+            existing: Existing::Skip,
+            max_output_bytes: 1 << 40,
+        }
+    }
+}
+
+pub struct Decompress {
+    o: DecompressOptions,
+}
+
+fn build_decompress(options_json: &str) -> Result<Arc<dyn Task>, String> {
+    let o: DecompressOptions = parse_options(options_json)?;
+    if o.max_output_bytes == 0 {
+        return Err("max_output_bytes must be at least 1".into());
+    }
+    Ok(Arc::new(Decompress { o }))
+}
+
+impl Decompress {
+    fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
+        let rel = rel_path(ctx.rel);
+        let mut reader = BufReader::with_capacity(BUF, &input.file);
+        let head = std::io::BufRead::fill_buf(&mut reader)
+            .map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
+        let Some(format) = Format::sniff(head) else {
+            return Err(FileFailure::new(
+                FailureKind::InvalidData,
+                "not a gzip, zstd, bzip2 or xz file",
+            ));
+        };
+        let ext = ext_of(rel);
+        let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
+            let p = Path::new(name);
+            let stem = p.file_stem().unwrap_or(name).to_os_string();
+            match ext.as_str() {
+                "tgz" | "txz" => {
+                    let mut s = stem;
+                    s.push(".tar");
+                    s
+                }
+                "gz" | "zst" | "zstd" | "bz2" | "xz" => stem,
+                _ => {
+                    let mut s = name.to_os_string();
+                    s.push(".out");
+                    s
+                }
+            }
+        })?;
+        if self.o.existing != Existing::Overwrite && out_path.exists() {
+            if self.o.existing == Existing::Skip {
+                return skipped("output exists");
+            }
+            return Err(crate::output::exists_failure(&out_path));
+        }
+        let mut out = AtomicFile::create(&out_path)?;
+        let pumped = {
+            let mut w = BufWriter::with_capacity(BUF, out.file());
+            let mut dec = decoder(format, &mut reader)
+                .map_err(|e| FileFailure::new(FailureKind::InvalidData, e.to_string()))?;
+            let r = pump(&mut dec, &mut w, Some(self.o.max_output_bytes));
+            r.and_then(|v| w.flush().map(|()| v).map_err(PumpError::Write))
+        };
+        let (written, _) = match pumped {
+            Ok(v) => v,
+            Err(PumpError::Read(e)) => {
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    format!(
+                        "corrupt or truncated {} data: {e}; nothing was written",
+                        format.name()
+                    ),
+                ))
+            }
+            Err(PumpError::Write(e)) => {
+                return Err(crate::output::write_failure(&e, "writing the output"))
+            }
+            Err(PumpError::Limit(max)) => {
+                return Err(FileFailure::new(
+                    FailureKind::LimitExceeded,
+                    format!("decompresses to more than max_output_bytes ({max} bytes); raise it if the file is genuine"),
+                ))
+            }
+        };
+        if out.commit(self.o.existing)? == Committed::Skipped {
+            return skipped("output exists");
+        }
+        let mut removed = false;
+        if !self.o.keep_original {
+            remove_original(ctx.path, input, &out_path)?;
+            removed = true;
+        }
+        Ok(json!({
+            "output": out_rel.to_string_lossy(),
+            "format": format.name(),
+            "bytes_out": written,
+            "removed_original": removed,
+        })
+        .to_string())
+    }
+}
+
+impl Task for Decompress {
+    fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
+        let input = match open_input(ctx.path) {
+            Ok(i) => i,
+            Err(f) => {
+                return FileOutcome {
+                    size: ctx.known_size.unwrap_or(0),
+                    result: Err(f),
+                }
+            }
+        };
+        FileOutcome {
+            size: input.len,
+            result: self.run(ctx, &input),
+        }
+    }
+
+    fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {
+        account_output(agg, rel, size, r)
+    }
+
+    fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
+        summarize_output(agg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(task: &dyn Task, root: &Path, rel: &str, dest: Option<&Path>) -> FileOutcome {
+        task.process(&FileCtx {
+            path: &root.join(rel),
+            rel: rel.as_bytes(),
+            known_size: None,
+            destination: dest,
+        })
+    }
+
+    fn sample() -> Vec<u8> {
+        (0..200_000u32)
+            .flat_map(|i| format!("line {i} level=info\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn gzip_and_zstd_round_trip_through_decompress() {
+        for format in ["gzip", "zstd"] {
+            let src = tempfile::tempdir().unwrap();
+            let dest = tempfile::tempdir().unwrap();
+            let dest = dest.path().canonicalize().unwrap();
+            std::fs::create_dir(src.path().join("logs")).unwrap();
+            std::fs::write(src.path().join("logs/a.log"), sample()).unwrap();
+            let task = Compress::from_json(&format!(r#"{{"format":"{format}"}}"#)).unwrap();
+            let out = run(&task, src.path(), "logs/a.log", Some(&dest));
+            let v: serde_json::Value = serde_json::from_str(&out.result.unwrap()).unwrap();
+            let ext = if format == "gzip" { "gz" } else { "zst" };
+            assert_eq!(v["output"], format!("logs/a.log.{ext}"));
+            assert!(v["bytes_out"].as_u64().unwrap() < sample().len() as u64 / 4);
+            // Back again, into a second destination.
+            let back = tempfile::tempdir().unwrap();
+            let back = back.path().canonicalize().unwrap();
+            let rel = format!("logs/a.log.{ext}");
+            let out = run(
+                build_decompress("").unwrap().as_ref(),
+                &dest,
+                &rel,
+                Some(&back),
+            );
+            out.result.unwrap();
+            assert_eq!(std::fs::read(back.join("logs/a.log")).unwrap(), sample());
+        }
+    }
+
+    #[test]
+    fn remove_original_only_after_verified_output_next_to_input() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.log"), sample()).unwrap();
+        let task = Compress::from_json(r#"{"keep_original":false,"format":"zstd"}"#).unwrap();
+        let out = run(&task, src.path(), "a.log", None);
+        let v: serde_json::Value = serde_json::from_str(&out.result.unwrap()).unwrap();
+        assert_eq!(v["removed_original"], true);
+        assert!(!src.path().join("a.log").exists());
+        let data = zstd::decode_all(File::open(src.path().join("a.log.zst")).unwrap()).unwrap();
+        assert_eq!(data, sample());
+    }
+
+    #[test]
+    fn already_compressed_and_existing_output_are_skipped() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("x.gz"), b"\x1f\x8bxxxx").unwrap();
+        std::fs::write(src.path().join("noext"), b"\x28\xb5\x2f\xfdxx").unwrap();
+        std::fs::write(src.path().join("b.txt"), b"hello").unwrap();
+        std::fs::write(src.path().join("b.txt.gz"), b"old").unwrap();
+        let task = Compress::from_json("").unwrap();
+        for rel in ["x.gz", "noext", "b.txt"] {
+            let r = run(&task, src.path(), rel, None).result.unwrap();
+            assert!(r.contains("skipped"), "{rel}: {r}");
+        }
+        assert_eq!(std::fs::read(src.path().join("b.txt.gz")).unwrap(), b"old");
+        let fail = Compress::from_json(r#"{"existing":"fail"}"#).unwrap();
+        assert!(run(&fail, src.path(), "b.txt", None).result.is_err());
+        let over = Compress::from_json(r#"{"existing":"overwrite"}"#).unwrap();
+        run(&over, src.path(), "b.txt", None).result.unwrap();
+        assert_ne!(std::fs::read(src.path().join("b.txt.gz")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn bad_levels_and_unknown_options_are_refused() {
+        assert!(Compress::from_json(r#"{"level":10}"#)
+            .unwrap_err()
+            .contains("1-9"));
+        assert!(Compress::from_json(r#"{"format":"zstd","level":19}"#).is_ok());
+        assert!(Compress::from_json(r#"{"format":"xz"}"#).is_err());
+        assert!(Compress::from_json(r#"{"lvl":1}"#).is_err());
+    }
+
+    #[test]
+    fn truncated_gzip_fails_and_leaves_no_output() {
+        let src = tempfile::tempdir().unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        enc.write_all(&sample()).unwrap();
+        let gz = enc.finish().unwrap();
+        std::fs::write(src.path().join("t.log.gz"), &gz[..gz.len() / 2]).unwrap();
+        let task = build_decompress(r#"{"keep_original":false}"#).unwrap();
+        let err = run(task.as_ref(), src.path(), "t.log.gz", None)
+            .result
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData, "{}", err.message);
+        let names: Vec<_> = std::fs::read_dir(src.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "only the original remains");
+    }
+
+    #[test]
+    fn decompress_bomb_is_bounded_and_bzip2_xz_decode() {
+        let src = tempfile::tempdir().unwrap();
+        let zeros = vec![0u8; 10 << 20];
+        std::fs::write(
+            src.path().join("z.zst"),
+            zstd::encode_all(&zeros[..], 19).unwrap(),
+        )
+        .unwrap();
+        let task = build_decompress(r#"{"max_output_bytes":1048576}"#).unwrap();
+        let err = run(task.as_ref(), src.path(), "z.zst", None)
+            .result
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded);
+        assert!(!src.path().join("z").exists());
+
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        bz.write_all(b"bzip2 data").unwrap();
+        std::fs::write(src.path().join("a.bz2"), bz.finish().unwrap()).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(b"xz data").unwrap();
+        std::fs::write(src.path().join("b.xz"), xz.finish().unwrap()).unwrap();
+        let task = build_decompress("").unwrap();
+        run(task.as_ref(), src.path(), "a.bz2", None)
+            .result
+            .unwrap();
+        run(task.as_ref(), src.path(), "b.xz", None).result.unwrap();
+        assert_eq!(std::fs::read(src.path().join("a")).unwrap(), b"bzip2 data");
+        assert_eq!(std::fs::read(src.path().join("b")).unwrap(), b"xz data");
+    }
+
+    #[test]
+    fn parallel_gzip_members_decode_to_the_input_as_sequential_gzip() {
+        // 2.5 blocks, so members are full, full and partial.
+        let data: Vec<u8> = sample()
+            .into_iter()
+            .cycle()
+            .take(GZIP_BLOCK * 5 / 2)
+            .collect();
+        let mut parallel = Vec::new();
+        let (n, digest) = match gzip_parallel(&mut &data[..], &mut parallel, 6, 2) {
+            Ok(v) => v,
+            Err(_) => panic!("gzip_parallel failed"),
+        };
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(digest, xxhash_rust::xxh3::xxh3_64(&data));
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&parallel[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        let mut single = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        single.write_all(&data).unwrap();
+        let single = single.finish().unwrap();
+        // Equal ratio within 1%.
+        assert!((parallel.len() as f64) < single.len() as f64 * 1.01);
+    }
+
+    #[test]
+    fn file_changed_while_read_is_refused_and_kept() {
+        let src = tempfile::tempdir().unwrap();
+        let path = src.path().join("grow.log");
+        std::fs::write(&path, sample()).unwrap();
+        let input = open_input(&path).unwrap();
+        // A writer appends after the file was opened (as a live log does).
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"one more line\n").unwrap();
+        let err = check_unchanged(&path, &input, input.len).unwrap_err();
+        assert!(
+            err.message.contains("changed while it was processed"),
+            "{}",
+            err.message
+        );
+        // remove_original re-checks, so the grown original is never removed.
+        assert!(remove_original(&path, &input, &path).is_err());
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn unwritable_destination_and_vanished_file_fail_per_file() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.log"), sample()).unwrap();
+        let task = Compress::from_json(r#"{"keep_original":false}"#).unwrap();
+        let err = run(&task, src.path(), "gone.log", None).result.unwrap_err();
+        assert_eq!(err.kind, FailureKind::NotFound);
+        // /proc is never writable, even as root.
+        let err = run(&task, src.path(), "a.log", Some(Path::new("/proc/pravah")))
+            .result
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.kind,
+                FailureKind::PermissionDenied | FailureKind::Io | FailureKind::NotFound
+            ),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(src.path().join("a.log")).unwrap(), sample());
+    }
+}

@@ -1,0 +1,493 @@
+//! Task `convert`: CSV to JSON Lines, CSV to Parquet and JSON Lines to CSV,
+//! streamed (flat memory), written atomically under the destination.
+//!
+//! CSV to JSONL: the header row names the keys; with `infer_types` values
+//! that parse as integers, floats or booleans become JSON numbers and
+//! booleans, empty fields null. JSONL to CSV reads the file twice: once for
+//! the union of keys (in order of first appearance), once to write rows, so
+//! memory holds only the column names. Nested values are written as JSON.
+//!
+//! CSV to Parquet: column types are inferred by `arrow-csv` from the first
+//! `sample_rows` records (integers, floats, booleans, dates, else strings),
+//! and the `types` option overrides any column. The file is then read again
+//! in batches of 8,192 rows and written with row groups of at most 65,536
+//! rows, so memory is bounded by one row group whatever the file size. Only
+//! the arrow crates the reader and writer need are compiled (no compute
+//! kernels).
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
+use crate::output::{existing_schema, output_for, write_failure, AtomicFile, Committed, Existing};
+use crate::results::{FailureKind, FileFailure};
+
+pub const INFO: TaskInfo = TaskInfo {
+    name: "convert",
+    version: "1",
+    description:
+        "Converts CSV to JSON Lines or Parquet (types inferred, overridable) and JSON Lines to CSV.",
+    options_schema,
+    result_schema,
+    writes_files: true,
+    build,
+};
+
+fn options_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "convert options",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "to": {"description": "Output format; the input format comes from the extension (.csv/.tsv or .jsonl/.ndjson).",
+                   "enum": ["jsonl", "csv", "parquet"], "default": "jsonl"},
+            "types": {"description": "CSV to Parquet: column name -> type, overriding the inferred one.",
+                      "type": "object",
+                      "additionalProperties": {"enum": ["string", "int64", "float64", "boolean"]},
+                      "default": {}},
+            "sample_rows": {"description": "CSV to Parquet: records read to infer column types.",
+                            "type": "integer", "minimum": 1, "maximum": 1000000, "default": 1000},
+            "compression": {"description": "Parquet compression.", "enum": ["snappy", "zstd", "none"], "default": "snappy"},
+            "delimiter": {"description": "CSV delimiter (input or output).", "enum": [",", ";", "\t", "|"], "default": ","},
+            "infer_types": {"description": "CSV to JSONL: numbers, booleans and empty fields become JSON numbers, booleans and null.",
+                            "type": "boolean", "default": false},
+            "existing": existing_schema()
+        }
+    })
+}
+
+fn result_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"output": {"type": "string"}, "rows": {"type": "integer"}, "skipped": {"type": "string"}}
+    })
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum To {
+    #[default]
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ColumnType {
+    String,
+    Int64,
+    Float64,
+    Boolean,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Compression {
+    #[default]
+    Snappy,
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    to: To,
+    delimiter: String,
+    infer_types: bool,
+    existing: Existing,
+    types: std::collections::BTreeMap<String, ColumnType>,
+    sample_rows: usize,
+    compression: Compression,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            to: To::Jsonl,
+            delimiter: ",".into(),
+            infer_types: false,
+            existing: Existing::Skip,
+            types: Default::default(),
+            sample_rows: 1000,
+            compression: Compression::Snappy,
+        }
+    }
+}
+
+struct Convert {
+    o: Options,
+    delimiter: u8,
+}
+
+fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
+    let o: Options = parse_options(options_json)?;
+    let delimiter = match o.delimiter.as_str() {
+        "," => b',',
+        ";" => b';',
+        "\t" => b'\t',
+        "|" => b'|',
+        other => return Err(format!("delimiter {other:?} is not one of , ; tab |")),
+    };
+    if o.sample_rows == 0 {
+        return Err("sample_rows must be at least 1".into());
+    }
+    Ok(Arc::new(Convert { o, delimiter }))
+}
+
+fn infer(s: &str) -> Value {
+    if s.is_empty() {
+        return Value::Null;
+    }
+    if let Ok(i) = s.parse::<i64>() {
+        return json!(i);
+    }
+    if let Ok(f) = s.parse::<f64>() {
+        if f.is_finite() {
+            return json!(f);
+        }
+    }
+    match s {
+        "true" | "TRUE" | "True" => json!(true),
+        "false" | "FALSE" | "False" => json!(false),
+        _ => Value::String(s.to_owned()),
+    }
+}
+
+fn bad(msg: impl std::fmt::Display) -> FileFailure {
+    FileFailure::new(FailureKind::InvalidData, msg.to_string())
+}
+
+impl Convert {
+    fn csv_to_jsonl(&self, path: &Path, w: &mut impl Write) -> Result<u64, FileFailure> {
+        let file = crate::sandbox::open_regular(path)
+            .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+        let mut r = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .flexible(false)
+            .from_reader(file);
+        let headers = r
+            .headers()
+            .map_err(|e| bad(format!("bad CSV header: {e}")))?
+            .clone();
+        let mut rows = 0u64;
+        let mut record = csv::StringRecord::new();
+        let mut line = Vec::with_capacity(1024);
+        while r
+            .read_record(&mut record)
+            .map_err(|e| bad(format!("bad CSV at row {}: {e}", rows + 2)))?
+        {
+            let mut obj = serde_json::Map::with_capacity(headers.len());
+            for (k, v) in headers.iter().zip(record.iter()) {
+                let v = if self.o.infer_types {
+                    infer(v)
+                } else {
+                    Value::String(v.to_owned())
+                };
+                obj.insert(k.to_owned(), v);
+            }
+            line.clear();
+            serde_json::to_writer(&mut line, &obj).map_err(bad)?;
+            line.push(b'\n');
+            w.write_all(&line)
+                .map_err(|e| write_failure(&e, "writing the output"))?;
+            rows += 1;
+        }
+        Ok(rows)
+    }
+
+    fn csv_to_parquet(&self, path: &Path, out: &mut File) -> Result<u64, FileFailure> {
+        use arrow_schema::{DataType, Field, Schema};
+        let open = || -> Result<BufReader<File>, FileFailure> {
+            let f = crate::sandbox::open_regular(path)
+                .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+            Ok(BufReader::with_capacity(256 * 1024, f))
+        };
+        let format = arrow_csv::reader::Format::default()
+            .with_header(true)
+            .with_delimiter(self.delimiter);
+        let (inferred, _) = format
+            .infer_schema(open()?, Some(self.o.sample_rows))
+            .map_err(|e| bad(format!("cannot read the CSV: {e}")))?;
+        for name in self.o.types.keys() {
+            if inferred.field_with_name(name).is_err() {
+                return Err(bad(format!(
+                    "option types names column {name:?}, which the header does not have"
+                )));
+            }
+        }
+        let fields: Vec<Field> = inferred
+            .fields()
+            .iter()
+            .map(|f| {
+                let dt = match self.o.types.get(f.name()) {
+                    Some(ColumnType::String) => DataType::Utf8,
+                    Some(ColumnType::Int64) => DataType::Int64,
+                    Some(ColumnType::Float64) => DataType::Float64,
+                    Some(ColumnType::Boolean) => DataType::Boolean,
+                    None => f.data_type().clone(),
+                };
+                Field::new(f.name(), dt, true)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let reader = arrow_csv::ReaderBuilder::new(schema.clone())
+            .with_format(format)
+            .with_batch_size(8192)
+            .build(open()?)
+            .map_err(|e| bad(format!("cannot read the CSV: {e}")))?;
+        let compression = match self.o.compression {
+            Compression::Snappy => parquet::basic::Compression::SNAPPY,
+            Compression::Zstd => parquet::basic::Compression::ZSTD(Default::default()),
+            Compression::None => parquet::basic::Compression::UNCOMPRESSED,
+        };
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(65_536))
+            .build();
+        let werr = |e: parquet::errors::ParquetError| match e {
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<std::io::Error>() {
+                    Ok(io) => write_failure(&io, "writing the output"),
+                    Err(other) => bad(other),
+                }
+            }
+            other => bad(format!("writing Parquet: {other}")),
+        };
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(out, schema, Some(props)).map_err(werr)?;
+        let mut rows = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|e| {
+                bad(format!(
+                    "CSV record after row {rows} does not fit the column types: {e}; set the column's type with the types option"
+                ))
+            })?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(werr)?;
+        }
+        writer.close().map_err(werr)?;
+        Ok(rows)
+    }
+
+    fn jsonl_to_csv(&self, path: &Path, w: &mut impl Write) -> Result<u64, FileFailure> {
+        let open = || -> Result<BufReader<File>, FileFailure> {
+            let f = crate::sandbox::open_regular(path)
+                .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+            Ok(BufReader::with_capacity(256 * 1024, f))
+        };
+        let mut columns: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, line) in open()?.lines().enumerate() {
+            let line = line.map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&line)
+                .map_err(|e| bad(format!("line {}: not JSON: {e}", i + 1)))?;
+            let Value::Object(obj) = v else {
+                return Err(bad(format!("line {}: not a JSON object", i + 1)));
+            };
+            for k in obj.keys() {
+                if seen.insert(k.clone()) {
+                    columns.push(k.clone());
+                }
+            }
+        }
+        let mut out = csv::WriterBuilder::new()
+            .delimiter(self.delimiter)
+            .from_writer(w);
+        let werr = |e: csv::Error| match e.into_kind() {
+            csv::ErrorKind::Io(io) => write_failure(&io, "writing the output"),
+            other => bad(format!("{other:?}")),
+        };
+        out.write_record(&columns).map_err(werr)?;
+        let mut rows = 0u64;
+        let mut fields: Vec<String> = Vec::with_capacity(columns.len());
+        for line in open()?.lines() {
+            let line = line.map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&line).map_err(bad)?;
+            fields.clear();
+            for c in &columns {
+                fields.push(match v.get(c) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                });
+            }
+            out.write_record(&fields).map_err(werr)?;
+            rows += 1;
+        }
+        out.flush()
+            .map_err(|e| write_failure(&e, "writing the output"))?;
+        Ok(rows)
+    }
+
+    fn run(&self, ctx: &FileCtx<'_>) -> Result<String, FileFailure> {
+        let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
+        let ext = rel
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let from_csv = matches!(ext.as_str(), "csv" | "tsv");
+        let from_jsonl = matches!(ext.as_str(), "jsonl" | "ndjson");
+        let out_ext = match (self.o.to, from_csv, from_jsonl) {
+            (To::Jsonl, true, _) => "jsonl",
+            (To::Parquet, true, _) => "parquet",
+            (To::Csv, _, true) => "csv",
+            _ => return Ok(json!({"skipped": "no conversion for this file type"}).to_string()),
+        };
+        let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
+            let mut n = Path::new(name).file_stem().unwrap_or(name).to_os_string();
+            n.push(".");
+            n.push(out_ext);
+            n
+        })?;
+        if self.o.existing != Existing::Overwrite && out_path.exists() {
+            if self.o.existing == Existing::Skip {
+                return Ok(json!({"skipped": "output exists"}).to_string());
+            }
+            return Err(crate::output::exists_failure(&out_path));
+        }
+        let mut out = AtomicFile::create(&out_path)?;
+        let rows = if self.o.to == To::Parquet {
+            self.csv_to_parquet(ctx.path, out.file())?
+        } else {
+            let mut w = BufWriter::with_capacity(256 * 1024, out.file());
+            let rows = if from_csv {
+                self.csv_to_jsonl(ctx.path, &mut w)?
+            } else {
+                self.jsonl_to_csv(ctx.path, &mut w)?
+            };
+            w.flush()
+                .map_err(|e| write_failure(&e, "writing the output"))?;
+            rows
+        };
+        if out.commit(self.o.existing)? == Committed::Skipped {
+            return Ok(json!({"skipped": "output exists"}).to_string());
+        }
+        Ok(json!({"output": out_rel.to_string_lossy(), "rows": rows}).to_string())
+    }
+}
+
+impl Task for Convert {
+    fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
+        let size = std::fs::metadata(ctx.path).map_or(ctx.known_size.unwrap_or(0), |m| m.len());
+        FileOutcome {
+            size,
+            result: self.run(ctx),
+        }
+    }
+
+    fn account(
+        &self,
+        agg: &mut Aggregate,
+        _rel: &[u8],
+        _size: u64,
+        r: &Result<String, FileFailure>,
+    ) {
+        agg.files += 1;
+        match r {
+            Err(_) => agg.failed += 1,
+            Ok(j) if j.contains("\"skipped\"") => agg.count("skipped", 1),
+            Ok(j) => {
+                let v: Value = serde_json::from_str(j).unwrap_or_default();
+                agg.count("converted", 1);
+                agg.count("rows", v["rows"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+
+    fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
+        let c = |k: &str| agg.counters.get(k).copied().unwrap_or(0);
+        json!({"files": agg.files, "failed": agg.failed, "converted": c("converted"),
+               "skipped": c("skipped"), "rows": c("rows")})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(o: &str, root: &Path, rel: &str, dest: &Path) -> Result<Value, FileFailure> {
+        build(o)
+            .unwrap()
+            .process(&FileCtx {
+                path: &root.join(rel),
+                rel: rel.as_bytes(),
+                known_size: None,
+                destination: Some(dest),
+            })
+            .result
+            .map(|j| serde_json::from_str(&j).unwrap())
+    }
+
+    #[test]
+    fn csv_to_jsonl_and_back() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        std::fs::write(
+            src.path().join("t.csv"),
+            "id,name,ok\n1,\"a,b\",true\n2,,false\n",
+        )
+        .unwrap();
+        let v = run(r#"{"infer_types":true}"#, src.path(), "t.csv", &dest).unwrap();
+        assert_eq!(v["rows"], 2);
+        let text = std::fs::read_to_string(dest.join("t.jsonl")).unwrap();
+        assert_eq!(
+            text,
+            "{\"id\":1,\"name\":\"a,b\",\"ok\":true}\n{\"id\":2,\"name\":null,\"ok\":false}\n"
+        );
+        let back = tempfile::tempdir().unwrap();
+        let back = back.path().canonicalize().unwrap();
+        run(r#"{"to":"csv"}"#, &dest, "t.jsonl", &back).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(back.join("t.csv")).unwrap(),
+            "id,name,ok\n1,\"a,b\",true\n2,,false\n"
+        );
+        let v = run(
+            r#"{"to":"parquet","types":{"id":"string"}}"#,
+            src.path(),
+            "t.csv",
+            &dest,
+        )
+        .unwrap();
+        assert_eq!(v["rows"], 2);
+        let file = File::open(dest.join("t.parquet")).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let schema = reader.schema().clone();
+        assert_eq!(schema.field(0).data_type(), &arrow_schema::DataType::Utf8);
+        assert_eq!(
+            schema.field(2).data_type(),
+            &arrow_schema::DataType::Boolean
+        );
+        let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows, 2);
+        assert!(run(
+            r#"{"to":"parquet","types":{"nope":"string"},"existing":"overwrite"}"#,
+            src.path(),
+            "t.csv",
+            &dest
+        )
+        .is_err());
+        std::fs::write(src.path().join("bad.csv"), "a,b\n1,2,3\n").unwrap();
+        assert_eq!(
+            run("", src.path(), "bad.csv", &dest).unwrap_err().kind,
+            FailureKind::InvalidData
+        );
+        assert!(!dest.join("bad.jsonl").exists());
+    }
+}

@@ -1,0 +1,760 @@
+//! Task `extract`: ZIP and tar (plain, gzip, zstd) archives into a folder
+//! named after the archive, under the destination (or next to the archive).
+//!
+//! Safety, in order: every entry name goes through
+//! [`crate::output::contained_join`] (no `..`, no absolute paths) and its
+//! folder is checked after symlinks are resolved; symlink entries are
+//! created only when their target stays inside the archive's folder; hard
+//! links and device entries are refused. Bombs are bounded on the bytes
+//! actually written, not on declared sizes: total bytes, entry count, and
+//! the ratio of extracted bytes to the archive's size. A refused archive is
+//! refused whole, with the reason.
+//!
+//! Atomicity: an archive is extracted into a hidden staging folder next to
+//! its final folder, which is renamed into place only when every entry is
+//! written; a failure removes the staging folder, so a final folder is
+//! never half extracted.
+//!
+//! Parallelism: a ZIP's entries are split into one range per pool thread,
+//! each range read through its own file handle (rayon `par_iter`; a range
+//! stops at the first error or when the shared byte budget is exhausted,
+//! and the first error wins). tar is a stream and is read sequentially.
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
+use crate::output::{existing_schema, prepare_parent, write_failure, Existing};
+use crate::results::{FailureKind, FileFailure};
+
+pub const INFO: TaskInfo = TaskInfo {
+    name: "extract",
+    version: "1",
+    description: "Extracts ZIP and tar (plain, gzip, zstd) archives into a folder named after each archive, refusing entries that escape it and bounding bombs.",
+    options_schema,
+    result_schema,
+    writes_files: true,
+    build,
+};
+
+fn options_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "extract options",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "max_total_bytes": {"description": "Most bytes one archive may extract to.",
+                                "type": "integer", "minimum": 1, "default": 10737418240u64},
+            "max_entries": {"description": "Most entries one archive may hold.",
+                            "type": "integer", "minimum": 1, "default": 100000},
+            "max_ratio": {"description": "Most extracted bytes per archive byte (bomb protection).",
+                          "type": "integer", "minimum": 1, "default": 200},
+            "existing": existing_schema()
+        }
+    })
+}
+
+fn result_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "output": {"type": "string", "description": "The archive's folder, relative to the destination."},
+            "format": {"type": "string"},
+            "entries": {"type": "integer"},
+            "bytes_out": {"type": "integer"},
+            "skipped": {"type": "string"}
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    max_total_bytes: u64,
+    max_entries: u64,
+    max_ratio: u64,
+    existing: Existing,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_total_bytes: 10 << 30,
+            max_entries: 100_000,
+            max_ratio: 200,
+            existing: Existing::Skip,
+        }
+    }
+}
+
+pub struct Extract {
+    o: Options,
+}
+
+fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
+    let o: Options = parse_options(options_json)?;
+    if o.max_total_bytes == 0 || o.max_entries == 0 || o.max_ratio == 0 {
+        return Err("max_total_bytes, max_entries and max_ratio must be at least 1".into());
+    }
+    Ok(Arc::new(Extract { o }))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Zip,
+    Tar,
+    TarGz,
+    TarZst,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Zip => "zip",
+            Kind::Tar => "tar",
+            Kind::TarGz => "tar.gz",
+            Kind::TarZst => "tar.zst",
+        }
+    }
+}
+
+/// The archive kind from its first bytes (and, for compressed tars, name).
+fn sniff(head: &[u8], name: &str) -> Option<(Kind, usize)> {
+    let lower = name.to_ascii_lowercase();
+    let strip = |exts: &[&str]| {
+        exts.iter()
+            .find(|e| lower.ends_with(*e))
+            .map_or(0, |e| e.len())
+    };
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Some((Kind::Zip, strip(&[".zip"])))
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Some((Kind::TarGz, strip(&[".tar.gz", ".tgz"])))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some((Kind::TarZst, strip(&[".tar.zst", ".tzst"])))
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some((Kind::Tar, strip(&[".tar"])))
+    } else {
+        None
+    }
+}
+
+/// The byte, entry and ratio budget of one archive, shared by its threads.
+struct Budget {
+    /// Bytes written so far by every thread of this archive.
+    written: AtomicU64,
+    entries: AtomicU64,
+    max_bytes: u64,
+    max_entries: u64,
+}
+
+impl Budget {
+    fn entry(&self) -> Result<(), FileFailure> {
+        let n = self.entries.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.max_entries {
+            return Err(FileFailure::new(
+                FailureKind::LimitExceeded,
+                format!(
+                    "the archive holds more than max_entries ({}) entries; nothing was extracted",
+                    self.max_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn add(&self, n: u64) -> Result<(), FileFailure> {
+        let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
+        if total > self.max_bytes {
+            return Err(FileFailure::new(
+                FailureKind::LimitExceeded,
+                format!(
+                    "the archive extracts to more than {} bytes (max_total_bytes, or max_ratio times its size): refused as a likely bomb; nothing was extracted",
+                    self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn refused(name: &str, why: &str) -> FileFailure {
+    FileFailure::new(
+        FailureKind::OutsideRoot,
+        format!("entry {name:?} refused: {why}; nothing was extracted"),
+    )
+}
+
+/// Checks an entry name and joins it under the staging folder.
+fn entry_path(stage: &Path, name: &[u8]) -> Result<PathBuf, FileFailure> {
+    let shown = String::from_utf8_lossy(name).into_owned();
+    let rel = Path::new(std::ffi::OsStr::from_bytes(name));
+    crate::output::contained_join(stage, rel).map_err(|_| {
+        refused(
+            &shown,
+            "it would escape the destination (absolute path or '..')",
+        )
+    })
+}
+
+/// Whether a symlink at `link` (relative to the staging root) pointing at
+/// `target` stays inside the staging folder, judged lexically.
+fn link_stays_inside(link_rel: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = link_rel.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes one regular entry from `r`, charging the budget as it goes.
+fn write_entry(
+    stage: &Path,
+    path: &Path,
+    r: &mut dyn Read,
+    budget: &Budget,
+    buf: &mut [u8],
+) -> Result<(), FileFailure> {
+    prepare_parent(stage, path)?;
+    let file = File::create(path).map_err(|e| write_failure(&e, "creating an extracted file"))?;
+    let mut w = BufWriter::with_capacity(256 * 1024, file);
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    format!("corrupt or truncated archive: {e}; nothing was extracted"),
+                ))
+            }
+        };
+        budget.add(n as u64)?;
+        w.write_all(&buf[..n])
+            .map_err(|e| write_failure(&e, "writing an extracted file"))?;
+    }
+    w.flush()
+        .map_err(|e| write_failure(&e, "writing an extracted file"))?;
+    Ok(())
+}
+
+fn make_symlink(stage: &Path, path: &Path, name: &[u8], target: &Path) -> Result<(), FileFailure> {
+    let rel = path.strip_prefix(stage).unwrap_or(path);
+    if !link_stays_inside(rel, target) {
+        return Err(refused(
+            &String::from_utf8_lossy(name),
+            &format!(
+                "a symlink to {:?} points outside the destination",
+                target.display().to_string()
+            ),
+        ));
+    }
+    prepare_parent(stage, path)?;
+    std::os::unix::fs::symlink(target, path).map_err(|e| write_failure(&e, "creating a symlink"))
+}
+
+fn zip_error(e: zip::result::ZipError) -> FileFailure {
+    FileFailure::new(
+        FailureKind::InvalidData,
+        format!("not a readable ZIP archive: {e}; nothing was extracted"),
+    )
+}
+
+fn extract_zip(
+    archive: &Path,
+    stage: &Path,
+    budget: &Budget,
+    max_ratio: u64,
+) -> Result<u64, FileFailure> {
+    let open = || -> Result<zip::ZipArchive<BufReader<File>>, FileFailure> {
+        let f = crate::sandbox::open_regular(archive)
+            .map_err(|e| FileFailure::from_io(&e, "opening the archive"))?;
+        zip::ZipArchive::new(BufReader::new(f)).map_err(zip_error)
+    };
+    let first = open()?;
+    let n = first.len();
+    if n as u64 > budget.max_entries {
+        return Err(FileFailure::new(
+            FailureKind::LimitExceeded,
+            format!(
+                "the archive holds {n} entries, more than max_entries ({}); nothing was extracted",
+                budget.max_entries
+            ),
+        ));
+    }
+    drop(first);
+    let threads = rayon::current_num_threads().max(1);
+    let per = n.div_ceil(threads).max(64);
+    let ranges: Vec<(usize, usize)> = (0..n).step_by(per).map(|s| (s, (s + per).min(n))).collect();
+    ranges.into_par_iter().try_for_each(|(from, to)| {
+        let mut zip = open()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        for i in from..to {
+            let mut entry = zip.by_index(i).map_err(zip_error)?;
+            budget.entry()?;
+            let name = entry.name_raw().to_vec();
+            let path = entry_path(stage, &name)?;
+            if entry.is_dir() {
+                prepare_parent(stage, &path.join("x"))?;
+                continue;
+            }
+            // A single entry may not exceed the ratio either.
+            let declared = entry.size();
+            if declared > max_ratio.saturating_mul(entry.compressed_size().max(4096)) {
+                return Err(FileFailure::new(
+                    FailureKind::LimitExceeded,
+                    format!("entry {:?} declares a compression ratio above max_ratio ({max_ratio}): refused as a likely bomb; nothing was extracted",
+                        String::from_utf8_lossy(&name)),
+                ));
+            }
+            if entry.is_symlink() {
+                let mut target = Vec::new();
+                (&mut entry).take(4096).read_to_end(&mut target).map_err(|e| {
+                    FileFailure::new(FailureKind::InvalidData, format!("corrupt archive: {e}"))
+                })?;
+                drop(entry);
+                let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
+                make_symlink(stage, &path, &name, &target)?;
+                continue;
+            }
+            write_entry(stage, &path, &mut entry, budget, &mut buf)?;
+        }
+        Ok(())
+    })?;
+    Ok(n as u64)
+}
+
+fn extract_tar(r: impl Read, stage: &Path, budget: &Budget) -> Result<u64, FileFailure> {
+    let mut archive = tar::Archive::new(r);
+    let bad = |e: std::io::Error| {
+        FileFailure::new(
+            FailureKind::InvalidData,
+            format!("corrupt or truncated tar archive: {e}; nothing was extracted"),
+        )
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        budget.entry()?;
+        n += 1;
+        let name = entry.path_bytes().into_owned();
+        let path = entry_path(stage, &name)?;
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::Directory => prepare_parent(stage, &path.join("x"))?,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                write_entry(stage, &path, &mut entry, budget, &mut buf)?
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| PathBuf::from(std::ffi::OsStr::from_bytes(&b)))
+                    .unwrap_or_default();
+                make_symlink(stage, &path, &name, &target)?;
+            }
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
+            other => {
+                return Err(refused(
+                    &String::from_utf8_lossy(&name),
+                    &format!(
+                        "entries of type {other:?} (hard links, devices, fifos) are not extracted"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Removes a staging folder when dropped (on failure and on success after
+/// the rename, when it no longer exists).
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Extract {
+    fn run(&self, ctx: &FileCtx<'_>, size: u64) -> Result<String, FileFailure> {
+        let mut file = crate::sandbox::open_regular(ctx.path)
+            .map_err(|e| FileFailure::from_io(&e, "opening the archive"))?;
+        let mut head = [0u8; 512];
+        let mut got = 0;
+        while got < head.len() {
+            match file.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) => return Err(FileFailure::from_io(&e, "reading the archive")),
+            }
+        }
+        let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some((kind, ext_len)) = sniff(&head[..got], &name) else {
+            return Ok(json!({"skipped": "not a ZIP or tar archive"}).to_string());
+        };
+        let folder = if ext_len > 0 && ext_len < name.len() {
+            name[..name.len() - ext_len].to_owned()
+        } else {
+            format!("{name}.d")
+        };
+        let out_rel = rel.with_file_name(&folder);
+        let (base, out) = match ctx.destination {
+            Some(d) => (d.to_path_buf(), crate::output::contained_join(d, &out_rel)?),
+            None => {
+                let parent = ctx.path.parent().unwrap_or(Path::new("."));
+                let canon = std::fs::canonicalize(parent)
+                    .map_err(|e| FileFailure::from_io(&e, "resolving the archive's folder"))?;
+                (canon.clone(), canon.join(&folder))
+            }
+        };
+        prepare_parent(&base, &out)?;
+        if self.o.existing != Existing::Overwrite && out.exists() {
+            if self.o.existing == Existing::Skip {
+                return Ok(
+                    json!({"skipped": "output exists", "output": out_rel.to_string_lossy()})
+                        .to_string(),
+                );
+            }
+            return Err(crate::output::exists_failure(&out));
+        }
+        let stage = out.with_file_name(format!(
+            ".{folder}.pravah-tmp-{}-{}",
+            std::process::id(),
+            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&stage).map_err(|e| write_failure(&e, "creating the output folder"))?;
+        let staging = Staging(stage.clone());
+        let stage = std::fs::canonicalize(&stage)
+            .map_err(|e| write_failure(&e, "resolving the output folder"))?;
+        let budget = Budget {
+            written: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            max_bytes: self
+                .o
+                .max_total_bytes
+                .min(self.o.max_ratio.saturating_mul(size.max(4096))),
+            max_entries: self.o.max_entries,
+        };
+        let entries = match kind {
+            Kind::Zip => extract_zip(ctx.path, &stage, &budget, self.o.max_ratio)?,
+            _ => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| FileFailure::from_io(&e, "reading the archive"))?;
+                let r = BufReader::with_capacity(256 * 1024, file);
+                match kind {
+                    Kind::TarGz => {
+                        extract_tar(flate2::bufread::MultiGzDecoder::new(r), &stage, &budget)?
+                    }
+                    Kind::TarZst => {
+                        let d = zstd::stream::read::Decoder::with_buffer(r).map_err(|e| {
+                            FileFailure::new(FailureKind::InvalidData, e.to_string())
+                        })?;
+                        extract_tar(d, &stage, &budget)?
+                    }
+                    _ => extract_tar(r, &stage, &budget)?,
+                }
+            }
+        };
+        // Publish: move an existing folder aside (overwrite), rename the
+        // staging folder into place, then drop what was moved aside.
+        let aside = out.with_file_name(format!(
+            ".{folder}.pravah-old-{}",
+            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let had_old = self.o.existing == Existing::Overwrite && out.exists();
+        if had_old {
+            std::fs::rename(&out, &aside)
+                .map_err(|e| write_failure(&e, "replacing the output folder"))?;
+        }
+        if let Err(e) = std::fs::rename(&stage, &out) {
+            if had_old {
+                let _ = std::fs::rename(&aside, &out);
+            }
+            return Err(write_failure(&e, "renaming the output folder into place"));
+        }
+        if had_old {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
+        drop(staging);
+        Ok(json!({
+            "output": out_rel.to_string_lossy(),
+            "format": kind.name(),
+            "entries": entries,
+            "bytes_out": budget.written.load(Ordering::Relaxed),
+        })
+        .to_string())
+    }
+}
+
+impl Task for Extract {
+    fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
+        let size = match std::fs::metadata(ctx.path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                return FileOutcome {
+                    size: ctx.known_size.unwrap_or(0),
+                    result: Err(FileFailure::from_io(&e, "opening the archive")),
+                }
+            }
+        };
+        FileOutcome {
+            size,
+            result: self.run(ctx, size),
+        }
+    }
+
+    fn account(
+        &self,
+        agg: &mut Aggregate,
+        _rel: &[u8],
+        size: u64,
+        r: &Result<String, FileFailure>,
+    ) {
+        agg.files += 1;
+        match r {
+            Err(_) => agg.failed += 1,
+            Ok(json) => {
+                let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                if v.get("skipped").is_some() {
+                    agg.count("skipped", 1);
+                } else {
+                    agg.count("archives", 1);
+                    agg.count("bytes_in", size);
+                    agg.count("entries", v["entries"].as_u64().unwrap_or(0));
+                    agg.count("bytes_out", v["bytes_out"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+    }
+
+    fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
+        let c = |k: &str| agg.counters.get(k).copied().unwrap_or(0);
+        json!({
+            "files": agg.files,
+            "failed": agg.failed,
+            "archives": c("archives"),
+            "skipped": c("skipped"),
+            "entries": c("entries"),
+            "bytes_in": c("bytes_in"),
+            "bytes_out": c("bytes_out"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zip::write::SimpleFileOptions;
+
+    fn run(o: &str, root: &Path, rel: &str, dest: &Path) -> Result<serde_json::Value, FileFailure> {
+        let task = build(o).unwrap();
+        task.process(&FileCtx {
+            path: &root.join(rel),
+            rel: rel.as_bytes(),
+            known_size: None,
+            destination: Some(dest),
+        })
+        .result
+        .map(|j| serde_json::from_str(&j).unwrap())
+    }
+
+    fn make_zip(path: &Path, entries: &[(&str, &[u8])]) {
+        let mut z = zip::ZipWriter::new(File::create(path).unwrap());
+        for (name, data) in entries {
+            z.start_file(*name, SimpleFileOptions::default()).unwrap();
+            z.write_all(data).unwrap();
+        }
+        z.finish().unwrap();
+    }
+
+    fn dirs() -> (tempfile::TempDir, tempfile::TempDir, PathBuf) {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let canon = dest.path().canonicalize().unwrap();
+        (src, dest, canon)
+    }
+
+    #[test]
+    fn zip_tree_and_nested_archive_are_extracted_as_files() {
+        let (src, _d, dest) = dirs();
+        let inner = {
+            let p = src.path().join("inner.zip");
+            make_zip(&p, &[("x.txt", b"x")]);
+            std::fs::read(&p).unwrap()
+        };
+        let many: Vec<(String, Vec<u8>)> = (0..300)
+            .map(|i| (format!("img/{i:03}.txt"), format!("file {i}").into_bytes()))
+            .collect();
+        let mut entries: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        entries.push(("nested/inner.zip", &inner));
+        make_zip(&src.path().join("photos.zip"), &entries);
+        let v = run("", src.path(), "photos.zip", &dest).unwrap();
+        assert_eq!(v["output"], "photos");
+        assert_eq!(v["entries"], 301);
+        assert_eq!(
+            std::fs::read(dest.join("photos/img/042.txt")).unwrap(),
+            b"file 42"
+        );
+        assert_eq!(
+            std::fs::read(dest.join("photos/nested/inner.zip")).unwrap(),
+            inner
+        );
+        assert!(!dest.join("photos/nested/inner").exists(), "no recursion");
+        // Run again: skipped by default.
+        let v = run("", src.path(), "photos.zip", &dest).unwrap();
+        assert_eq!(v["skipped"], "output exists");
+    }
+
+    #[test]
+    fn zip_slip_and_absolute_names_are_refused_whole() {
+        let (src, _d, dest) = dirs();
+        for (i, bad) in ["../evil.txt", "a/../../evil.txt", "/tmp/evil.txt"]
+            .iter()
+            .enumerate()
+        {
+            let name = format!("bad{i}.zip");
+            make_zip(
+                &src.path().join(&name),
+                &[("ok.txt", b"ok"), (bad, b"evil")],
+            );
+            let err = run("", src.path(), &name, &dest).unwrap_err();
+            assert_eq!(err.kind, FailureKind::OutsideRoot, "{bad}: {}", err.message);
+        }
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+    }
+
+    #[test]
+    fn symlink_entries_pointing_out_are_refused_inside_are_kept() {
+        let (src, _d, dest) = dirs();
+        let build_tar = |name: &str, target: &str| {
+            let mut b = tar::Builder::new(File::create(src.path().join(name)).unwrap());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "dir/link", target).unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(2);
+            b.append_data(&mut h, "dir/f.txt", &b"hi"[..]).unwrap();
+            b.finish().unwrap();
+        };
+        build_tar("out.tar", "../../etc/passwd");
+        let err = run("", src.path(), "out.tar", &dest).unwrap_err();
+        assert_eq!(err.kind, FailureKind::OutsideRoot);
+        build_tar("abs.tar", "/etc/passwd");
+        assert!(run("", src.path(), "abs.tar", &dest).is_err());
+        build_tar("in.tar", "f.txt");
+        run("", src.path(), "in.tar", &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("in/dir/link")).unwrap(), b"hi");
+        // A zip symlink entry pointing out is refused too.
+        let mut z = zip::ZipWriter::new(File::create(src.path().join("l.zip")).unwrap());
+        z.add_symlink("link", "../../etc", SimpleFileOptions::default())
+            .unwrap();
+        z.finish().unwrap();
+        assert_eq!(
+            run("", src.path(), "l.zip", &dest).unwrap_err().kind,
+            FailureKind::OutsideRoot
+        );
+    }
+
+    #[test]
+    fn zip_bomb_entry_count_and_truncation_are_bounded() {
+        let (src, _d, dest) = dirs();
+        let zeros = vec![0u8; 20 << 20];
+        let mut z = zip::ZipWriter::new(File::create(src.path().join("bomb.zip")).unwrap());
+        let opts =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("zeros.bin", opts).unwrap();
+        z.write_all(&zeros).unwrap();
+        z.finish().unwrap();
+        let err = run("", src.path(), "bomb.zip", &dest).unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded, "{}", err.message);
+
+        let many: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("{i}"), vec![])).collect();
+        let entries: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        make_zip(&src.path().join("many.zip"), &entries);
+        let err = run(r#"{"max_entries":10}"#, src.path(), "many.zip", &dest).unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded);
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        {
+            let mut b = tar::Builder::new(&mut gz);
+            let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, "big.bin", &data[..]).unwrap();
+            b.finish().unwrap();
+        }
+        let bytes = gz.finish().unwrap();
+        std::fs::write(src.path().join("t.tar.gz"), &bytes[..bytes.len() / 2]).unwrap();
+        let err = run("", src.path(), "t.tar.gz", &dest).unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData, "{}", err.message);
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+    }
+
+    #[test]
+    fn tar_zst_extracts_and_non_archives_are_skipped() {
+        let (src, _d, dest) = dirs();
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        {
+            let mut b = tar::Builder::new(&mut enc);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(5);
+            b.append_data(&mut h, "a/b.txt", &b"hello"[..]).unwrap();
+            b.finish().unwrap();
+        }
+        std::fs::write(src.path().join("x.tar.zst"), enc.finish().unwrap()).unwrap();
+        let v = run("", src.path(), "x.tar.zst", &dest).unwrap();
+        assert_eq!(v["output"], "x");
+        assert_eq!(std::fs::read(dest.join("x/a/b.txt")).unwrap(), b"hello");
+        std::fs::write(src.path().join("readme.txt"), b"text").unwrap();
+        let v = run("", src.path(), "readme.txt", &dest).unwrap();
+        assert!(v["skipped"].is_string());
+    }
+}

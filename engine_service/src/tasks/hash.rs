@@ -1,0 +1,218 @@
+//! Task `hash`: sha256, blake3 or xxh3 of each file, streamed through a
+//! 256 KiB buffer; the summary groups duplicates (same size and hash) with
+//! the bytes they waste.
+//!
+//! The aggregate keeps one group per distinct (size, hash), so its memory
+//! grows with the number of distinct files; that is what finding duplicates
+//! needs (a 64-byte key and an example path per file).
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Digest;
+
+use super::{parse_options, Aggregate, FileOutcome, Task, TaskInfo};
+use crate::results::FileFailure;
+
+pub const INFO: TaskInfo = TaskInfo {
+    name: "hash",
+    version: "1",
+    description: "Hashes each file (sha256, blake3 or xxh3) and groups duplicate files.",
+    options_schema,
+    result_schema,
+    writes_files: false,
+    build,
+};
+
+/// Most duplicate groups listed in the summary (largest waste first).
+const MAX_GROUPS: usize = 100;
+
+fn options_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "hash options",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "algorithm": {"description": "Hash function.", "enum": ["sha256", "blake3", "xxh3"], "default": "blake3"}
+        }
+    })
+}
+
+fn result_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"algorithm": {"type": "string"}, "hash": {"type": "string", "description": "Lower-case hex."}}
+    })
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Algorithm {
+    Sha256,
+    #[default]
+    Blake3,
+    Xxh3,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    algorithm: Algorithm,
+}
+
+struct Hash {
+    algorithm: Algorithm,
+}
+
+fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
+    let o: Options = parse_options(options_json)?;
+    Ok(Arc::new(Hash {
+        algorithm: o.algorithm,
+    }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Hash {
+    fn name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Blake3 => "blake3",
+            Algorithm::Xxh3 => "xxh3",
+        }
+    }
+
+    fn digest(&self, path: &Path) -> Result<(u64, String), FileFailure> {
+        let mut file = crate::sandbox::open_regular(path)
+            .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut sha = sha2::Sha256::new();
+        let mut b3 = blake3::Hasher::new();
+        let mut x3 = xxhash_rust::xxh3::Xxh3::new();
+        let mut total = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(FileFailure::from_io(&e, "reading the file")),
+            };
+            total += n as u64;
+            match self.algorithm {
+                Algorithm::Sha256 => sha.update(&buf[..n]),
+                Algorithm::Blake3 => {
+                    b3.update(&buf[..n]);
+                }
+                Algorithm::Xxh3 => x3.update(&buf[..n]),
+            }
+        }
+        let h = match self.algorithm {
+            Algorithm::Sha256 => hex(&sha.finalize()),
+            Algorithm::Blake3 => b3.finalize().to_hex().to_string(),
+            Algorithm::Xxh3 => format!("{:032x}", x3.digest128()),
+        };
+        Ok((total, h))
+    }
+}
+
+impl Task for Hash {
+    fn process_file(&self, path: &Path, known_size: Option<u64>) -> FileOutcome {
+        match self.digest(path) {
+            Ok((size, h)) => FileOutcome {
+                size,
+                result: Ok(json!({"algorithm": self.name(), "hash": h}).to_string()),
+            },
+            Err(f) => FileOutcome {
+                size: known_size.unwrap_or(0),
+                result: Err(f),
+            },
+        }
+    }
+
+    fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {
+        agg.files += 1;
+        match r {
+            Err(_) => agg.failed += 1,
+            Ok(json) => {
+                let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+                let key = format!("{size}:{}", v["hash"].as_str().unwrap_or(""));
+                match agg.groups.get_mut(&key) {
+                    Some(g) => g.0 += 1,
+                    None => {
+                        agg.groups
+                            .insert(key, (1, String::from_utf8_lossy(rel).into_owned()));
+                    }
+                }
+                agg.count("bytes", size);
+            }
+        }
+    }
+
+    fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
+        let mut dups: Vec<(u64, u64, &str, &str)> = agg
+            .groups
+            .iter()
+            .filter(|(_, (n, _))| *n > 1)
+            .map(|(key, (n, example))| {
+                let (size, hash) = key.split_once(':').unwrap_or(("0", ""));
+                let size: u64 = size.parse().unwrap_or(0);
+                (size * (n - 1), *n, hash, example.as_str())
+            })
+            .collect();
+        dups.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(b.2)));
+        let wasted: u64 = dups.iter().map(|d| d.0).sum();
+        let dup_files: u64 = dups.iter().map(|d| d.1).sum();
+        json!({
+            "algorithm": self.name(),
+            "files": agg.files,
+            "failed": agg.failed,
+            "bytes": agg.counters.get("bytes").copied().unwrap_or(0),
+            "distinct": agg.groups.len(),
+            "duplicate_groups": dups.len(),
+            "duplicate_files": dup_files,
+            "wasted_bytes": wasted,
+            "duplicates": dups.iter().take(MAX_GROUPS).map(|(w, n, h, ex)| json!({
+                "hash": h, "files": n, "size": if *n > 1 { w / (n - 1) } else { 0 }, "wasted_bytes": w, "example": ex
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_digests_and_duplicate_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"abc").unwrap();
+        std::fs::write(dir.path().join("b"), b"abc").unwrap();
+        std::fs::write(dir.path().join("c"), b"abcd").unwrap();
+        let sha = build(r#"{"algorithm":"sha256"}"#).unwrap();
+        let r = sha
+            .process_file(&dir.path().join("a"), None)
+            .result
+            .unwrap();
+        assert!(r.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+        for algo in ["blake3", "xxh3", "sha256"] {
+            let task = build(&format!(r#"{{"algorithm":"{algo}"}}"#)).unwrap();
+            let mut agg = Aggregate::default();
+            for name in ["a", "b", "c", "missing"] {
+                let out = task.process_file(&dir.path().join(name), None);
+                task.account(&mut agg, name.as_bytes(), out.size, &out.result);
+            }
+            let s = task.summarize(&agg);
+            assert_eq!(s["duplicate_groups"], 1, "{algo}");
+            assert_eq!(s["wasted_bytes"], 3);
+            assert_eq!(s["failed"], 1);
+            assert_eq!(s["duplicates"][0]["files"], 2);
+        }
+        assert!(build(r#"{"algorithm":"md5"}"#).is_err());
+    }
+}

@@ -1,0 +1,586 @@
+//! Task `thumbnail`: JPEG, PNG, WebP, GIF (first frame) and TIFF in; JPEG,
+//! PNG or WebP out, mirrored under the destination with the new extension.
+//!
+//! Why it is fast: JPEGs are decoded by `jpeg-decoder` with DCT scaling
+//! (shrink-on-decode at 1/2, 1/4 or 1/8, the largest reduction that still
+//! leaves at least the target size), which is how libvips and Pillow's
+//! `draft()` avoid decoding 24 megapixels for a 1 Mpx thumbnail; the rest
+//! of the resize is a SIMD Lanczos3 convolution (`fast_image_resize`) on the
+//! already small image, and EXIF orientation is applied to the result.
+//!
+//! Bombs: the declared width x height is checked against `max_pixels`
+//! before any pixel is decoded, and the other decoders run under `image`
+//! allocation limits.
+use std::io::{BufWriter, Cursor, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use fast_image_resize as fir;
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, RgbImage};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
+use crate::output::{existing_schema, output_for, write_failure, AtomicFile, Committed, Existing};
+use crate::results::{FailureKind, FileFailure};
+
+pub const INFO: TaskInfo = TaskInfo {
+    name: "thumbnail",
+    version: "1",
+    description: "Resizes JPEG, PNG, WebP, GIF and TIFF images to thumbnails (fit, fill or pad), applying EXIF orientation.",
+    options_schema,
+    result_schema,
+    writes_files: true,
+    build,
+};
+
+const IMAGE_EXT: &[&str] = &["jpg", "jpeg", "jpe", "png", "webp", "gif", "tif", "tiff"];
+
+fn options_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "thumbnail options",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "width": {"description": "Target width in pixels.", "type": "integer", "minimum": 1, "maximum": 16384, "default": 1024},
+            "height": {"description": "Target height in pixels.", "type": "integer", "minimum": 1, "maximum": 16384, "default": 1024},
+            "mode": {"description": "fit: inside WxH, aspect kept; fill: cover then centre-crop to exactly WxH; pad: fit then pad to exactly WxH.",
+                     "enum": ["fit", "fill", "pad"], "default": "fit"},
+            "format": {"description": "Output format.", "enum": ["jpeg", "png", "webp"], "default": "jpeg"},
+            "quality": {"description": "JPEG quality (WebP output is lossless).", "type": "integer", "minimum": 1, "maximum": 100, "default": 85},
+            "upscale": {"description": "Enlarge images smaller than the target.", "type": "boolean", "default": false},
+            "background": {"description": "Pad colour as #rrggbb.", "type": "string", "pattern": "^#[0-9a-fA-F]{6}$", "default": "#ffffff"},
+            "max_pixels": {"description": "Largest source width x height accepted (decompression-bomb limit).",
+                           "type": "integer", "minimum": 1, "default": 200000000},
+            "existing": existing_schema()
+        }
+    })
+}
+
+fn result_schema() -> serde_json::Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "output": {"type": "string"},
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "source_width": {"type": "integer"},
+            "source_height": {"type": "integer"},
+            "skipped": {"type": "string"}
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    #[default]
+    Fit,
+    Fill,
+    Pad,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum OutFormat {
+    #[default]
+    Jpeg,
+    Png,
+    Webp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Options {
+    width: u32,
+    height: u32,
+    mode: Mode,
+    format: OutFormat,
+    quality: u8,
+    upscale: bool,
+    background: String,
+    max_pixels: u64,
+    existing: Existing,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            width: 1024,
+            height: 1024,
+            mode: Mode::Fit,
+            format: OutFormat::Jpeg,
+            quality: 85,
+            upscale: false,
+            background: "#ffffff".into(),
+            max_pixels: 200_000_000,
+            existing: Existing::Skip,
+        }
+    }
+}
+
+pub struct Thumbnail {
+    o: Options,
+    background: [u8; 3],
+}
+
+fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
+    let o: Options = parse_options(options_json)?;
+    if !(1..=16384).contains(&o.width) || !(1..=16384).contains(&o.height) {
+        return Err("width and height must be between 1 and 16384".into());
+    }
+    if !(1..=100).contains(&o.quality) {
+        return Err("quality must be between 1 and 100".into());
+    }
+    let bg = o.background.strip_prefix('#').unwrap_or("");
+    let parse = |i: usize| u8::from_str_radix(bg.get(i..i + 2).unwrap_or("zz"), 16);
+    let background = match (bg.len(), parse(0), parse(2), parse(4)) {
+        (6, Ok(r), Ok(g), Ok(b)) => [r, g, b],
+        _ => return Err(format!("background {:?} is not #rrggbb", o.background)),
+    };
+    Ok(Arc::new(Thumbnail { o, background }))
+}
+
+fn invalid(msg: impl std::fmt::Display) -> FileFailure {
+    FileFailure::new(
+        FailureKind::InvalidData,
+        format!("cannot decode the image: {msg}"),
+    )
+}
+
+/// Whether the orientation swaps width and height.
+fn swaps(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+impl Thumbnail {
+    fn too_big(&self, w: u32, h: u32) -> Result<(), FileFailure> {
+        if u64::from(w) * u64::from(h) > self.o.max_pixels {
+            return Err(FileFailure::new(
+                FailureKind::LimitExceeded,
+                format!(
+                    "the image declares {w}x{h} pixels, more than max_pixels ({}); refused as a possible decompression bomb",
+                    self.o.max_pixels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The size the final (oriented) image should have, from the oriented
+    /// source size; for fill and pad this is the box the content scales to.
+    fn content_size(&self, w: u32, h: u32) -> (u32, u32) {
+        let (tw, th) = (f64::from(self.o.width), f64::from(self.o.height));
+        let (fw, fh) = (f64::from(w), f64::from(h));
+        let mut s = match self.o.mode {
+            Mode::Fit | Mode::Pad => (tw / fw).min(th / fh),
+            Mode::Fill => (tw / fw).max(th / fh),
+        };
+        if !self.o.upscale && s > 1.0 {
+            s = 1.0;
+        }
+        let cw = ((fw * s).round() as u32).max(1);
+        let ch = ((fh * s).round() as u32).max(1);
+        (cw, ch)
+    }
+
+    /// Decodes a JPEG at the smallest DCT scale still at least `want` (in
+    /// stored, unoriented pixels).
+    fn decode_jpeg(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
+        let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+        dec.read_info().map_err(invalid)?;
+        let info = dec.info().ok_or_else(|| invalid("no image header"))?;
+        let (w, h) = (u32::from(info.width), u32::from(info.height));
+        self.too_big(w, h)?;
+        let orientation = exif::Reader::new()
+            .read_from_container(&mut Cursor::new(bytes))
+            .ok()
+            .and_then(|e| {
+                e.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+                    .and_then(|f| f.value.get_uint(0))
+            })
+            .and_then(|v| Orientation::from_exif(v as u8))
+            .unwrap_or(Orientation::NoTransforms);
+        let (ow, oh) = if swaps(orientation) { (h, w) } else { (w, h) };
+        let (cw, ch) = self.content_size(ow, oh);
+        // For fill the crop needs the covering size; content_size gives it.
+        let (rw, rh) = if swaps(orientation) {
+            (ch, cw)
+        } else {
+            (cw, ch)
+        };
+        dec.scale(rw.min(65535) as u16, rh.min(65535) as u16)
+            .map_err(invalid)?;
+        let pixels = dec.decode().map_err(invalid)?;
+        let info = dec.info().ok_or_else(|| invalid("no image header"))?;
+        let (dw, dh) = (u32::from(info.width), u32::from(info.height));
+        let rgb = match info.pixel_format {
+            jpeg_decoder::PixelFormat::RGB24 => pixels,
+            jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),
+            jpeg_decoder::PixelFormat::L16 => pixels
+                .chunks_exact(2)
+                .flat_map(|c| [c[0], c[0], c[0]])
+                .collect(),
+            jpeg_decoder::PixelFormat::CMYK32 => pixels
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    let k = u16::from(p[3]);
+                    [p[0], p[1], p[2]].map(|c| (u16::from(c) * k / 255) as u8)
+                })
+                .collect(),
+        };
+        let img = RgbImage::from_raw(dw, dh, rgb).ok_or_else(|| invalid("short pixel buffer"))?;
+        Ok((img, orientation, (w, h)))
+    }
+
+    fn decode_other(
+        &self,
+        path: &Path,
+    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
+        let file = crate::sandbox::open_regular(path)
+            .map_err(|e| FileFailure::from_io(&e, "opening the image"))?;
+        let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
+            .with_guessed_format()
+            .map_err(|e| FileFailure::from_io(&e, "reading the image"))?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(self.o.max_pixels.saturating_mul(8).min(4 << 30));
+        reader.limits(limits);
+        let mut dec = reader.into_decoder().map_err(|e| match e {
+            image::ImageError::Limits(_) => {
+                FileFailure::new(FailureKind::LimitExceeded, format!("image refused: {e}"))
+            }
+            other => invalid(other),
+        })?;
+        let (w, h) = dec.dimensions();
+        self.too_big(w, h)?;
+        let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
+        let img = DynamicImage::from_decoder(dec).map_err(|e| match e {
+            image::ImageError::Limits(_) => {
+                FileFailure::new(FailureKind::LimitExceeded, format!("image refused: {e}"))
+            }
+            other => invalid(other),
+        })?;
+        Ok((img.to_rgb8(), orientation, (w, h)))
+    }
+
+    fn render(&self, ctx: &FileCtx<'_>) -> Result<String, FileFailure> {
+        let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
+        let ext = rel
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if !IMAGE_EXT.contains(&ext.as_str()) {
+            return Ok(json!({"skipped": "not an image (by extension)"}).to_string());
+        }
+        let out_ext = match self.o.format {
+            OutFormat::Jpeg => "jpg",
+            OutFormat::Png => "png",
+            OutFormat::Webp => "webp",
+        };
+        let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
+            let mut n = Path::new(name).file_stem().unwrap_or(name).to_os_string();
+            n.push(".");
+            n.push(out_ext);
+            n
+        })?;
+        if out_path == ctx.path {
+            return Err(FileFailure::new(
+                FailureKind::InvalidData,
+                "the thumbnail would replace its source; set a destination",
+            ));
+        }
+        if self.o.existing != Existing::Overwrite && out_path.exists() {
+            if self.o.existing == Existing::Skip {
+                return Ok(
+                    json!({"skipped": "output exists", "output": out_rel.to_string_lossy()})
+                        .to_string(),
+                );
+            }
+            return Err(crate::output::exists_failure(&out_path));
+        }
+        let (img, orientation, (sw, sh)) = if matches!(ext.as_str(), "jpg" | "jpeg" | "jpe") {
+            let mut bytes = Vec::new();
+            crate::sandbox::open_regular(ctx.path)
+                .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+                .map_err(|e| FileFailure::from_io(&e, "reading the image"))?;
+            self.decode_jpeg(&bytes)?
+        } else {
+            self.decode_other(ctx.path)?
+        };
+        let (ow, oh) = if swaps(orientation) {
+            (sh, sw)
+        } else {
+            (sw, sh)
+        };
+        let (cw, ch) = self.content_size(ow, oh);
+        // Final size of the resized content, oriented.
+        let (fw, fh) = match self.o.mode {
+            Mode::Fill => (cw.min(self.o.width), ch.min(self.o.height)),
+            _ => (cw, ch),
+        };
+        // Resize in stored orientation, then orient the small result.
+        let (rw, rh) = if swaps(orientation) {
+            (fh, fw)
+        } else {
+            (fw, fh)
+        };
+        let (iw, ih) = img.dimensions();
+        let src = fir::images::Image::from_vec_u8(iw, ih, img.into_raw(), fir::PixelType::U8x3)
+            .map_err(|e| FileFailure::new(FailureKind::Internal, e.to_string()))?;
+        let mut dst = fir::images::Image::new(rw, rh, fir::PixelType::U8x3);
+        let opts = fir::ResizeOptions::new()
+            .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
+            .fit_into_destination(Some((0.5, 0.5)));
+        fir::Resizer::new()
+            .resize(&src, &mut dst, &opts)
+            .map_err(|e| FileFailure::new(FailureKind::Internal, e.to_string()))?;
+        let small = RgbImage::from_raw(rw, rh, dst.into_vec()).ok_or_else(|| invalid("resize"))?;
+        let mut small = DynamicImage::ImageRgb8(small);
+        small.apply_orientation(orientation);
+        let mut out_img = small.to_rgb8();
+        if self.o.mode == Mode::Pad {
+            let mut canvas =
+                RgbImage::from_pixel(self.o.width, self.o.height, image::Rgb(self.background));
+            let x = (self.o.width - out_img.width()) / 2;
+            let y = (self.o.height - out_img.height()) / 2;
+            image::imageops::replace(&mut canvas, &out_img, i64::from(x), i64::from(y));
+            out_img = canvas;
+        }
+        let mut out = AtomicFile::create(&out_path)?;
+        {
+            let mut w = BufWriter::new(out.file());
+            let enc_err = |e: image::ImageError| match e {
+                image::ImageError::IoError(io) => write_failure(&io, "writing the thumbnail"),
+                other => FileFailure::new(
+                    FailureKind::Internal,
+                    format!("encoding the thumbnail: {other}"),
+                ),
+            };
+            match self.o.format {
+                OutFormat::Jpeg => {
+                    // jpeg-encoder (AVX2 DCT and colour conversion) encodes
+                    // about twice as fast as image's own encoder.
+                    let (tw, th) = (out_img.width() as u16, out_img.height() as u16);
+                    jpeg_encoder::Encoder::new(&mut w, self.o.quality)
+                        .encode(out_img.as_raw(), tw, th, jpeg_encoder::ColorType::Rgb)
+                        .map_err(|e| match e {
+                            jpeg_encoder::EncodingError::IoError(io) => {
+                                write_failure(&io, "writing the thumbnail")
+                            }
+                            other => FileFailure::new(
+                                FailureKind::Internal,
+                                format!("encoding the thumbnail: {other}"),
+                            ),
+                        })?;
+                }
+                OutFormat::Png => out_img
+                    .write_to(&mut w, image::ImageFormat::Png)
+                    .map_err(enc_err)?,
+                OutFormat::Webp => out_img
+                    .write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut w))
+                    .map_err(enc_err)?,
+            }
+            w.flush()
+                .map_err(|e| write_failure(&e, "writing the thumbnail"))?;
+        }
+        if out.commit(self.o.existing)? == Committed::Skipped {
+            return Ok(
+                json!({"skipped": "output exists", "output": out_rel.to_string_lossy()})
+                    .to_string(),
+            );
+        }
+        Ok(json!({
+            "output": out_rel.to_string_lossy(),
+            "width": out_img.width(),
+            "height": out_img.height(),
+            "source_width": ow,
+            "source_height": oh,
+        })
+        .to_string())
+    }
+}
+
+impl Task for Thumbnail {
+    fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
+        let size = match std::fs::metadata(ctx.path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                return FileOutcome {
+                    size: ctx.known_size.unwrap_or(0),
+                    result: Err(FileFailure::from_io(&e, "opening the image")),
+                }
+            }
+        };
+        FileOutcome {
+            size,
+            result: self.render(ctx),
+        }
+    }
+
+    fn account(
+        &self,
+        agg: &mut Aggregate,
+        _rel: &[u8],
+        size: u64,
+        r: &Result<String, FileFailure>,
+    ) {
+        agg.files += 1;
+        match r {
+            Err(_) => agg.failed += 1,
+            Ok(j) if j.contains("\"skipped\"") => agg.count("skipped", 1),
+            Ok(_) => {
+                agg.count("thumbnails", 1);
+                agg.count("bytes_in", size);
+            }
+        }
+    }
+
+    fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
+        let c = |k: &str| agg.counters.get(k).copied().unwrap_or(0);
+        json!({"files": agg.files, "failed": agg.failed, "thumbnails": c("thumbnails"),
+               "skipped": c("skipped"), "bytes_in": c("bytes_in")})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(o: &str, root: &Path, rel: &str, dest: &Path) -> Result<serde_json::Value, FileFailure> {
+        build(o)
+            .unwrap()
+            .process(&FileCtx {
+                path: &root.join(rel),
+                rel: rel.as_bytes(),
+                known_size: None,
+                destination: Some(dest),
+            })
+            .result
+            .map(|j| serde_json::from_str(&j).unwrap())
+    }
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        })
+    }
+
+    /// A JPEG with an EXIF APP1 segment holding only Orientation.
+    fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(img)
+            .unwrap();
+        let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01".to_vec();
+        tiff.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1]);
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\x00\x00".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xff, 0xe1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn fit_fill_pad_sizes_and_exif_rotation() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        // 1600x1200 stored, orientation 6 (rotate 90): displayed 1200x1600.
+        std::fs::write(
+            src.path().join("r.jpg"),
+            jpeg_with_orientation(&gradient(1600, 1200), 6),
+        )
+        .unwrap();
+        let v = run(r#"{"width":300,"height":300}"#, src.path(), "r.jpg", &dest).unwrap();
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(225), Some(300))
+        );
+        let out = image::open(dest.join("r.jpg")).unwrap();
+        assert_eq!((out.width(), out.height()), (225, 300));
+
+        gradient(800, 400).save(src.path().join("p.png")).unwrap();
+        let v = run(
+            r#"{"width":200,"height":200,"mode":"fill","format":"png"}"#,
+            src.path(),
+            "p.png",
+            &dest,
+        )
+        .unwrap();
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(200), Some(200))
+        );
+        let v = run(
+            r#"{"width":200,"height":200,"mode":"pad","format":"webp","existing":"overwrite"}"#,
+            src.path(),
+            "p.png",
+            &dest,
+        )
+        .unwrap();
+        assert_eq!(v["output"], "p.webp");
+        let out = image::open(dest.join("p.webp")).unwrap().to_rgb8();
+        assert_eq!(out.dimensions(), (200, 200));
+        assert_eq!(out.get_pixel(100, 5).0, [255, 255, 255], "padded band");
+
+        let gif = src.path().join("g.gif");
+        DynamicImage::ImageRgb8(gradient(64, 32))
+            .save(&gif)
+            .unwrap();
+        let v = run(r#"{"width":32,"height":32}"#, src.path(), "g.gif", &dest).unwrap();
+        assert_eq!(v["width"], 32);
+        DynamicImage::ImageRgb8(gradient(64, 32))
+            .save(src.path().join("t.tiff"))
+            .unwrap();
+        run("", src.path(), "t.tiff", &dest).unwrap();
+    }
+
+    #[test]
+    fn png_bomb_truncated_jpeg_and_non_images() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        // A PNG whose header declares 100000x100000 pixels.
+        let mut png = Vec::new();
+        gradient(8, 8)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        std::fs::write(src.path().join("bomb.png"), &png).unwrap();
+        let err = run("", src.path(), "bomb.png", &dest).unwrap_err();
+        assert!(
+            matches!(
+                err.kind,
+                FailureKind::LimitExceeded | FailureKind::InvalidData
+            ),
+            "{err:?}"
+        );
+
+        let jpeg = jpeg_with_orientation(&gradient(400, 300), 1);
+        std::fs::write(src.path().join("cut.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+        let err = run("", src.path(), "cut.jpg", &dest).unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData, "{}", err.message);
+        std::fs::write(src.path().join("notes.txt"), b"x").unwrap();
+        assert!(run("", src.path(), "notes.txt", &dest).unwrap()["skipped"].is_string());
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,66 @@
+//! Hostile conditions that need a whole engine process: a disk that fills
+//! up mid-write, simulated with `RLIMIT_FSIZE` (writes past the limit fail
+//! with EFBIG, exactly where ENOSPC would; SIGXFSZ is ignored so the write
+//! returns the error instead of killing the process).
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+#[test]
+fn disk_full_mid_write_fails_the_file_and_keeps_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let dst = dir.path().join("dst");
+    std::fs::create_dir(&src).unwrap();
+    // Incompressible, so the output outgrows the 1 MiB limit.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(src.join("big.log"), &data).unwrap();
+    std::fs::write(src.join("small.log"), b"fits easily\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pravah-engine"));
+    cmd.arg("process")
+        .arg(&src)
+        .args(["--task", "compress", "--option", "keep_original=false"])
+        .args(["--option", "format=zstd", "--destination"])
+        .arg(&dst);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert_eq!(summary["written"], 1, "{summary}");
+    // The big original is intact and no partial output or temp file is left.
+    assert_eq!(std::fs::read(src.join("big.log")).unwrap(), data);
+    let left: Vec<String> = std::fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["small.log.zst"]);
+    assert!(
+        !src.join("small.log").exists(),
+        "the file that fit was compressed and removed"
+    );
+}
