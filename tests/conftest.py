@@ -138,7 +138,8 @@ async def _truncate(url: str) -> None:
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.jobs') IS NOT NULL")
         if exists:
-            await conn.execute("TRUNCATE jobs")
+            await conn.execute("TRUNCATE jobs CASCADE")
+            await conn.execute("TRUNCATE job_claims")
     finally:
         await conn.close()
 

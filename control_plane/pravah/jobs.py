@@ -133,6 +133,11 @@ async def create_job(
         created_at=now,
         updated_at=now,
         trace_context=telemetry.current_trace_context(),
+        priority=data.priority,
+        max_attempts=data.max_attempts,
+        timeout_seconds=data.timeout,
+        lineage=data.lineage,
+        incremental=data.incremental,
     )
     session.add(job)
     await session.commit()

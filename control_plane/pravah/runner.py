@@ -34,30 +34,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 from opentelemetry.trace import Span, StatusCode
 
-from pravah import metrics, telemetry
-from pravah.db import Database
+from pravah import chunks, engine_pool, metrics, queue, telemetry
+from pravah.db import Database, retrying
 from pravah.engine_client import (
-    BatchEvent,
     ChunkInfo,
     ChunkWork,
     EngineClient,
-    ItemDoneEvent,
+    ListResult,
     ProgressEvent,
-    SummaryEvent,
 )
-from pravah.errors import NotFoundError, PravahError
+from pravah.errors import (
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    NotFoundError,
+    PravahError,
+)
 from pravah.log import get_logger
 from pravah.models import TERMINAL_STATUSES, Job, JobFilters, JobPublic, JobStatus, utcnow
 from pravah.results import RESULTS_DIR_NAME, Part, write_manifest
 from pravah.settings import Settings
+from pravah.summaries import merge_summaries
 
 log = get_logger(__name__)
 
@@ -81,6 +87,12 @@ class _RunState:
     parts: list[Part] = field(default_factory=list)
     item_errors: list[str] = field(default_factory=list)
     work_items: int = 0
+    # Counters of the chunks already finished (this run or an earlier one)
+    # and the latest cumulative progress of each chunk call in flight.
+    base: chunks.Totals = field(default_factory=chunks.Totals)
+    in_flight: dict[str, ProgressEvent] = field(default_factory=dict)
+    # Why the monitor stopped the drive: "cancel", "timeout" or "lost".
+    stopped: str | None = None
 
 
 def workspace_of(settings: Settings, job_id: str) -> Path:
@@ -91,13 +103,16 @@ def workspace_of(settings: Settings, job_id: str) -> Path:
 async def run_job(
     job_id: str,
     settings: Settings,
-    engine_url: str,
+    engine_url: str | Sequence[str],
     on_progress: ProgressCallback | None = None,
     *,
     db: Database | None = None,
     worker_id: str | None = None,
 ) -> Job:
-    """Run job `job_id` to its end on the engine at `engine_url`; return the final row.
+    """Run job `job_id` to its end on the engine(s) at `engine_url`; return the final row.
+
+    With several engine URLs the chunks are spread over all of them
+    (pravah.engine_pool).
 
     A pending job is marked running first (the CLI runs jobs this way; the
     worker claims them beforehand). Finished jobs are returned unchanged.
@@ -117,20 +132,20 @@ class _JobRun:
         self,
         job_id: str,
         settings: Settings,
-        engine_url: str,
+        engine_url: str | Sequence[str],
         db: Database,
         on_progress: ProgressCallback | None,
         worker_id: str | None,
     ) -> None:
         self.job_id = job_id
         self.settings = settings
-        self.engine_url = engine_url
+        self.engine_urls = [engine_url] if isinstance(engine_url, str) else list(engine_url)
         self.db = db
         self.on_progress = on_progress
         self.worker_id = worker_id
         self.state = _RunState()
         self.workspace = workspace_of(settings, job_id)
-        self.log = log.bind(job_id=job_id, engine=engine_url)
+        self.log = log.bind(job_id=job_id, engines=self.engine_urls)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -166,15 +181,20 @@ class _JobRun:
 
     async def _run_started(self, job: Job) -> Job:
         drive = asyncio.create_task(self._drive(job), name=f"drive-{self.job_id}")
-        user_cancelled = False
+        loop = asyncio.get_running_loop()
+        timeout = job.timeout_seconds or self.settings.job_timeout
+        deadline = loop.time() + timeout if timeout else None
         try:
             while not drive.done():
                 await asyncio.wait({drive}, timeout=self.settings.progress_persist_interval)
-                if drive.done():
+                if drive.done() or self.state.stopped:
                     break
-                if await self._persist_progress() and not user_cancelled:
-                    user_cancelled = True
-                    self.log.info("cancel requested; stopping the engine call")
+                reason = await self._persist_progress()
+                if reason is None and deadline is not None and loop.time() > deadline:
+                    reason = "timeout"
+                if reason is not None:
+                    self.state.stopped = reason
+                    self.log.info("stopping the engine calls", reason=reason)
                     drive.cancel()
         except asyncio.CancelledError:
             # Our own task was cancelled (worker shutdown, Ctrl-C): stop the
@@ -184,7 +204,7 @@ class _JobRun:
                 await drive
             await self._release()
             raise
-        return await self._finish(drive, user_cancelled)
+        return await self._finish(drive, job)
 
     async def _start(self) -> Job:
         async with self.db.session() as session:
@@ -223,6 +243,51 @@ class _JobRun:
     # --------------------------------------------------------------- drive
 
     async def _drive(self, job: Job) -> None:
+        await self._run_step(
+            job,
+            step=1,
+            task=job.task,
+            options=job.options,
+            source=job.source,
+            filters=JobFilters.model_validate(job.filters or {}),
+            destination=job.destination or "",
+        )
+
+    async def _list(self, source: str, chunk_dir: Path, filters: JobFilters) -> ListResult:
+        """List on the first engine that answers (any engine sees the same source)."""
+        state = self.state
+
+        def on_chunk(chunk: ChunkInfo) -> None:
+            state.listed_files += chunk.files
+            state.listed_bytes += chunk.bytes
+
+        last: PravahError | None = None
+        for url in self.engine_urls:
+            state.listed_files = state.listed_bytes = 0
+            try:
+                async with EngineClient(url) as client:
+                    return await client.list_to_chunks(
+                        source,
+                        str(chunk_dir),
+                        filters,
+                        batch_size=self.settings.chunk_files,
+                        on_chunk=on_chunk,
+                    )
+            except (EngineUnavailableError, EngineError) as exc:
+                self.log.warning("listing failed on an engine; trying the next", engine=url)
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _plan(
+        self, job: Job, step: int, source: str, filters: JobFilters
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """The step's listing and chunk rows: stored ones when the job resumes, else new."""
+        rows = await chunks.load(self.db, self.job_id, step)
+        if job.listing is not None and (rows or not job.listing.get("chunks")):
+            done = sum(1 for r in rows if r.status != "pending")
+            self.log.info("resuming from checkpoints", chunks=len(rows), finished=done)
+            return job.listing, rows
         chunks_dir = self.workspace / "chunks"
         results_dir = self.workspace / RESULTS_DIR_NAME
         for stale in (chunks_dir, results_dir, self.workspace / "parts.json"):
@@ -231,83 +296,128 @@ class _JobRun:
             elif stale.exists():
                 stale.unlink()
         chunks_dir.mkdir(parents=True, exist_ok=True)
-        filters = JobFilters.model_validate(job.filters or {})
-        state = self.state
-
-        def on_chunk(chunk: ChunkInfo) -> None:
-            state.listed_files += chunk.files
-            state.listed_bytes += chunk.bytes
-
-        async with EngineClient(self.engine_url) as client:
-            listing = await client.list_to_chunks(
-                job.source, str(chunks_dir), filters, on_chunk=on_chunk
+        listing = await self._list(source, chunks_dir, filters)
+        info: dict[str, Any] = {
+            "files": listing.summary.files,
+            "bytes": listing.summary.bytes,
+            "directories": listing.summary.directories,
+            "errors": listing.summary.errors,
+            "elapsed_ms": listing.summary.elapsed_ms,
+            "chunks": len(listing.chunks),
+            "root": listing.summary.root,
+            "error_examples": [
+                {"path": e.path, "kind": e.kind, "message": e.message} for e in listing.errors[:10]
+            ],
+        }
+        self.log.info(
+            "listing done",
+            files=listing.summary.files,
+            bytes=listing.summary.bytes,
+            chunks=len(listing.chunks),
+        )
+        try:
+            rows = await chunks.record_listing(
+                self.db, self.job_id, info, listing.chunks, worker_id=self.worker_id, step=step
             )
-            state.files_total = listing.summary.files
-            state.bytes_total = listing.summary.bytes
-            state.listing = {
-                "files": listing.summary.files,
-                "bytes": listing.summary.bytes,
-                "directories": listing.summary.directories,
-                "errors": listing.summary.errors,
-                "elapsed_ms": listing.summary.elapsed_ms,
-                "chunks": len(listing.chunks),
-                "error_examples": [
-                    {"path": e.path, "kind": e.kind, "message": e.message}
-                    for e in listing.errors[:10]
-                ],
-            }
-            self.log.info(
-                "listing done",
-                files=listing.summary.files,
-                bytes=listing.summary.bytes,
-                chunks=len(listing.chunks),
-            )
-            work = [
-                ChunkWork(id=f"chunk-{c.index:06d}", uri=c.uri, root=listing.summary.root)
-                for c in listing.chunks
-            ]
-            state.work_items = len(work)
-            # Created only now: a job that failed before processing has no results.
-            results_dir.mkdir(parents=True, exist_ok=True)
-            interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
-            async for event in client.process(
-                job.task,
-                work,
-                options=job.options,
-                results_dir=str(results_dir),
-                destination=job.destination or "",
-                job_id=job.id,
-                progress_interval_ms=interval_ms,
-            ):
-                self._apply(event)
+        except PermissionError:
+            self.state.stopped = "lost"
+            raise asyncio.CancelledError() from None
+        return info, rows
 
-    def _apply(self, event: ProgressEvent | BatchEvent | ItemDoneEvent | SummaryEvent) -> None:
+    async def _run_step(
+        self,
+        job: Job,
+        *,
+        step: int,
+        task: str,
+        options: dict[str, Any],
+        source: str,
+        filters: JobFilters,
+        destination: str,
+    ) -> None:
+        """Plan (or resume) one step and run its unfinished chunks on the engines."""
         state = self.state
-        if isinstance(event, ProgressEvent):
-            state.files_done = event.files_done
-            state.files_failed = event.files_failed
-            state.bytes_done = event.bytes_done
-            state.bytes_failed = event.bytes_failed
-        elif isinstance(event, BatchEvent):
-            if event.part_uri:
-                state.parts.append(
-                    Part(
-                        path=event.part_uri,
-                        files=event.files,
-                        work_id=event.work_id,
-                        sequence=event.sequence,
-                    )
-                )
-        elif isinstance(event, ItemDoneEvent):
-            if event.error is not None:
-                state.item_errors.append(f"{event.work_id}: {event.error.message}")
-        else:
-            totals = event.totals
-            state.files_done = totals.files_done
-            state.files_failed = totals.files_failed
-            state.bytes_done = totals.bytes_done
-            state.bytes_failed = totals.bytes_failed
-            state.summary = event.summary
+        info, rows = await self._plan(job, step, source, filters)
+        state.listing = {k: v for k, v in info.items() if k != "root"}
+        state.files_total = info.get("files")
+        state.bytes_total = info.get("bytes")
+        state.work_items = len(rows)
+        results_dir = self.workspace / RESULTS_DIR_NAME
+        # Created only now: a job that failed before processing has no results.
+        results_dir.mkdir(parents=True, exist_ok=True)
+        todo = [r for r in rows if r.status == "pending"]
+        for row in todo:  # a redone chunk replaces its partial outputs
+            chunks.remove_parts(results_dir, chunks.work_id(row.idx, step))
+        state.base = chunks.totals_of(rows)
+        self._sum_progress()
+        interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
+        spec = engine_pool.ProcessSpec(
+            task=task,
+            options=options,
+            results_dir=str(results_dir),
+            destination=destination,
+            job_id=job.id,
+            progress_interval_ms=interval_ms,
+        )
+        root = str(info.get("root") or source)
+        work = [
+            engine_pool.ChunkTask(
+                ChunkWork(id=chunks.work_id(r.idx, step), uri=r.uri, root=root),
+                attempts=r.attempts,
+            )
+            for r in todo
+        ]
+        engines = await engine_pool.resolve_engines(self.engine_urls)
+        await engine_pool.run_chunks(
+            engines,
+            work,
+            spec,
+            on_progress=self._chunk_progress,
+            on_outcome=self._chunk_finished,
+            on_requeue=self._chunk_requeued,
+            window=self.settings.engine_window,
+            chunk_max_attempts=self.settings.chunk_max_attempts,
+        )
+        self._collect(await chunks.load(self.db, self.job_id, step))
+
+    def _collect(self, rows: list[Any]) -> None:
+        """Parts, summary and item errors of a step from its chunk rows."""
+        state = self.state
+        state.parts = chunks.parts_of(rows)
+        state.summary = merge_summaries(r.summary for r in rows if r.status == "done")
+        state.item_errors = [
+            f"{chunks.work_id(r.idx, r.step)}: {r.error}" for r in rows if r.status == "failed"
+        ]
+        state.base = chunks.totals_of(rows)
+        state.in_flight.clear()
+        self._sum_progress()
+
+    def _sum_progress(self) -> None:
+        s = self.state
+        s.files_done = s.base.files_done + sum(p.files_done for p in s.in_flight.values())
+        s.files_failed = s.base.files_failed + sum(p.files_failed for p in s.in_flight.values())
+        s.bytes_done = s.base.bytes_done + sum(p.bytes_done for p in s.in_flight.values())
+        s.bytes_failed = s.base.bytes_failed + sum(p.bytes_failed for p in s.in_flight.values())
+
+    def _chunk_progress(self, work: str, _engine: str, event: ProgressEvent) -> None:
+        self.state.in_flight[work] = event
+        self._sum_progress()
+
+    async def _chunk_finished(self, outcome: engine_pool.ChunkOutcome) -> None:
+        row = await chunks.mark_finished(self.db, self.job_id, outcome)
+        s = self.state
+        s.in_flight.pop(outcome.work_id, None)
+        if row is not None:
+            s.base.files_done += row.files_done
+            s.base.files_failed += row.files_failed
+            s.base.bytes_done += row.bytes_done
+            s.base.bytes_failed += row.bytes_failed
+        self._sum_progress()
+
+    async def _chunk_requeued(self, work: str, engine: str, reason: str) -> None:
+        self.state.in_flight.pop(work, None)
+        self._sum_progress()
+        await chunks.note_requeue(self.db, self.job_id, work, engine, reason)
 
     # ------------------------------------------------------------- records
 
@@ -320,13 +430,19 @@ class _JobRun:
         job.bytes_done = s.bytes_done
         job.bytes_failed = s.bytes_failed
 
-    async def _persist_progress(self) -> bool:
-        """Write counters and heartbeat; return True when a cancel was requested."""
+    async def _persist_progress(self) -> str | None:
+        """Write counters and heartbeat; say why to stop: "cancel", "lost" or None.
+
+        "lost": the job is no longer ours (its lease expired and another
+        worker requeued or took it); we stop without writing anything more.
+        """
         try:
             async with self.db.session() as session:
                 job = await session.get(Job, self.job_id, populate_existing=True)
                 if job is None:  # deleted under us: stop
-                    return True
+                    return "cancel"
+                if not self._still_ours(job):
+                    return "lost"
                 self._copy_counters(job)
                 now = utcnow()
                 job.updated_at = now
@@ -336,26 +452,59 @@ class _JobRun:
                 await session.refresh(job)
         except Exception as exc:  # a busy DB must not kill the run; try again next tick
             self.log.warning("could not persist progress", error=str(exc))
-            return False
+            return None
         self._notify(job)
-        return job.cancel_requested
+        return "cancel" if job.cancel_requested else None
 
-    async def _finish(self, drive: asyncio.Task[None], user_cancelled: bool) -> Job:
+    def _still_ours(self, job: Job) -> bool:
+        if job.status != JobStatus.running.value:
+            return False
+        return self.worker_id is None or job.worker_id == self.worker_id
+
+    def _remove_partial_outputs(self) -> None:
+        """Part files of chunks that did not finish (cancel, timeout): removed."""
+        results_dir = self.workspace / RESULTS_DIR_NAME
+        for work in list(self.state.in_flight):
+            chunks.remove_parts(results_dir, work)
+        self.state.in_flight.clear()
+
+    async def _finish(self, drive: asyncio.Task[None], job_at_start: Job) -> Job:
+        """Settle the row after the drive ended: completed, failed, cancelled or retried.
+
+        Permanent errors (bad input: source gone, bad options, a chunk that
+        cannot be read) fail the job at once; anything else (an engine or the
+        database away) puts it back to `pending` with an exponential backoff
+        while it has attempts left.
+        """
         status = JobStatus.completed
         error: str | None = None
+        retry = False
+        stopped = self.state.stopped
         try:
             await drive
         except asyncio.CancelledError:
             status, error = JobStatus.cancelled, "cancelled by request"
-        except NotFoundError as exc:
+        except (NotFoundError, InvalidRequestError) as exc:
             status, error = JobStatus.failed, str(exc)
         except PravahError as exc:
-            status, error = JobStatus.failed, str(exc)
+            status, error, retry = JobStatus.failed, str(exc), True
         except Exception as exc:
             self.log.exception("job run crashed")
             status, error = JobStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
-        if status == JobStatus.completed and user_cancelled:
-            status, error = JobStatus.cancelled, "cancelled by request"
+            retry = True
+        stopped = self.state.stopped or stopped
+        if stopped == "lost":
+            return await self._lost()
+        if stopped == "timeout":
+            timeout = job_at_start.timeout_seconds or self.settings.job_timeout
+            status, retry = JobStatus.failed, False
+            error = f"the job timed out after {timeout:g} s"
+        elif stopped == "cancel":
+            status, error, retry = JobStatus.cancelled, "cancelled by request", False
+        if status != JobStatus.completed:
+            self._remove_partial_outputs()
+        with contextlib.suppress(Exception):
+            self._collect(await chunks.load(self.db, self.job_id))
         if status == JobStatus.completed and self.state.item_errors:
             status = JobStatus.failed
             first = self.state.item_errors[0]
@@ -373,25 +522,58 @@ class _JobRun:
         summary = dict(self.state.summary) if self.state.summary is not None else None
         if summary is not None and self.state.listing:
             summary.setdefault("listing", self.state.listing)
-        async with self.db.session() as session:
-            job = await session.get(Job, self.job_id, populate_existing=True)
-            if job is None:
-                raise NotFoundError(f"job {self.job_id} vanished while it ran")
-            self._copy_counters(job)
-            now = utcnow()
-            job.status = status.value
-            job.error = error
-            job.summary = summary
-            job.results_available = results_available
-            job.finished_at = now
-            job.updated_at = now
-            session.add(job)
-            await session.commit()
-            await session.refresh(job)
+
+        async def write() -> Job | None:
+            async with self.db.session() as session:
+                job = await session.get(
+                    Job, self.job_id, populate_existing=True, with_for_update=True
+                )
+                if job is None:
+                    raise NotFoundError(f"job {self.job_id} vanished while it ran")
+                if not self._still_ours(job):
+                    await session.rollback()
+                    return None
+                self._copy_counters(job)
+                now = utcnow()
+                limit = job.max_attempts or self.settings.max_attempts
+                if retry and job.attempts < limit and not job.cancel_requested:
+                    delay = queue.backoff_seconds(
+                        job.attempts, self.settings.retry_backoff, self.settings.retry_backoff_max
+                    )
+                    job.status = JobStatus.pending.value
+                    job.worker_id = None
+                    job.run_after = now + timedelta(seconds=delay)
+                    job.error = f"attempt {job.attempts} of {limit} failed: {error}; retrying"
+                    outcome = "retry"
+                else:
+                    job.status = status.value
+                    job.error = f"{error} (after {job.attempts} attempts)" if retry else error
+                    job.summary = summary
+                    job.results_available = results_available
+                    job.finished_at = now
+                    outcome = status.value
+                job.updated_at = now
+                session.add(job)
+                if self.worker_id is not None:
+                    await queue.release_claim(
+                        session, self.job_id, self.worker_id, outcome, commit=False
+                    )
+                await session.commit()
+                await session.refresh(job)
+            return job
+
+        final = await retrying(write)
+        if final is None:
+            return await self._lost()
+        job = final
+        if job.status == JobStatus.pending.value:
+            self.log.warning("job attempt failed; retry queued", error=error, at=job.run_after)
+            self._notify(job)
+            return job
         metrics.job_ended(job.task, job.status, job.started_at, job.finished_at)
         self.log.info(
             "job finished",
-            status=status.value,
+            status=job.status,
             files_done=job.files_done,
             files_failed=job.files_failed,
             error=error,
@@ -399,16 +581,29 @@ class _JobRun:
         self._notify(job)
         return job
 
+    async def _lost(self) -> Job:
+        """The lease was taken away: leave the row to its new holder."""
+        self.log.warning("the job's lease was lost; another worker owns it now")
+        async with self.db.session() as session:
+            if self.worker_id is not None:
+                with contextlib.suppress(Exception):
+                    await queue.release_claim(session, self.job_id, self.worker_id, "lost_lease")
+            job = await session.get(Job, self.job_id, populate_existing=True)
+        if job is None:
+            raise NotFoundError(f"job {self.job_id} vanished while it ran")
+        return job
+
     async def _release(self) -> None:
         """Settle a job whose run was stopped from outside: cancelled or requeued."""
         with contextlib.suppress(Exception):
             async with self.db.session() as session:
                 job = await session.get(Job, self.job_id, populate_existing=True)
-                if job is None or job.status != JobStatus.running.value:
+                if job is None or not self._still_ours(job):
                     return
                 now = utcnow()
                 job.updated_at = now
                 if job.cancel_requested:
+                    self._remove_partial_outputs()
                     self._copy_counters(job)
                     job.status = JobStatus.cancelled.value
                     job.finished_at = now
@@ -418,6 +613,14 @@ class _JobRun:
                     job.status = JobStatus.pending.value
                     job.worker_id = None
                 session.add(job)
+                if self.worker_id is not None:
+                    await queue.release_claim(
+                        session,
+                        self.job_id,
+                        self.worker_id,
+                        "cancelled" if job.cancel_requested else "shutdown",
+                        commit=False,
+                    )
                 await session.commit()
                 self.log.info("job settled after an outside stop", status=job.status)
 
