@@ -27,10 +27,14 @@ engine dies are decided here.
 - Errors that are not about the engine (bad options, unknown task) end the
   run at once: every engine would answer the same.
 
-Termination: the shared queue holds every chunk not yet done; a feeder stops
-when the queue is empty and its own calls have ended, or when its engine is
-down. `run_chunks` returns when every chunk is done or failed, and raises as
-soon as no live engine is left while chunks remain. Cancelling it cancels
+Termination: the shared queue holds every chunk not yet taken; a chunk
+leaves it for exactly one call and comes back only when that call failed
+(put back before anything else is awaited, so it cannot be lost). A feeder
+runs until every chunk is settled, or until its engine is down; then it
+waits for its other calls to end by themselves instead of cancelling them,
+so no call is cut short while it records its checkpoint. `run_chunks`
+returns when every chunk is done or failed, and raises as soon as no live
+engine is left while chunks remain. Cancelling it cancels
 the feeders, whose calls are cancelled in turn (the engine stops the work).
 """
 
@@ -261,8 +265,6 @@ async def run_chunks(
                 except (EngineUnavailableError, EngineError) as exc:
                     failure.append(exc)
                     await give_back(chunk, url, str(exc))
-                except asyncio.CancelledError:
-                    raise
                 except Exception as exc:  # e.g. the checkpoint could not be stored
                     fatal.append(exc)
                     all_done.set()
@@ -283,6 +285,9 @@ async def run_chunks(
                     calls = {c for c in calls if not c.done()}
                 if failure:
                     mark_down(url, str(failure[0]))
+                    # Our other calls fail by themselves (or finish): let them,
+                    # so none is cut short while it records its checkpoint.
+                    await asyncio.gather(*calls, return_exceptions=True)
             finally:
                 for call in calls:
                     call.cancel()
@@ -303,9 +308,9 @@ async def run_chunks(
             )
             return
         log.warning("engine failed; chunk moved to the others", engine=url, work_id=chunk.work.id)
+        queue.put_nowait(chunk)  # first: whatever happens next, the chunk is not lost
         if on_requeue is not None:
             await on_requeue(chunk.work.id, url, reason)
-        queue.put_nowait(chunk)
 
     def mark_down(url: str, reason: str) -> None:
         if url in live:

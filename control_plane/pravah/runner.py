@@ -461,11 +461,17 @@ class _JobRun:
             return False
         return self.worker_id is None or job.worker_id == self.worker_id
 
-    def _remove_partial_outputs(self) -> None:
-        """Part files of chunks that did not finish (cancel, timeout): removed."""
+    async def _remove_partial_outputs(self) -> None:
+        """Part files of chunks that did not finish (cancel, timeout): removed.
+
+        Finished chunks keep theirs. The engine writes each part atomically, so
+        what is removed here is whole parts of chunks cut short.
+        """
         results_dir = self.workspace / RESULTS_DIR_NAME
-        for work in list(self.state.in_flight):
-            chunks.remove_parts(results_dir, work)
+        with contextlib.suppress(Exception):
+            for row in await chunks.load(self.db, self.job_id):
+                if row.status == "pending":
+                    chunks.remove_parts(results_dir, chunks.work_id(row.idx, row.step))
         self.state.in_flight.clear()
 
     async def _finish(self, drive: asyncio.Task[None], job_at_start: Job) -> Job:
@@ -502,7 +508,7 @@ class _JobRun:
         elif stopped == "cancel":
             status, error, retry = JobStatus.cancelled, "cancelled by request", False
         if status != JobStatus.completed:
-            self._remove_partial_outputs()
+            await self._remove_partial_outputs()
         with contextlib.suppress(Exception):
             self._collect(await chunks.load(self.db, self.job_id))
         if status == JobStatus.completed and self.state.item_errors:
@@ -603,7 +609,7 @@ class _JobRun:
                 now = utcnow()
                 job.updated_at = now
                 if job.cancel_requested:
-                    self._remove_partial_outputs()
+                    await self._remove_partial_outputs()
                     self._copy_counters(job)
                     job.status = JobStatus.cancelled.value
                     job.finished_at = now
