@@ -43,7 +43,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Span, StatusCode
 
-from pravah import chunks, engine_pool, metrics, queue, telemetry
+from pravah import chunks, engine_pool, incremental, metrics, queue, telemetry
 from pravah.db import Database, retrying
 from pravah.engine_client import (
     ChunkInfo,
@@ -296,6 +296,38 @@ class _JobRun:
             elif stale.exists():
                 stale.unlink()
         chunks_dir.mkdir(parents=True, exist_ok=True)
+        if job.retry_of is not None:
+            info, chunk_infos = await self._plan_retry(job, chunks_dir)
+        else:
+            info, chunk_infos = await self._plan_listing(job, source, chunks_dir, filters)
+        try:
+            rows = await chunks.record_listing(
+                self.db, self.job_id, info, chunk_infos, worker_id=self.worker_id, step=step
+            )
+        except PermissionError:
+            self.state.stopped = "lost"
+            raise asyncio.CancelledError() from None
+        return info, rows
+
+    async def _plan_retry(self, job: Job, chunks_dir: Path) -> tuple[dict[str, Any], list[Any]]:
+        """Chunks of exactly the files that failed in the job this one retries."""
+        assert job.retry_of is not None
+        parent = workspace_of(self.settings, job.retry_of)
+        entries = await asyncio.to_thread(incremental.failed_entries, parent)
+        chunk_infos = await asyncio.to_thread(incremental.write_chunks, chunks_dir, entries)
+        info: dict[str, Any] = {
+            "files": len(entries),
+            "bytes": sum(c.bytes for c in chunk_infos),
+            "chunks": len(chunk_infos),
+            "root": job.source,
+            "retry_of": job.retry_of,
+        }
+        self.log.info("retrying failed files", files=len(entries), retry_of=job.retry_of)
+        return info, chunk_infos
+
+    async def _plan_listing(
+        self, job: Job, source: str, chunks_dir: Path, filters: JobFilters
+    ) -> tuple[dict[str, Any], list[Any]]:
         listing = await self._list(source, chunks_dir, filters)
         info: dict[str, Any] = {
             "files": listing.summary.files,
@@ -315,14 +347,46 @@ class _JobRun:
             bytes=listing.summary.bytes,
             chunks=len(listing.chunks),
         )
-        try:
-            rows = await chunks.record_listing(
-                self.db, self.job_id, info, listing.chunks, worker_id=self.worker_id, step=step
+        chunk_infos = list(listing.chunks)
+        if job.incremental != "off" and job.lineage:
+            manifest = incremental.load_manifest(self.settings.state_dir, job.lineage)
+            keep, skipped = await asyncio.to_thread(
+                incremental.select_changed,
+                chunk_infos,
+                Path(listing.summary.root),
+                manifest,
+                job.incremental,
             )
-        except PermissionError:
-            self.state.stopped = "lost"
-            raise asyncio.CancelledError() from None
-        return info, rows
+            chunk_infos = await asyncio.to_thread(incremental.write_chunks, chunks_dir, keep)
+            info.update(
+                files=len(keep),
+                bytes=sum(c.bytes for c in chunk_infos),
+                chunks=len(chunk_infos),
+                listed_files=listing.summary.files,
+                unchanged_skipped=skipped,
+            )
+            self.log.info("incremental run", new_or_changed=len(keep), unchanged=skipped)
+        return info, chunk_infos
+
+    async def _remember_lineage(self, job: Job) -> None:
+        """After a completed incremental run: its files join the lineage's manifest."""
+        if job.incremental == "off" or not job.lineage or job.listing is None:
+            return
+        state_dir, lineage, mode = self.settings.state_dir, job.lineage, job.incremental
+        root = Path(str(job.listing.get("root") or job.source))
+        rows = await chunks.load(self.db, self.job_id)
+
+        def update() -> None:
+            processed = [e for r in rows for e in incremental.read_chunk(r.uri)]
+            failed = incremental.failed_keys(self.workspace)
+            manifest = incremental.load_manifest(state_dir, lineage)
+            new = incremental.updated_manifest(manifest, processed, failed, root, mode)
+            incremental.save_manifest(state_dir, lineage, new)
+
+        try:
+            await asyncio.to_thread(update)
+        except (OSError, ValueError) as exc:
+            self.log.warning("could not update the lineage manifest", error=str(exc))
 
     async def _run_step(
         self,
@@ -576,6 +640,8 @@ class _JobRun:
             self.log.warning("job attempt failed; retry queued", error=error, at=job.run_after)
             self._notify(job)
             return job
+        if job.status == JobStatus.completed.value:
+            await self._remember_lineage(job)
         metrics.job_ended(job.task, job.status, job.started_at, job.finished_at)
         self.log.info(
             "job finished",

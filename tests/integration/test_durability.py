@@ -364,3 +364,61 @@ async def test_higher_priority_jobs_are_claimed_first_and_claims_are_recorded(
         assert all(c.worker_id == "w1" and c.attempt == 1 for c in claims)
     finally:
         await db.dispose()
+
+
+async def test_incremental_runs_skip_unchanged_files_but_not_new_ones_with_old_mtimes(
+    sqlite_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    await migrate(sqlite_settings)
+    db = Database(sqlite_settings)
+    source = _tree(tmp_path / "logs", 5)
+    try:
+
+        async def nightly() -> Job:
+            job = await _job(db, engine_url, source, lineage="nightly", incremental="stat")
+            final = await run_job(job.id, sqlite_settings, engine_url, db=db)
+            assert final.status == "completed", final.error
+            return final
+
+        first = await nightly()
+        assert first.files_done == 5
+        second = await nightly()  # nothing changed: last night's work is not redone
+        assert second.files_done == 0
+        assert second.listing is not None and second.listing["unchanged_skipped"] == 5
+        copied = source / "d0" / "copied-in.csv"
+        copied.write_text("old,file\n")
+        os.utime(copied, (946684800, 946684800))  # an old mtime (2000-01-01)
+        changed = next(source.glob("d1/*.csv"))
+        changed.write_text("grown,header,x\n1,2,3\n")
+        third = await nightly()
+        assert third.files_done == 2
+        assert sorted(_result_paths(sqlite_settings, third.id)) == sorted(
+            [str(copied.relative_to(source)), str(changed.relative_to(source))]
+        )
+    finally:
+        await db.dispose()
+
+
+async def test_retry_failed_runs_exactly_the_failed_files(
+    db_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    from pravah.jobs import create_retry_job
+
+    await migrate(db_settings)
+    db = Database(db_settings)
+    source = _tree(tmp_path / "src", 6)
+    (source / "d0" / "empty.csv").write_bytes(b"")
+    (source / "d2" / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    try:
+        job = await _job(db, engine_url, source)
+        first = await run_job(job.id, db_settings, engine_url, db=db)
+        assert first.status == "completed" and first.files_failed == 2
+        async with db.session() as session:
+            retry = await create_retry_job(session, job.id, db_settings.jobs_dir)
+        assert retry.retry_of == job.id
+        final = await run_job(retry.id, db_settings, engine_url, db=db)
+        assert final.status == "completed", final.error
+        assert final.files_total == 2 and final.files_done == 2
+        assert sorted(_result_paths(db_settings, retry.id)) == ["d0/empty.csv", "d2/binary.csv"]
+    finally:
+        await db.dispose()

@@ -18,6 +18,7 @@ from pravah.cli.client import (
     cancel_command,
     jobs_command,
     results_command,
+    retry_command,
     status_command,
     submit_command,
 )
@@ -72,6 +73,7 @@ app.command("submit", rich_help_panel=REMOTE)(submit_command)
 app.command("status", rich_help_panel=REMOTE)(status_command)
 app.command("results", rich_help_panel=REMOTE)(results_command)
 app.command("cancel", rich_help_panel=REMOTE)(cancel_command)
+app.command("retry", rich_help_panel=REMOTE)(retry_command)
 app.command("jobs", rich_help_panel=REMOTE)(jobs_command)
 
 

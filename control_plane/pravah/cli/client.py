@@ -345,6 +345,26 @@ def cancel_command(
             out_console.print(f"cancel requested for job {job_id} (status: {job.get('status')})")
 
 
+def retry_command(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    failed: Annotated[
+        bool,
+        typer.Option("--failed", help="Retry exactly the files that failed (required for now)."),
+    ] = False,
+    json_output: JsonOutput = False,
+    server: Server = DEFAULT_SERVER,
+) -> None:
+    """Start a new job over exactly the files that failed in JOB."""
+    with handle_errors(), ApiClient(server) as api:
+        if not failed:
+            raise typer.BadParameter("say what to retry: --failed", param_hint="--failed")
+        job: dict[str, Any] = api.request("POST", f"/jobs/{job_id}/retry-failed")
+        if json_output:
+            dump_json(job)
+        else:
+            out_console.print(f"job {job.get('id')} retries the failed files of job {job_id}")
+
+
 def jobs_command(
     status: Annotated[
         str | None,
