@@ -139,7 +139,7 @@ async def _truncate(url: str) -> None:
         exists = await conn.fetchval("SELECT to_regclass('public.jobs') IS NOT NULL")
         if exists:
             await conn.execute("TRUNCATE jobs CASCADE")
-            await conn.execute("TRUNCATE job_claims")
+            await conn.execute("TRUNCATE job_claims, schedules")
     finally:
         await conn.close()
 

@@ -116,6 +116,10 @@ async def create_job(
 ) -> Job:
     """Validate and store a pending job; nothing is stored when validation fails."""
     assert data.task is not None  # JobCreate guarantees it
+    if data.incremental != "off" and not data.lineage:
+        raise InvalidRequestError(
+            "'incremental' needs a 'lineage' (the name its runs share)", field="lineage"
+        )
     task = get_task(capabilities, data.task)
     validate_options(task, data.options)
     try:

@@ -172,8 +172,6 @@ class JobCreate(BaseModel):
             raise ValueError("pipelines are not supported yet; give a single 'task' instead")
         if not self.task:
             raise ValueError("'task' is required, e.g. \"csv-header\" (see GET /config)")
-        if self.incremental != "off" and not self.lineage:
-            raise ValueError("'incremental' needs a 'lineage' (the name its runs share)")
         return self
 
 
@@ -482,3 +480,61 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+# ---------------------------------------------------------------- schedules
+
+
+class Schedule(SQLModel, table=True):
+    """A recurring job (pravah.schedules): a cron expression and a job request."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (sa.Index("ix_schedules_due", "paused", "next_run_at"),)
+
+    id: str = SQLField(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
+    name: str = SQLField(max_length=200, nullable=False)
+    cron: str = SQLField(max_length=200, nullable=False)
+    # The validated JobCreate body every run is created from.
+    job: dict[str, Any] = SQLField(sa_column=sa.Column(sa.JSON, nullable=False))
+    paused: bool = SQLField(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    # The tick that fires next; an instance claims a tick by moving this on
+    # (UPDATE ... WHERE next_run_at = :tick), so each tick fires exactly once.
+    next_run_at: datetime = SQLField(sa_column=sa.Column(UTCDateTime, nullable=False))
+    last_run_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    last_job_id: str | None = SQLField(default=None, max_length=36, nullable=True)
+    created_at: datetime = SQLField(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
+    )
+
+
+class ScheduleCreate(BaseModel):
+    """What a client sends to create a schedule (POST /schedules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(min_length=1, max_length=200, description="e.g. '0 3 * * *' (UTC).")
+    name: str | None = Field(default=None, max_length=200)
+    job: JobCreate
+
+
+class SchedulePublic(BaseModel):
+    """What clients see of a schedule."""
+
+    id: str
+    name: str
+    cron: str
+    job: dict[str, Any]
+    paused: bool
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Schedule) -> SchedulePublic:
+        """The public view of a row."""
+        return cls.model_validate(row, from_attributes=True)

@@ -9,9 +9,10 @@ Why this shape (procrastinate's worker is the model):
   a wake-up - in-process (`notify()`, called by the API after an enqueue) or,
   on PostgreSQL, a `NOTIFY pravah_jobs` from any instance (LISTEN on a
   dedicated connection) - or the poll interval;
-- a heartbeat task renews the leases of this worker's running jobs and
+- a heartbeat task renews the leases of this worker's running jobs,
   recovers jobs whose worker died (stale lease -> pending, or failed once
-  out of attempts);
+  out of attempts), and fires due schedules (pravah.schedules: each tick is
+  claimed in the database, so it fires once across all instances);
 - on stop, running jobs get `shutdown_timeout` seconds to finish; then they
   are cancelled, which cancels their engine calls and puts them back to
   `pending` for another worker.
@@ -36,7 +37,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from pravah import queue
+from pravah import queue, schedules
 from pravah.db import Database
 from pravah.log import get_logger
 from pravah.runner import ProgressCallback, run_job
@@ -230,6 +231,11 @@ class Worker:
                     )
                 if requeued or failed:
                     self.log.warning("recovered stale jobs", requeued=requeued, failed=failed)
+                    self.notify()
+                async with db.session() as session:
+                    fired = await schedules.fire_due(session)
+                if fired:
+                    self.log.info("schedules fired", jobs=fired)
                     self.notify()
             except Exception as exc:
                 self.log.warning("heartbeat failed", error=str(exc))

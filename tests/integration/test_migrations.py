@@ -36,7 +36,7 @@ async def test_upgrade_head_matches_models(db_settings: Settings) -> None:
     finally:
         await engine.dispose()
     assert diff == []
-    assert tables == {"jobs", "job_chunks", "job_claims", "alembic_version"}
+    assert tables == {"jobs", "job_chunks", "job_claims", "schedules", "alembic_version"}
 
 
 def test_head_constant_is_alembics_head() -> None:

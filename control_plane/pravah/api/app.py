@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from pravah import __version__, telemetry
-from pravah.api.routes import config, dashboard, health, jobs, uploads
+from pravah.api.routes import config, dashboard, health, jobs, schedules, uploads
 from pravah.api.routes import metrics as metrics_routes
 from pravah.api.state import AppState
 from pravah.db import Database, migrate
@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(config.router)
     app.include_router(dashboard.router)
     app.include_router(jobs.router)
+    app.include_router(schedules.router)
     app.include_router(uploads.router)
     mount_dashboard(app)
     app.include_router(metrics_routes.router)
