@@ -705,7 +705,11 @@ mod tests {
         let bad = process_guarded(&Panicky, Path::new("/x/bad"), Some(7));
         let failure = bad.result.expect_err("the panic becomes a failure");
         assert_eq!(failure.kind, FailureKind::Internal);
-        assert!(failure.message.contains("boom on /x/bad"), "{}", failure.message);
+        assert!(
+            failure.message.contains("boom on /x/bad"),
+            "{}",
+            failure.message
+        );
         assert_eq!(bad.size, 7);
         let good = process_guarded(&Panicky, Path::new("/x/good"), None);
         assert_eq!(good.result.ok().as_deref(), Some("{}"));
@@ -715,7 +719,13 @@ mod tests {
     #[test]
     fn the_test_panic_name_panics_in_debug_builds() {
         let out = process_guarded(&Panicky, &Path::new("/x").join(PANIC_TEST_NAME), None);
-        let failure = out.result.expect_err("debug builds panic on the magic name");
-        assert!(failure.message.contains("test panic"), "{}", failure.message);
+        let failure = out
+            .result
+            .expect_err("debug builds panic on the magic name");
+        assert!(
+            failure.message.contains("test panic"),
+            "{}",
+            failure.message
+        );
     }
 }
