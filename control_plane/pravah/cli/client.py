@@ -141,7 +141,8 @@ class ApiClient:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
-        return self._check(response).json()
+        checked = self._check(response)
+        return checked.json() if checked.content else None
 
     def stream_lines(self, path: str, **kwargs: Any) -> Iterator[bytes]:
         """The lines of a streamed (JSON-lines) response, as bytes."""
