@@ -2,7 +2,7 @@
 control-plane instances on one PostgreSQL, and the time from `POST /jobs` to
 `running` (p50, p99).
 
-Usage: `.venv/bin/python bench/queue.py [--jobs 300] [--instances 1 3]`
+Usage: `.venv/bin/python bench/queue_throughput.py [--jobs 300] [--instances 1 3]`
 (PostgreSQL from PRAVAH_TEST_PG_* like the tests; one engine per run, the
 release build when present). Prints one line per instance count; no
 assertions. Each run uses a fresh database, dropped afterwards.
