@@ -140,7 +140,8 @@ async def _truncate(url: str) -> None:
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.jobs') IS NOT NULL")
         if exists:
-            await conn.execute("TRUNCATE jobs")
+            await conn.execute("TRUNCATE jobs CASCADE")
+            await conn.execute("TRUNCATE job_claims, schedules")
         if await conn.fetchval("SELECT to_regclass('public.api_keys') IS NOT NULL"):
             await conn.execute("TRUNCATE api_keys")
     finally:

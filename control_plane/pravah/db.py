@@ -12,13 +12,15 @@ small job.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,6 +33,27 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it only has to be the same for every instance.
 _MIGRATION_LOCK_ID = 0x50524156  # "PRAV"
+T = TypeVar("T")
+
+
+async def retrying(fn: Callable[[], Awaitable[T]], *, within: float = 30.0) -> T:
+    """`await fn()`, tried again while the database is unreachable, for up to `within` s.
+
+    For the writes a running job cannot lose (a finished chunk, the final
+    status): a database restart takes seconds, and the engines' work of those
+    seconds is kept instead of redone. Other errors are raised at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    delay = 0.1
+    while True:
+        try:
+            return await fn()
+        except (DBAPIError, OSError):
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

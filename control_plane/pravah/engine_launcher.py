@@ -309,6 +309,11 @@ class LocalEngineSync:
         """The engine's last stderr lines."""
         return "\n".join(self._stderr_tail)
 
+    @property
+    def pid(self) -> int | None:
+        """The engine's process id while it runs (fault-injection tests kill it)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> str:
         """Start the engine and return its address once it listens."""
         try:

@@ -122,6 +122,11 @@ async def create_job(
     """
     from pravah.pipeline import stored_spec, validate_steps
 
+    if data.incremental != "off" and not data.lineage:
+        raise InvalidRequestError(
+            "'incremental' needs a 'lineage' (the name its runs share)", field="lineage"
+        )
+
     steps = validate_steps(data, capabilities, data.destination)
     spec = stored_spec(data, steps)
     source = resolve_request_source(data, settings)
@@ -140,6 +145,11 @@ async def create_job(
         updated_at=now,
         trace_context=telemetry.current_trace_context(),
         owner=owner,
+        priority=data.priority,
+        max_attempts=data.max_attempts,
+        timeout_seconds=data.timeout,
+        lineage=data.lineage,
+        incremental=data.incremental,
     )
     session.add(job)
     await session.commit()
@@ -214,4 +224,52 @@ async def request_cancel(session: AsyncSession, job_id: str, owner: str | None =
     await session.refresh(job)
     if status == JobStatus.pending:
         metrics.job_ended(job.task, JobStatus.cancelled.value, None, now)
+    return job
+
+
+async def create_retry_job(
+    session: AsyncSession,
+    job_id: str,
+    settings_jobs_dir: Path,
+    *,
+    owner_filter: str | None = None,
+    owner: str | None = None,
+) -> Job:
+    """A new job over exactly the files that failed in job `job_id`.
+
+    ConflictError while the job still runs or when none of its files failed.
+    `owner_filter` hides other owners' jobs (404) as get_job does; the new
+    job belongs to `owner`.
+    """
+    from pravah.incremental import failed_entries
+
+    parent = await get_job(session, job_id, owner_filter)
+    if JobStatus(parent.status) not in TERMINAL_STATUSES:
+        raise ConflictError(f"job {parent.id} is still {parent.status}; retry it once it ended")
+    if not parent.files_failed:
+        raise ConflictError(f"job {parent.id} has no failed files to retry")
+    if not failed_entries(settings_jobs_dir / parent.id):
+        raise ConflictError(f"job {parent.id} kept no per-file results; nothing to retry")
+    now = utcnow()
+    job = Job(
+        task=parent.task,
+        source=str((parent.listing or {}).get("root") or parent.source),
+        destination=parent.destination,
+        options=parent.options,
+        filters=parent.filters,
+        status=JobStatus.pending.value,
+        created_at=now,
+        updated_at=now,
+        trace_context=telemetry.current_trace_context(),
+        priority=parent.priority,
+        max_attempts=parent.max_attempts,
+        timeout_seconds=parent.timeout_seconds,
+        retry_of=parent.id,
+        owner=owner,
+    )
+    session.add(job)
+    await session.commit()
+    await session.refresh(job)
+    await queue.notify(session)
+    metrics.job_created(job.task)
     return job

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import (
@@ -197,6 +197,26 @@ class JobCreate(BaseModel):
         description="The job ends 'failed' when more than this share of files failed "
         "(0-1); by default failed files never fail the job.",
     )
+    priority: int = Field(
+        default=0, ge=-100, le=100, description="Higher runs first; equal ones oldest first."
+    )
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=100, description="Tries before giving up; default from settings."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds one attempt may run before the job fails."
+    )
+    lineage: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Name of a job lineage; with 'incremental', runs skip files seen before.",
+    )
+    incremental: Literal["off", "stat", "hash"] = Field(
+        default="off",
+        description="'stat': only files new or changed (path, size, mtime) since the "
+        "lineage's last successful run; 'hash': also compare content hashes.",
+    )
 
     @model_validator(mode="after")
     def _task_or_pipeline(self) -> JobCreate:
@@ -228,7 +248,10 @@ class Job(SQLModel, table=True):
     """One job row. Counters are cumulative; totals are null until listing ends."""
 
     __tablename__ = "jobs"
-    __table_args__ = (sa.Index("ix_jobs_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_jobs_status_created_at", "status", "created_at"),
+        sa.Index("ix_jobs_claim", "status", "priority", "created_at"),
+    )
 
     id: str = SQLField(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
     status: str = SQLField(default=JobStatus.pending.value, max_length=16, nullable=False)
@@ -300,6 +323,100 @@ class Job(SQLModel, table=True):
     owner: str | None = SQLField(
         default=None, sa_column=sa.Column(sa.String(200), nullable=True, index=True)
     )
+    # Queue semantics (pravah.queue): higher priority is claimed first; a
+    # failed attempt waits until run_after (exponential backoff); a job runs
+    # at most max_attempts times (null: settings.max_attempts).
+    priority: int = SQLField(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    run_after: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    max_attempts: int | None = SQLField(default=None, sa_column=sa.Column(sa.Integer))
+    timeout_seconds: float | None = SQLField(default=None, sa_column=sa.Column(sa.Float))
+    # The listing's totals and root, set once when the listing is written and
+    # its chunk rows stored: a resumed job with it set does not list again.
+    listing: dict[str, Any] | None = SQLField(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
+    # Incremental runs (pravah.incremental) and retries of failed files.
+    lineage: str | None = SQLField(default=None, max_length=200, nullable=True)
+    incremental: str = SQLField(
+        default="off", sa_column=sa.Column(sa.String(8), nullable=False, server_default="off")
+    )
+    retry_of: str | None = SQLField(default=None, max_length=36, nullable=True)
+    schedule_id: str | None = SQLField(default=None, max_length=36, nullable=True)
+
+
+class ChunkStatus(StrEnum):
+    """Lifecycle of one chunk of a job: pending -> done | failed."""
+
+    pending = "pending"
+    done = "done"
+    failed = "failed"
+
+
+class JobChunk(SQLModel, table=True):
+    """One chunk of a job's listing: a checkpoint (pravah.chunks).
+
+    One row per chunk (a few thousand files), never per file. `parts` are the
+    chunk's results part files, `summary` the engine's summary of the chunk;
+    both are kept so a resumed job redoes only chunks not `done`.
+    """
+
+    __tablename__ = "job_chunks"
+
+    job_id: str = SQLField(
+        sa_column=sa.Column(
+            sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    # Pipeline step the chunk belongs to (1 for single-task jobs).
+    step: int = SQLField(default=1, sa_column=sa.Column(sa.Integer, primary_key=True))
+    idx: int = SQLField(sa_column=sa.Column(sa.Integer, primary_key=True))
+    uri: str = SQLField(sa_column=sa.Column(sa.Text, nullable=False))
+    files: int = SQLField(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    bytes: int = SQLField(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    status: str = SQLField(default=ChunkStatus.pending.value, max_length=16, nullable=False)
+    attempts: int = SQLField(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    engine: str | None = SQLField(default=None, max_length=200, nullable=True)
+    files_done: int = SQLField(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    files_failed: int = SQLField(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    bytes_done: int = SQLField(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    bytes_failed: int = SQLField(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    parts: list[dict[str, Any]] | None = SQLField(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
+    summary: dict[str, Any] | None = SQLField(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
+    error: str | None = SQLField(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    updated_at: datetime = SQLField(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
+    )
+
+
+class JobClaim(SQLModel, table=True):
+    """Claim history: who held a job when (pravah.queue).
+
+    A row is written with every claim and closed (`released_at`, `outcome`)
+    when the holder lets go or its lease is taken away. Two rows of one job
+    never overlap; the tests check it.
+    """
+
+    __tablename__ = "job_claims"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    job_id: str = SQLField(max_length=36, nullable=False, index=True)
+    worker_id: str = SQLField(max_length=200, nullable=False)
+    attempt: int = SQLField(sa_column=sa.Column(sa.Integer, nullable=False))
+    claimed_at: datetime = SQLField(sa_column=sa.Column(UTCDateTime, nullable=False))
+    released_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    outcome: str | None = SQLField(default=None, max_length=32, nullable=True)
 
 
 # ------------------------------------------------------------------- public
@@ -345,6 +462,13 @@ class JobPublic(BaseModel):
     attempts: int
     cancel_requested: bool
     owner: str | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    run_after: datetime | None = None
+    lineage: str | None = None
+    incremental: str = "off"
+    retry_of: str | None = None
+    schedule_id: str | None = None
 
     @classmethod
     def from_job(cls, job: Job, now: datetime | None = None) -> JobPublic:
@@ -368,6 +492,13 @@ class JobPublic(BaseModel):
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             owner=job.owner,
+            priority=job.priority,
+            max_attempts=job.max_attempts,
+            run_after=job.run_after,
+            lineage=job.lineage,
+            incremental=job.incremental,
+            retry_of=job.retry_of,
+            schedule_id=job.schedule_id,
         )
 
 
@@ -447,3 +578,61 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = SQLField(
         default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
     )
+
+
+# ---------------------------------------------------------------- schedules
+
+
+class Schedule(SQLModel, table=True):
+    """A recurring job (pravah.schedules): a cron expression and a job request."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (sa.Index("ix_schedules_due", "paused", "next_run_at"),)
+
+    id: str = SQLField(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
+    name: str = SQLField(max_length=200, nullable=False)
+    cron: str = SQLField(max_length=200, nullable=False)
+    # The validated JobCreate body every run is created from.
+    job: dict[str, Any] = SQLField(sa_column=sa.Column(sa.JSON, nullable=False))
+    paused: bool = SQLField(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    # The tick that fires next; an instance claims a tick by moving this on
+    # (UPDATE ... WHERE next_run_at = :tick), so each tick fires exactly once.
+    next_run_at: datetime = SQLField(sa_column=sa.Column(UTCDateTime, nullable=False))
+    last_run_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+    )
+    last_job_id: str | None = SQLField(default=None, max_length=36, nullable=True)
+    created_at: datetime = SQLField(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
+    )
+
+
+class ScheduleCreate(BaseModel):
+    """What a client sends to create a schedule (POST /schedules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(min_length=1, max_length=200, description="e.g. '0 3 * * *' (UTC).")
+    name: str | None = Field(default=None, max_length=200)
+    job: JobCreate
+
+
+class SchedulePublic(BaseModel):
+    """What clients see of a schedule."""
+
+    id: str
+    name: str
+    cron: str
+    job: dict[str, Any]
+    paused: bool
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Schedule) -> SchedulePublic:
+        """The public view of a row."""
+        return cls.model_validate(row, from_attributes=True)

@@ -70,12 +70,45 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 
 async def claim_job(session: AsyncSession, worker_id: str) -> str | None:
-    """Mark the oldest pending job running for `worker_id`; return its id, or None."""
-    name = "claim_job_postgresql" if _is_postgres(session) else "claim_job_sqlite"
-    result = await _execute(session, query(name), {"worker_id": worker_id, "now": utcnow()})
-    row = result.first()
+    """Mark the best due pending job running for `worker_id`; return its id, or None.
+
+    Best: highest priority, then oldest; due: its backoff (run_after) passed.
+    The claim is recorded in the claim history (job_claims) atomically.
+    """
+    now = utcnow()
+    params = {"worker_id": worker_id, "now": now}
+    if _is_postgres(session):
+        row = (await _execute(session, query("claim_job_postgresql"), params)).first()
+    else:
+        row = (await _execute(session, query("claim_job_sqlite"), params)).first()
+        if row is not None:
+            values: tuple[Any, ...] = tuple(row)
+            job_id, attempt = values[0], values[1]
+            await _execute(
+                session,
+                query("record_claim"),
+                {"job_id": job_id, "worker_id": worker_id, "attempt": attempt, "now": now},
+            )
     await session.commit()
     return str(row[0]) if row is not None else None
+
+
+async def release_claim(
+    session: AsyncSession, job_id: str, worker_id: str, outcome: str, *, commit: bool = True
+) -> None:
+    """Close this worker's open claim of a job with its outcome (history only)."""
+    await _execute(
+        session,
+        query("release_claim"),
+        {"job_id": job_id, "worker_id": worker_id, "outcome": outcome[:32], "now": utcnow()},
+    )
+    if commit:
+        await session.commit()
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Delay before the next try after `attempt` failed ones: base * 2^(attempt-1), capped."""
+    return float(min(cap, base * (2 ** max(0, attempt - 1))))
 
 
 async def notify(session: AsyncSession) -> None:
@@ -85,16 +118,35 @@ async def notify(session: AsyncSession) -> None:
         await session.commit()
 
 
-async def heartbeat(session: AsyncSession, worker_id: str) -> None:
-    """Renew the lease of the worker's running jobs."""
-    await _execute(session, query("heartbeat"), {"worker_id": worker_id, "now": utcnow()})
+async def heartbeat(
+    session: AsyncSession, worker_id: str, job_ids: list[str] | None = None
+) -> None:
+    """Renew the lease of the worker's running jobs (only `job_ids`, when given)."""
+    if job_ids is None:
+        await _execute(session, query("heartbeat"), {"worker_id": worker_id, "now": utcnow()})
+    elif job_ids:
+        stmt = query("heartbeat_jobs").bindparams(bindparam("job_ids", expanding=True))
+        await _execute(session, stmt, {"worker_id": worker_id, "now": utcnow(), "job_ids": job_ids})
+    await session.commit()
+
+
+async def give_back(session: AsyncSession, job_id: str, worker_id: str) -> None:
+    """Return a running job of this worker to pending and close its claim."""
+    now = utcnow()
+    params = {"job_id": job_id, "worker_id": worker_id, "now": now}
+    await _execute(session, query("give_back"), params)
+    await _execute(session, query("release_claim"), {**params, "outcome": "given_back"})
     await session.commit()
 
 
 async def recover_stale(
     session: AsyncSession, lease_timeout: float, max_attempts: int, now: datetime | None = None
 ) -> tuple[list[str], list[str]]:
-    """Requeue (or fail, when out of attempts) running jobs whose lease expired."""
+    """Requeue (or fail, when out of attempts) running jobs whose lease expired.
+
+    Their open claims are closed as `lease_expired` in the same transaction,
+    before any other worker can claim them again.
+    """
     now = now or utcnow()
     params = {
         "now": now,
@@ -103,5 +155,7 @@ async def recover_stale(
     }
     failed = [str(r[0]) for r in (await _execute(session, query("fail_stale_jobs"), params))]
     requeued = [str(r[0]) for r in (await _execute(session, query("requeue_stale_jobs"), params))]
+    for job_id in failed + requeued:
+        await _execute(session, query("expire_claims"), {"job_id": job_id, "now": now})
     await session.commit()
     return requeued, failed

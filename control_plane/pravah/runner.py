@@ -29,14 +29,17 @@ engine calls are its children. Every log line of the run carries `job_id`
 (queue time, duration, outcome by task) are recorded here.
 
 Pipelines (:mod:`pravah.pipeline`) run their steps in order inside the same
-drive task: each step is a List then a Process call; step N writes into
-``workspace/steps/N`` and step N+1 lists that folder whole; the last step
-writes to the job's destination. Counters add up over the steps, per-file
-results of every step land in the same results folder (work ids carry the
-step number from step 2 on), and the summary is the last step's with a
-``steps`` list of every step's own. A job with ``max_error_ratio`` ends
-``failed`` when a larger share of its files failed; otherwise failed files
-are listed (``failures`` in the summary, first few) and the job completes.
+drive task: each step is planned (listed into chunks) and run on the engines
+like a single task; step N writes into ``workspace/steps/N`` and step N+1
+lists that folder whole; the last step writes to the job's destination.
+Per-file results of every step land in the same results folder (work ids
+carry the step number from step 2 on), and the summary is the last step's
+with a ``steps`` list of every step's own. Only step 1 resumes from its
+checkpoints; a later step interrupted by a crash is listed and run again
+(its outputs are written atomically, so a rerun replaces them). A job with
+``max_error_ratio`` ends ``failed`` when a larger share of its files failed;
+otherwise failed files are listed (``failures`` in the summary, first few)
+and the job completes.
 """
 
 from __future__ import annotations
@@ -45,38 +48,43 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 from opentelemetry.trace import Span, StatusCode
 
-from pravah import metrics, telemetry
-from pravah.db import Database
+from pravah import chunks, engine_pool, incremental, metrics, queue, telemetry
+from pravah.db import Database, retrying
 from pravah.engine_client import (
-    BatchEvent,
     ChunkInfo,
     ChunkWork,
     EngineClient,
-    ItemDoneEvent,
+    ListResult,
     ProgressEvent,
-    SummaryEvent,
 )
-from pravah.errors import NotFoundError, PravahError
+from pravah.errors import (
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    NotFoundError,
+    PravahError,
+)
 from pravah.log import get_logger
 from pravah.models import TERMINAL_STATUSES, Job, JobFilters, JobPublic, JobStatus, utcnow
 from pravah.pipeline import max_error_ratio_of, steps_of
 from pravah.results import RESULTS_DIR_NAME, Part, iter_jsonl, write_manifest
 from pravah.settings import Settings
+from pravah.summaries import merge_summaries
 
 log = get_logger(__name__)
 
-# Failed files named in a job's summary; all of them are in its results.
-FAILURES_LISTED = 20
-
 ProgressCallback = Callable[[JobPublic], None]
+# How many failed files a job's summary lists (the results have them all).
+FAILURES_LISTED = 20
 
 
 @dataclass
@@ -96,14 +104,13 @@ class _RunState:
     parts: list[Part] = field(default_factory=list)
     item_errors: list[str] = field(default_factory=list)
     work_items: int = 0
-    # Totals of the pipeline steps already finished; events of the current
-    # step's Process call are cumulative for that call only.
-    base_files_done: int = 0
-    base_files_failed: int = 0
-    base_bytes_done: int = 0
-    base_bytes_failed: int = 0
-    base_files_total: int = 0
-    base_bytes_total: int = 0
+    # Counters of the chunks already finished (this run or an earlier one)
+    # and the latest cumulative progress of each chunk call in flight.
+    base: chunks.Totals = field(default_factory=chunks.Totals)
+    in_flight: dict[str, ProgressEvent] = field(default_factory=dict)
+    # Why the monitor stopped the drive: "cancel", "timeout" or "lost".
+    stopped: str | None = None
+    # One entry per finished step of a pipeline.
     step_summaries: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -115,13 +122,16 @@ def workspace_of(settings: Settings, job_id: str) -> Path:
 async def run_job(
     job_id: str,
     settings: Settings,
-    engine_url: str,
+    engine_url: str | Sequence[str],
     on_progress: ProgressCallback | None = None,
     *,
     db: Database | None = None,
     worker_id: str | None = None,
 ) -> Job:
-    """Run job `job_id` to its end on the engine at `engine_url`; return the final row.
+    """Run job `job_id` to its end on the engine(s) at `engine_url`; return the final row.
+
+    With several engine URLs the chunks are spread over all of them
+    (pravah.engine_pool).
 
     A pending job is marked running first (the CLI runs jobs this way; the
     worker claims them beforehand). Finished jobs are returned unchanged.
@@ -141,20 +151,20 @@ class _JobRun:
         self,
         job_id: str,
         settings: Settings,
-        engine_url: str,
+        engine_url: str | Sequence[str],
         db: Database,
         on_progress: ProgressCallback | None,
         worker_id: str | None,
     ) -> None:
         self.job_id = job_id
         self.settings = settings
-        self.engine_url = engine_url
+        self.engine_urls = [engine_url] if isinstance(engine_url, str) else list(engine_url)
         self.db = db
         self.on_progress = on_progress
         self.worker_id = worker_id
         self.state = _RunState()
         self.workspace = workspace_of(settings, job_id)
-        self.log = log.bind(job_id=job_id, engine=engine_url)
+        self.log = log.bind(job_id=job_id, engines=self.engine_urls)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -190,15 +200,20 @@ class _JobRun:
 
     async def _run_started(self, job: Job) -> Job:
         drive = asyncio.create_task(self._drive(job), name=f"drive-{self.job_id}")
-        user_cancelled = False
+        loop = asyncio.get_running_loop()
+        timeout = job.timeout_seconds or self.settings.job_timeout
+        deadline = loop.time() + timeout if timeout else None
         try:
             while not drive.done():
                 await asyncio.wait({drive}, timeout=self.settings.progress_persist_interval)
-                if drive.done():
+                if drive.done() or self.state.stopped:
                     break
-                if await self._persist_progress() and not user_cancelled:
-                    user_cancelled = True
-                    self.log.info("cancel requested; stopping the engine call")
+                reason = await self._persist_progress()
+                if reason is None and deadline is not None and loop.time() > deadline:
+                    reason = "timeout"
+                if reason is not None:
+                    self.state.stopped = reason
+                    self.log.info("stopping the engine calls", reason=reason)
                     drive.cancel()
         except asyncio.CancelledError:
             # Our own task was cancelled (worker shutdown, Ctrl-C): stop the
@@ -208,7 +223,7 @@ class _JobRun:
                 await drive
             await self._release()
             raise
-        return await self._finish(drive, user_cancelled)
+        return await self._finish(drive, job)
 
     async def _start(self) -> Job:
         async with self.db.session() as session:
@@ -247,127 +262,277 @@ class _JobRun:
     # --------------------------------------------------------------- drive
 
     async def _drive(self, job: Job) -> None:
-        chunks_dir = self.workspace / "chunks"
-        results_dir = self.workspace / RESULTS_DIR_NAME
-        steps_dir = self.workspace / "steps"
-        for stale in (chunks_dir, results_dir, steps_dir, self.workspace / "parts.json"):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
-        chunks_dir.mkdir(parents=True, exist_ok=True)
         steps = steps_of(job)
+        steps_dir = self.workspace / "steps"
+        for i, step in enumerate(steps, start=1):
+            last = i == len(steps)
+            if i == 1:
+                source, filters = job.source, JobFilters.model_validate(job.filters or {})
+            else:
+                source, filters = str(steps_dir / str(i - 1)), JobFilters()
+            # An intermediate folder is created by the engine when the step starts.
+            destination = (job.destination or "") if last else str(steps_dir / str(i))
+            await self._run_step(
+                job,
+                step=i,
+                task=step.task,
+                options=step.options,
+                source=source,
+                filters=filters,
+                destination=destination,
+            )
+            if len(steps) > 1:
+                self.state.step_summaries.append(
+                    {
+                        "step": i,
+                        "task": step.task,
+                        "files": self.state.files_total,
+                        "bytes": self.state.bytes_total,
+                        "files_failed": self.state.files_failed,
+                        "summary": self.state.summary,
+                        "listing": self.state.listing,
+                    }
+                )
+
+    async def _list(self, source: str, chunk_dir: Path, filters: JobFilters) -> ListResult:
+        """List on the first engine that answers (any engine sees the same source)."""
         state = self.state
 
         def on_chunk(chunk: ChunkInfo) -> None:
             state.listed_files += chunk.files
             state.listed_bytes += chunk.bytes
 
-        async with EngineClient.from_settings(self.engine_url, self.settings) as client:
-            for i, step in enumerate(steps, start=1):
-                last = i == len(steps)
-                if i == 1:
-                    source, filters = job.source, JobFilters.model_validate(job.filters or {})
-                else:
-                    source, filters = str(steps_dir / str(i - 1)), JobFilters()
-                # An intermediate folder is created by the engine when the step starts.
-                destination = (job.destination or "") if last else str(steps_dir / str(i))
-                step_chunks = chunks_dir if i == 1 else chunks_dir / f"step-{i}"
-                step_chunks.mkdir(parents=True, exist_ok=True)
-                listing = await client.list_to_chunks(
-                    source, str(step_chunks), filters, on_chunk=on_chunk
-                )
-                state.files_total = state.base_files_total + listing.summary.files
-                state.bytes_total = state.base_bytes_total + listing.summary.bytes
-                step_listing = {
-                    "files": listing.summary.files,
-                    "bytes": listing.summary.bytes,
-                    "directories": listing.summary.directories,
-                    "errors": listing.summary.errors,
-                    "elapsed_ms": listing.summary.elapsed_ms,
-                    "chunks": len(listing.chunks),
-                    "error_examples": [
-                        {"path": e.path, "kind": e.kind, "message": e.message}
-                        for e in listing.errors[:10]
-                    ],
-                }
-                if i == 1:
-                    state.listing = step_listing
-                self.log.info(
-                    "listing done",
-                    step=i,
-                    task=step.task,
-                    files=listing.summary.files,
-                    bytes=listing.summary.bytes,
-                    chunks=len(listing.chunks),
-                )
-                prefix = "" if i == 1 else f"s{i}-"
-                work = [
-                    ChunkWork(
-                        id=f"{prefix}chunk-{c.index:06d}", uri=c.uri, root=listing.summary.root
+        last: PravahError | None = None
+        for url in self.engine_urls:
+            state.listed_files = state.listed_bytes = 0
+            try:
+                async with EngineClient.from_settings(url, self.settings) as client:
+                    return await client.list_to_chunks(
+                        source,
+                        str(chunk_dir),
+                        filters,
+                        batch_size=self.settings.chunk_files,
+                        on_chunk=on_chunk,
                     )
-                    for c in listing.chunks
-                ]
-                state.work_items += len(work)
-                # Created only now: a job that failed before processing has no results.
-                results_dir.mkdir(parents=True, exist_ok=True)
-                interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
-                state.summary = None
-                async for event in client.process(
-                    step.task,
-                    work,
-                    options=step.options,
-                    results_dir=str(results_dir),
-                    destination=destination,
-                    job_id=job.id,
-                    progress_interval_ms=interval_ms,
-                ):
-                    self._apply(event)
-                state.step_summaries.append(
-                    {
-                        "step": i,
-                        "task": step.task,
-                        "files": listing.summary.files,
-                        "bytes": listing.summary.bytes,
-                        "files_failed": state.files_failed - state.base_files_failed,
-                        "summary": state.summary,
-                        "listing": step_listing,
-                    }
-                )
-                state.base_files_done = state.files_done
-                state.base_files_failed = state.files_failed
-                state.base_bytes_done = state.bytes_done
-                state.base_bytes_failed = state.bytes_failed
-                state.base_files_total = state.files_total or 0
-                state.base_bytes_total = state.bytes_total or 0
+            except (EngineUnavailableError, EngineError) as exc:
+                self.log.warning("listing failed on an engine; trying the next", engine=url)
+                last = exc
+        assert last is not None
+        raise last
 
-    def _apply(self, event: ProgressEvent | BatchEvent | ItemDoneEvent | SummaryEvent) -> None:
-        state = self.state
-        if isinstance(event, ProgressEvent):
-            state.files_done = state.base_files_done + event.files_done
-            state.files_failed = state.base_files_failed + event.files_failed
-            state.bytes_done = state.base_bytes_done + event.bytes_done
-            state.bytes_failed = state.base_bytes_failed + event.bytes_failed
-        elif isinstance(event, BatchEvent):
-            if event.part_uri:
-                state.parts.append(
-                    Part(
-                        path=event.part_uri,
-                        files=event.files,
-                        work_id=event.work_id,
-                        sequence=event.sequence,
-                    )
-                )
-        elif isinstance(event, ItemDoneEvent):
-            if event.error is not None:
-                state.item_errors.append(f"{event.work_id}: {event.error.message}")
+    async def _plan(
+        self, job: Job, step: int, source: str, filters: JobFilters
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """The step's listing and chunk rows: stored ones when the job resumes, else new."""
+        rows = await chunks.load(self.db, self.job_id, step)
+        if step == 1 and job.listing is not None and (rows or not job.listing.get("chunks")):
+            done = sum(1 for r in rows if r.status != "pending")
+            self.log.info("resuming from checkpoints", chunks=len(rows), finished=done)
+            return job.listing, rows
+        if step == 1:
+            chunks_dir = self.workspace / "chunks"
+            stale_paths = [
+                chunks_dir,
+                self.workspace / RESULTS_DIR_NAME,
+                self.workspace / "steps",
+                self.workspace / "parts.json",
+            ]
+        else:  # a later step keeps the earlier steps' results
+            chunks_dir = self.workspace / "chunks" / f"step-{step}"
+            stale_paths = [chunks_dir]
+        for stale in stale_paths:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+        chunks_dir.mkdir(parents=True, exist_ok=True)
+        if job.retry_of is not None:
+            info, chunk_infos = await self._plan_retry(job, chunks_dir)
         else:
-            totals = event.totals
-            state.files_done = state.base_files_done + totals.files_done
-            state.files_failed = state.base_files_failed + totals.files_failed
-            state.bytes_done = state.base_bytes_done + totals.bytes_done
-            state.bytes_failed = state.base_bytes_failed + totals.bytes_failed
-            state.summary = event.summary
+            info, chunk_infos = await self._plan_listing(job, source, chunks_dir, filters)
+        try:
+            rows = await chunks.record_listing(
+                self.db, self.job_id, info, chunk_infos, worker_id=self.worker_id, step=step
+            )
+        except PermissionError:
+            self.state.stopped = "lost"
+            raise asyncio.CancelledError() from None
+        return info, rows
+
+    async def _plan_retry(self, job: Job, chunks_dir: Path) -> tuple[dict[str, Any], list[Any]]:
+        """Chunks of exactly the files that failed in the job this one retries."""
+        assert job.retry_of is not None
+        parent = workspace_of(self.settings, job.retry_of)
+        entries = await asyncio.to_thread(incremental.failed_entries, parent)
+        chunk_infos = await asyncio.to_thread(incremental.write_chunks, chunks_dir, entries)
+        info: dict[str, Any] = {
+            "files": len(entries),
+            "bytes": sum(c.bytes for c in chunk_infos),
+            "chunks": len(chunk_infos),
+            "root": job.source,
+            "retry_of": job.retry_of,
+        }
+        self.log.info("retrying failed files", files=len(entries), retry_of=job.retry_of)
+        return info, chunk_infos
+
+    async def _plan_listing(
+        self, job: Job, source: str, chunks_dir: Path, filters: JobFilters
+    ) -> tuple[dict[str, Any], list[Any]]:
+        listing = await self._list(source, chunks_dir, filters)
+        info: dict[str, Any] = {
+            "files": listing.summary.files,
+            "bytes": listing.summary.bytes,
+            "directories": listing.summary.directories,
+            "errors": listing.summary.errors,
+            "elapsed_ms": listing.summary.elapsed_ms,
+            "chunks": len(listing.chunks),
+            "root": listing.summary.root,
+            "error_examples": [
+                {"path": e.path, "kind": e.kind, "message": e.message} for e in listing.errors[:10]
+            ],
+        }
+        self.log.info(
+            "listing done",
+            files=listing.summary.files,
+            bytes=listing.summary.bytes,
+            chunks=len(listing.chunks),
+        )
+        chunk_infos = list(listing.chunks)
+        if job.incremental != "off" and job.lineage:
+            manifest = incremental.load_manifest(self.settings.state_dir, job.lineage)
+            keep, skipped = await asyncio.to_thread(
+                incremental.select_changed,
+                chunk_infos,
+                Path(listing.summary.root),
+                manifest,
+                job.incremental,
+            )
+            chunk_infos = await asyncio.to_thread(incremental.write_chunks, chunks_dir, keep)
+            info.update(
+                files=len(keep),
+                bytes=sum(c.bytes for c in chunk_infos),
+                chunks=len(chunk_infos),
+                listed_files=listing.summary.files,
+                unchanged_skipped=skipped,
+            )
+            self.log.info("incremental run", new_or_changed=len(keep), unchanged=skipped)
+        return info, chunk_infos
+
+    async def _remember_lineage(self, job: Job) -> None:
+        """After a completed incremental run: its files join the lineage's manifest."""
+        if job.incremental == "off" or not job.lineage or job.listing is None:
+            return
+        state_dir, lineage, mode = self.settings.state_dir, job.lineage, job.incremental
+        root = Path(str(job.listing.get("root") or job.source))
+        rows = await chunks.load(self.db, self.job_id)
+
+        def update() -> None:
+            processed = [e for r in rows for e in incremental.read_chunk(r.uri)]
+            failed = incremental.failed_keys(self.workspace)
+            manifest = incremental.load_manifest(state_dir, lineage)
+            new = incremental.updated_manifest(manifest, processed, failed, root, mode)
+            incremental.save_manifest(state_dir, lineage, new)
+
+        try:
+            await asyncio.to_thread(update)
+        except (OSError, ValueError) as exc:
+            self.log.warning("could not update the lineage manifest", error=str(exc))
+
+    async def _run_step(
+        self,
+        job: Job,
+        *,
+        step: int,
+        task: str,
+        options: dict[str, Any],
+        source: str,
+        filters: JobFilters,
+        destination: str,
+    ) -> None:
+        """Plan (or resume) one step and run its unfinished chunks on the engines."""
+        state = self.state
+        info, rows = await self._plan(job, step, source, filters)
+        state.listing = {k: v for k, v in info.items() if k != "root"}
+        state.files_total = info.get("files")
+        state.bytes_total = info.get("bytes")
+        state.work_items = len(rows)
+        results_dir = self.workspace / RESULTS_DIR_NAME
+        # Created only now: a job that failed before processing has no results.
+        results_dir.mkdir(parents=True, exist_ok=True)
+        todo = [r for r in rows if r.status == "pending"]
+        for row in todo:  # a redone chunk replaces its partial outputs
+            chunks.remove_parts(results_dir, chunks.work_id(row.idx, step))
+        state.base = chunks.totals_of(rows)
+        self._sum_progress()
+        interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
+        spec = engine_pool.ProcessSpec(
+            task=task,
+            options=options,
+            results_dir=str(results_dir),
+            destination=destination,
+            job_id=job.id,
+            progress_interval_ms=interval_ms,
+        )
+        root = str(info.get("root") or source)
+        work = [
+            engine_pool.ChunkTask(
+                ChunkWork(id=chunks.work_id(r.idx, step), uri=r.uri, root=root),
+                attempts=r.attempts,
+            )
+            for r in todo
+        ]
+        engines = await engine_pool.resolve_engines(self.engine_urls)
+        await engine_pool.run_chunks(
+            engines,
+            work,
+            spec,
+            on_progress=self._chunk_progress,
+            on_outcome=self._chunk_finished,
+            on_requeue=self._chunk_requeued,
+            window=self.settings.engine_window,
+            chunk_max_attempts=self.settings.chunk_max_attempts,
+            connect=lambda url: EngineClient.from_settings(url, self.settings),
+        )
+        self._collect(await chunks.load(self.db, self.job_id, step))
+
+    def _collect(self, rows: list[Any]) -> None:
+        """Parts, summary and item errors of a step from its chunk rows."""
+        state = self.state
+        state.parts = chunks.parts_of(rows)
+        state.summary = merge_summaries(r.summary for r in rows if r.status == "done")
+        state.item_errors = [
+            f"{chunks.work_id(r.idx, r.step)}: {r.error}" for r in rows if r.status == "failed"
+        ]
+        state.base = chunks.totals_of(rows)
+        state.in_flight.clear()
+        self._sum_progress()
+
+    def _sum_progress(self) -> None:
+        s = self.state
+        s.files_done = s.base.files_done + sum(p.files_done for p in s.in_flight.values())
+        s.files_failed = s.base.files_failed + sum(p.files_failed for p in s.in_flight.values())
+        s.bytes_done = s.base.bytes_done + sum(p.bytes_done for p in s.in_flight.values())
+        s.bytes_failed = s.base.bytes_failed + sum(p.bytes_failed for p in s.in_flight.values())
+
+    def _chunk_progress(self, work: str, _engine: str, event: ProgressEvent) -> None:
+        self.state.in_flight[work] = event
+        self._sum_progress()
+
+    async def _chunk_finished(self, outcome: engine_pool.ChunkOutcome) -> None:
+        row = await chunks.mark_finished(self.db, self.job_id, outcome)
+        s = self.state
+        s.in_flight.pop(outcome.work_id, None)
+        if row is not None:
+            s.base.files_done += row.files_done
+            s.base.files_failed += row.files_failed
+            s.base.bytes_done += row.bytes_done
+            s.base.bytes_failed += row.bytes_failed
+        self._sum_progress()
+
+    async def _chunk_requeued(self, work: str, engine: str, reason: str) -> None:
+        self.state.in_flight.pop(work, None)
+        self._sum_progress()
+        await chunks.note_requeue(self.db, self.job_id, work, engine, reason)
 
     # ------------------------------------------------------------- records
 
@@ -380,13 +545,19 @@ class _JobRun:
         job.bytes_done = s.bytes_done
         job.bytes_failed = s.bytes_failed
 
-    async def _persist_progress(self) -> bool:
-        """Write counters and heartbeat; return True when a cancel was requested."""
+    async def _persist_progress(self) -> str | None:
+        """Write counters and heartbeat; say why to stop: "cancel", "lost" or None.
+
+        "lost": the job is no longer ours (its lease expired and another
+        worker requeued or took it); we stop without writing anything more.
+        """
         try:
             async with self.db.session() as session:
                 job = await session.get(Job, self.job_id, populate_existing=True)
                 if job is None:  # deleted under us: stop
-                    return True
+                    return "cancel"
+                if not self._still_ours(job):
+                    return "lost"
                 self._copy_counters(job)
                 now = utcnow()
                 job.updated_at = now
@@ -396,26 +567,65 @@ class _JobRun:
                 await session.refresh(job)
         except Exception as exc:  # a busy DB must not kill the run; try again next tick
             self.log.warning("could not persist progress", error=str(exc))
-            return False
+            return None
         self._notify(job)
-        return job.cancel_requested
+        return "cancel" if job.cancel_requested else None
 
-    async def _finish(self, drive: asyncio.Task[None], user_cancelled: bool) -> Job:
+    def _still_ours(self, job: Job) -> bool:
+        if job.status != JobStatus.running.value:
+            return False
+        return self.worker_id is None or job.worker_id == self.worker_id
+
+    async def _remove_partial_outputs(self) -> None:
+        """Part files of chunks that did not finish (cancel, timeout): removed.
+
+        Finished chunks keep theirs. The engine writes each part atomically, so
+        what is removed here is whole parts of chunks cut short.
+        """
+        results_dir = self.workspace / RESULTS_DIR_NAME
+        with contextlib.suppress(Exception):
+            for row in await chunks.load(self.db, self.job_id, step=None):
+                if row.status == "pending":
+                    chunks.remove_parts(results_dir, chunks.work_id(row.idx, row.step))
+        self.state.in_flight.clear()
+
+    async def _finish(self, drive: asyncio.Task[None], job_at_start: Job) -> Job:
+        """Settle the row after the drive ended: completed, failed, cancelled or retried.
+
+        Permanent errors (bad input: source gone, bad options, a chunk that
+        cannot be read) fail the job at once; anything else (an engine or the
+        database away) puts it back to `pending` with an exponential backoff
+        while it has attempts left.
+        """
         status = JobStatus.completed
         error: str | None = None
+        retry = False
+        stopped = self.state.stopped
         try:
             await drive
         except asyncio.CancelledError:
             status, error = JobStatus.cancelled, "cancelled by request"
-        except NotFoundError as exc:
+        except (NotFoundError, InvalidRequestError) as exc:
             status, error = JobStatus.failed, str(exc)
         except PravahError as exc:
-            status, error = JobStatus.failed, str(exc)
+            status, error, retry = JobStatus.failed, str(exc), True
         except Exception as exc:
             self.log.exception("job run crashed")
             status, error = JobStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
-        if status == JobStatus.completed and user_cancelled:
-            status, error = JobStatus.cancelled, "cancelled by request"
+            retry = True
+        stopped = self.state.stopped or stopped
+        if stopped == "lost":
+            return await self._lost()
+        if stopped == "timeout":
+            timeout = job_at_start.timeout_seconds or self.settings.job_timeout
+            status, retry = JobStatus.failed, False
+            error = f"the job timed out after {timeout:g} s"
+        elif stopped == "cancel":
+            status, error, retry = JobStatus.cancelled, "cancelled by request", False
+        if status != JobStatus.completed:
+            await self._remove_partial_outputs()
+        with contextlib.suppress(Exception):
+            self._collect(await chunks.load(self.db, self.job_id, step=None))
         if status == JobStatus.completed and self.state.item_errors:
             status = JobStatus.failed
             first = self.state.item_errors[0]
@@ -423,7 +633,7 @@ class _JobRun:
                 f"{len(self.state.item_errors)} of {self.state.work_items} work items "
                 f"could not be processed; first: {first}"
             )
-        ratio = max_error_ratio_of(job_row) if (job_row := await self._row()) else None
+        ratio = max_error_ratio_of(job_at_start)
         s = self.state
         if (
             status == JobStatus.completed
@@ -445,8 +655,7 @@ class _JobRun:
             except OSError as exc:
                 self.log.warning("could not write the results manifest", error=str(exc))
         # Intermediate outputs of a pipeline are scratch: the results stay.
-        steps_dir = self.workspace / "steps"
-        await asyncio.to_thread(shutil.rmtree, steps_dir, True)
+        await asyncio.to_thread(shutil.rmtree, self.workspace / "steps", True)
         summary = dict(self.state.summary) if self.state.summary is not None else None
         if summary is not None and self.state.listing:
             summary.setdefault("listing", self.state.listing)
@@ -454,35 +663,66 @@ class _JobRun:
             summary["steps"] = s.step_summaries
         if summary is not None and s.files_failed and self.state.parts:
             summary["failures"] = self._first_failures()
-        async with self.db.session() as session:
-            job = await session.get(Job, self.job_id, populate_existing=True)
-            if job is None:
-                raise NotFoundError(f"job {self.job_id} vanished while it ran")
-            self._copy_counters(job)
-            now = utcnow()
-            job.status = status.value
-            job.error = error
-            job.summary = summary
-            job.results_available = results_available
-            job.finished_at = now
-            job.updated_at = now
-            session.add(job)
-            await session.commit()
-            await session.refresh(job)
+
+        async def write() -> Job | None:
+            async with self.db.session() as session:
+                job = await session.get(
+                    Job, self.job_id, populate_existing=True, with_for_update=True
+                )
+                if job is None:
+                    raise NotFoundError(f"job {self.job_id} vanished while it ran")
+                if not self._still_ours(job):
+                    await session.rollback()
+                    return None
+                self._copy_counters(job)
+                now = utcnow()
+                limit = job.max_attempts or self.settings.max_attempts
+                if retry and job.attempts < limit and not job.cancel_requested:
+                    delay = queue.backoff_seconds(
+                        job.attempts, self.settings.retry_backoff, self.settings.retry_backoff_max
+                    )
+                    job.status = JobStatus.pending.value
+                    job.worker_id = None
+                    job.run_after = now + timedelta(seconds=delay)
+                    job.error = f"attempt {job.attempts} of {limit} failed: {error}; retrying"
+                    outcome = "retry"
+                else:
+                    job.status = status.value
+                    job.error = f"{error} (after {job.attempts} attempts)" if retry else error
+                    job.summary = summary
+                    job.results_available = results_available
+                    job.finished_at = now
+                    outcome = status.value
+                job.updated_at = now
+                session.add(job)
+                if self.worker_id is not None:
+                    await queue.release_claim(
+                        session, self.job_id, self.worker_id, outcome, commit=False
+                    )
+                await session.commit()
+                await session.refresh(job)
+            return job
+
+        final = await retrying(write)
+        if final is None:
+            return await self._lost()
+        job = final
+        if job.status == JobStatus.pending.value:
+            self.log.warning("job attempt failed; retry queued", error=error, at=job.run_after)
+            self._notify(job)
+            return job
+        if job.status == JobStatus.completed.value:
+            await self._remember_lineage(job)
         metrics.job_ended(job.task, job.status, job.started_at, job.finished_at)
         self.log.info(
             "job finished",
-            status=status.value,
+            status=job.status,
             files_done=job.files_done,
             files_failed=job.files_failed,
             error=error,
         )
         self._notify(job)
         return job
-
-    async def _row(self) -> Job | None:
-        async with self.db.session() as session:
-            return await session.get(Job, self.job_id, populate_existing=True)
 
     def _first_failures(self) -> list[dict[str, Any]]:
         """The first failed files (path, error), read from the part files."""
@@ -500,16 +740,29 @@ class _JobRun:
                         break
         return found
 
+    async def _lost(self) -> Job:
+        """The lease was taken away: leave the row to its new holder."""
+        self.log.warning("the job's lease was lost; another worker owns it now")
+        async with self.db.session() as session:
+            if self.worker_id is not None:
+                with contextlib.suppress(Exception):
+                    await queue.release_claim(session, self.job_id, self.worker_id, "lost_lease")
+            job = await session.get(Job, self.job_id, populate_existing=True)
+        if job is None:
+            raise NotFoundError(f"job {self.job_id} vanished while it ran")
+        return job
+
     async def _release(self) -> None:
         """Settle a job whose run was stopped from outside: cancelled or requeued."""
         with contextlib.suppress(Exception):
             async with self.db.session() as session:
                 job = await session.get(Job, self.job_id, populate_existing=True)
-                if job is None or job.status != JobStatus.running.value:
+                if job is None or not self._still_ours(job):
                     return
                 now = utcnow()
                 job.updated_at = now
                 if job.cancel_requested:
+                    await self._remove_partial_outputs()
                     self._copy_counters(job)
                     job.status = JobStatus.cancelled.value
                     job.finished_at = now
@@ -519,6 +772,14 @@ class _JobRun:
                     job.status = JobStatus.pending.value
                     job.worker_id = None
                 session.add(job)
+                if self.worker_id is not None:
+                    await queue.release_claim(
+                        session,
+                        self.job_id,
+                        self.worker_id,
+                        "cancelled" if job.cancel_requested else "shutdown",
+                        commit=False,
+                    )
                 await session.commit()
                 self.log.info("job settled after an outside stop", status=job.status)
 

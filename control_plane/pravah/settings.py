@@ -108,7 +108,27 @@ class Settings(BaseSettings):
     lease_timeout: float = Field(
         default=60.0, gt=0, description="A running job without heartbeat this long is requeued."
     )
-    max_attempts: int = Field(default=3, ge=1)
+    max_attempts: int = Field(
+        default=3, ge=1, description="Tries of a job (unless it sets its own) before it fails."
+    )
+    retry_backoff: float = Field(
+        default=2.0, ge=0, description="Seconds before the 2nd try; doubled for every next one."
+    )
+    retry_backoff_max: float = Field(default=300.0, ge=0, description="Longest retry delay.")
+    job_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds one attempt may run (jobs may set their own)."
+    )
+    engine_window: int = Field(
+        default=0,
+        ge=0,
+        description="Chunks in flight per engine; 0: from the engine's thread count.",
+    )
+    chunk_files: int = Field(
+        default=0, ge=0, description="Files per listing chunk; 0: the engine's default."
+    )
+    chunk_max_attempts: int = Field(
+        default=3, ge=1, description="Engine failures one chunk may cause before it fails."
+    )
     shutdown_timeout: float = Field(
         default=10.0, ge=0, description="Grace period for running jobs on worker stop."
     )

@@ -9,21 +9,26 @@ Why this shape (procrastinate's worker is the model):
   a wake-up - in-process (`notify()`, called by the API after an enqueue) or,
   on PostgreSQL, a `NOTIFY pravah_jobs` from any instance (LISTEN on a
   dedicated connection) - or the poll interval;
-- a heartbeat task renews the leases of this worker's running jobs and
+- a heartbeat task renews the leases of this worker's running jobs,
   recovers jobs whose worker died (stale lease -> pending, or failed once
-  out of attempts);
+  out of attempts), and fires due schedules (pravah.schedules: each tick is
+  claimed in the database, so it fires once across all instances);
 - on stop, running jobs get `shutdown_timeout` seconds to finish; then they
   are cancelled, which cancels their engine calls and puts them back to
   `pending` for another worker.
 
-Engines are used round-robin, one per job.
+Every job uses every engine: its chunks are spread over all of them
+(pravah.engine_pool), and an engine that dies has its chunks moved to the
+others. A job whose attempt fails for a reason that may pass (no engine
+left, database away) goes back to the queue with an exponential backoff
+(`run_after`) until its attempts are used up; permanent errors (bad input)
+fail it at once (pravah.runner). Every claim is recorded in `job_claims`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import socket
 import uuid
@@ -32,7 +37,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from pravah import queue
+from pravah import queue, schedules
 from pravah.db import Database
 from pravah.log import get_logger
 from pravah.runner import ProgressCallback, run_job
@@ -74,7 +79,9 @@ class Worker:
         self._wake = asyncio.Event()
         # Jobs in flight; each holds one semaphore slot until it ends.
         self._running: set[asyncio.Task[None]] = set()
-        self._urls = itertools.cycle(self.engine_urls)
+        # Their ids: the heartbeat renews exactly these leases, so a job this
+        # process no longer runs (whatever went wrong) is never kept alive.
+        self._job_ids: set[str] = set()
         self.log = log.bind(worker_id=self.worker_id)
 
     def notify(self) -> None:
@@ -117,6 +124,7 @@ class Worker:
                     continue
                 task = asyncio.create_task(self._run_one(db, job_id, slots), name=f"job-{job_id}")
                 self._running.add(task)
+                self._job_ids.add(job_id)
                 task.add_done_callback(self._running.discard)
         finally:
             await self._shutdown()
@@ -170,12 +178,11 @@ class Worker:
         return False
 
     async def _run_one(self, db: Database, job_id: str, slots: asyncio.Semaphore) -> None:
-        url = next(self._urls)
         try:
             await run_job(
                 job_id,
                 self.settings,
-                url,
+                self.engine_urls,
                 self.on_progress,
                 db=db,
                 worker_id=self.worker_id,
@@ -184,8 +191,20 @@ class Worker:
             raise
         except Exception:
             self.log.exception("job run failed outside the runner", job_id=job_id)
+            await self._give_back(db, job_id)
         finally:
+            self._job_ids.discard(job_id)
             slots.release()
+
+    async def _give_back(self, db: Database, job_id: str) -> None:
+        """Put a job whose run broke (database away at its end) back to pending.
+
+        If even that fails, the lease does it: the heartbeat no longer renews
+        the job, so any instance requeues it once the lease expires.
+        """
+        with contextlib.suppress(Exception):
+            async with db.session() as session:
+                await queue.give_back(session, job_id, self.worker_id)
 
     async def _shutdown(self) -> None:
         if not self._running:
@@ -206,12 +225,17 @@ class Worker:
                 return
             try:
                 async with db.session() as session:
-                    await queue.heartbeat(session, self.worker_id)
+                    await queue.heartbeat(session, self.worker_id, sorted(self._job_ids))
                     requeued, failed = await queue.recover_stale(
                         session, self.settings.lease_timeout, self.settings.max_attempts
                     )
                 if requeued or failed:
                     self.log.warning("recovered stale jobs", requeued=requeued, failed=failed)
+                    self.notify()
+                async with db.session() as session:
+                    fired = await schedules.fire_due(session)
+                if fired:
+                    self.log.info("schedules fired", jobs=fired)
                     self.notify()
             except Exception as exc:
                 self.log.warning("heartbeat failed", error=str(exc))

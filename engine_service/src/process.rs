@@ -16,9 +16,11 @@
 //! Cancellation: any failed send (client gone) raises the cancel flag;
 //! batch jobs check it before every file, the walker before every
 //! directory, and the orchestrator before every batch, so work stops within
-//! one file per thread. No summary is sent after cancellation. A panicking
-//! batch job is caught, counted as failed files, and releases its permit, so
-//! the drain always ends.
+//! one file per thread. No summary is sent after cancellation. A task that
+//! panics on one file is caught around that file ([`process_guarded`]): the
+//! file gets an `internal` failure naming the panic and the batch goes on.
+//! Should a batch job still panic outside the task, it is caught, counted as
+//! failed files, and releases its permit, so the drain always ends.
 //!
 //! Observability: the call runs inside the caller's current span (the gRPC
 //! server span); each work item gets a `process.item` span and each batch a
@@ -558,6 +560,41 @@ fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
     });
 }
 
+/// In debug builds only, a file with exactly this name makes the task panic,
+/// so tests can prove a panic costs one file and not the call. Release
+/// builds (what is shipped) have no such name.
+#[cfg(debug_assertions)]
+pub const PANIC_TEST_NAME: &str = "__pravah_test_panic__";
+
+/// Runs the task on one file, turning a panic into this file's `internal`
+/// failure (the message says it panicked, and why), so one bad file never
+/// costs the other files of its batch, the call, or the engine.
+fn process_guarded(task: &dyn Task, ctx: &tasks::FileCtx<'_>) -> tasks::FileOutcome {
+    let (path, known_size) = (ctx.path, ctx.known_size);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        #[cfg(debug_assertions)]
+        if path.file_name().is_some_and(|n| n == PANIC_TEST_NAME) {
+            panic!("test panic requested by the file name {PANIC_TEST_NAME}");
+        }
+        task.process(ctx)
+    }));
+    outcome.unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_owned());
+        tracing::error!(path = %path.display(), panic = %why, "task panicked on a file");
+        tasks::FileOutcome {
+            size: known_size.unwrap_or(0),
+            result: Err(FileFailure::new(
+                FailureKind::Internal,
+                format!("the task panicked on this file ({why}); the other files were processed"),
+            )),
+        }
+    })
+}
+
 fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>) {
     let mut agg = Aggregate::default();
     let mut part: Vec<u8> = Vec::new();
@@ -576,12 +613,15 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                 result: Err(f),
             },
             None => match chunks::join_inside(&state.root, &job.rel) {
-                Ok(path) => shared.task.process(&tasks::FileCtx {
-                    path: &path,
-                    rel: &job.rel,
-                    known_size: job.size,
-                    destination: shared.destination.as_deref(),
-                }),
+                Ok(path) => process_guarded(
+                    shared.task.as_ref(),
+                    &tasks::FileCtx {
+                        path: &path,
+                        rel: &job.rel,
+                        known_size: job.size,
+                        destination: shared.destination.as_deref(),
+                    },
+                ),
                 Err(f) => tasks::FileOutcome {
                     size: 0,
                     result: Err(f),
@@ -673,4 +713,66 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
         part_uri,
         results: streamed,
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panicky;
+
+    fn guarded(task: &dyn Task, path: &Path, known_size: Option<u64>) -> tasks::FileOutcome {
+        let ctx = tasks::FileCtx {
+            path,
+            rel: path.as_os_str().as_encoded_bytes(),
+            known_size,
+            destination: None,
+        };
+        process_guarded(task, &ctx)
+    }
+
+    impl Task for Panicky {
+        fn process_file(&self, path: &Path, _known_size: Option<u64>) -> tasks::FileOutcome {
+            if path.ends_with("bad") {
+                panic!("boom on {}", path.display());
+            }
+            tasks::FileOutcome {
+                size: 1,
+                result: Ok("{}".to_owned()),
+            }
+        }
+
+        fn summarize(&self, _agg: &Aggregate) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+    }
+
+    #[test]
+    fn a_task_panic_costs_only_its_file() {
+        let bad = guarded(&Panicky, Path::new("/x/bad"), Some(7));
+        let failure = bad.result.expect_err("the panic becomes a failure");
+        assert_eq!(failure.kind, FailureKind::Internal);
+        assert!(
+            failure.message.contains("boom on /x/bad"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(bad.size, 7);
+        let good = guarded(&Panicky, Path::new("/x/good"), None);
+        assert_eq!(good.result.ok().as_deref(), Some("{}"));
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn the_test_panic_name_panics_in_debug_builds() {
+        let out = guarded(&Panicky, &Path::new("/x").join(PANIC_TEST_NAME), None);
+        let failure = out
+            .result
+            .expect_err("debug builds panic on the magic name");
+        assert!(
+            failure.message.contains("test panic"),
+            "{}",
+            failure.message
+        );
+    }
 }

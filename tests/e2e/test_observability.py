@@ -254,26 +254,42 @@ def test_one_job_is_one_trace_from_post_to_engine_batches(observed: Observed) ->
     assert run.attributes["pravah.job_id"] == job_id
     assert run.attributes["pravah.task"] == "csv-header"
     assert run.attributes["pravah.files_done"] == observed.job["progress"]["files_done"]
-    for method in ("List", "Process"):
-        client = _one(trace, name=f"{RPC_SERVICE}/{method}", service="pravah-control-plane")
-        assert client.kind == SPAN_KIND_CLIENT
-        assert client.parent_span_id == run.span_id
-        server = _one(trace, name=f"{RPC_SERVICE}/{method}", service="pravah-engine")
-        assert server.kind == SPAN_KIND_SERVER
-        # The process boundary: the engine's server span is the client span's child.
-        assert server.parent_span_id == client.span_id
-        assert server.attributes["rpc.system"] == "grpc"
-        assert server.attributes["rpc.service"] == RPC_SERVICE
-        assert server.attributes["rpc.method"] == method
-        assert server.attributes["pravah.job_id"] == job_id
-    process = _one(trace, name=f"{RPC_SERVICE}/Process", service="pravah-engine")
-    assert process.attributes["pravah.task"] == "csv-header"
-    assert process.attributes["pravah.files"] == observed.job["progress"]["files_done"]
+    files_total = observed.job["progress"]["files_total"]
+    chunks = -(-files_total // CHUNK_FILES)
+    for method, calls in (("List", 1), ("Process", chunks)):
+        # One List per job; one Process call per chunk (chunks are checkpoints
+        # and are spread over engines, pravah.engine_pool).
+        clients = [
+            s
+            for s in trace
+            if s.name == f"{RPC_SERVICE}/{method}" and s.service == "pravah-control-plane"
+        ]
+        servers = [
+            s for s in trace if s.name == f"{RPC_SERVICE}/{method}" and s.service == "pravah-engine"
+        ]
+        assert len(clients) == len(servers) == calls, (method, clients, servers)
+        client_ids = {c.span_id for c in clients}
+        for client in clients:
+            assert client.kind == SPAN_KIND_CLIENT
+            assert client.parent_span_id == run.span_id
+        for server in servers:
+            assert server.kind == SPAN_KIND_SERVER
+            # The process boundary: the engine's server span is a client span's child.
+            assert server.parent_span_id in client_ids
+            assert server.attributes["rpc.system"] == "grpc"
+            assert server.attributes["rpc.service"] == RPC_SERVICE
+            assert server.attributes["rpc.method"] == method
+            assert server.attributes["pravah.job_id"] == job_id
+    processes = [
+        s for s in trace if s.name == f"{RPC_SERVICE}/Process" and s.service == "pravah-engine"
+    ]
+    assert all(p.attributes["pravah.task"] == "csv-header" for p in processes)
+    files_done = observed.job["progress"]["files_done"]
+    assert sum(p.attributes["pravah.files"] for p in processes) == files_done
     items = [s for s in trace if s.name == "process.item"]
     batches = [s for s in trace if s.name == "process.batch"]
-    files_total = observed.job["progress"]["files_total"]
-    assert len(items) == -(-files_total // CHUNK_FILES) >= 3
-    assert all(i.parent_span_id == process.span_id for i in items)
+    assert len(items) == chunks >= 3
+    assert {i.parent_span_id for i in items} == {p.span_id for p in processes}
     assert all(by_id[b.parent_span_id].name == "process.item" for b in batches)
     assert sum(b.attributes["pravah.files"] for b in batches) == files_total
     assert (
@@ -284,7 +300,7 @@ def test_one_job_is_one_trace_from_post_to_engine_batches(observed: Observed) ->
     assert by_id[walk.parent_span_id].name == f"{RPC_SERVICE}/List"
     assert walk.attributes["pravah.files"] == files_total
     # No span per file: spans grow with chunks and batches, not files.
-    assert len(trace) < 30
+    assert len(trace) < 40
 
 
 # ------------------------------------------------------------------- metrics
@@ -300,9 +316,10 @@ def test_engine_metrics_match_the_jobs_counts(observed: Observed) -> None:
     assert _value(m, "pravah_engine_failed_bytes_total", **task) == progress["bytes_failed"]
     assert _value(m, "pravah_engine_walk_files_total") == progress["files_total"]
     assert _value(m, "pravah_engine_batches_in_flight") == 0
-    assert _value(m, "pravah_engine_process_duration_seconds_count", **task) == 1
+    chunks = -(-progress["files_total"] // CHUNK_FILES)  # one Process call per chunk
+    assert _value(m, "pravah_engine_process_duration_seconds_count", **task) == chunks
     assert _value(m, "pravah_engine_batch_duration_seconds_count", **task) >= 3
-    assert _value(m, "pravah_engine_grpc_requests_total", method="Process", code="Ok") == 1
+    assert _value(m, "pravah_engine_grpc_requests_total", method="Process", code="Ok") == chunks
     assert _value(m, "pravah_engine_walk_files_per_second") > 0
     # Scraped during the job too: counters only grow.
     during = [
@@ -324,7 +341,8 @@ def test_control_plane_metrics_count_the_job(observed: Observed) -> None:
     done = {"task": "csv-header", "status": "completed"}
     assert _value(m, "pravah_job_duration_seconds_count", **done) == 1
     assert _value(m, "pravah_job_queue_seconds_count", **task) == 1
-    assert _value(m, "pravah_engine_calls_total", method="Process", result="ok") == 1
+    chunks = -(-observed.job["progress"]["files_total"] // CHUNK_FILES)
+    assert _value(m, "pravah_engine_calls_total", method="Process", result="ok") == chunks
     assert _value(m, "pravah_engine_calls_total", method="List", result="ok") == 1
     assert (
         _value(

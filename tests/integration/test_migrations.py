@@ -36,7 +36,14 @@ async def test_upgrade_head_matches_models(db_settings: Settings) -> None:
     finally:
         await engine.dispose()
     assert diff == []
-    assert tables == {"jobs", "api_keys", "alembic_version"}
+    assert tables == {
+        "jobs",
+        "api_keys",
+        "job_chunks",
+        "job_claims",
+        "schedules",
+        "alembic_version",
+    }
 
 
 def test_head_constant_is_alembics_head() -> None:

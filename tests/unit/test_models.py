@@ -17,7 +17,7 @@ def test_job_create_minimal() -> None:
 
 def test_job_create_rejects_extra_fields() -> None:
     with pytest.raises(ValidationError, match=r"extra_forbidden|Extra inputs"):
-        JobCreate.model_validate({"source": "/d", "task": "csv-header", "priority": 3})
+        JobCreate.model_validate({"source": "/d", "task": "csv-header", "urgency": 3})
 
 
 def test_job_filters_reject_unknown_filter() -> None:

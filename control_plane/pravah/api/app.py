@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 
 from pravah import __version__, telemetry
 from pravah.api.limits import BodySizeLimitMiddleware
-from pravah.api.routes import config, dashboard, health, jobs, keys, uploads
+from pravah.api.routes import config, dashboard, health, jobs, keys, schedules, uploads
 from pravah.api.routes import metrics as metrics_routes
 from pravah.api.state import AppState
 from pravah.db import Database, migrate
@@ -177,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(config.router)
     app.include_router(dashboard.router)
     app.include_router(jobs.router)
+    app.include_router(schedules.router)
     app.include_router(uploads.router)
     app.include_router(keys.router)
     mount_dashboard(app)

@@ -18,6 +18,7 @@ from pravah.cli.client import (
     cancel_command,
     jobs_command,
     results_command,
+    retry_command,
     status_command,
     submit_command,
 )
@@ -25,6 +26,7 @@ from pravah.cli.keys import keys_app
 from pravah.cli.local import engine_command, serve_command, tasks_command
 from pravah.cli.roles import migrate_command, worker_command
 from pravah.cli.run import run_command
+from pravah.cli.schedule import schedule_app
 
 app = typer.Typer(
     name="pravah",
@@ -74,6 +76,8 @@ app.command("submit", rich_help_panel=REMOTE)(submit_command)
 app.command("status", rich_help_panel=REMOTE)(status_command)
 app.command("results", rich_help_panel=REMOTE)(results_command)
 app.command("cancel", rich_help_panel=REMOTE)(cancel_command)
+app.command("retry", rich_help_panel=REMOTE)(retry_command)
+app.add_typer(schedule_app, name="schedule", rich_help_panel=REMOTE)
 app.command("jobs", rich_help_panel=REMOTE)(jobs_command)
 
 

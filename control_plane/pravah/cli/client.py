@@ -163,7 +163,8 @@ class ApiClient:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
-        return self._check(response).json()
+        checked = self._check(response)
+        return checked.json() if checked.content else None
 
     def stream_lines(self, path: str, **kwargs: Any) -> Iterator[bytes]:
         """The lines of a streamed (JSON-lines) response, as bytes."""
@@ -377,6 +378,28 @@ def cancel_command(
             dump_json(job)
         else:
             out_console.print(f"cancel requested for job {job_id} (status: {job.get('status')})")
+
+
+def retry_command(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    failed: Annotated[
+        bool,
+        typer.Option("--failed", help="Retry exactly the files that failed (required for now)."),
+    ] = False,
+    json_output: JsonOutput = False,
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKey = None,
+    ca_file: CaFile = None,
+) -> None:
+    """Start a new job over exactly the files that failed in JOB."""
+    with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
+        if not failed:
+            raise typer.BadParameter("say what to retry: --failed", param_hint="--failed")
+        job: dict[str, Any] = api.request("POST", f"/jobs/{job_id}/retry-failed")
+        if json_output:
+            dump_json(job)
+        else:
+            out_console.print(f"job {job.get('id')} retries the failed files of job {job_id}")
 
 
 def jobs_command(

@@ -91,6 +91,24 @@ async def cancel_job(caller: OperatorDep, job_id: str, session: SessionDep) -> J
     return JobPublic.from_job(await service.request_cancel(session, job_id, caller.owner_filter))
 
 
+@router.post("/{job_id}/retry-failed", status_code=status.HTTP_202_ACCEPTED)
+async def retry_failed(
+    caller: OperatorDep, job_id: str, session: SessionDep, state: StateDep, response: Response
+) -> JobPublic:
+    """A new job over exactly the files that failed in this one; 409 when there are none."""
+    job = await service.create_retry_job(
+        session,
+        job_id,
+        state.settings.jobs_dir,
+        owner_filter=caller.owner_filter,
+        owner=caller.owner,
+    )
+    if state.worker is not None:
+        state.worker.notify()
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobPublic.from_job(job)
+
+
 @router.get("/{job_id}/events", response_model=None)
 async def job_events(caller: ViewerDep, job_id: str, state: StateDep) -> StreamingResponse:
     """Server-sent events: a `progress` event with the JobPublic on every change.
