@@ -203,3 +203,29 @@ def test_sign_in_with_a_viewer_key_hides_what_the_role_cannot_do(
         page.screenshot(path=str(ARTIFACTS / "viewer-signed-in.png"))
     finally:
         context.close()
+
+
+def test_hash_job_shows_its_duplicate_groups(web: Watched, server: Server, tmp_path: Path) -> None:
+    # Regression: the page looked for duplicate groups under the first key
+    # naming "dup" (a count), so hash jobs fell back to the raw JSON view.
+    source = tmp_path / "dups"
+    (source / "sub").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "sub/c.txt"):
+        (source / name).write_text("same bytes\n")
+    (source / "unique.txt").write_text("other\n")
+    job = httpx.post(
+        f"{server.url}/jobs",
+        json={"source": str(source), "task": "hash", "options": {"algorithm": "sha256"}},
+        headers=AUTH,
+    ).json()
+    page = web.page
+    page.goto(f"/ui/#/jobs/{job['id']}")
+    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    group = page.get_by_role("region", name="Duplicate groups")
+    expect(group.locator('[data-stat="groups"]')).to_have_text("1")
+    expect(group.locator('[data-stat="files"]')).to_have_text("3")
+    expect(group.locator("ol.dups > li")).to_have_count(1)
+    expect(group.locator("ol.dups > li").first).to_contain_text("3 copies")
+    # A rate of bytes is a fraction: it is shown rounded, not with 12 digits.
+    expect(page.locator("body")).not_to_contain_text(re.compile(r"\d\.\d{3,} B/s"))
+    web.shot("hash-duplicates")

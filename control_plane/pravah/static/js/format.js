@@ -9,7 +9,9 @@ export function bytes(n) {
     v /= 1000;
     i += 1;
   }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+  // Whole bytes print as they are; a rate of bytes (a fraction) is rounded.
+  const shown = i === 0 ? (Number.isInteger(v) ? String(v) : v.toFixed(1)) : v.toFixed(v < 10 ? 2 : 1);
+  return `${shown} ${units[i]}`;
 }
 
 export function count(n) {

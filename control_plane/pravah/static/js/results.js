@@ -124,15 +124,20 @@ function inventory(job, summary) {
   );
 }
 
-// hash: duplicate groups [{hash|digest, size, files|paths: [...]}].
+// hash: the engine's summary {duplicates: [{hash, size, files, wasted_bytes,
+// example}], duplicate_groups, duplicate_files, wasted_bytes}; groups may
+// also name their paths (paths: [...]).
 function hash(job, summary) {
-  const key = findKey(summary, /dup/i);
-  const list = key && summary[key];
-  if (!Array.isArray(list)) return null;
-  const paths = (g) => g.paths || g.files || g.items || [];
+  const list = Array.isArray(summary.duplicates) ? summary.duplicates : null;
+  if (!list) return null;
+  const copies = (g) => (Array.isArray(g.paths) ? g.paths.length : Number(g.files) || 0);
   return section(
     "Duplicate groups",
-    totals([[key.replace(/_/g, " "), fmt.count(list.length), "groups"]]),
+    totals([
+      ["groups", fmt.count(summary.duplicate_groups ?? list.length), "groups"],
+      ["duplicate files", fmt.count(summary.duplicate_files ?? 0), "files"],
+      ["wasted", fmt.bytes(summary.wasted_bytes ?? 0), "wasted"],
+    ]),
     list.length
       ? h(
           "ol.dups",
@@ -141,8 +146,12 @@ function hash(job, summary) {
             h(
               "li",
               {},
-              h("p", {}, h("code", { text: String(g.hash ?? g.digest ?? g.sha256 ?? "") }), ` · ${fmt.bytes(g.size)} · ${paths(g).length} copies`),
-              h("ul.paths", {}, paths(g).slice(0, 20).map((p) => h("li", {}, h("code", { text: typeof p === "string" ? p : p.path })))),
+              h("p", {}, h("code", { text: String(g.hash ?? "") }), ` · ${fmt.bytes(g.size)} each · ${copies(g)} copies · ${fmt.bytes(g.wasted_bytes ?? 0)} wasted`),
+              Array.isArray(g.paths)
+                ? h("ul.paths", {}, g.paths.slice(0, 20).map((p) => h("li", {}, h("code", { text: String(p) }))))
+                : g.example
+                  ? h("p.muted", {}, "e.g. ", h("code", { text: String(g.example) }))
+                  : null,
             ),
           ),
         )
