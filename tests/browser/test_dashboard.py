@@ -229,3 +229,41 @@ def test_hash_job_shows_its_duplicate_groups(web: Watched, server: Server, tmp_p
     # A rate of bytes is a fraction: it is shown rounded, not with 12 digits.
     expect(page.locator("body")).not_to_contain_text(re.compile(r"\d\.\d{3,} B/s"))
     web.shot("hash-duplicates")
+
+
+def test_thumbnail_job_shows_its_outputs_with_auth_on(
+    web: Watched, server: Server, tmp_path: Path
+) -> None:
+    # Regression: the grid's <img src> went out without the API key, so with
+    # auth on every thumbnail was refused (401) and showed broken.
+    from PIL import Image
+
+    source, dest = tmp_path / "photos", tmp_path / "thumbs"
+    source.mkdir()
+    dest.mkdir()
+    for i, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (300, 200), colour).save(source / f"p{i}.png")
+    job = httpx.post(
+        f"{server.url}/jobs",
+        json={
+            "source": str(source),
+            "task": "thumbnail",
+            "options": {"width": 64, "height": 64},
+            "destination": str(dest),
+        },
+        headers=AUTH,
+    ).json()
+    assert "id" in job, job
+    page = web.page
+    page.goto(f"/ui/#/jobs/{job['id']}")
+    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    images = page.locator("ul.thumbs img")
+    expect(images).to_have_count(2)
+    for i in range(2):
+        image = images.nth(i)
+        expect(image).to_have_attribute("src", re.compile(r"^blob:"))
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+        )
+        assert image.evaluate("img => img.naturalWidth") == 64
+    web.shot("thumbnails")

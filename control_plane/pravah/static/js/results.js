@@ -3,6 +3,7 @@
 // generic view (the summary as JSON and a table of per-file results), so a
 // new task shows something useful before it gets its own view.
 
+import { request } from "./api.js";
 import { barChart } from "./charts.js";
 import { h } from "./dom.js";
 import * as fmt from "./format.js";
@@ -159,6 +160,21 @@ function hash(job, summary) {
   );
 }
 
+// An <img> whose bytes are fetched with the API key: a plain src would be
+// sent without it and refused when auth is on.
+function authorizedImage(path, alt) {
+  const img = h("img", { alt });
+  request("GET", path, undefined, { raw: true })
+    .then((resp) => resp.blob())
+    .then((blob) => {
+      img.src = URL.createObjectURL(blob);
+    })
+    .catch(() => {
+      img.alt = `${alt} (could not be loaded)`;
+    });
+  return img;
+}
+
 // thumbnail: a grid of some outputs (served by GET /jobs/{id}/outputs/...).
 function thumbnail(job, summary, page) {
   const outputs = page.items
@@ -175,7 +191,7 @@ function thumbnail(job, summary, page) {
         h(
           "li",
           {},
-          h("img", { src: `/jobs/${job.id}/output?path=${encodeURIComponent(o)}`, alt: o, loading: "lazy" }),
+          authorizedImage(`/jobs/${job.id}/output?path=${encodeURIComponent(o)}`, o),
           h("span", { text: o.split("/").pop() }),
         ),
       ),
