@@ -123,8 +123,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Chunks in flight per engine; 0: from the engine's thread count.",
     )
+    # Measured on 100k small CSVs (pravah run, 2 cores): 1,000-file chunks
+    # took 4.2 s end to end, 10,000-file chunks 1.6 s. Each chunk costs one
+    # Process call and one checkpoint commit; larger chunks amortise that,
+    # and a resumed job redoes at most one chunk's worth per engine.
     chunk_files: int = Field(
-        default=0, ge=0, description="Files per listing chunk; 0: the engine's default."
+        default=10_000, ge=0, description="Files per listing chunk; 0: the engine's default."
     )
     chunk_max_attempts: int = Field(
         default=3, ge=1, description="Engine failures one chunk may cause before it fails."

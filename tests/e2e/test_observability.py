@@ -39,7 +39,7 @@ pytestmark = pytest.mark.e2e
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
 RPC_SERVICE = "pravah.engine.v1.EngineService"
-CHUNK_FILES = 1000  # the engine's default chunk size
+CHUNK_FILES = 1000  # small chunks, so one job makes several Process calls
 
 
 def _samples(families: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -147,6 +147,7 @@ def observed(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "PRAVAH_ENGINE_URLS": engine_addr,
             "PRAVAH_POLL_INTERVAL": "0.1",
             "PRAVAH_PROGRESS_PERSIST_INTERVAL": "0.1",
+            "PRAVAH_CHUNK_FILES": str(CHUNK_FILES),
             "LOG_LEVEL": "INFO",
         }
         with server_log.open("w") as err:
