@@ -503,6 +503,24 @@ impl Compress {
     }
 }
 
+/// Opens the file and runs `run` on it; a file that cannot be opened fails
+/// with the size the listing gave. Shared by compress and decompress.
+fn with_input(
+    ctx: &FileCtx<'_>,
+    run: impl FnOnce(&Input) -> Result<String, FileFailure>,
+) -> FileOutcome {
+    match open_input(ctx.path) {
+        Ok(input) => FileOutcome {
+            size: input.len,
+            result: run(&input),
+        },
+        Err(f) => FileOutcome {
+            size: ctx.known_size.unwrap_or(0),
+            result: Err(f),
+        },
+    }
+}
+
 /// Counts for summaries of compress and decompress.
 fn account_output(
     agg: &mut Aggregate,
@@ -547,19 +565,7 @@ fn summarize_output(agg: &Aggregate) -> serde_json::Value {
 
 impl Task for Compress {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
-        let input = match open_input(ctx.path) {
-            Ok(i) => i,
-            Err(f) => {
-                return FileOutcome {
-                    size: ctx.known_size.unwrap_or(0),
-                    result: Err(f),
-                }
-            }
-        };
-        FileOutcome {
-            size: input.len,
-            result: self.run(ctx, &input),
-        }
+        with_input(ctx, |input| self.run(ctx, input))
     }
 
     fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {
@@ -686,19 +692,7 @@ impl Decompress {
 
 impl Task for Decompress {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
-        let input = match open_input(ctx.path) {
-            Ok(i) => i,
-            Err(f) => {
-                return FileOutcome {
-                    size: ctx.known_size.unwrap_or(0),
-                    result: Err(f),
-                }
-            }
-        };
-        FileOutcome {
-            size: input.len,
-            result: self.run(ctx, &input),
-        }
+        with_input(ctx, |input| self.run(ctx, input))
     }
 
     fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {

@@ -521,19 +521,7 @@ impl Extract {
 
 impl Task for Extract {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
-        let size = match std::fs::metadata(ctx.path) {
-            Ok(m) => m.len(),
-            Err(e) => {
-                return FileOutcome {
-                    size: ctx.known_size.unwrap_or(0),
-                    result: Err(FileFailure::from_io(&e, "opening the archive")),
-                }
-            }
-        };
-        FileOutcome {
-            size,
-            result: self.run(ctx, size),
-        }
+        FileOutcome::sized(ctx, "opening the archive", |size| self.run(ctx, size))
     }
 
     fn account(

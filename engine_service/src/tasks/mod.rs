@@ -32,6 +32,28 @@ pub struct FileOutcome {
     pub result: std::result::Result<String, FileFailure>,
 }
 
+impl FileOutcome {
+    /// Runs `run` with the file's size read first. A file that cannot even
+    /// be stat'ed (vanished, unreadable) fails with `doing` as the context
+    /// and keeps the size the listing gave.
+    pub fn sized(
+        ctx: &FileCtx<'_>,
+        doing: &str,
+        run: impl FnOnce(u64) -> std::result::Result<String, FileFailure>,
+    ) -> Self {
+        match std::fs::metadata(ctx.path) {
+            Ok(m) => FileOutcome {
+                size: m.len(),
+                result: run(m.len()),
+            },
+            Err(e) => FileOutcome {
+                size: ctx.known_size.unwrap_or(0),
+                result: Err(FileFailure::from_io(&e, doing)),
+            },
+        }
+    }
+}
+
 /// Everything a task knows about one file.
 pub struct FileCtx<'a> {
     /// The file's full path (inside the source root).

@@ -415,19 +415,7 @@ impl Thumbnail {
 
 impl Task for Thumbnail {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
-        let size = match std::fs::metadata(ctx.path) {
-            Ok(m) => m.len(),
-            Err(e) => {
-                return FileOutcome {
-                    size: ctx.known_size.unwrap_or(0),
-                    result: Err(FileFailure::from_io(&e, "opening the image")),
-                }
-            }
-        };
-        FileOutcome {
-            size,
-            result: self.render(ctx),
-        }
+        FileOutcome::sized(ctx, "opening the image", |_size| self.render(ctx))
     }
 
     fn account(
