@@ -9,20 +9,32 @@
 //!
 //! Atomicity ([`AtomicFile`]): bytes go to a hidden temp file created with
 //! `O_EXCL` in the final directory (so the rename never crosses file
-//! systems); [`AtomicFile::commit`] fsyncs it and moves it to its final name.
-//! The directory itself is fsynced ([`sync_dir`]) only where a later step
-//! depends on the name being durable (before an original is removed): one
-//! fsync per output instead of two makes many small outputs about twice as
-//! fast, and a crash can then lose the new name but never expose a partial
-//! file under it. Until then, and if the task fails or panics, only
+//! systems). Until it is published, and if the task fails or panics, only
 //! the temp file exists and `Drop` removes it: a crash never leaves a
 //! half-written output under its final name. Policies that must not replace
 //! an existing output (skip, fail) publish with `link(2)`, which fails
 //! atomically when the name exists, instead of `rename(2)`, which replaces.
+//!
+//! Durability, batched ([`Outputs`]): a task hands its written temp file
+//! (or, for extract, its staging folder) to the batch's [`Outputs`] instead
+//! of syncing it. When the batch's files are done, [`Outputs::settle`]
+//! makes them durable in three steps: `syncfs(2)` once per file system the
+//! batch wrote to (the data), then every output is published under its
+//! final name, then `syncfs(2)` again (the names); only then do the
+//! deferred follow-ups run (removing a compressed original), and only then
+//! are the batch's results reported. One `fsync` per output cost more than
+//! the compression of a 50 KB file; two `syncfs` per 1,000 files cost
+//! little. The price: `syncfs` also flushes what other processes wrote to
+//! that file system, and an output's name appears only at the end of its
+//! batch. A file with no batch (a caller outside [`crate::process`]) is
+//! settled at once, through the same code.
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 
@@ -193,13 +205,45 @@ impl AtomicFile {
         self.file.as_mut().expect("file present until commit")
     }
 
-    /// Syncs the data and publishes it under the final name by `existing`'s
-    /// rule.
-    pub fn commit(mut self, existing: Existing) -> Result<Committed, FileFailure> {
-        let file = self.file.take().expect("commit once");
-        file.sync_all()
-            .map_err(|e| write_failure(&e, "syncing the output"))?;
+    /// The temp file's path (to read the output back before it is
+    /// published).
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Hands the written output to `outputs` to be synced and published
+    /// under its final name by `existing`'s rule when the batch settles;
+    /// `then` runs after that (see [`Outputs::stage`]). Without a batch it
+    /// is settled at once and the result says how the publication ended.
+    pub fn publish(
+        mut self,
+        outputs: Option<&Outputs>,
+        existing: Existing,
+        skipped_result: String,
+        then: Option<FollowUp>,
+    ) -> Result<Committed, FileFailure> {
+        let file = self.file.take().expect("publish once");
+        let dir = self.target.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let dev = file
+            .metadata()
+            .map_err(|e| write_failure(&e, "reading the output's metadata"))?
+            .dev();
         drop(file);
+        let publish = Box::new(move || self.link_into_place(existing));
+        Outputs::stage_or_settle(
+            outputs,
+            Staged {
+                file: 0,
+                dev,
+                dir,
+                publish,
+                then,
+                skipped_result,
+            },
+        )
+    }
+
+    fn link_into_place(&self, existing: Existing) -> Result<Committed, FileFailure> {
         match existing {
             Existing::Overwrite => std::fs::rename(&self.tmp, &self.target)
                 .map(|()| Committed::Written)
@@ -226,12 +270,188 @@ impl AtomicFile {
     }
 }
 
-/// Makes the names in `path`'s folder durable (fsync of the directory).
-pub fn sync_dir(path: &Path) -> Result<(), FileFailure> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| write_failure(&e, "syncing the output folder"))
+/// Work that may only happen once an output is durable under its final
+/// name (removing the original it replaces).
+pub type FollowUp = Box<dyn FnOnce() -> Result<(), FileFailure> + Send>;
+
+/// Publishes a staged output under its final name.
+pub type Publish = Box<dyn FnOnce() -> Result<Committed, FileFailure> + Send>;
+
+/// One output waiting for its batch to settle. Dropping it unpublished
+/// drops what the publish closure owns (the temp file or staging folder),
+/// which removes it.
+pub struct Staged {
+    /// The index of its input in the batch.
+    file: usize,
+    /// The file system it lives on, and a folder on it to `syncfs`.
+    dev: u64,
+    dir: PathBuf,
+    publish: Publish,
+    then: Option<FollowUp>,
+    /// The input's result if publishing finds the name taken (policy skip).
+    skipped_result: String,
+}
+
+/// How settling changed one input's outcome (inputs not listed keep the
+/// result their task returned).
+#[derive(Debug)]
+pub enum Settled {
+    /// The output name was taken when it was published (policy skip).
+    Skipped(String),
+    Failed(FileFailure),
+}
+
+/// The outputs staged by one batch of files; see the module doc.
+#[derive(Default)]
+pub struct Outputs {
+    /// Staged outputs in input order. A batch runs on one thread; the
+    /// mutex only lets a task share its context with helper threads.
+    staged: Mutex<Vec<Staged>>,
+    /// The index in the batch of the input being processed.
+    current: AtomicUsize,
+}
+
+impl Outputs {
+    /// Marks the start of input `index` of the batch: what it stages from
+    /// now on is reported against it.
+    pub fn start_file(&self, index: usize) {
+        self.current.store(index, Ordering::Relaxed);
+    }
+
+    /// Stages an output written under a temporary name in `dir` (a folder
+    /// that stays after publishing): `publish`
+    /// moves it to its final name once its data are durable, and `then`
+    /// runs once that name is durable too. Without a batch (`outputs` is
+    /// None) the output is settled at once.
+    pub fn stage(
+        outputs: Option<&Outputs>,
+        dir: &Path,
+        publish: Publish,
+        then: Option<FollowUp>,
+        skipped_result: String,
+    ) -> Result<Committed, FileFailure> {
+        let dev = std::fs::metadata(dir)
+            .map_err(|e| write_failure(&e, "reading the output folder's metadata"))?
+            .dev();
+        Self::stage_or_settle(
+            outputs,
+            Staged {
+                file: 0,
+                dev,
+                dir: dir.to_path_buf(),
+                publish,
+                then,
+                skipped_result,
+            },
+        )
+    }
+
+    fn stage_or_settle(
+        outputs: Option<&Outputs>,
+        mut staged: Staged,
+    ) -> Result<Committed, FileFailure> {
+        match outputs {
+            Some(o) => {
+                staged.file = o.current.load(Ordering::Relaxed);
+                o.staged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(staged);
+                Ok(Committed::Written)
+            }
+            None => {
+                let alone = Outputs::default();
+                alone
+                    .staged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(staged);
+                match alone.settle().pop() {
+                    None => Ok(Committed::Written),
+                    Some((_, Settled::Skipped(_))) => Ok(Committed::Skipped),
+                    Some((_, Settled::Failed(f))) => Err(f),
+                }
+            }
+        }
+    }
+
+    /// Syncs, publishes and follows up every staged output (module doc);
+    /// returns the inputs whose outcome changed, in batch order, at most
+    /// one entry per input (its first failure).
+    pub fn settle(self) -> Vec<(usize, Settled)> {
+        let staged = self.staged.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut changed: Vec<(usize, Settled)> = Vec::new();
+        if staged.is_empty() {
+            return changed;
+        }
+        let fail_all = |changed: &mut Vec<(usize, Settled)>, files: &[usize], f: FileFailure| {
+            for &i in files {
+                changed.push((i, Settled::Failed(f.clone())));
+            }
+        };
+        let places: Vec<(u64, PathBuf)> = staged.iter().map(|s| (s.dev, s.dir.clone())).collect();
+        if let Err(e) = sync_filesystems(&places) {
+            let files: Vec<usize> = staged.iter().map(|s| s.file).collect();
+            fail_all(
+                &mut changed,
+                &files,
+                write_failure(&e, "syncing the outputs (nothing was published)"),
+            );
+            return dedup(changed);
+        }
+        let mut published = Vec::with_capacity(staged.len());
+        for s in staged {
+            match (s.publish)() {
+                Ok(Committed::Written) => published.push((s.file, s.then)),
+                Ok(Committed::Skipped) => {
+                    changed.push((s.file, Settled::Skipped(s.skipped_result)))
+                }
+                Err(f) => changed.push((s.file, Settled::Failed(f))),
+            }
+        }
+        if published.is_empty() {
+            return dedup(changed);
+        }
+        if let Err(e) = sync_filesystems(&places) {
+            let files: Vec<usize> = published.iter().map(|p| p.0).collect();
+            fail_all(
+                &mut changed,
+                &files,
+                write_failure(&e, "syncing the output folder (originals were kept)"),
+            );
+            return dedup(changed);
+        }
+        for (file, then) in published {
+            if let Some(Err(f)) = then.map(|then| then()) {
+                changed.push((file, Settled::Failed(f)));
+            }
+        }
+        dedup(changed)
+    }
+}
+
+/// Orders changes by input and keeps each input's first.
+fn dedup(mut changed: Vec<(usize, Settled)>) -> Vec<(usize, Settled)> {
+    changed.sort_by_key(|c| c.0);
+    changed.dedup_by_key(|c| c.0);
+    changed
+}
+
+/// `syncfs(2)` once per distinct file system in `places` (device, folder).
+fn sync_filesystems(places: &[(u64, PathBuf)]) -> std::io::Result<()> {
+    let mut done: Vec<u64> = Vec::new();
+    for (dev, dir) in places {
+        if done.contains(dev) {
+            continue;
+        }
+        let d = File::open(dir)?;
+        // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        done.push(*dev);
+    }
+    Ok(())
 }
 
 impl Drop for AtomicFile {
@@ -295,18 +515,86 @@ mod tests {
 
         let mut f = AtomicFile::create(&target).unwrap();
         f.file().write_all(b"one").unwrap();
-        assert_eq!(f.commit(Existing::Fail).unwrap(), Committed::Written);
+        assert_eq!(
+            f.publish(None, Existing::Fail, String::new(), None)
+                .unwrap(),
+            Committed::Written
+        );
         let mut f = AtomicFile::create(&target).unwrap();
         f.file().write_all(b"two").unwrap();
-        assert_eq!(f.commit(Existing::Skip).unwrap(), Committed::Skipped);
+        assert_eq!(
+            f.publish(None, Existing::Skip, String::new(), None)
+                .unwrap(),
+            Committed::Skipped
+        );
         assert_eq!(std::fs::read(&target).unwrap(), b"one");
         let mut f = AtomicFile::create(&target).unwrap();
         f.file().write_all(b"two").unwrap();
-        assert!(f.commit(Existing::Fail).is_err());
+        assert!(f
+            .publish(None, Existing::Fail, String::new(), None)
+            .is_err());
         let mut f = AtomicFile::create(&target).unwrap();
         f.file().write_all(b"three").unwrap();
-        f.commit(Existing::Overwrite).unwrap();
+        f.publish(None, Existing::Overwrite, String::new(), None)
+            .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"three");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn batched_outputs_appear_only_when_settled_then_follow_ups_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let outputs = Outputs::default();
+        let ran = std::sync::Arc::new(AtomicUsize::new(0));
+        for (i, name) in ["a.out", "b.out", "taken.out"].iter().enumerate() {
+            outputs.start_file(i);
+            let mut f = AtomicFile::create(&dir.path().join(name)).unwrap();
+            f.file().write_all(name.as_bytes()).unwrap();
+            let ran = ran.clone();
+            let then: FollowUp = Box::new(move || {
+                ran.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            });
+            let r = f.publish(
+                Some(&outputs),
+                Existing::Skip,
+                format!("skip {i}"),
+                Some(then),
+            );
+            assert_eq!(r.unwrap(), Committed::Written);
+        }
+        // Another writer takes one name before the batch settles.
+        std::fs::write(dir.path().join("taken.out"), b"theirs").unwrap();
+        assert!(
+            !dir.path().join("a.out").exists(),
+            "not published before settle"
+        );
+        let changed = outputs.settle();
+        assert_eq!(changed.len(), 1);
+        assert!(matches!(&changed[0], (2, Settled::Skipped(r)) if r == "skip 2"));
+        assert_eq!(std::fs::read(dir.path().join("a.out")).unwrap(), b"a.out");
+        assert_eq!(
+            std::fs::read(dir.path().join("taken.out")).unwrap(),
+            b"theirs"
+        );
+        assert_eq!(
+            ran.load(Ordering::Relaxed),
+            2,
+            "follow-ups only for published outputs"
+        );
+        // No temp file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_batch_dropped_unsettled_leaves_no_output_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let outputs = Outputs::default();
+        let mut f = AtomicFile::create(&dir.path().join("a.out")).unwrap();
+        f.file().write_all(b"data").unwrap();
+        f.publish(Some(&outputs), Existing::Overwrite, String::new(), None)
+            .unwrap();
+        drop(outputs); // cancelled before the batch ended
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

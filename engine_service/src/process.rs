@@ -37,6 +37,7 @@ use crate::error::{EngineError, Result};
 use crate::filters::{FilterSpec, Filters};
 use crate::listing::resolve_source;
 use crate::metrics::{TaskMetrics, METRICS};
+use crate::output::{Outputs, Settled};
 use crate::pb::{self, process_response::Event};
 use crate::progress::{Counters, Ticker};
 use crate::results::{display_path, push_part_line, write_atomic, FailureKind, FileFailure};
@@ -602,10 +603,16 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
     // Bytes of files whose size the discovery did not know (names-only walk).
     let mut newly_sized = 0u64;
-    for job in batch {
+    // Outputs are synced and published once for the whole batch, before
+    // its results are counted and reported (see crate::output). Dropped
+    // unsettled on cancellation, it removes their temp files.
+    let outputs = Outputs::default();
+    let mut done: Vec<(Vec<u8>, bool, tasks::FileOutcome)> = Vec::with_capacity(batch.len());
+    for (index, job) in batch.into_iter().enumerate() {
         if shared.cancelled() {
             return;
         }
+        outputs.start_file(index);
         let size_was_known = job.size.is_some();
         let outcome = match job.failure {
             Some(f) => tasks::FileOutcome {
@@ -620,6 +627,7 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                         rel: &job.rel,
                         known_size: job.size,
                         destination: shared.destination.as_deref(),
+                        outputs: Some(&outputs),
                     },
                 ),
                 Err(f) => tasks::FileOutcome {
@@ -628,6 +636,15 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                 },
             },
         };
+        done.push((job.rel, size_was_known, outcome));
+    }
+    for (index, settled) in outputs.settle() {
+        done[index].2.result = match settled {
+            Settled::Skipped(result) => Ok(result),
+            Settled::Failed(f) => Err(f),
+        };
+    }
+    for (rel, size_was_known, outcome) in done {
         files += 1;
         bytes += outcome.size;
         if !size_was_known {
@@ -639,14 +656,14 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
         }
         shared
             .task
-            .account(&mut agg, &job.rel, outcome.size, &outcome.result);
+            .account(&mut agg, &rel, outcome.size, &outcome.result);
         if shared.results_dir.is_some() {
-            push_part_line(&mut part, &job.rel, outcome.size, &outcome.result);
+            push_part_line(&mut part, &rel, outcome.size, &outcome.result);
         } else {
-            let (path, raw_path) = display_path(&job.rel);
+            let (path, raw_path) = display_path(&rel);
             let outcome_pb = match outcome.result {
                 Ok(json) => pb::file_result::Outcome::ResultJson(json),
-                Err(f) => pb::file_result::Outcome::Error(f.to_pb(&job.rel)),
+                Err(f) => pb::file_result::Outcome::Error(f.to_pb(&rel)),
             };
             streamed.push(pb::FileResult {
                 path,
@@ -727,6 +744,7 @@ mod tests {
             rel: path.as_os_str().as_encoded_bytes(),
             known_size,
             destination: None,
+            outputs: None,
         };
         process_guarded(task, &ctx)
     }

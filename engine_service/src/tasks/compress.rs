@@ -2,19 +2,23 @@
 //!
 //! Memory is flat whatever the file size: the input is streamed through a
 //! 256 KiB buffer into the encoder, which writes into an [`AtomicFile`]
-//! (temp file, fsync, link or rename). Files of at least [`MT_THRESHOLD`]
-//! bytes use every core (`threads` option), so one big log is as fast as
-//! pigz or `zstd -T`, while many small files are spread over the pool: zstd
-//! runs its own worker threads; gzip is cut into [`GZIP_BLOCK`] blocks
+//! (temp file, published with the batch's outputs: synced, then linked or
+//! renamed). Files of at least [`MT_THRESHOLD`] bytes use every core
+//! (`threads` option), so one big log is as fast as pigz or `zstd -T`, while
+//! many small files are spread over the pool, one file per thread, zstd with
+//! a context reused per thread. For big files zstd runs its own worker
+//! threads; gzip is cut into [`GZIP_BLOCK`] blocks
 //! compressed in parallel as independent gzip members, concatenated in order
 //! (RFC 1952 multi-member, read by gzip, zcat and every gzip library; the
 //! ratio cost of restarting the dictionary every 4 MiB is under 0.1%).
 //! Memory then holds one window of `2 x threads` blocks and their outputs.
 //!
 //! Removing the original (`keep_original: false`) happens only after the
-//! output is published and synced, the output has been decompressed again
-//! and its length and xxh3 checksum match what was read, and the input's
-//! size and mtime are unchanged since it was opened. A file that changes
+//! output has been decompressed again and its length and xxh3 checksum
+//! match what was read, the output is synced and published under its name
+//! and that name synced (when the batch settles, see
+//! [`crate::output::Outputs`]), and the input's size and mtime are
+//! unchanged since it was opened. A file that changes
 //! while it is read fails and its temp output is dropped.
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -27,7 +31,7 @@ use serde_json::json;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
-use crate::output::{existing_schema, output_for, AtomicFile, Committed, Existing};
+use crate::output::{existing_schema, output_for, AtomicFile, Committed, Existing, FollowUp};
 use crate::results::{FailureKind, FileFailure};
 
 /// Files at least this big are compressed by zstd's worker threads.
@@ -218,6 +222,13 @@ impl Compress {
 /// The input as opened: the file plus what identifies its version.
 struct Input {
     file: File,
+    version: Version,
+}
+
+/// What identifies the version of a file that was read: its length and
+/// modification time.
+#[derive(Debug, Clone, Copy)]
+struct Version {
     len: u64,
     mtime: Option<std::time::SystemTime>,
 }
@@ -236,13 +247,15 @@ fn open_input(path: &Path) -> Result<Input, FileFailure> {
     }
     Ok(Input {
         file,
-        len: meta.len(),
-        mtime: meta.modified().ok(),
+        version: Version {
+            len: meta.len(),
+            mtime: meta.modified().ok(),
+        },
     })
 }
 
 /// Fails when the file at `path` is no longer the version that was read.
-fn check_unchanged(path: &Path, input: &Input, read: u64) -> Result<(), FileFailure> {
+fn check_unchanged(path: &Path, input: &Version, read: u64) -> Result<(), FileFailure> {
     let changed = FileFailure::new(
         FailureKind::Io,
         "the file changed while it was processed; its output was discarded and the original left as it is",
@@ -391,13 +404,55 @@ fn decoder<'a, R: std::io::BufRead + 'a>(
     })
 }
 
-/// Removes the original after its output (at `output`) was verified; the
-/// output's name is made durable first.
-fn remove_original(path: &Path, input: &Input, output: &Path) -> Result<(), FileFailure> {
-    crate::output::sync_dir(output)?;
-    check_unchanged(path, input, input.len)?;
-    std::fs::remove_file(path).map_err(|e| {
-        crate::output::write_failure(&e, "removing the original (the output was kept)")
+/// What removes the original once its output is durable under its final
+/// name (see [`crate::output::Outputs`]); the original must still be the
+/// version that was read.
+fn remove_original(path: &Path, version: Version) -> FollowUp {
+    let path = path.to_path_buf();
+    Box::new(move || {
+        check_unchanged(&path, &version, version.len)?;
+        std::fs::remove_file(&path).map_err(|e| {
+            crate::output::write_failure(&e, "removing the original (the output was kept)")
+        })
+    })
+}
+
+thread_local! {
+    /// This pool thread's zstd context for files below [`MT_THRESHOLD`]:
+    /// creating and zeroing a context per file cost more than compressing
+    /// a 10 KB file. It never has worker threads; only the level is set.
+    static ZSTD_CTX: std::cell::RefCell<Option<(u32, zstd::zstd_safe::CCtx<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `from` into `to` as one zstd frame with this thread's reused
+/// context at `level`.
+fn zstd_single(
+    from: &mut impl Read,
+    to: impl Write,
+    level: u32,
+    len: u64,
+) -> Result<(u64, u64), PumpError> {
+    ZSTD_CTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            let mut ctx = zstd::zstd_safe::CCtx::create();
+            ctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level as i32))
+                .map_err(|c| {
+                    PumpError::Write(std::io::Error::other(zstd::zstd_safe::get_error_name(c)))
+                })?;
+            *slot = Some((level, ctx));
+        }
+        let (_, ctx) = slot.as_mut().expect("set above");
+        let mut enc = zstd::stream::write::Encoder::with_context(to, ctx);
+        let _ = enc.set_pledged_src_size(Some(len));
+        let r = pump(from, &mut enc, None);
+        r.and_then(|v| {
+            enc.finish()
+                .and_then(|mut w| w.flush())
+                .map_err(PumpError::Write)?;
+            Ok(v)
+        })
     })
 }
 
@@ -434,7 +489,7 @@ impl Compress {
         let pumped = {
             let w = BufWriter::with_capacity(BUF, out.file());
             match self.format {
-                Format::Gzip if input.len >= MT_THRESHOLD && self.threads > 1 => {
+                Format::Gzip if input.version.len >= MT_THRESHOLD && self.threads > 1 => {
                     let mut w = w;
                     let r = gzip_parallel(&mut reader, &mut w, self.level, self.threads as usize);
                     r.and_then(|v| w.flush().map(|()| v).map_err(PumpError::Write))
@@ -450,13 +505,11 @@ impl Compress {
                         Ok(v)
                     })
                 }
-                _ => (|| {
+                _ if input.version.len >= MT_THRESHOLD && self.threads > 1 => (|| {
                     let mut enc = zstd::stream::write::Encoder::new(w, self.level as i32)
                         .map_err(PumpError::Write)?;
-                    if input.len >= MT_THRESHOLD && self.threads > 1 {
-                        enc.multithread(self.threads).map_err(PumpError::Write)?;
-                    }
-                    let _ = enc.set_pledged_src_size(Some(input.len));
+                    enc.multithread(self.threads).map_err(PumpError::Write)?;
+                    let _ = enc.set_pledged_src_size(Some(input.version.len));
                     let r = pump(&mut reader, &mut enc, None);
                     r.and_then(|v| {
                         enc.finish()
@@ -465,6 +518,7 @@ impl Compress {
                         Ok(v)
                     })
                 })(),
+                _ => zstd_single(&mut reader, w, self.level, input.version.len),
             }
         };
         let (read, digest) = match pumped {
@@ -475,14 +529,12 @@ impl Compress {
             }
             Err(PumpError::Limit(_)) => unreachable!("no limit"),
         };
-        check_unchanged(ctx.path, input, read)?;
-        if out.commit(self.existing)? == Committed::Skipped {
-            return skipped("output exists");
-        }
-        let bytes_out = std::fs::metadata(&out_path).map_or(0, |m| m.len());
-        let mut removed = false;
+        check_unchanged(ctx.path, &input.version, read)?;
+        let bytes_out = out.file().metadata().map_or(0, |m| m.len());
+        let mut then = None;
         if !self.keep_original {
-            let verified = digest_decompressed(&out_path, self.format);
+            // Verified from the temp file, which is what gets published.
+            let verified = digest_decompressed(out.temp_path(), self.format);
             match verified {
                 Ok((n, d)) if n == read && d == digest => {}
                 _ => return Err(FileFailure::new(
@@ -490,9 +542,13 @@ impl Compress {
                     "the output did not decompress to the original bytes; the original was kept",
                 )),
             }
-            remove_original(ctx.path, input, &out_path)?;
-            removed = true;
+            then = Some(remove_original(ctx.path, input.version));
         }
+        let skipped_result = json!({ "skipped": "output exists" }).to_string();
+        if out.publish(ctx.outputs, self.existing, skipped_result, then)? == Committed::Skipped {
+            return skipped("output exists");
+        }
+        let removed = !self.keep_original;
         Ok(json!({
             "output": out_rel.to_string_lossy(),
             "format": self.format.name(),
@@ -511,7 +567,7 @@ fn with_input(
 ) -> FileOutcome {
     match open_input(ctx.path) {
         Ok(input) => FileOutcome {
-            size: input.len,
+            size: input.version.len,
             result: run(&input),
         },
         Err(f) => FileOutcome {
@@ -672,14 +728,12 @@ impl Decompress {
                 ))
             }
         };
-        if out.commit(self.o.existing)? == Committed::Skipped {
+        let then = (!self.o.keep_original).then(|| remove_original(ctx.path, input.version));
+        let skipped_result = json!({ "skipped": "output exists" }).to_string();
+        if out.publish(ctx.outputs, self.o.existing, skipped_result, then)? == Committed::Skipped {
             return skipped("output exists");
         }
-        let mut removed = false;
-        if !self.o.keep_original {
-            remove_original(ctx.path, input, &out_path)?;
-            removed = true;
-        }
+        let removed = !self.o.keep_original;
         Ok(json!({
             "output": out_rel.to_string_lossy(),
             "format": format.name(),
@@ -714,6 +768,7 @@ mod tests {
             rel: rel.as_bytes(),
             known_size: None,
             destination: dest,
+            outputs: None,
         })
     }
 
@@ -881,14 +936,14 @@ mod tests {
             .open(&path)
             .unwrap();
         f.write_all(b"one more line\n").unwrap();
-        let err = check_unchanged(&path, &input, input.len).unwrap_err();
+        let err = check_unchanged(&path, &input.version, input.version.len).unwrap_err();
         assert!(
             err.message.contains("changed while it was processed"),
             "{}",
             err.message
         );
         // remove_original re-checks, so the grown original is never removed.
-        assert!(remove_original(&path, &input, &path).is_err());
+        assert!(remove_original(&path, input.version)().is_err());
         assert!(path.exists());
     }
 

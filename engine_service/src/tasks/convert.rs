@@ -374,8 +374,11 @@ impl Convert {
                 .map_err(|e| write_failure(&e, "writing the output"))?;
             rows
         };
-        if out.commit(self.o.existing)? == Committed::Skipped {
-            return Ok(json!({"skipped": "output exists"}).to_string());
+        let skipped_result = json!({"skipped": "output exists"}).to_string();
+        if out.publish(ctx.outputs, self.o.existing, skipped_result.clone(), None)?
+            == Committed::Skipped
+        {
+            return Ok(skipped_result);
         }
         Ok(json!({"output": out_rel.to_string_lossy(), "rows": rows}).to_string())
     }
@@ -428,6 +431,7 @@ mod tests {
                 rel: rel.as_bytes(),
                 known_size: None,
                 destination: Some(dest),
+                outputs: None,
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())

@@ -10,10 +10,13 @@
 //! the ratio of extracted bytes to the archive's size. A refused archive is
 //! refused whole, with the reason.
 //!
-//! Atomicity: an archive is extracted into a hidden staging folder next to
-//! its final folder, which is renamed into place only when every entry is
-//! written; a failure removes the staging folder, so a final folder is
-//! never half extracted.
+//! Atomicity and durability: an archive is extracted into a hidden staging
+//! folder next to its final folder, which is renamed into place only when
+//! every entry is written and, with the rest of the batch's outputs, synced
+//! (see [`crate::output::Outputs`]: the extracted files are durable before
+//! the folder gets its name, and the name before the archive is reported
+//! done). A failure removes the staging folder, so a final folder is never
+//! half extracted.
 //!
 //! Parallelism: a ZIP's entries are split into one range per pool thread,
 //! each range read through its own file handle (rayon `par_iter`; a range
@@ -31,7 +34,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
-use crate::output::{existing_schema, prepare_parent, write_failure, Existing};
+use crate::output::{
+    existing_schema, prepare_parent, write_failure, Committed, Existing, Outputs, Publish,
+};
 use crate::results::{FailureKind, FileFailure};
 
 pub const INFO: TaskInfo = TaskInfo {
@@ -488,27 +493,46 @@ impl Extract {
                 }
             }
         };
-        // Publish: move an existing folder aside (overwrite), rename the
+        // Published when the batch settles, after the extracted files are
+        // synced: move an existing folder aside (overwrite), rename the
         // staging folder into place, then drop what was moved aside.
-        let aside = out.with_file_name(format!(
-            ".{folder}.pravah-old-{}",
-            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let had_old = self.o.existing == Existing::Overwrite && out.exists();
-        if had_old {
-            std::fs::rename(&out, &aside)
-                .map_err(|e| write_failure(&e, "replacing the output folder"))?;
-        }
-        if let Err(e) = std::fs::rename(&stage, &out) {
+        let existing = self.o.existing;
+        let parent = out.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let publish: Publish = Box::new(move || {
+            let staging = staging;
+            let aside = out.with_file_name(format!(
+                ".{folder}.pravah-old-{}",
+                STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let had_old = existing == Existing::Overwrite && out.exists();
             if had_old {
-                let _ = std::fs::rename(&aside, &out);
+                std::fs::rename(&out, &aside)
+                    .map_err(|e| write_failure(&e, "replacing the output folder"))?;
+            } else if out.exists() {
+                // Created by someone else while this archive was extracted.
+                return match existing {
+                    Existing::Fail => Err(crate::output::exists_failure(&out)),
+                    _ => Ok(Committed::Skipped),
+                };
             }
-            return Err(write_failure(&e, "renaming the output folder into place"));
+            if let Err(e) = std::fs::rename(&staging.0, &out) {
+                if had_old {
+                    let _ = std::fs::rename(&aside, &out);
+                }
+                return Err(write_failure(&e, "renaming the output folder into place"));
+            }
+            if had_old {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+            Ok(Committed::Written)
+        });
+        let skipped_result =
+            json!({"skipped": "output exists", "output": out_rel.to_string_lossy()}).to_string();
+        if Outputs::stage(ctx.outputs, &parent, publish, None, skipped_result.clone())?
+            == Committed::Skipped
+        {
+            return Ok(skipped_result);
         }
-        if had_old {
-            let _ = std::fs::remove_dir_all(&aside);
-        }
-        drop(staging);
         Ok(json!({
             "output": out_rel.to_string_lossy(),
             "format": kind.name(),
@@ -574,6 +598,7 @@ mod tests {
             rel: rel.as_bytes(),
             known_size: None,
             destination: Some(dest),
+            outputs: None,
         })
         .result
         .map(|j| serde_json::from_str(&j).unwrap())

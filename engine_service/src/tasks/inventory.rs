@@ -183,6 +183,7 @@ mod tests {
                 rel: rel.as_bytes(),
                 known_size: None,
                 destination: None,
+                outputs: None,
             });
             task.account(&mut agg, rel.as_bytes(), out.size, &out.result);
         }

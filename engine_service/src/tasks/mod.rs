@@ -65,6 +65,10 @@ pub struct FileCtx<'a> {
     /// The call's destination directory (canonical, existing), if one was
     /// given; tasks that write outputs mirror `rel` under it.
     pub destination: Option<&'a Path>,
+    /// The batch's outputs, which tasks that write hand their outputs to
+    /// (synced and published when the batch settles); None settles each
+    /// output at once.
+    pub outputs: Option<&'a crate::output::Outputs>,
 }
 
 /// A task as the engine runs it. Implement [`Task::process`] (tasks that
@@ -79,6 +83,7 @@ pub trait Task: Send + Sync {
             rel: path.as_os_str().as_encoded_bytes(),
             known_size,
             destination: None,
+            outputs: None,
         })
     }
     /// Processes one file with its full context.
