@@ -967,4 +967,47 @@ mod tests {
         );
         assert_eq!(std::fs::read(src.path().join("a.log")).unwrap(), sample());
     }
+
+    #[test]
+    fn in_a_batch_originals_are_removed_only_once_outputs_are_settled() {
+        let src = tempfile::tempdir().unwrap();
+        let task = Compress::from_json(r#"{"keep_original":false,"format":"zstd"}"#).unwrap();
+        let outputs = crate::output::Outputs::default();
+        for i in 0..3 {
+            std::fs::write(src.path().join(format!("{i}.log")), sample()).unwrap();
+            outputs.start_file(i);
+            let rel = format!("{i}.log");
+            let out = task.process(&FileCtx {
+                path: &src.path().join(&rel),
+                rel: rel.as_bytes(),
+                known_size: None,
+                destination: None,
+                outputs: Some(&outputs),
+            });
+            out.result.unwrap();
+        }
+        // Nothing published and nothing removed before the batch settles.
+        assert!(src.path().join("0.log").exists());
+        assert!(!src.path().join("0.log.zst").exists());
+        // A writer appends to one original before the batch ends: it is kept.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(src.path().join("1.log"))
+            .unwrap();
+        f.write_all(b"late line\n").unwrap();
+        let changed = outputs.settle();
+        assert_eq!(changed.len(), 1);
+        assert!(
+            matches!(&changed[0], (1, crate::output::Settled::Failed(f)) if f.message.contains("changed")),
+            "{changed:?}"
+        );
+        assert!(src.path().join("1.log").exists());
+        for i in [0, 2] {
+            assert!(!src.path().join(format!("{i}.log")).exists());
+            let data =
+                zstd::decode_all(File::open(src.path().join(format!("{i}.log.zst"))).unwrap())
+                    .unwrap();
+            assert_eq!(data, sample());
+        }
+    }
 }

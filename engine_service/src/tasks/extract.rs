@@ -770,4 +770,54 @@ mod tests {
         let v = run("", src.path(), "readme.txt", &dest).unwrap();
         assert!(v["skipped"].is_string());
     }
+
+    #[test]
+    fn archives_of_a_batch_are_published_when_it_settles_and_hostile_ones_leave_nothing() {
+        let (src, _d, dest) = dirs();
+        make_zip(&src.path().join("good.zip"), &[("a/b.txt", b"kept")]);
+        make_zip(
+            &src.path().join("slip.zip"),
+            &[("ok.txt", b"x"), ("../evil.txt", b"x")],
+        );
+        make_zip(&src.path().join("other.zip"), &[("c.txt", b"also kept")]);
+        let task = build("").unwrap();
+        let outputs = crate::output::Outputs::default();
+        let mut results = Vec::new();
+        for (i, rel) in ["good.zip", "slip.zip", "other.zip"].iter().enumerate() {
+            outputs.start_file(i);
+            let r = task
+                .process(&FileCtx {
+                    path: &src.path().join(rel),
+                    rel: rel.as_bytes(),
+                    known_size: None,
+                    destination: Some(&dest),
+                    outputs: Some(&outputs),
+                })
+                .result;
+            results.push(r);
+        }
+        assert_eq!(
+            results[1].as_ref().unwrap_err().kind,
+            FailureKind::OutsideRoot
+        );
+        // Extracted and synced in staging, but not yet under their names.
+        assert!(!dest.join("good").exists());
+        assert!(
+            outputs.settle().is_empty(),
+            "every staged archive was published"
+        );
+        assert_eq!(std::fs::read(dest.join("good/a/b.txt")).unwrap(), b"kept");
+        assert_eq!(
+            std::fs::read(dest.join("other/c.txt")).unwrap(),
+            b"also kept"
+        );
+        assert!(!dest.join("slip").exists());
+        assert!(!dest.parent().unwrap().join("evil.txt").exists());
+        let mut names: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["good", "other"], "no staging folder is left");
+    }
 }

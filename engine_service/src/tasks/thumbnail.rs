@@ -1,5 +1,8 @@
 //! Task `thumbnail`: JPEG, PNG, WebP, GIF (first frame) and TIFF in; JPEG,
-//! PNG or WebP out, mirrored under the destination with the new extension.
+//! PNG or WebP out, mirrored under the destination; a source keeps its name
+//! when it has the output's extension and gets the output's extension
+//! appended otherwise (`a.jpg` -> `a.jpg`, `a.png` -> `a.png.jpg`, see
+//! [`thumbnail_name`]), so `a.jpg` and `a.png` in one folder never collide.
 //!
 //! Why it is fast: JPEGs are decoded by `jpeg-decoder` with DCT scaling
 //! (shrink-on-decode at 1/2, 1/4 or 1/8, the largest reduction that still
@@ -11,6 +14,7 @@
 //! Bombs: the declared width x height is checked against `max_pixels`
 //! before any pixel is decoded, and the other decoders run under `image`
 //! allocation limits.
+use std::ffi::{OsStr, OsString};
 use std::io::{BufWriter, Cursor, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -143,6 +147,36 @@ fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
         _ => return Err(format!("background {:?} is not #rrggbb", o.background)),
     };
     Ok(Arc::new(Thumbnail { o, background }))
+}
+
+/// The thumbnail's file name for a source named `name` in `folder`: the
+/// source name itself when it already has the output format's extension
+/// (`a.jpg` -> `a.jpg`, `b.JPEG` -> `b.JPEG`), else the source name plus the
+/// output extension (`a.png` -> `a.png.jpg`), so sources that differ only by
+/// extension (`a.jpg`, `a.png`, `a.webp`) never share a thumbnail. The one
+/// remaining clash, `a.png` beside `a.png.jpg`, is resolved by giving the
+/// latter a second extension (`a.png.jpg.jpg`).
+fn thumbnail_name(name: &OsStr, format: OutFormat, folder: Option<&Path>) -> OsString {
+    let (ext, aliases): (&str, &[&str]) = match format {
+        OutFormat::Jpeg => ("jpg", &["jpg", "jpeg", "jpe"]),
+        OutFormat::Png => ("png", &["png"]),
+        OutFormat::Webp => ("webp", &["webp"]),
+    };
+    let path = Path::new(name);
+    let has_ext = |p: &Path, allowed: &[&str]| {
+        p.extension()
+            .is_some_and(|e| allowed.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()))
+    };
+    let stem = path.file_stem().map(Path::new);
+    let keeps_name = has_ext(path, aliases)
+        && !(stem.is_some_and(|s| has_ext(s, IMAGE_EXT))
+            && folder.is_some_and(|f| stem.is_some_and(|s| f.join(s).exists())));
+    let mut n = name.to_os_string();
+    if !keeps_name {
+        n.push(".");
+        n.push(ext);
+    }
+    n
 }
 
 fn invalid(msg: impl std::fmt::Display) -> FileFailure {
@@ -285,16 +319,8 @@ impl Thumbnail {
         if !IMAGE_EXT.contains(&ext.as_str()) {
             return Ok(json!({"skipped": "not an image (by extension)"}).to_string());
         }
-        let out_ext = match self.o.format {
-            OutFormat::Jpeg => "jpg",
-            OutFormat::Png => "png",
-            OutFormat::Webp => "webp",
-        };
         let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
-            let mut n = Path::new(name).file_stem().unwrap_or(name).to_os_string();
-            n.push(".");
-            n.push(out_ext);
-            n
+            thumbnail_name(name, self.o.format, ctx.path.parent())
         })?;
         if out_path == ctx.path {
             return Err(FileFailure::new(
@@ -526,8 +552,8 @@ mod tests {
             &dest,
         )
         .unwrap();
-        assert_eq!(v["output"], "p.webp");
-        let out = image::open(dest.join("p.webp")).unwrap().to_rgb8();
+        assert_eq!(v["output"], "p.png.webp");
+        let out = image::open(dest.join("p.png.webp")).unwrap().to_rgb8();
         assert_eq!(out.dimensions(), (200, 200));
         assert_eq!(out.get_pixel(100, 5).0, [255, 255, 255], "padded band");
 
@@ -572,5 +598,48 @@ mod tests {
         std::fs::write(src.path().join("notes.txt"), b"x").unwrap();
         assert!(run("", src.path(), "notes.txt", &dest).unwrap()["skipped"].is_string());
         assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn sources_differing_only_by_extension_get_distinct_thumbnails() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        std::fs::create_dir(src.path().join("album")).unwrap();
+        // Four sources whose names would collide under "stem + .jpg".
+        let sources = [
+            ("album/a.jpg", 100u32),
+            ("album/a.png", 200),
+            ("album/a.webp", 300),
+            ("album/a.png.jpg", 400),
+        ];
+        for (rel, w) in sources {
+            let img = DynamicImage::ImageRgb8(gradient(w, 50));
+            let fmt = image::ImageFormat::from_path(rel).unwrap();
+            img.save_with_format(src.path().join(rel), fmt).unwrap();
+        }
+        let mut outputs = Vec::new();
+        for (rel, _) in sources {
+            let v = run(r#"{"width":1000,"height":1000}"#, src.path(), rel, &dest).unwrap();
+            outputs.push(v["output"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            outputs,
+            [
+                "album/a.jpg",
+                "album/a.png.jpg",
+                "album/a.webp.jpg",
+                "album/a.png.jpg.jpg"
+            ]
+        );
+        // Each thumbnail is its own source's (widths differ), none skipped.
+        for ((_, w), out) in sources.iter().zip(&outputs) {
+            assert_eq!(image::open(dest.join(out)).unwrap().width(), *w, "{out}");
+        }
+        // An output format's own extension keeps the name, any case.
+        let name = thumbnail_name(OsStr::new("b.JPEG"), OutFormat::Jpeg, None);
+        assert_eq!(name, "b.JPEG");
+        let name = thumbnail_name(OsStr::new("b.jpg"), OutFormat::Png, None);
+        assert_eq!(name, "b.jpg.png");
     }
 }
