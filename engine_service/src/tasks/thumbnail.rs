@@ -4,7 +4,9 @@
 //! appended otherwise (`a.jpg` -> `a.jpg`, `a.png` -> `a.png.jpg`, see
 //! [`thumbnail_name`]), so `a.jpg` and `a.png` in one folder never collide.
 //!
-//! Why it is fast: JPEGs are decoded by `jpeg-decoder` with DCT scaling
+//! Why it is fast: JPEGs are decoded by libjpeg-turbo (the `turbojpeg`
+//! crate, built from its bundled source and linked statically, so the
+//! engine needs no shared library at run time) with DCT scaling
 //! (shrink-on-decode at 1/2, 1/4 or 1/8, the largest reduction that still
 //! leaves at least the target size), which is how libvips and Pillow's
 //! `draft()` avoid decoding 24 megapixels for a 1 Mpx thumbnail; the rest
@@ -179,6 +181,16 @@ fn thumbnail_name(name: &OsStr, format: OutFormat, folder: Option<&Path>) -> OsS
     n
 }
 
+/// Most scans a progressive JPEG may have (libjpeg-turbo's own tools use
+/// 500 against scan bombs; real photos have about 10).
+const MAX_SCANS: u32 = 500;
+
+thread_local! {
+    /// This pool thread's libjpeg-turbo decompressor, reused across images.
+    static TURBO: std::cell::RefCell<Option<turbojpeg::Decompressor>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn invalid(msg: impl std::fmt::Display) -> FileFailure {
     FileFailure::new(
         FailureKind::InvalidData,
@@ -228,17 +240,9 @@ impl Thumbnail {
         (cw, ch)
     }
 
-    /// Decodes a JPEG at the smallest DCT scale still at least `want` (in
-    /// stored, unoriented pixels).
-    fn decode_jpeg(
-        &self,
-        bytes: &[u8],
-    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
-        let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-        dec.read_info().map_err(invalid)?;
-        let info = dec.info().ok_or_else(|| invalid("no image header"))?;
-        let (w, h) = (u32::from(info.width), u32::from(info.height));
-        self.too_big(w, h)?;
+    /// The EXIF orientation of a JPEG and the size, in stored (unoriented)
+    /// pixels, that its decoded image must at least have.
+    fn jpeg_target(&self, bytes: &[u8], w: u32, h: u32) -> (Orientation, (u32, u32)) {
         let orientation = exif::Reader::new()
             .read_from_container(&mut Cursor::new(bytes))
             .ok()
@@ -251,11 +255,89 @@ impl Thumbnail {
         let (ow, oh) = if swaps(orientation) { (h, w) } else { (w, h) };
         let (cw, ch) = self.content_size(ow, oh);
         // For fill the crop needs the covering size; content_size gives it.
-        let (rw, rh) = if swaps(orientation) {
+        let want = if swaps(orientation) {
             (ch, cw)
         } else {
             (cw, ch)
         };
+        (orientation, want)
+    }
+
+    /// Decodes a JPEG at the smallest DCT scale (1/8, 1/4, 1/2 or 1) still
+    /// at least the target size: with libjpeg-turbo, or, for what it cannot
+    /// turn into RGB (CMYK) or refuses (damaged files it only warns about),
+    /// with `jpeg-decoder`, whose verdict then stands.
+    fn decode_jpeg(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
+        match self.decode_jpeg_turbo(bytes) {
+            Ok(decoded) => Ok(decoded),
+            Err(f) if f.kind == FailureKind::LimitExceeded => Err(f),
+            Err(_) => self.decode_jpeg_rust(bytes),
+        }
+    }
+
+    fn decode_jpeg_turbo(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
+        TURBO.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                let mut dec = turbojpeg::Decompressor::new().map_err(invalid)?;
+                // A progressive JPEG of thousands of tiny scans is a CPU bomb.
+                dec.set_scan_limit(MAX_SCANS).map_err(invalid)?;
+                *slot = Some(dec);
+            }
+            let dec = slot.as_mut().expect("set above");
+            let header = dec.read_header(bytes).map_err(invalid)?;
+            if matches!(
+                header.colorspace,
+                turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+            ) {
+                return Err(invalid("CMYK"));
+            }
+            let (w, h) = (
+                u32::try_from(header.width).map_err(invalid)?,
+                u32::try_from(header.height).map_err(invalid)?,
+            );
+            self.too_big(w, h)?;
+            let (orientation, (rw, rh)) = self.jpeg_target(bytes, w, h);
+            let factor = [8, 4, 2]
+                .into_iter()
+                .map(|d| turbojpeg::ScalingFactor::new(1, d))
+                .find(|f| {
+                    f.scale(header.width) >= rw as usize && f.scale(header.height) >= rh as usize
+                })
+                .unwrap_or(turbojpeg::ScalingFactor::ONE);
+            dec.set_scaling_factor(factor).map_err(invalid)?;
+            let scaled = header.scaled(factor);
+            let mut image = turbojpeg::Image {
+                pixels: vec![0u8; 3 * scaled.width * scaled.height],
+                width: scaled.width,
+                pitch: 3 * scaled.width,
+                height: scaled.height,
+                format: turbojpeg::PixelFormat::RGB,
+            };
+            dec.decompress(bytes, image.as_deref_mut())
+                .map_err(invalid)?;
+            let img = RgbImage::from_raw(scaled.width as u32, scaled.height as u32, image.pixels)
+                .ok_or_else(|| invalid("short pixel buffer"))?;
+            Ok((img, orientation, (w, h)))
+        })
+    }
+
+    fn decode_jpeg_rust(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
+        let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+        dec.read_info().map_err(invalid)?;
+        let info = dec.info().ok_or_else(|| invalid("no image header"))?;
+        let (w, h) = (u32::from(info.width), u32::from(info.height));
+        self.too_big(w, h)?;
+        let (orientation, (rw, rh)) = self.jpeg_target(bytes, w, h);
         dec.scale(rw.min(65535) as u16, rh.min(65535) as u16)
             .map_err(invalid)?;
         let pixels = dec.decode().map_err(invalid)?;
@@ -641,5 +723,25 @@ mod tests {
         assert_eq!(name, "b.JPEG");
         let name = thumbnail_name(OsStr::new("b.jpg"), OutFormat::Png, None);
         assert_eq!(name, "b.jpg.png");
+    }
+
+    #[test]
+    fn jpegs_are_shrunk_on_decode_by_libjpeg_turbo() {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&gradient(1600, 1200))
+            .unwrap();
+        let task = Thumbnail {
+            o: parse_options(r#"{"width":200,"height":200}"#).unwrap(),
+            background: [255, 255, 255],
+        };
+        // 1/8 is the largest reduction still covering 200x150.
+        let (img, _, source) = task.decode_jpeg_turbo(&jpeg).unwrap();
+        assert_eq!((img.dimensions(), source), ((200, 150), (1600, 1200)));
+        let (slow, _, _) = task.decode_jpeg_rust(&jpeg).unwrap();
+        assert_eq!(slow.dimensions(), img.dimensions(), "same scale either way");
+        // What libjpeg-turbo refuses falls back to jpeg-decoder's verdict.
+        let err = task.decode_jpeg(&jpeg[..jpeg.len() / 3]).unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData);
     }
 }
