@@ -14,8 +14,10 @@ ARG PYTHON_VERSION=3.11
 # ---- 1. Rust build: the wheel with the release engine inside -------------
 FROM rust:${RUST_VERSION}-slim-bookworm AS wheel
 # bookworm's python3 is 3.11, the runtime's version: it runs maturin and protoc.
+# cmake and nasm build the engine's bundled libjpeg-turbo (linked statically,
+# so the runtime stage needs no JPEG library).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv cmake nasm \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY constraints.txt ./

@@ -17,13 +17,15 @@ PROTO   := proto/pravah/engine/v1/engine.proto
 PY_STUB := control_plane/pravah/engine/v1/engine_pb2.py
 ENGINE_DEBUG   := target/debug/pravah-engine
 ENGINE_RELEASE := target/release/pravah-engine
+# apt-get through sudo where make does not run as root (CI runners).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install venv tools proto engine browser engine-release lint fmt test test-rust test-python demo bench bench-deps services lock clean dist dist-check
+.PHONY: help install build-deps venv tools proto engine browser engine-release lint fmt test test-rust test-python demo bench bench-deps services lock clean dist dist-check
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
 
-install: venv tools proto engine browser
+install: build-deps venv tools proto engine browser
 
 # The venv is rebuilt when the dependency pins change. The build backend is
 # maturin (see `make dist`); the editable install asks it for the dev profile,
@@ -42,6 +44,14 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	touch $@
 
 tools: tools/node_modules/.installed
+
+# The engine bundles libjpeg-turbo (turbojpeg-sys builds it from source and
+# links it statically), which needs cmake and nasm at build time only. Before
+# the venv: its editable install builds the engine.
+build-deps:
+	@command -v cmake >/dev/null && command -v nasm >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake nasm; } || \
+		{ echo "cmake and nasm are needed to build the engine (libjpeg-turbo)"; exit 1; }
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download
 # cannot work here); the dashboard itself needs no build step.
@@ -111,7 +121,7 @@ bench: venv proto engine-release bench-deps
 # The release wheel: the Python package, its generated gRPC stubs and the
 # engine built with the release profile (fat LTO, one codegen unit), which
 # also leaves target/release/pravah-engine. Version: the Cargo workspace's.
-dist: venv proto
+dist: build-deps venv proto
 	rm -rf dist
 	$(VENV)/bin/maturin build --release --locked --out dist
 	@ls -l dist
