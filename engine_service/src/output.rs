@@ -232,10 +232,9 @@ impl AtomicFile {
         let publish = Box::new(move || self.link_into_place(existing));
         Outputs::stage_or_settle(
             outputs,
+            (dev, &dir),
             Staged {
                 file: 0,
-                dev,
-                dir,
                 publish,
                 then,
                 skipped_result,
@@ -283,9 +282,6 @@ pub type Publish = Box<dyn FnOnce() -> Result<Committed, FileFailure> + Send>;
 pub struct Staged {
     /// The index of its input in the batch.
     file: usize,
-    /// The file system it lives on, and a folder on it to `syncfs`.
-    dev: u64,
-    dir: PathBuf,
     publish: Publish,
     then: Option<FollowUp>,
     /// The input's result if publishing finds the name taken (policy skip).
@@ -307,6 +303,11 @@ pub struct Outputs {
     /// Staged outputs in input order. A batch runs on one thread; the
     /// mutex only lets a task share its context with helper threads.
     staged: Mutex<Vec<Staged>>,
+    /// One open folder per file system (device id) written to, opened
+    /// when its first output was staged: `syncfs` reports the write-back
+    /// errors seen since its descriptor was opened, so it must be opened
+    /// before the data it vouches for is written back.
+    filesystems: Mutex<Vec<(u64, File)>>,
     /// The index in the batch of the input being processed.
     current: AtomicUsize,
 }
@@ -335,10 +336,9 @@ impl Outputs {
             .dev();
         Self::stage_or_settle(
             outputs,
+            (dev, dir),
             Staged {
                 file: 0,
-                dev,
-                dir: dir.to_path_buf(),
                 publish,
                 then,
                 skipped_result,
@@ -348,24 +348,14 @@ impl Outputs {
 
     fn stage_or_settle(
         outputs: Option<&Outputs>,
-        mut staged: Staged,
+        (dev, dir): (u64, &Path),
+        staged: Staged,
     ) -> Result<Committed, FileFailure> {
         match outputs {
-            Some(o) => {
-                staged.file = o.current.load(Ordering::Relaxed);
-                o.staged
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(staged);
-                Ok(Committed::Written)
-            }
+            Some(o) => o.push(dev, dir, staged).map(|()| Committed::Written),
             None => {
                 let alone = Outputs::default();
-                alone
-                    .staged
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(staged);
+                alone.push(dev, dir, staged)?;
                 match alone.settle().pop() {
                     None => Ok(Committed::Written),
                     Some((_, Settled::Skipped(_))) => Ok(Committed::Skipped),
@@ -375,11 +365,30 @@ impl Outputs {
         }
     }
 
+    fn push(&self, dev: u64, dir: &Path, mut staged: Staged) -> Result<(), FileFailure> {
+        let mut filesystems = self.filesystems.lock().unwrap_or_else(|e| e.into_inner());
+        if !filesystems.iter().any(|(d, _)| *d == dev) {
+            let folder =
+                File::open(dir).map_err(|e| write_failure(&e, "opening the output folder"))?;
+            filesystems.push((dev, folder));
+        }
+        staged.file = self.current.load(Ordering::Relaxed);
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(staged);
+        Ok(())
+    }
+
     /// Syncs, publishes and follows up every staged output (module doc);
     /// returns the inputs whose outcome changed, in batch order, at most
     /// one entry per input (its first failure).
     pub fn settle(self) -> Vec<(usize, Settled)> {
         let staged = self.staged.into_inner().unwrap_or_else(|e| e.into_inner());
+        let filesystems = self
+            .filesystems
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
         let mut changed: Vec<(usize, Settled)> = Vec::new();
         if staged.is_empty() {
             return changed;
@@ -389,8 +398,7 @@ impl Outputs {
                 changed.push((i, Settled::Failed(f.clone())));
             }
         };
-        let places: Vec<(u64, PathBuf)> = staged.iter().map(|s| (s.dev, s.dir.clone())).collect();
-        if let Err(e) = sync_filesystems(&places) {
+        if let Err(e) = sync_filesystems(&filesystems) {
             let files: Vec<usize> = staged.iter().map(|s| s.file).collect();
             fail_all(
                 &mut changed,
@@ -412,7 +420,7 @@ impl Outputs {
         if published.is_empty() {
             return dedup(changed);
         }
-        if let Err(e) = sync_filesystems(&places) {
+        if let Err(e) = sync_filesystems(&filesystems) {
             let files: Vec<usize> = published.iter().map(|p| p.0).collect();
             fail_all(
                 &mut changed,
@@ -437,19 +445,13 @@ fn dedup(mut changed: Vec<(usize, Settled)>) -> Vec<(usize, Settled)> {
     changed
 }
 
-/// `syncfs(2)` once per distinct file system in `places` (device, folder).
-fn sync_filesystems(places: &[(u64, PathBuf)]) -> std::io::Result<()> {
-    let mut done: Vec<u64> = Vec::new();
-    for (dev, dir) in places {
-        if done.contains(dev) {
-            continue;
-        }
-        let d = File::open(dir)?;
-        // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+/// `syncfs(2)` on each file system, through the folder opened on it.
+fn sync_filesystems(filesystems: &[(u64, File)]) -> std::io::Result<()> {
+    for (_, folder) in filesystems {
+        // SAFETY: syncfs only reads the descriptor, which `folder` keeps open.
+        if unsafe { libc::syncfs(folder.as_raw_fd()) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        done.push(*dev);
     }
     Ok(())
 }
