@@ -64,6 +64,15 @@ pub struct Cli {
         global = true
     )]
     pub allowed_roots: Vec<PathBuf>,
+    /// Bucket an `s3://` source or destination may name (repeatable, or a
+    /// comma list in the environment). None: no bucket is allowed.
+    #[arg(
+        long = "allowed-bucket",
+        env = "PRAVAH_ALLOWED_BUCKETS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_buckets: Vec<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

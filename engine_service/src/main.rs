@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     config::init_threads(cli.threads);
     sandbox::set_allowed_roots(&cli.allowed_roots)?;
+    sandbox::set_allowed_buckets(&cli.allowed_buckets)?;
     let serving = !matches!(cli.command, Some(Command::List(_) | Command::Process(_)));
     // Serving needs a runtime; the in-process commands only for the OTLP
     // exporter's channel, and then one worker thread is plenty.
@@ -91,6 +92,7 @@ fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
             tls = tls.is_some(),
             mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             allowed_roots = ?sandbox::allowed_roots(),
+            allowed_buckets = ?sandbox::allowed_buckets(),
             "engine serving"
         );
         server::run_with(listener, tls, async move {

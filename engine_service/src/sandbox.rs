@@ -9,6 +9,12 @@
 //! `PERMISSION_DENIED` (a work item fails with kind `outside_root`). With no
 //! roots configured every path is allowed (the embedded single-user setup).
 //!
+//! Buckets: an `s3://bucket/...` source or destination must name a bucket in
+//! `--allowed-bucket` / `PRAVAH_ALLOWED_BUCKETS` (the same variable the
+//! control plane checks). Unlike roots, no buckets configured means no
+//! bucket is allowed: the engine holds the storage credentials, and a
+//! network client must not reach every bucket they open.
+//!
 //! The roots are process-wide configuration, set once at start-up from
 //! `--allowed-root` / `PRAVAH_ALLOWED_ROOTS` (like the worker thread count),
 //! so every module reads the same policy without threading it through.
@@ -26,6 +32,37 @@ use crate::error::{EngineError, Result};
 
 /// Canonical allowed roots; set once, empty means "no restriction".
 static ALLOWED_ROOTS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
+/// Allowed bucket names; set once, empty means "no bucket".
+static ALLOWED_BUCKETS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Sets the allowed buckets. Call once before serving.
+pub fn set_allowed_buckets(buckets: &[String]) -> Result<()> {
+    let names = buckets
+        .iter()
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
+    ALLOWED_BUCKETS
+        .set(names)
+        .map_err(|_| EngineError::Internal("allowed buckets were already set".into()))
+}
+
+/// The configured buckets (empty: none allowed).
+pub fn allowed_buckets() -> &'static [String] {
+    ALLOWED_BUCKETS.get().map_or(&[], Vec::as_slice)
+}
+
+/// Refuses a bucket that is not in the configured list.
+pub fn check_bucket(bucket: &str) -> Result<()> {
+    if allowed_buckets().iter().any(|b| b == bucket) {
+        Ok(())
+    } else {
+        Err(EngineError::BucketNotAllowed {
+            bucket: bucket.to_owned(),
+        })
+    }
+}
 
 /// Sets the allowed roots (canonicalized). Call once before serving; a
 /// root that does not exist is an error (a typo must not open everything).
