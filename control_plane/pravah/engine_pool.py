@@ -169,6 +169,9 @@ class ProcessSpec:
     destination: str
     job_id: str
     progress_interval_ms: int
+    # Server-side encryption (mode, KMS key id) of objects written to an
+    # s3:// destination; None: the engine's default.
+    encryption: tuple[str, str] | None = None
 
 
 async def _window_of(client: EngineClient, configured: int) -> int:
@@ -228,6 +231,7 @@ async def run_chunks(
             destination=spec.destination,
             job_id=spec.job_id,
             progress_interval_ms=spec.progress_interval_ms,
+            encryption=spec.encryption,
         ):
             if isinstance(event, ProgressEvent):
                 on_progress(chunk.work.id, url, event)

@@ -27,22 +27,24 @@ from pravah.settings import Settings
 
 def resolve_source(
     source: str, roots: list[Path] | None = None, buckets: list[str] | None = None
-) -> Path:
-    """The absolute local directory a source names; InvalidRequestError if unusable.
+) -> Path | str:
+    """The absolute local directory, or normalized s3:// URI, a source names.
 
     Accepts a path or a file:// URI (percent-encoding undone). With `roots`,
     the resolved path (after following "..", and symlinks) must lie inside
-    one of them. s3:// URIs must name a bucket in `buckets`.
+    one of them. s3:// URIs must name a bucket in `buckets`; whether the
+    prefix exists is the engine's to find out when it lists it.
+    InvalidRequestError if unusable.
     """
     text = sandbox.check_text(source, "source")
     if "://" in text:
         parsed = urlparse(text)
         if parsed.scheme == "s3":
-            sandbox.check_bucket(text, buckets or [], "source")
+            return sandbox.s3_uri(text, buckets or [], "source")
         if parsed.scheme != "file":
             raise InvalidRequestError(
-                f"source {source!r} uses the {parsed.scheme}:// scheme, which is not supported "
-                "yet; give a local directory path or a file:// URI"
+                f"source {source!r} uses the {parsed.scheme}:// scheme, which is not supported; "
+                "give a local directory path, a file:// URI or an s3:// URI"
             )
     resolved = sandbox.local_path(text, "source")
     sandbox.check_inside(resolved, roots or [], source, "source")
@@ -58,7 +60,7 @@ def resolve_source(
     return resolved
 
 
-def resolve_request_source(data: JobCreate, settings: Settings | None) -> Path:
+def resolve_request_source(data: JobCreate, settings: Settings | None) -> Path | str:
     """The request's source checked against the settings' roots and buckets."""
     roots = sandbox.source_roots(settings) if settings else []
     buckets = settings.allowed_buckets if settings else []
@@ -130,6 +132,11 @@ async def create_job(
     steps = validate_steps(data, capabilities, data.destination)
     spec = stored_spec(data, steps)
     source = resolve_request_source(data, settings)
+    if isinstance(source, str) and data.incremental != "off":
+        raise InvalidRequestError(
+            "incremental runs need a local source (S3 sources are listed whole)",
+            field="incremental",
+        )
     destination = data.destination
     if settings is not None:
         destination = sandbox.check_destination(data.destination, source, settings)

@@ -472,6 +472,7 @@ class _JobRun:
             destination=destination,
             job_id=job.id,
             progress_interval_ms=interval_ms,
+            encryption=self._encryption(destination),
         )
         root = str(info.get("root") or source)
         work = [
@@ -494,6 +495,13 @@ class _JobRun:
             connect=lambda url: EngineClient.from_settings(url, self.settings),
         )
         self._collect(await chunks.load(self.db, self.job_id, step))
+
+    def _encryption(self, destination: str) -> tuple[str, str] | None:
+        """The settings' server-side encryption for an s3:// destination."""
+        s = self.settings
+        if not destination.startswith("s3://") or not (s.s3_sse or s.s3_sse_kms_key_id):
+            return None
+        return (s.s3_sse, s.s3_sse_kms_key_id)
 
     def _collect(self, rows: list[Any]) -> None:
         """Parts, summary and item errors of a step from its chunk rows."""

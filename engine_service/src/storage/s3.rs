@@ -128,23 +128,27 @@ pub fn store(bucket: &str, encryption: &Encryption) -> Result<Arc<AmazonS3>> {
 }
 
 fn build(bucket: &str, encryption: &Encryption) -> Result<AmazonS3> {
+    // reqwest is built without a TLS provider of its own: use ring, the one
+    // the gRPC server links. Fails only if a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let region = std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|_| "us-east-1".to_owned());
     builder = builder.with_region(region);
+    let mut options = ClientOptions::new()
+        .with_connect_timeout(env_secs("PRAVAH_S3_CONNECT_TIMEOUT_SECS", 5))
+        .with_timeout(env_secs("PRAVAH_S3_TIMEOUT_SECS", 60));
     if let Ok(endpoint) = std::env::var("S3_ENDPOINT_URL") {
         let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
         if !endpoint.is_empty() {
+            // Plain http only where asked for (a local MinIO or test server).
+            options = options.with_allow_http(endpoint.starts_with("http://"));
             builder = builder
-                .with_allow_http(endpoint.starts_with("http://"))
                 .with_endpoint(endpoint)
                 .with_virtual_hosted_style_request(false);
         }
     }
-    let options = ClientOptions::new()
-        .with_connect_timeout(env_secs("PRAVAH_S3_CONNECT_TIMEOUT_SECS", 5))
-        .with_timeout(env_secs("PRAVAH_S3_TIMEOUT_SECS", 60));
     let retry = RetryConfig {
         backoff: BackoffConfig::default(),
         max_retries: std::env::var("PRAVAH_S3_MAX_RETRIES")

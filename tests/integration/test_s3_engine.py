@@ -1,0 +1,331 @@
+"""The engine on an S3-compatible store, called directly over gRPC.
+
+A real engine process reads and writes a real S3 server (moto on localhost,
+see tests/s3_helpers.py); boto3 puts the inputs and reads back what the
+engine wrote, with its encryption headers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from pravah.engine.v1 import engine_pb2 as pb
+from pravah.engine.v1 import engine_pb2_grpc as pb_grpc
+from pravah.engine_launcher import LocalEngineSync
+from s3_helpers import (  # noqa: F401  (fixtures)
+    DENIED,
+    client,
+    engine_env,
+    free_port,
+    keys,
+    moto_url,
+    put_objects,
+    s3,
+    s3_env,
+    start_moto,
+    stop,
+)
+
+
+@pytest.fixture(scope="module")
+def s3_engine(engine_bin: Path, s3_env: dict[str, str]) -> Iterator[str]:
+    with LocalEngineSync(engine_bin, start_timeout=30, env=s3_env) as url:
+        yield url
+
+
+@pytest.fixture
+def stub(s3_engine: str) -> Iterator[pb_grpc.EngineServiceStub]:
+    channel = grpc.insecure_channel(s3_engine)
+    yield pb_grpc.EngineServiceStub(channel)
+    channel.close()
+
+
+def list_all(
+    stub: pb_grpc.EngineServiceStub, source: str, **filters: Any
+) -> tuple[list[pb.FileEntry], list[pb.FileError], pb.ListSummary]:
+    entries: list[pb.FileEntry] = []
+    errors: list[pb.FileError] = []
+    summary = None
+    req = pb.ListRequest(source=source, filters=pb.Filters(**filters))
+    for msg in stub.List(req, timeout=60):
+        kind = msg.WhichOneof("message")
+        if kind == "batch":
+            entries.extend(msg.batch.entries)
+        elif kind == "error":
+            errors.append(msg.error)
+        elif kind == "summary":
+            summary = msg.summary
+    assert summary is not None
+    return entries, errors, summary
+
+
+def process(
+    stub: pb_grpc.EngineServiceStub,
+    task: str,
+    source: str,
+    *,
+    destination: str = "",
+    options: dict[str, Any] | None = None,
+    encryption: pb.Encryption | None = None,
+    results_dir: str = "",
+) -> tuple[dict[str, dict[str, Any]], list[pb.WorkItemDone]]:
+    """Run `task` over a whole source; results by path, and the item completions."""
+    start = pb.ProcessStart(
+        task=task,
+        options_json=json.dumps(options or {}),
+        destination=destination,
+        encryption=encryption,
+        results_dir=results_dir,
+    )
+    reqs = [
+        pb.ProcessRequest(start=start),
+        pb.ProcessRequest(work=pb.WorkItem(id="w1", source=pb.SourceSpec(source=source))),
+    ]
+    results: dict[str, dict[str, Any]] = {}
+    done: list[pb.WorkItemDone] = []
+    for msg in stub.Process(iter(reqs), timeout=120):
+        kind = msg.WhichOneof("event")
+        if kind == "batch":
+            for r in msg.batch.results:
+                if r.WhichOneof("outcome") == "error":
+                    results[r.path] = {"error": r.error.message, "kind": r.error.kind}
+                else:
+                    results[r.path] = json.loads(r.result_json)
+        elif kind == "item_done":
+            done.append(msg.item_done)
+    return results, done
+
+
+CSVS = {
+    "data/a.csv": b"id,name\n1,x\n",
+    "data/sub/b.csv": b"x;y;z\n1;2;3\n",
+    "data/with space/ünïcøde.csv": b"\xef\xbb\xbfk\tv\n",
+    "data/notes.txt": b"not a csv\n",
+    "data/.hidden.csv": b"h\n",
+    "other/c.csv": b"not,under,prefix\n",
+}
+
+
+def test_listing_a_prefix_applies_the_walk_filters(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    put_objects(s3, "pravah-in", {k: v for k, v in CSVS.items()})
+    entries, errors, summary = list_all(stub, "s3://pravah-in/data", extensions=["csv"])
+    paths = sorted(e.path for e in entries)
+    assert paths == ["a.csv", "sub/b.csv", "with space/ünïcøde.csv"]
+    assert not errors
+    assert summary.files == 3
+    assert summary.root == "s3://pravah-in/data"
+    assert {e.path: e.size for e in entries}["a.csv"] == len(CSVS["data/a.csv"])
+    assert all(e.modified.seconds > 0 for e in entries)
+    # Globs on the key relative to the prefix, size bounds, hidden files.
+    entries, _, _ = list_all(stub, "s3://pravah-in/data/", include=["sub/**"])
+    assert [e.path for e in entries] == ["sub/b.csv"]
+    entries, _, _ = list_all(stub, "s3://pravah-in/data", min_size=10, extensions=["csv"])
+    assert sorted(e.path for e in entries) == ["a.csv", "sub/b.csv"]
+    entries, _, _ = list_all(stub, "s3://pravah-in/data", include_hidden=True, max_depth=1)
+    assert sorted(e.path for e in entries) == [".hidden.csv", "a.csv", "notes.txt"]
+
+
+def test_csv_header_reads_objects_in_place(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    put_objects(s3, "pravah-in", CSVS)
+    results, done = process(stub, "csv-header", "s3://pravah-in/data")
+    assert results["a.csv"] == {"columns": ["id", "name"]}
+    assert results["sub/b.csv"] == {"columns": ["x", "y", "z"]}
+    assert results["with space/ünïcøde.csv"] == {"columns": ["k", "v"]}
+    assert [d.files for d in done] == [4]
+    assert not done[0].HasField("error")
+
+
+def test_a_prefix_of_thousands_of_keys_is_listed_whole(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {f"many/{i:05d}.csv": b"a,b\n" for i in range(2345)})
+    entries, errors, summary = list_all(stub, "s3://pravah-in/many")
+    assert summary.files == 2345 and not errors
+    assert len({e.path for e in entries}) == 2345
+
+
+def test_dot_dot_keys_are_reported_and_never_escape_the_prefix(
+    stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path
+) -> None:
+    put_objects(
+        s3,
+        "pravah-in",
+        {
+            "in/ok.csv": b"a\n",
+            "in/../secret.csv": b"s\n",
+            "in/x/../../secret2.csv": b"s\n",
+            "in/z.csv": b"z\n",
+            "secret.csv": b"top,secret\n",
+        },
+    )
+    entries, errors, _ = list_all(stub, "s3://pravah-in/in")
+    assert sorted(e.path for e in entries) == ["ok.csv", "z.csv"]
+    assert sorted(e.path for e in errors) == ["../secret.csv", "x/../../secret2.csv"]
+    assert all(e.kind == pb.ERROR_KIND_OUTSIDE_ROOT for e in errors)
+    # Naming such a path directly is refused too: no object outside the prefix is read.
+    start = pb.ProcessStart(task="csv-header")
+    item = pb.WorkItem(
+        id="w",
+        files=pb.FileList(
+            root="s3://pravah-in/in", files=[pb.FileEntry(path="../secret.csv")]
+        ),
+    )
+    reqs = [pb.ProcessRequest(start=start), pb.ProcessRequest(work=item)]
+    outcomes = [
+        r
+        for m in stub.Process(iter(reqs), timeout=60)
+        if m.WhichOneof("event") == "batch"
+        for r in m.batch.results
+    ]
+    assert len(outcomes) == 1
+    assert outcomes[0].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT
+    assert "top" not in outcomes[0].result_json
+
+
+def test_a_bucket_outside_the_allowed_list_is_refused(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, DENIED, {"a.csv": b"a\n"})
+    with pytest.raises(grpc.RpcError) as err:
+        list_all(stub, f"s3://{DENIED}/")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "PRAVAH_ALLOWED_BUCKETS" in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        process(stub, "compress", "s3://pravah-in/", destination=f"s3://{DENIED}/out")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_missing_bucket_is_not_found(engine_bin: Path, moto_url: str, s3: Any) -> None:
+    env = engine_env(moto_url, PRAVAH_ALLOWED_BUCKETS="pravah-nowhere")
+    with LocalEngineSync(engine_bin, start_timeout=30, env=env) as url:
+        with grpc.insecure_channel(url) as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-nowhere/x")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "bucket does not exist" in (err.value.details() or "")
+
+
+def test_an_unreachable_endpoint_fails_fast_with_a_clear_error(engine_bin: Path) -> None:
+    env = engine_env(f"http://127.0.0.1:{free_port()}")
+    with LocalEngineSync(engine_bin, start_timeout=30, env=env) as url:
+        with grpc.insecure_channel(url) as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "S3_ENDPOINT_URL" in (err.value.details() or "")
+
+
+def test_wrong_credentials_are_permission_denied(engine_bin: Path) -> None:
+    # A second server that checks keys (moto's IAM auth on from the first call).
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        env = engine_env(url)
+        with LocalEngineSync(engine_bin, start_timeout=30, env=env) as engine:
+            with grpc.insecure_channel(engine) as channel:
+                with pytest.raises(grpc.RpcError) as err:
+                    list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+    finally:
+        stop(proc)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = err.value.details() or ""
+    assert "AWS_SECRET_ACCESS_KEY" in details
+    assert env["AWS_SECRET_ACCESS_KEY"] not in details
+
+
+def test_compress_from_s3_to_s3_with_sse_s3(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    logs = {f"logs/day{i}/app log.txt": (f"line {i}\n" * 2000).encode() for i in range(3)}
+    put_objects(s3, "pravah-in", logs)
+    results, done = process(
+        stub,
+        "compress",
+        "s3://pravah-in/logs",
+        destination="s3://pravah-out/archive/",
+        options={"format": "gzip"},
+        encryption=pb.Encryption(mode="sse-s3"),
+    )
+    assert not done[0].HasField("error") and done[0].failed == 0, results
+    written = keys(s3, "pravah-out")
+    assert written == [f"archive/day{i}/app log.txt.gz" for i in range(3)]
+    for i in range(3):
+        obj = s3.get_object(Bucket="pravah-out", Key=f"archive/day{i}/app log.txt.gz")
+        assert gzip.decompress(obj["Body"].read()) == logs[f"logs/day{i}/app log.txt"]
+        assert obj["ServerSideEncryption"] == "AES256"
+    # The source is untouched.
+    assert keys(s3, "pravah-in") == sorted(logs)
+
+
+def test_local_to_s3_with_sse_kms_and_a_multipart_output(
+    stub: pb_grpc.EngineServiceStub, s3: Any, moto_url: str, tmp_path: Path
+) -> None:
+    kms = client(moto_url, "kms")
+    key_id = kms.create_key(Description="pravah test")["KeyMetadata"]["KeyId"]
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(20 << 20)  # incompressible: the .gz output is > the 16 MiB threshold
+    (src / "big.bin").write_bytes(big)
+    (src / "small.txt").write_text("small\n")
+    results, done = process(
+        stub,
+        "compress",
+        str(src),
+        destination="s3://pravah-out/kms",
+        options={"format": "gzip", "level": 1},
+        encryption=pb.Encryption(mode="sse-kms", kms_key_id=key_id),
+    )
+    assert done[0].failed == 0, results
+    assert keys(s3, "pravah-out") == ["kms/big.bin.gz", "kms/small.txt.gz"]
+    for key in ("kms/big.bin.gz", "kms/small.txt.gz"):
+        head = s3.head_object(Bucket="pravah-out", Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert key_id in head["SSEKMSKeyId"]
+    big_obj = s3.get_object(Bucket="pravah-out", Key="kms/big.bin.gz")
+    assert gzip.decompress(big_obj["Body"].read()) == big
+    # Nothing is left in the local staging folders.
+    assert not list((tmp_path).glob("**/staging/*/*"))
+
+
+def test_hash_and_s3_to_local(stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path) -> None:
+    put_objects(s3, "pravah-in", {"h/a.bin": b"same", "h/b.bin": b"same", "h/c.bin": b"other"})
+    results, done = process(stub, "hash", "s3://pravah-in/h", results_dir=str(tmp_path / "res"))
+    assert done[0].files == 3 and done[0].failed == 0
+    dest = tmp_path / "out"
+    put_objects(s3, "pravah-in", {"t/x.txt": b"hello " * 100})
+    _, done = process(
+        stub,
+        "compress",
+        "s3://pravah-in/t",
+        destination=str(dest),
+        options={"format": "gzip"},
+    )
+    assert done[0].failed == 0
+    assert gzip.decompress((dest / "x.txt.gz").read_bytes()) == b"hello " * 100
+    # Staged copies of the objects are gone.
+    leftovers = [p for p in (tmp_path / "staging").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_a_writing_task_on_an_s3_source_needs_a_destination(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {"n/a.txt": b"a"})
+    _, done = process(stub, "compress", "s3://pravah-in/n")
+    assert done[0].HasField("error")
+    assert "destination" in done[0].error.message
+
+
+def test_a_source_item_on_an_unreachable_endpoint_fails_the_item(engine_bin: Path) -> None:
+    env = engine_env(f"http://127.0.0.1:{free_port()}")
+    with LocalEngineSync(engine_bin, start_timeout=30, env=env) as url:
+        with grpc.insecure_channel(url) as channel:
+            _, done = process(
+                pb_grpc.EngineServiceStub(channel), "csv-header", "s3://pravah-in/x"
+            )
+    assert done[0].HasField("error")
+    assert "cannot be reached" in done[0].error.message
