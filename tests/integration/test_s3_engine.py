@@ -19,16 +19,13 @@ import pytest
 from pravah.engine.v1 import engine_pb2 as pb
 from pravah.engine.v1 import engine_pb2_grpc as pb_grpc
 from pravah.engine_launcher import LocalEngineSync
-from s3_helpers import (  # noqa: F401  (fixtures)
+from s3_helpers import (
     DENIED,
     client,
     engine_env,
     free_port,
     keys,
-    moto_url,
     put_objects,
-    s3,
-    s3_env,
     start_moto,
     stop,
 )
@@ -113,7 +110,9 @@ CSVS = {
 }
 
 
-def test_listing_a_prefix_applies_the_walk_filters(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+def test_listing_a_prefix_applies_the_walk_filters(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
     put_objects(s3, "pravah-in", {k: v for k, v in CSVS.items()})
     entries, errors, summary = list_all(stub, "s3://pravah-in/data", extensions=["csv"])
     paths = sorted(e.path for e in entries)
@@ -173,9 +172,7 @@ def test_dot_dot_keys_are_reported_and_never_escape_the_prefix(
     start = pb.ProcessStart(task="csv-header")
     item = pb.WorkItem(
         id="w",
-        files=pb.FileList(
-            root="s3://pravah-in/in", files=[pb.FileEntry(path="../secret.csv")]
-        ),
+        files=pb.FileList(root="s3://pravah-in/in", files=[pb.FileEntry(path="../secret.csv")]),
     )
     reqs = [pb.ProcessRequest(start=start), pb.ProcessRequest(work=item)]
     outcomes = [
@@ -204,20 +201,24 @@ def test_a_bucket_outside_the_allowed_list_is_refused(
 
 def test_a_missing_bucket_is_not_found(engine_bin: Path, moto_url: str, s3: Any) -> None:
     env = engine_env(moto_url, PRAVAH_ALLOWED_BUCKETS="pravah-nowhere")
-    with LocalEngineSync(engine_bin, start_timeout=30, env=env) as url:
-        with grpc.insecure_channel(url) as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-nowhere/x")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-nowhere/x")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "bucket does not exist" in (err.value.details() or "")
 
 
 def test_an_unreachable_endpoint_fails_fast_with_a_clear_error(engine_bin: Path) -> None:
     env = engine_env(f"http://127.0.0.1:{free_port()}")
-    with LocalEngineSync(engine_bin, start_timeout=30, env=env) as url:
-        with grpc.insecure_channel(url) as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "S3_ENDPOINT_URL" in (err.value.details() or "")
 
@@ -227,16 +228,18 @@ def test_wrong_credentials_are_permission_denied(engine_bin: Path) -> None:
     proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
         env = engine_env(url)
-        with LocalEngineSync(engine_bin, start_timeout=30, env=env) as engine:
-            with grpc.insecure_channel(engine) as channel:
-                with pytest.raises(grpc.RpcError) as err:
-                    list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+        local = LocalEngineSync(engine_bin, start_timeout=30, env=env)
+        with local as engine, grpc.insecure_channel(engine) as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+        logs = local.stderr_tail  # complete once the engine stopped
     finally:
         stop(proc)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     details = err.value.details() or ""
     assert "AWS_SECRET_ACCESS_KEY" in details
-    assert env["AWS_SECRET_ACCESS_KEY"] not in details
+    assert "list failed" in logs  # the failure is logged, the secret is not
+    assert env["AWS_SECRET_ACCESS_KEY"] not in details + logs
 
 
 def test_compress_from_s3_to_s3_with_sse_s3(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
@@ -293,7 +296,7 @@ def test_local_to_s3_with_sse_kms_and_a_multipart_output(
 
 def test_hash_and_s3_to_local(stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path) -> None:
     put_objects(s3, "pravah-in", {"h/a.bin": b"same", "h/b.bin": b"same", "h/c.bin": b"other"})
-    results, done = process(stub, "hash", "s3://pravah-in/h", results_dir=str(tmp_path / "res"))
+    _, done = process(stub, "hash", "s3://pravah-in/h", results_dir=str(tmp_path / "res"))
     assert done[0].files == 3 and done[0].failed == 0
     dest = tmp_path / "out"
     put_objects(s3, "pravah-in", {"t/x.txt": b"hello " * 100})
@@ -322,10 +325,10 @@ def test_a_writing_task_on_an_s3_source_needs_a_destination(
 
 def test_a_source_item_on_an_unreachable_endpoint_fails_the_item(engine_bin: Path) -> None:
     env = engine_env(f"http://127.0.0.1:{free_port()}")
-    with LocalEngineSync(engine_bin, start_timeout=30, env=env) as url:
-        with grpc.insecure_channel(url) as channel:
-            _, done = process(
-                pb_grpc.EngineServiceStub(channel), "csv-header", "s3://pravah-in/x"
-            )
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+    ):
+        _, done = process(pb_grpc.EngineServiceStub(channel), "csv-header", "s3://pravah-in/x")
     assert done[0].HasField("error")
     assert "cannot be reached" in done[0].error.message
