@@ -229,9 +229,12 @@ def test_wrong_credentials_are_permission_denied(engine_bin: Path) -> None:
     try:
         env = engine_env(url)
         local = LocalEngineSync(engine_bin, start_timeout=30, env=env)
-        with local as engine, grpc.insecure_channel(engine) as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+        with (
+            local as engine,
+            grpc.insecure_channel(engine) as channel,
+            pytest.raises(grpc.RpcError) as err,
+        ):
+            list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
         logs = local.stderr_tail  # complete once the engine stopped
     finally:
         stop(proc)
@@ -332,3 +335,52 @@ def test_a_source_item_on_an_unreachable_endpoint_fails_the_item(engine_bin: Pat
         _, done = process(pb_grpc.EngineServiceStub(channel), "csv-header", "s3://pravah-in/x")
     assert done[0].HasField("error")
     assert "cannot be reached" in done[0].error.message
+
+
+def test_an_interrupted_multipart_upload_leaves_no_object(engine_bin: Path, tmp_path: Path) -> None:
+    # moto with IAM auth after its first 5 requests: our 4 set-up calls below
+    # and the engine's CreateMultipartUpload pass; every part upload after
+    # that is refused, as if the credentials were revoked mid-upload.
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "5"})
+    try:
+        iam = client(url, "iam")
+        iam.create_user(UserName="checker")
+        key = iam.create_access_key(UserName="checker")["AccessKey"]
+        allow_all = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="checker",
+            PolicyName="all",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow_all]}),
+        )
+        import boto3
+
+        checker = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
+        checker.create_bucket(Bucket="pravah-out")
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "big.bin").write_bytes(os.urandom(20 << 20))
+        with (
+            LocalEngineSync(engine_bin, start_timeout=30, env=engine_env(url)) as engine,
+            grpc.insecure_channel(engine) as channel,
+        ):
+            results, done = process(
+                pb_grpc.EngineServiceStub(channel),
+                "compress",
+                str(src),
+                destination="s3://pravah-out/x",
+                options={"format": "gzip", "level": 1},
+            )
+        assert done[0].failed == 1
+        assert results["big.bin"]["kind"] == pb.ERROR_KIND_PERMISSION_DENIED
+        # The upload was started, then cut short: nothing under the final key.
+        uploads = checker.list_multipart_uploads(Bucket="pravah-out").get("Uploads", [])
+        assert [u["Key"] for u in uploads] == ["x/big.bin.gz"]
+        assert checker.list_objects_v2(Bucket="pravah-out")["KeyCount"] == 0
+    finally:
+        stop(proc)

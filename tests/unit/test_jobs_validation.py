@@ -89,7 +89,7 @@ def test_s3_sources_are_normalized_and_may_not_hold_dot_segments() -> None:
     assert resolve_source("s3://bucket/a/b/", buckets=["bucket"]) == "s3://bucket/a/b"
     assert resolve_source("s3://bucket", buckets=["bucket"]) == "s3://bucket/"
     for bad in ("s3://bucket/a/../b", "s3://bucket/a//b", "s3://bucket/./a"):
-        with pytest.raises(InvalidRequestError, match="'..' or empty segments"):
+        with pytest.raises(InvalidRequestError, match=r"'\.\.' or empty segments"):
             resolve_source(bad, buckets=["bucket"])
 
 
