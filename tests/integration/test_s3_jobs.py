@@ -231,3 +231,57 @@ async def test_the_storage_secret_is_never_stored_returned_or_logged(
     ]:
         assert SECRET_KEY not in text, f"the secret key appears in the {where}"
     assert rows, "the job rows were read"
+
+
+def _zip_of_images(sizes: dict[str, tuple[int, int]]) -> bytes:
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, size in sizes.items():
+            img = io.BytesIO()
+            Image.new("RGB", size, (200, 40, 90)).save(img, "JPEG")
+            archive.writestr(name, img.getvalue())
+    return buf.getvalue()
+
+
+async def test_upload_a_zip_then_extract_and_thumbnail_into_s3_with_sse(
+    sqlite_settings: Settings, s3_engine: str, s3: Any
+) -> None:
+    """The web developer's story: upload over REST, a pipeline job to s3://, boto3 checks."""
+    import io
+
+    from PIL import Image
+
+    sizes = {"photos/a.jpg": (2400, 1600), "photos/b.jpg": (1200, 1800), "c.jpg": (3000, 3000)}
+    settings = s3_settings(sqlite_settings, s3_engine, s3_sse="sse-s3")
+    async for api in _api(settings):
+        resp = await api.post(
+            "/uploads", params={"filename": "photos.zip"}, content=_zip_of_images(sizes)
+        )
+        assert resp.status_code == 201, resp.text
+        job = await run_job(
+            api,
+            {
+                "source": resp.json()["uri"],
+                "pipeline": [
+                    {"task": "extract"},
+                    {
+                        "task": "thumbnail",
+                        "options": {"width": 1024, "height": 1024, "mode": "fill"},
+                    },
+                ],
+                "destination": "s3://pravah-out/thumbs/",
+            },
+        )
+    assert job["status"] == "completed", job
+    thumbs = keys(s3, "pravah-out", "thumbs/")
+    assert len(thumbs) == len(sizes), thumbs
+    for key in thumbs:
+        obj = s3.get_object(Bucket="pravah-out", Key=key)
+        assert obj["ServerSideEncryption"] == "AES256"
+        with Image.open(io.BytesIO(obj["Body"].read())) as img:
+            assert img.size == (1024, 1024)
