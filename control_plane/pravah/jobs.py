@@ -137,6 +137,12 @@ async def create_job(
             "incremental runs need a local source (S3 sources are listed whole)",
             field="incremental",
         )
+    if data.encryption is not None and not (data.destination or "").startswith("s3://"):
+        raise InvalidRequestError(
+            "'encryption' applies to objects written to an s3:// destination; "
+            "give one or drop 'encryption'",
+            field="encryption",
+        )
     destination = data.destination
     if settings is not None:
         destination = sandbox.check_destination(data.destination, source, settings)
@@ -157,6 +163,7 @@ async def create_job(
         timeout_seconds=data.timeout,
         lineage=data.lineage,
         incremental=data.incremental,
+        encryption=data.encryption.model_dump() if data.encryption else None,
     )
     session.add(job)
     await session.commit()
@@ -273,6 +280,7 @@ async def create_retry_job(
         timeout_seconds=parent.timeout_seconds,
         retry_of=parent.id,
         owner=owner,
+        encryption=parent.encryption,
     )
     session.add(job)
     await session.commit()

@@ -472,7 +472,7 @@ class _JobRun:
             destination=destination,
             job_id=job.id,
             progress_interval_ms=interval_ms,
-            encryption=self._encryption(destination),
+            encryption=self._encryption(job, destination),
         )
         root = str(info.get("root") or source)
         work = [
@@ -496,10 +496,14 @@ class _JobRun:
         )
         self._collect(await chunks.load(self.db, self.job_id, step))
 
-    def _encryption(self, destination: str) -> tuple[str, str] | None:
-        """The settings' server-side encryption for an s3:// destination."""
+    def _encryption(self, job: Job, destination: str) -> tuple[str, str] | None:
+        """Server-side encryption for an s3:// destination: the job's, else the settings'."""
         s = self.settings
-        if not destination.startswith("s3://") or not (s.s3_sse or s.s3_sse_kms_key_id):
+        if not destination.startswith("s3://"):
+            return None
+        if job.encryption:
+            return (job.encryption.get("mode", ""), job.encryption.get("kms_key_id", ""))
+        if not (s.s3_sse or s.s3_sse_kms_key_id):
             return None
         return (s.s3_sse, s.s3_sse_kms_key_id)
 

@@ -113,6 +113,7 @@ def _job_from(schedule: Schedule, tick: datetime) -> Job:
         task=request.task or "",
         source=str(resolve_source(request.source)),
         destination=request.destination,
+        encryption=request.encryption.model_dump() if request.encryption else None,
         options=request.options,
         filters=request.filters.model_dump(mode="json", exclude_defaults=True),
         status=JobStatus.pending.value,

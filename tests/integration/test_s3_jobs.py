@@ -285,3 +285,37 @@ async def test_upload_a_zip_then_extract_and_thumbnail_into_s3_with_sse(
         assert obj["ServerSideEncryption"] == "AES256"
         with Image.open(io.BytesIO(obj["Body"].read())) as img:
             assert img.size == (1024, 1024)
+
+
+async def test_a_jobs_own_encryption_overrides_the_default(
+    sqlite_settings: Settings, s3_engine: str, s3: Any, moto_url: str
+) -> None:
+    from s3_helpers import client
+
+    key_id = client(moto_url, "kms").create_key()["KeyMetadata"]["KeyId"]
+    put_objects(s3, "pravah-in", {"j/a.txt": b"a" * 100})
+    request: dict[str, Any] = {
+        "source": "s3://pravah-in/j",
+        "task": "compress",
+        "options": {"format": "gzip"},
+    }
+    async for api in _api(s3_settings(sqlite_settings, s3_engine, s3_sse="sse-s3")):
+        resp = await api.post("/jobs", json={**request, "encryption": {"mode": "sse-kms"}})
+        assert resp.status_code == 422, resp.text
+        assert "encryption" in resp.text
+        job = await run_job(
+            api,
+            {
+                **request,
+                "destination": "s3://pravah-out/own",
+                "encryption": {"mode": "sse-kms", "kms_key_id": key_id},
+            },
+        )
+        assert job["status"] == "completed", job
+        assert job["encryption"] == {"mode": "sse-kms", "kms_key_id": key_id}
+        default = await run_job(api, {**request, "destination": "s3://pravah-out/default"})
+        assert default["status"] == "completed", default
+    own = s3.head_object(Bucket="pravah-out", Key="own/a.txt.gz")
+    assert own["ServerSideEncryption"] == "aws:kms" and key_id in own["SSEKMSKeyId"]
+    dflt = s3.head_object(Bucket="pravah-out", Key="default/a.txt.gz")
+    assert dflt["ServerSideEncryption"] == "AES256"
