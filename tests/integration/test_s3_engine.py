@@ -384,3 +384,71 @@ def test_an_interrupted_multipart_upload_leaves_no_object(engine_bin: Path, tmp_
         assert checker.list_objects_v2(Bucket="pravah-out")["KeyCount"] == 0
     finally:
         stop(proc)
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 200)).save(out, "JPEG")
+    return out.getvalue()
+
+
+# Every task that writes files, from an S3 source to an S3 destination:
+# (task, options, input objects, expected output keys under the destination).
+WRITING_TASKS = [
+    ("compress", {"format": "zstd"}, {"a.log": b"x" * 5000}, ["a.log.zst"]),
+    ("decompress", {}, {"a.log.gz": gzip.compress(b"y" * 5000)}, ["a.log"]),
+    (
+        "extract",
+        {},
+        {"pack.zip": _zip({"docs/r.txt": b"r", "s.txt": b"s"})},
+        ["pack/docs/r.txt", "pack/s.txt"],
+    ),
+    ("thumbnail", {"width": 64, "height": 64}, {"p/img.jpg": _jpeg((640, 480))}, ["p/img.jpg"]),
+    ("convert", {"to": "jsonl"}, {"t.csv": b"a,b\n1,2\n3,4\n"}, ["t.jsonl"]),
+]
+
+
+@pytest.mark.parametrize(("task", "options", "inputs", "outputs"), WRITING_TASKS)
+def test_every_writing_task_runs_from_s3_to_s3(
+    stub: pb_grpc.EngineServiceStub,
+    s3: Any,
+    task: str,
+    options: dict[str, Any],
+    inputs: dict[str, bytes],
+    outputs: list[str],
+) -> None:
+    put_objects(s3, "pravah-in", {f"src/{k}": v for k, v in inputs.items()})
+    results, done = process(
+        stub, task, "s3://pravah-in/src", destination="s3://pravah-out/dst", options=options
+    )
+    assert done[0].failed == 0 and not done[0].HasField("error"), results
+    assert keys(s3, "pravah-out") == [f"dst/{k}" for k in outputs]
+    if task == "decompress":
+        body = s3.get_object(Bucket="pravah-out", Key="dst/a.log")["Body"].read()
+        assert body == b"y" * 5000
+    if task == "convert":
+        body = s3.get_object(Bucket="pravah-out", Key="dst/t.jsonl")["Body"].read()
+        rows = [json.loads(line) for line in body.splitlines()]
+        assert rows == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+
+
+def test_inventory_of_an_s3_prefix(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    put_objects(s3, "pravah-in", {"inv/a.csv": b"12345", "inv/x/b.txt": b"1"})
+    results, done = process(stub, "inventory", "s3://pravah-in/inv")
+    assert done[0].failed == 0, results
+    assert sorted(results) == ["a.csv", "x/b.txt"]
