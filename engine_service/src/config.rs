@@ -116,9 +116,9 @@ impl ServeArgs {
 pub enum Command {
     /// Serve gRPC (the default).
     Serve(ServeArgs),
-    /// List a directory in-process, printing relative paths.
+    /// List a directory or s3:// prefix in-process, printing relative paths.
     List(ListArgs),
-    /// Run a task over a directory in-process, printing the summary JSON.
+    /// Run a task over a directory or s3:// prefix in-process, printing the summary JSON.
     Process(ProcessArgs),
 }
 
