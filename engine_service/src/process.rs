@@ -524,9 +524,17 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                             .files_discovered
                             .fetch_add(files.len() as u64, Ordering::Relaxed);
                         for e in files {
+                            // An S3 listing knows sizes; a names-only walk does not.
+                            let size = e.meta.map(|m| m.0);
+                            if let Some(n) = size {
+                                shared
+                                    .counters
+                                    .bytes_discovered
+                                    .fetch_add(n, Ordering::Relaxed);
+                            }
                             batch.push(Job {
                                 rel: e.rel,
-                                size: None,
+                                size,
                                 failure: None,
                             });
                             if batch.len() >= PROCESS_BATCH_FILES {
@@ -676,7 +684,17 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
     // Bytes of files whose size the discovery did not know (names-only walk).
     let mut newly_sized = 0u64;
+    // On S3, a stream-reading task gets each object's start fetched ahead.
+    let mut heads = match &state.root {
+        Root::S3(root) => {
+            let files: Vec<(&[u8], Option<u64>)> =
+                batch.iter().map(|j| (j.rel.as_slice(), j.size)).collect();
+            objects::prefetch(shared.task.as_ref(), root, &files).into_iter()
+        }
+        Root::Local(_) => Vec::new().into_iter(),
+    };
     for job in batch {
+        let head = heads.next().flatten();
         if shared.cancelled() {
             return;
         }
@@ -711,6 +729,7 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                         root,
                         &job.rel,
                         job.size,
+                        head,
                     )
                 }),
             },

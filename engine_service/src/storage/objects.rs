@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::s3::{self, Encryption};
 use super::s3_read::{download, RangedReader};
 use super::s3_write::S3Destination;
@@ -65,6 +67,42 @@ fn failed(known_size: Option<u64>, failure: FileFailure) -> FileOutcome {
     }
 }
 
+/// Bytes of each object's start fetched ahead for tasks that read streams.
+const HEAD_BYTES: u64 = 16 * 1024;
+
+/// For a batch on S3 whose task reads streams: the first bytes of each file
+/// (listing sizes known), fetched concurrently (`PRAVAH_S3_READ_CONCURRENCY`,
+/// default 32 per batch); None for a file to read on demand.
+pub fn prefetch(
+    task: &dyn Task,
+    root: &S3Root,
+    files: &[(&[u8], Option<u64>)],
+) -> Vec<Option<Bytes>> {
+    let none = || vec![None; files.len()];
+    if !task.reads_streams() {
+        return none();
+    }
+    let Ok(store) = s3::store(&root.bucket, &Encryption::Default) else {
+        return none();
+    };
+    let wanted: Vec<(usize, (String, u64))> = files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (rel, size))| Some((i, (root.key(rel).ok()?, (*size)?))))
+        .collect();
+    let objects: Vec<(String, u64)> = wanted.iter().map(|(_, o)| o.clone()).collect();
+    let concurrency = std::env::var("PRAVAH_S3_READ_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(32);
+    let heads = super::s3_read::prefetch_heads(&store, &objects, HEAD_BYTES, concurrency);
+    let mut out = none();
+    for ((i, _), head) in wanted.into_iter().zip(heads) {
+        out[i] = head;
+    }
+    out
+}
+
 /// Runs `task` on the object `rel` under `root`; see the module doc.
 pub fn process_object(
     io: &Io,
@@ -72,6 +110,7 @@ pub fn process_object(
     root: &S3Root,
     rel: &[u8],
     known_size: Option<u64>,
+    head: Option<Bytes>,
 ) -> FileOutcome {
     let key = match root.key(rel) {
         Ok(k) => k,
@@ -83,7 +122,7 @@ pub fn process_object(
     };
     if task.reads_streams() {
         let mut reader = match RangedReader::open(store.clone(), &key, known_size) {
-            Ok(r) => r,
+            Ok(r) => r.with_head(head.unwrap_or_default()),
             Err(f) => return failed(known_size, f),
         };
         let size = reader.size();

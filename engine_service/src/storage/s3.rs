@@ -22,9 +22,10 @@
 //! Threads: tasks run on the rayon pool and the listing on its own thread,
 //! none of them async. They call [`block_on`], which runs the request on a
 //! dedicated two-thread tokio runtime (reqwest needs one) and waits. How
-//! many requests run at once is therefore bounded by the engine's worker
-//! threads (one object per thread at a time), plus the parts of one
-//! multipart upload in flight ([`crate::storage::s3_write`]).
+//! many requests run at once is therefore bounded: one object per worker
+//! thread at a time, plus the parts of one multipart upload in flight
+//! ([`crate::storage::s3_write`]), plus the heads a stream-reading task
+//! fetches ahead per batch ([`crate::storage::objects::prefetch`]).
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -6,11 +6,13 @@
 //! csv-header, which reads 16 KiB and grows its read only while the header
 //! is incomplete, fetches a few KiB of a multi-gigabyte object. Nothing is
 //! buffered beyond the caller's buffer, so callers should read in large
-//! pieces. [`download`] streams an object into a local file chunk by chunk
+//! pieces; [`prefetch_heads`] fetches the start of many objects at once so
+//! such readers rarely wait on a request. [`download`] streams an object into a local file chunk by chunk
 //! (memory stays flat whatever the object's size).
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
@@ -46,6 +48,8 @@ pub struct RangedReader {
     path: ObjectPath,
     pos: u64,
     size: u64,
+    /// The object's first bytes, if fetched ahead ([`prefetch_heads`]).
+    head: Bytes,
 }
 
 impl RangedReader {
@@ -70,7 +74,14 @@ impl RangedReader {
             path,
             pos: 0,
             size,
+            head: Bytes::new(),
         })
+    }
+
+    /// Serves reads of the object's start from `head` (fetched ahead).
+    pub fn with_head(mut self, head: Bytes) -> Self {
+        self.head = head;
+        self
     }
 
     /// The object's size.
@@ -83,6 +94,13 @@ impl Read for RangedReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if buf.is_empty() || self.pos >= self.size {
             return Ok(0);
+        }
+        if self.pos < self.head.len() as u64 {
+            let from = self.pos as usize;
+            let n = buf.len().min(self.head.len() - from);
+            buf[..n].copy_from_slice(&self.head[from..from + n]);
+            self.pos += n as u64;
+            return Ok(n);
         }
         let end = self.size.min(self.pos + buf.len() as u64);
         let bytes = s3::block_on(self.store.get_range(&self.path, self.pos..end))
@@ -112,6 +130,35 @@ impl Seek for RangedReader {
             )),
         }
     }
+}
+
+/// Fetches the first `bytes` of each `(key, size)` concurrently, at most
+/// `concurrency` requests at a time, in input order. Why: a task reading
+/// only an object's start (csv-header) is bound by request latency, not by
+/// CPU; the worker threads alone would keep only one request each in
+/// flight. A failure is per object and surfaces when that object is read.
+pub fn prefetch_heads(
+    store: &Arc<AmazonS3>,
+    objects: &[(String, u64)],
+    bytes: u64,
+    concurrency: usize,
+) -> Vec<Option<Bytes>> {
+    let fetches = objects.iter().map(|(key, size)| {
+        let store = store.clone();
+        let (key, end) = (key.clone(), bytes.min(*size));
+        async move {
+            let path = object_path(&key).ok()?;
+            if end == 0 {
+                return Some(Bytes::new());
+            }
+            store.get_range(&path, 0..end).await.ok()
+        }
+    });
+    s3::block_on(
+        futures::stream::iter(fetches)
+            .buffered(concurrency.max(1))
+            .collect(),
+    )
 }
 
 /// Streams object `key` into `out`; returns the bytes written.
