@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("S3_ENDPOINT_URL", "s3_endpoint_url"),
+        validation_alias=AliasChoices("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "s3_endpoint_url"),
         description="S3-compatible endpoint (MinIO, Ceph, R2), path-style addressing.",
     )
     s3_sse: Literal["", "none", "sse-s3", "sse-kms"] = Field(

@@ -452,3 +452,17 @@ def test_inventory_of_an_s3_prefix(stub: pb_grpc.EngineServiceStub, s3: Any) -> 
     results, done = process(stub, "inventory", "s3://pravah-in/inv")
     assert done[0].failed == 0, results
     assert sorted(results) == ["a.csv", "x/b.txt"]
+
+
+def test_aws_endpoint_url_works_like_s3_endpoint_url(
+    engine_bin: Path, moto_url: str, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {"e/a.csv": b"x,y\n"})
+    env = engine_env(moto_url, AWS_ENDPOINT_URL=moto_url)
+    env.pop("S3_ENDPOINT_URL")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+    ):
+        results, _ = process(pb_grpc.EngineServiceStub(channel), "csv-header", "s3://pravah-in/e")
+    assert results == {"a.csv": {"columns": ["x", "y"]}}

@@ -5,9 +5,9 @@
 //! Configuration (read when a bucket is first used): `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` (or
 //! `AWS_DEFAULT_REGION`, default `us-east-1`) and the other `AWS_*` keys
-//! object_store knows; `S3_ENDPOINT_URL` points at MinIO, Ceph, R2 or a
-//! local test server with path-style addressing (plain `http://` allowed
-//! there). Credentials live only inside the client: nothing here logs or
+//! object_store knows; `S3_ENDPOINT_URL` (or AWS's own `AWS_ENDPOINT_URL`)
+//! points at MinIO, Ceph, R2 or a local test server with path-style
+//! addressing (plain `http://` allowed there). Credentials live only inside the client: nothing here logs or
 //! formats them, and error messages carry the request URL and the
 //! server's reply, never the signature.
 //!
@@ -140,7 +140,10 @@ fn build(bucket: &str, encryption: &Encryption) -> Result<AmazonS3> {
     let mut options = ClientOptions::new()
         .with_connect_timeout(env_secs("PRAVAH_S3_CONNECT_TIMEOUT_SECS", 5))
         .with_timeout(env_secs("PRAVAH_S3_TIMEOUT_SECS", 60));
-    if let Ok(endpoint) = std::env::var("S3_ENDPOINT_URL") {
+    let endpoint = ["S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok());
+    if let Some(endpoint) = endpoint {
         let endpoint = endpoint.trim().trim_end_matches('/').to_owned();
         if !endpoint.is_empty() {
             // Plain http only where asked for (a local MinIO or test server).
