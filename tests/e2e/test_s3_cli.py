@@ -46,3 +46,30 @@ def test_run_refuses_a_bucket_that_is_not_allowed(cli: Cli, s3: Any, moto_url: s
     assert result.returncode == 2, result.stderr
     assert "not allowed" in result.stderr
     assert ",".join(ALLOWED) in result.stderr.replace(", ", ",")
+
+
+def test_run_compress_from_s3_to_s3_with_sse_from_the_environment(
+    cli: Cli, s3: Any, moto_url: str
+) -> None:
+    import gzip
+
+    put_objects(s3, "pravah-in", {"logs/a.log": b"a\n" * 1000, "logs/b/c.log": b"c\n" * 10})
+    env = {**s3_vars(moto_url), "PRAVAH_S3_SSE": "sse-s3"}
+    result = cli.run(
+        "run",
+        "s3://pravah-in/logs",
+        "--task",
+        "compress",
+        "-o",
+        "format=gzip",
+        "--dest",
+        "s3://pravah-out/gz",
+        "--json",
+        extra_env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "completed"
+    for key, body in (("gz/a.log.gz", b"a\n" * 1000), ("gz/b/c.log.gz", b"c\n" * 10)):
+        obj = s3.get_object(Bucket="pravah-out", Key=key)
+        assert obj["ServerSideEncryption"] == "AES256"
+        assert gzip.decompress(obj["Body"].read()) == body
