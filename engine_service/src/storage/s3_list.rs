@@ -80,53 +80,67 @@ impl Lister {
         s3::block_on(self.store.list_paginated(self.list_prefix.as_deref(), opts))
     }
 
-    /// The entry for a listed key, or None when filters drop it.
+    /// The entry for a listed object, or None when filters drop it.
     fn entry(&self, meta: &object_store::ObjectMeta) -> Option<Entry> {
-        let key = meta.location.as_ref();
-        let rel = match &self.list_prefix {
-            Some(p) => key.strip_prefix(p.as_str())?,
-            None => key,
-        };
-        if rel.is_empty() {
-            return None;
-        }
-        let f = &self.filters;
-        let segments: Vec<&str> = rel.split('/').collect();
-        if f.max_depth > 0 && segments.len() > f.max_depth as usize {
-            return None;
-        }
-        if segments.iter().any(|s| f.skip_hidden(s.as_bytes())) {
-            return None;
-        }
-        // Exclude globs prune "directories": test every ancestor.
-        let mut end = 0;
-        for s in &segments[..segments.len() - 1] {
-            end += s.len();
-            if f.prunes_dir(&rel.as_bytes()[..end]) {
-                return None;
-            }
-            end += 1;
-        }
-        let name = segments.last().copied().unwrap_or(rel);
-        if !f.matches_name(rel.as_bytes(), name.as_bytes()) {
-            return None;
-        }
         let mtime = meta
             .last_modified
             .timestamp_nanos_opt()
             .unwrap_or(meta.last_modified.timestamp() * 1_000_000_000);
-        if !f.matches_metadata(meta.size, mtime as i128) {
-            return None;
-        }
-        Some(Entry {
-            rel: rel.as_bytes().to_vec(),
-            meta: Some((meta.size, mtime)),
-        })
+        entry_for(
+            self.list_prefix.as_deref(),
+            &self.filters,
+            meta.location.as_ref(),
+            meta.size,
+            mtime,
+        )
     }
 
     fn failure(&self, err: &object_store::Error) -> FileFailure {
         s3::classify(err, &format!("listing {}", self.root.uri()))
     }
+}
+
+/// The entry for `key` (relative to `list_prefix`) as a walk would give
+/// it, or None when the filters drop it.
+fn entry_for(
+    list_prefix: Option<&str>,
+    f: &Filters,
+    key: &str,
+    size: u64,
+    mtime: i64,
+) -> Option<Entry> {
+    let rel = match list_prefix {
+        Some(p) => key.strip_prefix(p)?,
+        None => key,
+    };
+    if rel.is_empty() {
+        return None;
+    }
+    let segments: Vec<&str> = rel.split('/').collect();
+    if f.max_depth > 0 && segments.len() > f.max_depth as usize {
+        return None;
+    }
+    if segments.iter().any(|s| f.skip_hidden(s.as_bytes())) {
+        return None;
+    }
+    // Exclude globs prune "directories": test every ancestor.
+    let mut end = 0;
+    for s in &segments[..segments.len() - 1] {
+        end += s.len();
+        if f.prunes_dir(&rel.as_bytes()[..end]) {
+            return None;
+        }
+        end += 1;
+    }
+    let name = segments.last().copied().unwrap_or(rel);
+    if !f.matches_name(rel.as_bytes(), name.as_bytes()) || !f.matches_metadata(size, mtime as i128)
+    {
+        return None;
+    }
+    Some(Entry {
+        rel: rel.as_bytes().to_vec(),
+        meta: Some((size, mtime)),
+    })
 }
 
 /// Starts listing `root`; the first page is fetched here (see the module
@@ -249,4 +263,56 @@ fn run(
         return;
     }
     send(WalkEvent::Done { directories: 0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filters::FilterSpec;
+
+    fn kept(spec: FilterSpec, keys: &[(&str, u64)]) -> Vec<String> {
+        let f = Filters::compile(&spec).unwrap();
+        keys.iter()
+            .filter_map(|(k, size)| entry_for(Some("in/"), &f, k, *size, 1_000))
+            .map(|e| String::from_utf8(e.rel).unwrap())
+            .collect()
+    }
+
+    const KEYS: &[(&str, u64)] = &[
+        ("in/a.csv", 10),
+        ("in/.hidden/b.csv", 10),
+        ("in/build/c.csv", 10),
+        ("in/deep/er/d.CSV", 500),
+        ("in/e.txt", 10),
+        ("inside/f.csv", 10),
+    ];
+
+    #[test]
+    fn keys_are_filtered_like_a_walk() {
+        assert_eq!(
+            kept(FilterSpec::default(), KEYS),
+            ["a.csv", "build/c.csv", "deep/er/d.CSV", "e.txt"]
+        );
+        let spec = FilterSpec {
+            extensions: vec!["csv".into()],
+            exclude: vec!["build".into()],
+            include_hidden: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(spec, KEYS),
+            ["a.csv", ".hidden/b.csv", "deep/er/d.CSV"]
+        );
+        let spec = FilterSpec {
+            max_depth: 2,
+            max_size: Some(100),
+            ..Default::default()
+        };
+        assert_eq!(kept(spec, KEYS), ["a.csv", "build/c.csv", "e.txt"]);
+        let spec = FilterSpec {
+            include: vec!["deep/**".into()],
+            ..Default::default()
+        };
+        assert_eq!(kept(spec, KEYS), ["deep/er/d.CSV"]);
+    }
 }
