@@ -3,7 +3,7 @@
 #   make demo     - install, then run a csv-header job on a generated sample folder
 #   make lint     - buf, cargo fmt/clippy, ruff, mypy
 #   make test     - install, then cargo test and pytest (real engine, real PostgreSQL)
-#   make bench    - release engine against find/fd/head, with peak memory
+#   make bench    - release engine against find/fd/head, task tools and aws s3, with peak memory
 #   make dist     - the wheel (pravah + bundled release pravah-engine) in dist/
 #   make dist-check - install dist/*.whl into a fresh venv, run a job with no PATH help
 SHELL := /bin/bash
@@ -107,6 +107,7 @@ bench-deps:
 bench: venv proto engine-release bench-deps
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/run.py $(BENCH_ARGS)
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/tasks.py $(BENCH_TASKS_ARGS)
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/s3.py $(BENCH_S3_ARGS)
 
 # The release wheel: the Python package, its generated gRPC stubs and the
 # engine built with the release profile (fat LTO, one codegen unit), which
