@@ -21,6 +21,7 @@
 //!   error type, turned into a gRPC status in one place.
 pub mod chunks;
 pub mod config;
+pub mod dir_fds;
 pub mod error;
 pub mod filters;
 pub mod listing;
