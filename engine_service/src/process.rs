@@ -196,6 +196,8 @@ struct ItemState {
     files: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    /// Part files written for the item, synced together when it is done.
+    parts: Mutex<Vec<PathBuf>>,
     /// The item's span; batches are its children. It ends when the last
     /// batch drops the state.
     span: tracing::Span,
@@ -204,6 +206,15 @@ struct ItemState {
 impl ItemState {
     fn finish_one(&self, shared: &Shared) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 && !shared.cancelled() {
+            // The item's parts must be durable before the client checkpoints it.
+            if let Some(dir) = &shared.results_dir {
+                let parts =
+                    std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+                if let Err(e) = crate::results::sync_files(dir, &parts) {
+                    let failure = FileFailure::from_io(&e, "syncing the part files");
+                    return item_failed(shared, &self.id, failure);
+                }
+            }
             let (files, failed, bytes) = (
                 self.files.load(Ordering::Relaxed),
                 self.failed.load(Ordering::Relaxed),
@@ -426,6 +437,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
         files: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        parts: Mutex::new(Vec::new()),
     });
     match jobs_or_walk {
         Ok(jobs) => {
@@ -664,6 +676,11 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             match write_atomic(dir, &name, &part) {
                 Ok(path) => {
                     let uri = path.to_string_lossy().into_owned();
+                    state
+                        .parts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(path);
                     shared
                         .part_uris
                         .lock()
