@@ -174,6 +174,9 @@ def main() -> int:
         state = Path(tmp) / "state"
         env = {**os.environ, "PRAVAH_ENGINE_BIN": engine, "PRAVAH_STATE_DIR": str(state)}
         env.pop("DATABASE_URL", None)
+        # As installed for a user: modules load from cached bytecode (the
+        # warm-up run writes it), not compiled from source on every start.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         pravah = str(Path(sys.executable).parent / "pravah")
         rows += case(
             "csv-header",
