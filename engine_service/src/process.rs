@@ -614,7 +614,7 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
     // Bytes of files whose size the discovery did not know (names-only walk).
     let mut newly_sized = 0u64;
-    let _dirs = crate::dir_fds::BatchScope::enter();
+    let _beneath = crate::beneath::BatchScope::enter(&state.root);
     for job in batch {
         if shared.cancelled() {
             return;

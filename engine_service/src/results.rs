@@ -76,6 +76,12 @@ impl FileFailure {
 
     /// Classifies an I/O error met while reading a file.
     pub fn from_io(err: &std::io::Error, doing: &str) -> Self {
+        if let Some(outside) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::beneath::LeadsOutsideRoot>())
+        {
+            return FileFailure::new(FailureKind::OutsideRoot, outside.to_string());
+        }
         match err.kind() {
             std::io::ErrorKind::NotFound => FileFailure::new(
                 FailureKind::NotFound,

@@ -97,11 +97,12 @@ pub fn create_dir_checked(dir: &Path, what: &'static str) -> Result<PathBuf> {
 /// the file type is then checked on the open descriptor (no race with a
 /// swap), and anything but a regular file is refused. The flag stays set:
 /// Linux ignores it for regular files, and clearing it would cost two more
-/// system calls per file (a third of csv-header's). Inside a batch the open
-/// goes through the directory descriptor [`crate::dir_fds`] holds.
+/// system calls per file (a third of csv-header's). Inside a batch the path
+/// is resolved beneath the batch's root ([`crate::beneath`]): a symlink out
+/// of it is refused.
 pub fn open_regular(path: &Path) -> std::io::Result<File> {
     let flags = libc::O_NONBLOCK | libc::O_NOCTTY;
-    let file = match crate::dir_fds::open_at(path, flags) {
+    let file = match crate::beneath::open_beneath(path, flags) {
         Some(opened) => opened?,
         None => std::fs::OpenOptions::new()
             .read(true)
