@@ -11,7 +11,10 @@ do more than the anchor's: an HTTP request each, validation, a listing by an
 engine over gRPC and the result bookkeeping, so the anchor is a ceiling for
 the queue part, not a like-for-like race. The wait is each job's own
 `started_at - created_at` (procrastinate: its `started` event minus its
-`deferred` event). Nothing asserts a time: it reports.
+`deferred` event). Under the burst that wait is mostly time spent queued
+behind other jobs; the `idle wait` column is the same wait for jobs sent one
+at a time to idle workers (each after the previous one finished), which is
+how fast LISTEN/NOTIFY starts a job. Nothing asserts a time: it reports.
 
     python bench/queue_throughput.py [--jobs 200] [--instances 1 3]
 
@@ -35,6 +38,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -54,19 +58,37 @@ class Row:
     jobs_per_s: float
     wait_p50_ms: float
     wait_p99_ms: float
+    idle_wait_p50_ms: float
     ratio_vs_anchor: float | None = None
 
 
-def _row(queue: str, processes: int, jobs: int, seconds: float, waits_s: list[float]) -> Row:
-    waits = sorted(w * 1000 for w in waits_s)
+IDLE_JOBS = 20
+PRAVAH_LEFT = "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
+PRAVAH_WAIT = (
+    "SELECT extract(epoch FROM started_at - created_at) AS w FROM jobs WHERE id = ANY($1::text[])"
+)
+PROCRASTINATE_LEFT = "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+PROCRASTINATE_WAIT = (
+    "SELECT extract(epoch FROM s.at - d.at) AS w FROM procrastinate_events d "
+    "JOIN procrastinate_events s ON s.job_id = d.job_id AND s.type = 'started' "
+    "WHERE d.type = 'deferred' AND d.job_id = ANY($1::bigint[])"
+)
+
+
+async def _waits_ms(conn: asyncpg.Connection, sql: str, ids: list[Any]) -> list[float]:
+    return sorted(float(r["w"]) * 1000 for r in await conn.fetch(sql, ids))
+
+
+def _row(queue: str, processes: int, seconds: float, burst: list[float], idle: list[float]) -> Row:
     return Row(
         queue=queue,
         processes=processes,
-        jobs=jobs,
+        jobs=len(burst),
         seconds=round(seconds, 3),
-        jobs_per_s=round(jobs / seconds, 1),
-        wait_p50_ms=round(statistics.median(waits), 1),
-        wait_p99_ms=round(waits[min(len(waits) - 1, int(len(waits) * 0.99))], 1),
+        jobs_per_s=round(len(burst) / seconds, 1),
+        wait_p50_ms=round(statistics.median(burst), 1),
+        wait_p99_ms=round(burst[min(len(burst) - 1, int(len(burst) * 0.99))], 1),
+        idle_wait_p50_ms=round(statistics.median(idle), 1),
     )
 
 
@@ -101,22 +123,24 @@ async def pravah(instances: int, jobs: int) -> Row:
                             bad = [a.text for a in answers if a.status_code != 202]
                             if bad:
                                 raise RuntimeError(f"POST /jobs failed: {bad[0]}")
-                            await _wait_until_zero(
-                                conn,
-                                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')",
-                            )
+                            await _wait_until_zero(conn, PRAVAH_LEFT)
                             elapsed = time.perf_counter() - started
                             failed = await conn.fetchval(
                                 "SELECT count(*) FROM jobs WHERE status <> 'completed'"
                             )
                             if failed:
                                 raise RuntimeError(f"{failed} benchmark jobs did not complete")
-                            rows = await conn.fetch(
-                                "SELECT extract(epoch FROM started_at - created_at) AS w FROM jobs"
-                            )
+                            burst = [a.json()["id"] for a in answers]
+                            idle = []
+                            for i in range(IDLE_JOBS):
+                                one = await client.post(f"{bases[i % instances]}/jobs", json=body)
+                                idle.append(one.json()["id"])
+                                await _wait_until_zero(conn, PRAVAH_LEFT)
+                            waits = await _waits_ms(conn, PRAVAH_WAIT, burst)
+                            idle_waits = await _waits_ms(conn, PRAVAH_WAIT, idle)
                         finally:
                             await conn.close()
-    return _row("pravah (empty job)", instances, jobs, elapsed, [float(r["w"]) for r in rows])
+    return _row("pravah (empty job)", instances, elapsed, waits, idle_waits)
 
 
 async def procrastinate(workers: int, jobs: int) -> Row:
@@ -147,21 +171,19 @@ async def procrastinate(workers: int, jobs: int) -> Row:
                     raise RuntimeError("procrastinate workers did not start in 60 s")
                 noop = app.tasks["noop"]
                 started = time.perf_counter()
-                await asyncio.gather(*(noop.defer_async() for _ in range(jobs)))
-                await _wait_until_zero(
-                    conn,
-                    "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')",
-                )
+                burst = await asyncio.gather(*(noop.defer_async() for _ in range(jobs)))
+                await _wait_until_zero(conn, PROCRASTINATE_LEFT)
                 elapsed = time.perf_counter() - started
-                rows = await conn.fetch(
-                    "SELECT extract(epoch FROM s.at - d.at) AS w FROM procrastinate_events d "
-                    "JOIN procrastinate_events s ON s.job_id = d.job_id AND s.type = 'started' "
-                    "WHERE d.type = 'deferred'"
-                )
+                idle = []
+                for _ in range(IDLE_JOBS):
+                    idle.append(await noop.defer_async())
+                    await _wait_until_zero(conn, PROCRASTINATE_LEFT)
+                waits = await _waits_ms(conn, PROCRASTINATE_WAIT, list(burst))
+                idle_waits = await _waits_ms(conn, PROCRASTINATE_WAIT, idle)
             finally:
                 await conn.close()
                 services.stop(procs)
-    return _row("procrastinate (no-op)", workers, jobs, elapsed, [float(r["w"]) for r in rows])
+    return _row("procrastinate (no-op)", workers, elapsed, waits, idle_waits)
 
 
 def have_procrastinate() -> bool:
@@ -174,14 +196,15 @@ def have_procrastinate() -> bool:
 
 def print_table(rows: list[Row]) -> None:
     cols = ("queue", "procs", "jobs", "seconds", "jobs/s", "ratio", "wait p50", "wait p99")
-    header = "{:<24} {:>5} {:>6} {:>8} {:>8} {:>7} {:>10} {:>10}".format(*cols)
+    header = "{:<24} {:>5} {:>6} {:>8} {:>8} {:>7} {:>10} {:>10} {:>10}".format(*cols, "idle wait")
     print(header)
     print("-" * len(header))
     for r in rows:
         ratio = "anchor" if r.ratio_vs_anchor is None else f"{r.ratio_vs_anchor:.2f}x"
         print(
             f"{r.queue:<24} {r.processes:>5} {r.jobs:>6} {r.seconds:>8.2f} {r.jobs_per_s:>8.1f} "
-            f"{ratio:>7} {r.wait_p50_ms:>8.0f}ms {r.wait_p99_ms:>8.0f}ms"
+            f"{ratio:>7} {r.wait_p50_ms:>8.0f}ms {r.wait_p99_ms:>8.0f}ms "
+            f"{r.idle_wait_p50_ms:>8.0f}ms"
         )
 
 
