@@ -250,6 +250,25 @@ async def test_chunks_are_spread_over_every_engine(
         await db.dispose()
 
 
+async def test_a_job_of_two_chunks_uses_both_engines_even_with_room_for_two_on_one(
+    db_settings: Settings, engine_url: str, engine_bin: Path, tmp_path: Path
+) -> None:
+    settings = db_settings.model_copy(update={"chunk_files": 10, "engine_window": 4})
+    source = _tree(tmp_path / "src", 20)
+    await migrate(settings)
+    db = Database(settings)
+    try:
+        with LocalEngineSync(engine_bin, start_timeout=30) as second:
+            job = await _job(db, engine_url, source)
+            final = await run_job(job.id, settings, [engine_url, second], db=db)
+            assert final.status == "completed", final.error
+            rows = await _rows(db, job.id)
+            assert len(rows) == 2
+            assert sorted(r.engine or "" for r in rows) == sorted([engine_url, second])
+    finally:
+        await db.dispose()
+
+
 async def test_an_unreachable_engine_is_skipped(
     sqlite_settings: Settings, engine_url: str, tmp_path: Path
 ) -> None:
