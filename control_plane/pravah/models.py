@@ -638,6 +638,11 @@ class Schedule(SQLModel, table=True):
     created_at: datetime = SQLField(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
     )
+    # Owner of the key that made the schedule (pravah.auth): only that owner
+    # and admins see it, and the jobs it fires belong to that owner.
+    owner: str | None = SQLField(
+        default=None, sa_column=sa.Column(sa.String(200), nullable=True, index=True)
+    )
 
 
 class ScheduleCreate(BaseModel):
@@ -662,6 +667,7 @@ class SchedulePublic(BaseModel):
     last_run_at: datetime | None
     last_job_id: str | None
     created_at: datetime
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, row: Schedule) -> SchedulePublic:

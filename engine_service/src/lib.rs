@@ -21,6 +21,7 @@
 //!   opening files without blocking on FIFOs or devices.
 //! - [`config`]: command line, environment and limits; [`error`]: the one
 //!   error type, turned into a gRPC status in one place.
+pub mod beneath;
 pub mod chunks;
 pub mod config;
 pub mod error;

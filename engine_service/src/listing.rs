@@ -192,6 +192,9 @@ pub fn run(
                 return Ok(());
             }
         }
+        // The summary is what the control plane checkpoints the listing on.
+        crate::results::sync_files(dir, &chunk.written)
+            .map_err(|e| EngineError::io("cannot sync the chunk files", dir, e))?;
     } else if !batch.is_empty() && !send(Message::Batch(pb::EntryBatch { entries: batch })) {
         return Ok(());
     }
@@ -213,6 +216,8 @@ struct ChunkState {
     buf: Vec<u8>,
     files: u64,
     bytes: u64,
+    /// Chunk files written so far, synced together before the summary.
+    written: Vec<PathBuf>,
 }
 
 impl ChunkState {
@@ -232,6 +237,7 @@ impl ChunkState {
             files: self.files,
             bytes: self.bytes,
         };
+        self.written.push(path);
         self.index += 1;
         self.buf.clear();
         self.files = 0;

@@ -218,6 +218,8 @@ struct ItemState {
     files: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    /// Part files written for the item, synced together when it is done.
+    parts: Mutex<Vec<PathBuf>>,
     /// The item's span; batches are its children. It ends when the last
     /// batch drops the state.
     span: tracing::Span,
@@ -226,6 +228,15 @@ struct ItemState {
 impl ItemState {
     fn finish_one(&self, shared: &Shared) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 && !shared.cancelled() {
+            // The item's parts must be durable before the client checkpoints it.
+            if let Some(dir) = &shared.results_dir {
+                let parts =
+                    std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+                if let Err(e) = crate::results::sync_files(dir, &parts) {
+                    let failure = FileFailure::from_io(&e, "syncing the part files");
+                    return item_failed(shared, &self.id, failure);
+                }
+            }
             let (files, failed, bytes) = (
                 self.files.load(Ordering::Relaxed),
                 self.failed.load(Ordering::Relaxed),
@@ -470,6 +481,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
         files: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        parts: Mutex::new(Vec::new()),
     });
     match jobs_or_walk {
         Ok(jobs) => {
@@ -684,6 +696,11 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
     // Bytes of files whose size the discovery did not know (names-only walk).
     let mut newly_sized = 0u64;
+    // Local files open beneath their root; staged S3 objects by path.
+    let _beneath = match &state.root {
+        Root::Local(dir) => Some(crate::beneath::BatchScope::enter(dir)),
+        Root::S3(_) => None,
+    };
     // On S3, a stream-reading task gets each object's start fetched ahead.
     let mut heads = match &state.root {
         Root::S3(root) => {
@@ -769,6 +786,11 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             match write_atomic(dir, &name, &part) {
                 Ok(path) => {
                     let uri = path.to_string_lossy().into_owned();
+                    state
+                        .parts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(path);
                     shared
                         .part_uris
                         .lock()

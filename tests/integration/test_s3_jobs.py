@@ -300,7 +300,11 @@ async def test_a_jobs_own_encryption_overrides_the_default(
         "options": {"format": "gzip"},
     }
     async for api in _api(s3_settings(sqlite_settings, s3_engine, s3_sse="sse-s3")):
-        resp = await api.post("/jobs", json={**request, "encryption": {"mode": "sse-kms"}})
+        local = str(sqlite_settings.state_dir.parent / "local-out")
+        resp = await api.post(
+            "/jobs",
+            json={**request, "destination": local, "encryption": {"mode": "sse-kms"}},
+        )
         assert resp.status_code == 422, resp.text
         assert "encryption" in resp.text
         job = await run_job(
