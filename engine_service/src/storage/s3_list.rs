@@ -7,9 +7,13 @@
 //! counts segments, and size and last-modified come free with the listing,
 //! so every entry carries metadata.
 //!
+//! Folder markers (empty `dir/` objects, which the S3 console creates) read
+//! as an empty `dir`; one followed by keys under it is dropped, a childless
+//! one is listed as an empty file.
+//!
 //! Hostile keys: a key with '.', '..' or empty segments (`a/../b`, `a//b`)
 //! could name another prefix's object if it were joined naively, and
-//! object_store refuses to parse it (which fails the whole page of 1000
+//! object_store refuses to parse it (and keys with control characters) (which fails the whole page of 1000
 //! keys). Such a page is listed again one key per request until the bad
 //! key, which is reported as an `outside_root` error and skipped; listing
 //! then goes on after it, so one hostile key costs at most a page of extra
@@ -195,6 +199,9 @@ fn run(
     // After a page failed on a hostile key: list one key per request.
     let mut careful = false;
     let mut batch = Vec::with_capacity(SEND_BATCH);
+    // The last empty object seen, until the next key shows whether it was a
+    // folder marker (then dropped) or an empty file.
+    let mut held: Option<(String, Option<Entry>)> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return;
@@ -204,13 +211,27 @@ fn run(
         match page {
             Ok(page) => {
                 for meta in &page.result.objects {
-                    if let Some(e) = lister.entry(meta) {
-                        batch.push(e);
-                        if batch.len() >= SEND_BATCH
-                            && !send(WalkEvent::Files(std::mem::take(&mut batch)))
-                        {
-                            return;
+                    let key = meta.location.as_ref();
+                    if let Some((marker, entry)) = held.take() {
+                        // A folder marker ("dir/") reads as an empty "dir";
+                        // its children sort right after it.
+                        let is_folder = key.len() > marker.len()
+                            && key.starts_with(marker.as_str())
+                            && key.as_bytes()[marker.len()] == b'/';
+                        if !is_folder {
+                            batch.extend(entry);
                         }
+                    }
+                    let entry = lister.entry(meta);
+                    if meta.size == 0 {
+                        held = Some((key.to_owned(), entry));
+                    } else {
+                        batch.extend(entry);
+                    }
+                    if batch.len() >= SEND_BATCH
+                        && !send(WalkEvent::Files(std::mem::take(&mut batch)))
+                    {
+                        return;
                     }
                 }
                 match page.page_token {
@@ -232,7 +253,7 @@ fn run(
                     };
                     let failure = FileFailure::new(
                         FailureKind::OutsideRoot,
-                        "object key has '.', '..' or empty segments, so it could name an object outside the prefix; skipped",
+                        "object key has '.', '..' or empty segments (it could name an object outside the prefix) or control characters; skipped",
                     );
                     if !send(WalkEvent::Error {
                         rel: rel.as_bytes().to_vec(),
@@ -258,6 +279,9 @@ fn run(
                 }
             },
         }
+    }
+    if let Some((_, entry)) = held {
+        batch.extend(entry);
     }
     if !batch.is_empty() && !send(WalkEvent::Files(batch)) {
         return;
