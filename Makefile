@@ -3,7 +3,7 @@
 #   make demo     - install, then run a csv-header job on a generated sample folder
 #   make lint     - buf, cargo fmt/clippy, ruff, mypy
 #   make test     - install, then cargo test and pytest (real engine, real PostgreSQL)
-#   make bench    - release engine against find/fd/head, with peak memory
+#   make bench    - release engine against find/fd/head and aws s3; queue vs procrastinate; 1 vs 2 engines
 #   make dist     - the wheel (pravah + bundled release pravah-engine) in dist/
 #   make dist-check - install dist/*.whl into a fresh venv, run a job with no PATH help
 SHELL := /bin/bash
@@ -104,7 +104,8 @@ demo: venv tools proto engine-release
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) PRAVAH_STATE_DIR=$(CURDIR)/.pravah/state \
 		$(VENV)/bin/pravah run .pravah/demo-csvs --task csv-header
 
-bench-deps:
+bench-deps: venv
+	$(PIP) install -q -c constraints.txt -r bench/requirements.txt
 	@test -x /usr/bin/time || { apt-get update -qq && apt-get install -y -qq time; }
 	@command -v fdfind >/dev/null || command -v fd >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq fd-find; } || \
@@ -114,9 +115,13 @@ bench-deps:
 		command -v $${pkg%%:*} >/dev/null || apt-get install -y -qq $${pkg#*:} >/dev/null 2>&1 || \
 		echo "$${pkg#*:} not installed: its bench row is skipped"; done
 
-bench: venv proto engine-release bench-deps
+# The queue and scaling benchmarks run servers on the local PostgreSQL.
+bench: venv proto engine-release bench-deps services
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/run.py $(BENCH_ARGS)
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/tasks.py $(BENCH_TASKS_ARGS)
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/queue_throughput.py $(BENCH_QUEUE_ARGS)
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/scaling.py $(BENCH_SCALING_ARGS)
+	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_RELEASE) $(PY) bench/s3.py $(BENCH_S3_ARGS)
 
 # The release wheel: the Python package, its generated gRPC stubs and the
 # engine built with the release profile (fat LTO, one codegen unit), which

@@ -20,6 +20,7 @@ import pytest
 from auth_helpers import TEST_ADMIN_KEY
 from pravah.engine_launcher import LocalEngineSync, repo_root
 from pravah.settings import Settings
+from s3_helpers import moto_url, s3, s3_env  # noqa: F401  (fixtures: a local S3 server)
 
 PG_HOST = os.environ.get("PRAVAH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PRAVAH_TEST_PG_PORT", "5432"))

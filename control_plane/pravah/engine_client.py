@@ -503,10 +503,13 @@ class EngineClient:
         destination: str = "",
         job_id: str = "",
         progress_interval_ms: int = 0,
+        encryption: tuple[str, str] | None = None,
     ) -> AsyncIterator[ProcessEvent]:
         """Run `task` over the work items; yield events until the Summary.
 
-        Closing the iterator early cancels the call and the engine's work.
+        `encryption` is the (mode, KMS key id) of objects written to an s3://
+        destination (None: the engine's default). Closing the iterator early
+        cancels the call and the engine's work.
         """
         items = list(work)
 
@@ -519,6 +522,11 @@ class EngineClient:
                     destination=destination,
                     job_id=job_id,
                     progress_interval_ms=progress_interval_ms,
+                    encryption=(
+                        pb.Encryption(mode=encryption[0], kms_key_id=encryption[1])
+                        if encryption is not None
+                        else None
+                    ),
                 )
             )
             for spec in items:

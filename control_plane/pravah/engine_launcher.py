@@ -141,10 +141,29 @@ def sandboxed_env(env: dict[str, str] | None, settings: Settings) -> dict[str, s
     The engine checks every path against PRAVAH_ALLOWED_ROOTS; a local engine
     also writes chunks and results into job workspaces under the state folder
     and reads uploads there, so that folder is added when roots are set.
+
+    S3: the engine reads the storage credentials and endpoint from the
+    standard variables itself, so the settings' values (which may come from
+    a .env file rather than the environment) are passed to it by those
+    names, with the allowed buckets. This is the only place they leave the
+    settings; they are never logged or stored.
     """
     child = {k: v for k, v in (os.environ if env is None else env).items()}
     for name in _SECRET_VARS:
         child.pop(name, None)
+    for name, secret in (
+        ("AWS_ACCESS_KEY_ID", settings.aws_access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", settings.aws_secret_access_key),
+        ("AWS_SESSION_TOKEN", settings.aws_session_token),
+    ):
+        if secret is not None:
+            child[name] = secret.get_secret_value()
+    if settings.aws_region:
+        child["AWS_REGION"] = settings.aws_region
+    if settings.s3_endpoint_url:
+        child["S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    if settings.allowed_buckets:
+        child["PRAVAH_ALLOWED_BUCKETS"] = ",".join(settings.allowed_buckets)
     if settings.allowed_roots:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         roots = [*settings.allowed_roots, settings.state_dir]

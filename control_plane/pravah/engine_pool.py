@@ -17,7 +17,9 @@ engine dies are decided here.
   flight, pulling from one shared queue. The window comes from the engine's
   own thread count (GetCapabilities; `PRAVAH_ENGINE_WINDOW` overrides), so a
   bigger engine has more chunks in flight, and a faster one comes back for
-  the next chunk sooner: it ends up with more of the job.
+  the next chunk sooner: it ends up with more of the job. No engine takes a
+  second chunk in flight before every live engine has its first, so a job
+  of only a few chunks still uses every engine.
 - An engine whose call fails as a whole (unreachable, killed, broken stream)
   is marked down for the rest of the run; its chunk goes back to the queue
   for the others and counts one attempt against the chunk. A chunk that
@@ -169,6 +171,9 @@ class ProcessSpec:
     destination: str
     job_id: str
     progress_interval_ms: int
+    # Server-side encryption (mode, KMS key id) of objects written to an
+    # s3:// destination; None: the engine's default.
+    encryption: tuple[str, str] | None = None
 
 
 async def _window_of(client: EngineClient, configured: int) -> int:
@@ -210,6 +215,14 @@ async def run_chunks(
     live = set(engine_urls)
     fatal: list[BaseException] = []
     down_reasons: dict[str, str] = {}
+    # Every engine gets a chunk before any engine gets a second in flight,
+    # so a job of a few chunks is spread instead of filling one window.
+    first_round = asyncio.Event()
+    started: set[str] = set()
+
+    def check_first_round() -> None:
+        if live <= started or queue.empty():
+            first_round.set()
 
     async def settle(outcome: ChunkOutcome) -> None:
         nonlocal remaining
@@ -228,6 +241,7 @@ async def run_chunks(
             destination=spec.destination,
             job_id=spec.job_id,
             progress_interval_ms=spec.progress_interval_ms,
+            encryption=spec.encryption,
         ):
             if isinstance(event, ProgressEvent):
                 on_progress(chunk.work.id, url, event)
@@ -278,6 +292,8 @@ async def run_chunks(
             try:
                 while url in live and not all_done.is_set() and not failure:
                     await slots.acquire()
+                    if not first_round.is_set() and any(not c.done() for c in calls):
+                        await _either(first_round, all_done)
                     chunk = None if failure else await _next(queue, all_done)
                     if chunk is not None and failure:
                         queue.put_nowait(chunk)  # our engine just failed: leave it to others
@@ -286,6 +302,8 @@ async def run_chunks(
                         slots.release()
                         break
                     calls.add(asyncio.create_task(guarded(chunk)))
+                    started.add(url)
+                    check_first_round()
                     calls = {c for c in calls if not c.done()}
                 if failure:
                     mark_down(url, str(failure[0]))
@@ -320,6 +338,7 @@ async def run_chunks(
         if url in live:
             live.discard(url)
             down_reasons[url] = reason
+            check_first_round()
             log.warning("engine marked down for this job", engine=url, reason=reason)
 
     feeders = [asyncio.create_task(feeder(url), name=f"feeder-{url}") for url in engine_urls]
@@ -348,6 +367,16 @@ async def run_chunks(
         for task in feeders:
             task.cancel()
         await asyncio.gather(stopper, *feeders, return_exceptions=True)
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Wait until one of `events` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _next(queue: asyncio.Queue[ChunkTask], done: asyncio.Event) -> ChunkTask | None:

@@ -4,11 +4,14 @@ Why here and not in the routes: validation (task exists, options match the
 task's JSON Schema from the engine, source is a readable local directory) and
 state changes (cancel) must behave the same from every front end. Validation
 happens before anything is stored, so a rejected request leaves no row.
+Schedules (pravah.schedules) validate their job request with the same
+`check_request` and build each run's row with the same `new_job`.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,7 +21,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pravah import metrics, queue, sandbox, telemetry
+from pravah import metrics, queue, sandbox, telemetry, uploads
 from pravah.engine_client import Capabilities, TaskInfo
 from pravah.errors import ConflictError, InvalidRequestError, NotFoundError
 from pravah.models import TERMINAL_STATUSES, Job, JobCreate, JobStatus, utcnow
@@ -27,22 +30,24 @@ from pravah.settings import Settings
 
 def resolve_source(
     source: str, roots: list[Path] | None = None, buckets: list[str] | None = None
-) -> Path:
-    """The absolute local directory a source names; InvalidRequestError if unusable.
+) -> Path | str:
+    """The absolute local directory, or normalized s3:// URI, a source names.
 
     Accepts a path or a file:// URI (percent-encoding undone). With `roots`,
     the resolved path (after following "..", and symlinks) must lie inside
-    one of them. s3:// URIs must name a bucket in `buckets`.
+    one of them. s3:// URIs must name a bucket in `buckets`; whether the
+    prefix exists is the engine's to find out when it lists it.
+    InvalidRequestError if unusable.
     """
     text = sandbox.check_text(source, "source")
     if "://" in text:
         parsed = urlparse(text)
         if parsed.scheme == "s3":
-            sandbox.check_bucket(text, buckets or [], "source")
+            return sandbox.s3_uri(text, buckets or [], "source")
         if parsed.scheme != "file":
             raise InvalidRequestError(
-                f"source {source!r} uses the {parsed.scheme}:// scheme, which is not supported "
-                "yet; give a local directory path or a file:// URI"
+                f"source {source!r} uses the {parsed.scheme}:// scheme, which is not supported; "
+                "give a local directory path, a file:// URI or an s3:// URI"
             )
     resolved = sandbox.local_path(text, "source")
     sandbox.check_inside(resolved, roots or [], source, "source")
@@ -58,14 +63,98 @@ def resolve_source(
     return resolved
 
 
-def resolve_request_source(data: JobCreate, settings: Settings | None) -> Path:
-    """The request's source checked against the settings' roots and buckets."""
+def resolve_request_source(
+    data: JobCreate, settings: Settings | None, owner_filter: str | None = None
+) -> Path | str:
+    """The request's source checked against the settings' roots and buckets.
+
+    With `owner_filter` (a non-admin caller), a source inside the uploads
+    folder must be one of that owner's uploads (pravah.uploads.check_owner).
+    """
     roots = sandbox.source_roots(settings) if settings else []
     buckets = settings.allowed_buckets if settings else []
+    if settings is not None:
+        uploads.check_owner(data.source, settings.uploads_dir, owner_filter, "source")
     try:
         return resolve_source(data.source, roots, buckets)
     except InvalidRequestError as exc:
         raise InvalidRequestError(exc.message, field="source") from exc
+
+
+def check_paths(
+    data: JobCreate, settings: Settings | None, owner_filter: str | None = None
+) -> tuple[Path | str, str | None]:
+    """The request's resolved source and the destination to store, both allowed."""
+    source = resolve_request_source(data, settings, owner_filter)
+    if isinstance(source, str) and data.incremental != "off":
+        raise InvalidRequestError(
+            "incremental runs need a local source (S3 sources are listed whole)",
+            field="incremental",
+        )
+    if data.encryption is not None and not (data.destination or "").startswith("s3://"):
+        raise InvalidRequestError(
+            "'encryption' applies to objects written to an s3:// destination; "
+            "give one or drop 'encryption'",
+            field="encryption",
+        )
+    destination = data.destination
+    if settings is not None:
+        uploads.check_owner(destination, settings.uploads_dir, owner_filter, "destination")
+        destination = sandbox.check_destination(data.destination, source, settings)
+    return source, destination
+
+
+def check_request(
+    data: JobCreate,
+    capabilities: Capabilities,
+    settings: Settings | None,
+    owner_filter: str | None = None,
+) -> tuple[Path | str, str | None]:
+    """Everything `POST /jobs` checks before storing: tasks, options, lineage, paths.
+
+    Returns the resolved source and the destination to store.
+    """
+    from pravah.pipeline import validate_steps
+
+    if data.incremental != "off" and not data.lineage:
+        raise InvalidRequestError(
+            "'incremental' needs a 'lineage' (the name its runs share)", field="lineage"
+        )
+    validate_steps(data, capabilities, data.destination)
+    return check_paths(data, settings, owner_filter)
+
+
+def new_job(
+    data: JobCreate,
+    source: Path | str,
+    destination: str | None,
+    *,
+    owner: str | None,
+    created_at: datetime | None = None,
+) -> Job:
+    """The pending row of a checked request (not stored)."""
+    from pravah.pipeline import stored_spec
+
+    spec = stored_spec(data, data.steps())
+    now = utcnow()
+    return Job(
+        task=spec.task,
+        source=str(source),
+        destination=destination,
+        options=spec.options,
+        filters=data.filters.model_dump(mode="json", exclude_defaults=True),
+        status=JobStatus.pending.value,
+        created_at=created_at or now,
+        updated_at=now,
+        trace_context=telemetry.current_trace_context(),
+        owner=owner,
+        priority=data.priority,
+        max_attempts=data.max_attempts,
+        timeout_seconds=data.timeout,
+        lineage=data.lineage,
+        incremental=data.incremental,
+        encryption=data.encryption.model_dump() if data.encryption else None,
+    )
 
 
 def get_task(capabilities: Capabilities, name: str) -> TaskInfo:
@@ -114,43 +203,16 @@ async def create_job(
     *,
     settings: Settings | None = None,
     owner: str | None = None,
+    owner_filter: str | None = None,
 ) -> Job:
     """Validate and store a pending job; nothing is stored when validation fails.
 
     `settings` supplies the allowed roots and buckets (None: no restriction,
-    for tests); `owner` is the creating key's owner (pravah.auth).
+    for tests); `owner` is the creating key's owner (pravah.auth) and
+    `owner_filter` the owner whose uploads it may use (None: any).
     """
-    from pravah.pipeline import stored_spec, validate_steps
-
-    if data.incremental != "off" and not data.lineage:
-        raise InvalidRequestError(
-            "'incremental' needs a 'lineage' (the name its runs share)", field="lineage"
-        )
-
-    steps = validate_steps(data, capabilities, data.destination)
-    spec = stored_spec(data, steps)
-    source = resolve_request_source(data, settings)
-    destination = data.destination
-    if settings is not None:
-        destination = sandbox.check_destination(data.destination, source, settings)
-    now = utcnow()
-    job = Job(
-        task=spec.task,
-        source=str(source),
-        destination=destination,
-        options=spec.options,
-        filters=data.filters.model_dump(mode="json", exclude_defaults=True),
-        status=JobStatus.pending.value,
-        created_at=now,
-        updated_at=now,
-        trace_context=telemetry.current_trace_context(),
-        owner=owner,
-        priority=data.priority,
-        max_attempts=data.max_attempts,
-        timeout_seconds=data.timeout,
-        lineage=data.lineage,
-        incremental=data.incremental,
-    )
+    source, destination = check_request(data, capabilities, settings, owner_filter)
+    job = new_job(data, source, destination, owner=owner)
     session.add(job)
     await session.commit()
     await session.refresh(job)
@@ -179,6 +241,21 @@ async def get_job(session: AsyncSession, job_id: str, owner: str | None = None) 
     if job is None or (owner is not None and job.owner != owner):
         raise NotFoundError(f"no job with id {job_id!r}")
     return job
+
+
+def page_limit(limit: int | None, settings: Settings) -> int:
+    """The page size of a jobs list: the default, or `limit` when within the maximum.
+
+    InvalidRequestError above the maximum: a silently shorter page would
+    look like the end of the list to a client that pages by `limit`.
+    """
+    if limit is not None and limit > settings.jobs_max_limit:
+        raise InvalidRequestError(
+            f"limit {limit} is above the maximum of {settings.jobs_max_limit} jobs per page; "
+            "page with offset",
+            field="limit",
+        )
+    return limit or settings.jobs_default_limit
 
 
 async def list_jobs(
@@ -266,6 +343,7 @@ async def create_retry_job(
         timeout_seconds=parent.timeout_seconds,
         retry_of=parent.id,
         owner=owner,
+        encryption=parent.encryption,
     )
     session.add(job)
     await session.commit()

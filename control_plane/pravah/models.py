@@ -170,13 +170,30 @@ class PipelineStep(BaseModel):
 MAX_PIPELINE_STEPS = 10
 
 
+class Encryption(BaseModel):
+    """Server-side encryption of the objects a job writes to an s3:// destination."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["sse-s3", "sse-kms"] = Field(
+        description="'sse-s3': keys managed by the store (AES256); 'sse-kms': a KMS key."
+    )
+    kms_key_id: str = Field(
+        default="",
+        max_length=2048,
+        description="The KMS key id or ARN for sse-kms; empty: the account's default key.",
+    )
+
+
 class JobCreate(BaseModel):
     """What a client sends to create a job (POST /jobs, `pravah run`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(
-        min_length=1, max_length=4096, description="A local directory path or file:// URI."
+        min_length=1,
+        max_length=4096,
+        description="A local directory path, a file:// URI or s3://bucket/prefix.",
     )
     task: str | None = Field(
         default=None, max_length=200, description="Task name, e.g. 'csv-header'."
@@ -188,7 +205,14 @@ class JobCreate(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="The task's options.")
     filters: JobFilters = Field(default_factory=JobFilters)
     destination: str | None = Field(
-        default=None, max_length=4096, description="Where tasks that write go."
+        default=None,
+        max_length=4096,
+        description="Where tasks that write go: a local directory or s3://bucket/prefix.",
+    )
+    encryption: Encryption | None = Field(
+        default=None,
+        description="Server-side encryption of objects written to an s3:// destination "
+        "(default: PRAVAH_S3_SSE).",
     )
     max_error_ratio: float | None = Field(
         default=None,
@@ -346,6 +370,11 @@ class Job(SQLModel, table=True):
     )
     retry_of: str | None = SQLField(default=None, max_length=36, nullable=True)
     schedule_id: str | None = SQLField(default=None, max_length=36, nullable=True)
+    # Server-side encryption for an s3:// destination ({"mode", "kms_key_id"});
+    # null: the settings' default. A key id is not a secret.
+    encryption: dict[str, str] | None = SQLField(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
 
 
 class ChunkStatus(StrEnum):
@@ -469,6 +498,7 @@ class JobPublic(BaseModel):
     incremental: str = "off"
     retry_of: str | None = None
     schedule_id: str | None = None
+    encryption: dict[str, str] | None = None
 
     @classmethod
     def from_job(cls, job: Job, now: datetime | None = None) -> JobPublic:
@@ -499,6 +529,7 @@ class JobPublic(BaseModel):
             incremental=job.incremental,
             retry_of=job.retry_of,
             schedule_id=job.schedule_id,
+            encryption=job.encryption,
         )
 
 
@@ -607,6 +638,11 @@ class Schedule(SQLModel, table=True):
     created_at: datetime = SQLField(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
     )
+    # Owner of the key that made the schedule (pravah.auth): only that owner
+    # and admins see it, and the jobs it fires belong to that owner.
+    owner: str | None = SQLField(
+        default=None, sa_column=sa.Column(sa.String(200), nullable=True, index=True)
+    )
 
 
 class ScheduleCreate(BaseModel):
@@ -631,6 +667,7 @@ class SchedulePublic(BaseModel):
     last_run_at: datetime | None
     last_job_id: str | None
     created_at: datetime
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, row: Schedule) -> SchedulePublic:

@@ -47,6 +47,7 @@ def validate_steps(
 
     steps = data.steps()
     several = len(steps) > 1
+    from_s3 = data.source.strip().startswith("s3://")
     for i, step in enumerate(steps, start=1):
         where = f"step {i} ({step.task}): " if several else ""
         try:
@@ -66,6 +67,13 @@ def validate_steps(
         if several and i == len(steps) and info.writes_files and not destination:
             raise InvalidRequestError(
                 f"a pipeline whose last step ({step.task}) writes files needs a 'destination'"
+            )
+        if i == len(steps) and info.writes_files and not destination and from_s3:
+            # Outputs go next to local inputs; an object store has no "next to".
+            raise InvalidRequestError(
+                f"{step.task!r} writes files and the source is on S3: give a 'destination' "
+                "(a local folder or s3://bucket/prefix)",
+                field="destination",
             )
     return steps
 

@@ -34,9 +34,10 @@ like a single task; step N writes into ``workspace/steps/N`` and step N+1
 lists that folder whole; the last step writes to the job's destination.
 Per-file results of every step land in the same results folder (work ids
 carry the step number from step 2 on), and the summary is the last step's
-with a ``steps`` list of every step's own. Only step 1 resumes from its
-checkpoints; a later step interrupted by a crash is listed and run again
-(its outputs are written atomically, so a rerun replaces them). A job with
+with a ``steps`` list of every step's own. Every step resumes from its
+checkpoints: the ``steps`` folders stay while the job may be retried or
+taken over, so a resumed job skips the steps already done and redoes only
+the unfinished chunks of the step it was in; they go once the job ends. A job with
 ``max_error_ratio`` ends ``failed`` when a larger share of its files failed;
 otherwise failed files are listed (``failures`` in the summary, first few)
 and the job completes.
@@ -329,6 +330,21 @@ class _JobRun:
             done = sum(1 for r in rows if r.status != "pending")
             self.log.info("resuming from checkpoints", chunks=len(rows), finished=done)
             return job.listing, rows
+        if step > 1 and rows and await asyncio.to_thread(Path(source).is_dir):
+            # A later step's rows exist only once its listing (of the previous
+            # step's outputs, kept in the workspace while the job may resume)
+            # was recorded whole, like step 1's.
+            done = sum(1 for r in rows if r.status != "pending")
+            self.log.info(
+                "resuming step from checkpoints", step=step, chunks=len(rows), finished=done
+            )
+            info = {
+                "files": sum(r.files for r in rows),
+                "bytes": sum(r.bytes for r in rows),
+                "chunks": len(rows),
+                "root": source,
+            }
+            return info, rows
         if step == 1:
             chunks_dir = self.workspace / "chunks"
             stale_paths = [
@@ -472,6 +488,7 @@ class _JobRun:
             destination=destination,
             job_id=job.id,
             progress_interval_ms=interval_ms,
+            encryption=self._encryption(job, destination),
         )
         root = str(info.get("root") or source)
         work = [
@@ -494,6 +511,17 @@ class _JobRun:
             connect=lambda url: EngineClient.from_settings(url, self.settings),
         )
         self._collect(await chunks.load(self.db, self.job_id, step))
+
+    def _encryption(self, job: Job, destination: str) -> tuple[str, str] | None:
+        """Server-side encryption for an s3:// destination: the job's, else the settings'."""
+        s = self.settings
+        if not destination.startswith("s3://"):
+            return None
+        if job.encryption:
+            return (job.encryption.get("mode", ""), job.encryption.get("kms_key_id", ""))
+        if not (s.s3_sse or s.s3_sse_kms_key_id):
+            return None
+        return (s.s3_sse, s.s3_sse_kms_key_id)
 
     def _collect(self, rows: list[Any]) -> None:
         """Parts, summary and item errors of a step from its chunk rows."""
@@ -654,8 +682,6 @@ class _JobRun:
                 results_available = True
             except OSError as exc:
                 self.log.warning("could not write the results manifest", error=str(exc))
-        # Intermediate outputs of a pipeline are scratch: the results stay.
-        await asyncio.to_thread(shutil.rmtree, self.workspace / "steps", True)
         summary = dict(self.state.summary) if self.state.summary is not None else None
         if summary is not None and self.state.listing:
             summary.setdefault("listing", self.state.listing)
@@ -708,9 +734,12 @@ class _JobRun:
             return await self._lost()
         job = final
         if job.status == JobStatus.pending.value:
+            # Intermediate outputs of a pipeline stay for the retry to resume from.
             self.log.warning("job attempt failed; retry queued", error=error, at=job.run_after)
             self._notify(job)
             return job
+        # Intermediate outputs of a pipeline are scratch once the job has ended.
+        await asyncio.to_thread(shutil.rmtree, self.workspace / "steps", True)
         if job.status == JobStatus.completed.value:
             await self._remember_lineage(job)
         metrics.job_ended(job.task, job.status, job.started_at, job.finished_at)

@@ -9,7 +9,8 @@ check on its side (`engine_service/src/sandbox.rs`) for direct gRPC clients.
   `PRAVAH_ALLOWED_ROOTS` (when set). Upload folders are always allowed as
   sources: they are the service's own.
 - `s3://bucket/...` must name a bucket in `PRAVAH_ALLOWED_BUCKETS`; with
-  none configured, no bucket is allowed.
+  none configured, no bucket is allowed. The prefix may not hold `.`, `..`
+  or empty segments; the URI is stored normalized (`s3://bucket/prefix`).
 - A destination may not be the source or lie inside it (outputs never
   overwrite inputs), nor contain the source.
 """
@@ -59,6 +60,24 @@ def check_bucket(uri: str, buckets: list[str], what: str) -> str:
     return bucket
 
 
+def s3_uri(text: str, buckets: list[str], what: str) -> str:
+    """The normalized `s3://bucket/prefix` of an allowed s3:// URI."""
+    bucket = check_bucket(text, buckets, what)
+    prefix = urlparse(text).path.strip("/")
+    segments = prefix.split("/") if prefix else []
+    if any(s in ("", ".", "..") for s in segments):
+        raise InvalidRequestError(
+            f"{what} {text!r}: the prefix may not contain '.', '..' or empty segments",
+            field=what,
+        )
+    return f"s3://{bucket}/{prefix}"
+
+
+def is_s3(text: str) -> bool:
+    """Whether a source or destination names an S3 prefix."""
+    return text.startswith("s3://")
+
+
 def local_path(text: str, what: str) -> Path:
     """The resolved local path a path or file:// URI names (symlinks and '..' resolved)."""
     if text.startswith("file://"):
@@ -86,15 +105,28 @@ def check_inside(resolved: Path, roots: list[Path], original: str, what: str) ->
     )
 
 
-def check_destination(destination: str | None, source: Path, settings: Settings) -> str | None:
-    """The destination to store: allowed, and neither the source nor inside it."""
+def check_destination(
+    destination: str | None, source: Path | str, settings: Settings
+) -> str | None:
+    """The destination to store: allowed, and neither the source nor inside it.
+
+    `source` is a resolved local path or a normalized s3:// URI.
+    """
     if destination is None:
         return None
     text = check_text(destination, "destination")
     scheme = urlparse(text).scheme if "://" in text else ""
     if scheme == "s3":
-        check_bucket(text, settings.allowed_buckets, "destination")
-        return text
+        uri = s3_uri(text, settings.allowed_buckets, "destination")
+        if isinstance(source, str):
+            inner, outer = uri.rstrip("/") + "/", source.rstrip("/") + "/"
+            if inner.startswith(outer) or outer.startswith(inner):
+                raise InvalidRequestError(
+                    f"destination {destination!r} overlaps the source {source!r}; outputs "
+                    "must not be written among the inputs: choose another prefix",
+                    field="destination",
+                )
+        return uri
     if scheme not in ("", "file"):
         raise InvalidRequestError(
             f"destination {destination!r} uses the {scheme}:// scheme; give a local "
@@ -103,6 +135,8 @@ def check_destination(destination: str | None, source: Path, settings: Settings)
         )
     resolved = local_path(text, "destination")
     check_inside(resolved, settings.allowed_roots, destination, "destination")
+    if isinstance(source, str):  # an S3 source cannot overlap a local folder
+        return str(resolved)
     if resolved == source or resolved.is_relative_to(source):
         raise InvalidRequestError(
             f"destination {destination!r} is inside the source {str(source)!r}; outputs "

@@ -11,12 +11,21 @@ is still due). Ticks missed while no instance ran fire once, not once each:
 the next tick is computed from now.
 
 Cron expressions are parsed by croniter and read in UTC. A schedule's job
-request is validated once, when the schedule is created; runs of a schedule
+request is validated when the schedule is created exactly as `POST /jobs`
+validates a job (pravah.jobs.check_request: tasks, pipeline, options,
+allowed roots and buckets, destination, uploads of the caller's owner); at
+each tick its paths are checked again against the current settings, so a
+narrowed PRAVAH_ALLOWED_ROOTS also stops old schedules. Runs of a schedule
 with `incremental` use the schedule as their lineage unless one is named.
+
+Ownership is that of jobs: a schedule belongs to the owner of the key that
+made it, other owners get 404 for it (admins see all), and the jobs it
+fires belong to its owner.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -28,9 +37,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from pravah import metrics, queue
 from pravah.engine_client import Capabilities
 from pravah.errors import InvalidRequestError, NotFoundError
-from pravah.jobs import get_task, resolve_source, validate_options
+from pravah.jobs import check_paths, check_request, new_job, resolve_source
 from pravah.log import get_logger
-from pravah.models import Job, JobCreate, JobStatus, Schedule, ScheduleCreate, utcnow
+from pravah.models import Job, JobCreate, Schedule, ScheduleCreate, utcnow
+from pravah.settings import Settings
 
 log = get_logger(__name__)
 
@@ -45,25 +55,37 @@ def next_tick(cron: str, after: datetime) -> datetime:
 
 
 async def create_schedule(
-    session: AsyncSession, data: ScheduleCreate, capabilities: Capabilities
+    session: AsyncSession,
+    data: ScheduleCreate,
+    capabilities: Capabilities,
+    *,
+    settings: Settings | None = None,
+    owner: str | None = None,
+    owner_filter: str | None = None,
 ) -> Schedule:
-    """Validate the cron expression and the job request, then store the schedule."""
+    """Validate the cron expression and the job request, then store the schedule.
+
+    `settings`, `owner` and `owner_filter` mean what they mean for
+    pravah.jobs.create_job: the schedule and its jobs belong to `owner`.
+    """
     if not croniter.is_valid(data.cron):
         raise InvalidRequestError(
             f"invalid cron expression {data.cron!r}; e.g. '0 3 * * *' (03:00 UTC daily)",
             field="cron",
         )
-    request = data.job
-    assert request.task is not None
-    validate_options(get_task(capabilities, request.task), request.options)
-    resolve_source(request.source)
+    schedule_id = str(uuid.uuid4())
+    request = _with_lineage(data.job, schedule_id)
+    check_request(request, capabilities, settings, owner_filter)
     now = utcnow()
+    tasks = "+".join(step.task for step in request.steps())
     row = Schedule(
-        name=data.name or f"{request.task} {request.source} {data.cron}",
+        id=schedule_id,
+        name=data.name or f"{tasks} {request.source} {data.cron}"[:200],
         cron=data.cron,
         job=request.model_dump(mode="json"),
         next_run_at=next_tick(data.cron, now),
         created_at=now,
+        owner=owner,
     )
     session.add(row)
     await session.commit()
@@ -71,30 +93,46 @@ async def create_schedule(
     return row
 
 
-async def get_schedule(session: AsyncSession, schedule_id: str) -> Schedule:
-    """The schedule with this id, or NotFoundError."""
+def _with_lineage(request: JobCreate, schedule_id: str) -> JobCreate:
+    """An incremental request without a lineage gets the schedule's own."""
+    if request.incremental != "off" and not request.lineage:
+        return request.model_copy(update={"lineage": f"schedule-{schedule_id}"})
+    return request
+
+
+async def get_schedule(
+    session: AsyncSession, schedule_id: str, owner: str | None = None
+) -> Schedule:
+    """The schedule with this id, or NotFoundError (also for another `owner`'s)."""
     row = await session.get(Schedule, schedule_id, populate_existing=True)
-    if row is None:
+    if row is None or (owner is not None and row.owner != owner):
         raise NotFoundError(f"no schedule with id {schedule_id!r}")
     return row
 
 
-async def list_schedules(session: AsyncSession) -> list[Schedule]:
-    """Every schedule, by next run."""
-    stmt = select(Schedule).order_by(col(Schedule.next_run_at), col(Schedule.id))
+async def list_schedules(session: AsyncSession, owner: str | None = None) -> list[Schedule]:
+    """Every schedule (of `owner`, when given), by next run."""
+    stmt = select(Schedule)
+    if owner is not None:
+        stmt = stmt.where(col(Schedule.owner) == owner)
+    stmt = stmt.order_by(col(Schedule.next_run_at), col(Schedule.id))
     return list((await session.exec(stmt)).all())
 
 
-async def delete_schedule(session: AsyncSession, schedule_id: str) -> None:
+async def delete_schedule(
+    session: AsyncSession, schedule_id: str, owner: str | None = None
+) -> None:
     """Remove a schedule (its past jobs stay)."""
-    row = await get_schedule(session, schedule_id)
+    row = await get_schedule(session, schedule_id, owner)
     await session.delete(row)
     await session.commit()
 
 
-async def set_paused(session: AsyncSession, schedule_id: str, paused: bool) -> Schedule:
+async def set_paused(
+    session: AsyncSession, schedule_id: str, paused: bool, owner: str | None = None
+) -> Schedule:
     """Pause or resume; a resumed schedule fires at its next tick from now."""
-    row = await get_schedule(session, schedule_id)
+    row = await get_schedule(session, schedule_id, owner)
     row.paused = paused
     if not paused:
         row.next_run_at = next_tick(row.cron, utcnow())
@@ -104,30 +142,27 @@ async def set_paused(session: AsyncSession, schedule_id: str, paused: bool) -> S
     return row
 
 
-def _job_from(schedule: Schedule, tick: datetime) -> Job:
-    request = JobCreate.model_validate(schedule.job)
-    lineage = request.lineage
-    if request.incremental != "off" and not lineage:
-        lineage = f"schedule-{schedule.id}"
-    return Job(
-        task=request.task or "",
-        source=str(resolve_source(request.source)),
-        destination=request.destination,
-        options=request.options,
-        filters=request.filters.model_dump(mode="json", exclude_defaults=True),
-        status=JobStatus.pending.value,
-        created_at=tick if tick > schedule.created_at else utcnow(),
-        updated_at=utcnow(),
-        priority=request.priority,
-        max_attempts=request.max_attempts,
-        timeout_seconds=request.timeout,
-        lineage=lineage,
-        incremental=request.incremental,
-        schedule_id=schedule.id,
+def _job_from(schedule: Schedule, tick: datetime, settings: Settings | None) -> Job:
+    """The job of one tick, its paths checked again (against `settings` when given)."""
+    request = _with_lineage(JobCreate.model_validate(schedule.job), schedule.id)
+    if settings is not None:
+        source, destination = check_paths(request, settings)
+    else:
+        source, destination = resolve_source(request.source), request.destination
+    job = new_job(
+        request,
+        source,
+        destination,
+        owner=schedule.owner,
+        created_at=tick if tick > schedule.created_at else None,
     )
+    job.schedule_id = schedule.id
+    return job
 
 
-async def fire_due(session: AsyncSession, now: datetime | None = None) -> list[str]:
+async def fire_due(
+    session: AsyncSession, now: datetime | None = None, settings: Settings | None = None
+) -> list[str]:
     """Create the jobs of every due tick this instance wins; return their ids."""
     now = now or utcnow()
     stmt = select(Schedule).where(col(Schedule.paused).is_(False), col(Schedule.next_run_at) <= now)
@@ -135,7 +170,7 @@ async def fire_due(session: AsyncSession, now: datetime | None = None) -> list[s
     plans: list[tuple[str, datetime, str, Job | None]] = []
     for schedule in due:  # plain values first: a rollback below expires the rows
         try:
-            job: Job | None = _job_from(schedule, schedule.next_run_at)
+            job: Job | None = _job_from(schedule, schedule.next_run_at, settings)
         except Exception as exc:  # its source vanished, ...: skip this tick, keep the schedule
             log.warning("schedule cannot fire", schedule_id=schedule.id, error=str(exc))
             job = None

@@ -163,6 +163,38 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma list of S3 buckets s3:// sources and destinations may name.",
     )
+    aws_access_key_id: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        description="S3 access key, passed to a locally started engine (never stored).",
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+        description="S3 secret key, passed to a locally started engine (never stored).",
+    )
+    aws_session_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_SESSION_TOKEN", "aws_session_token"),
+        description="Optional S3 session token, passed like the keys.",
+    )
+    aws_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_REGION", "aws_region"),
+        description="S3 region (the engine defaults to us-east-1).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "s3_endpoint_url"),
+        description="S3-compatible endpoint (MinIO, Ceph, R2), path-style addressing.",
+    )
+    s3_sse: Literal["", "none", "sse-s3", "sse-kms"] = Field(
+        default="",
+        description="Server-side encryption of objects jobs write to s3:// destinations.",
+    )
+    s3_sse_kms_key_id: str = Field(
+        default="", description="KMS key id for s3_sse=sse-kms (empty: the account default)."
+    )
     auth: Literal["on", "off"] = Field(
         default="on", description="'off' turns API keys off: every caller is an admin."
     )

@@ -6,6 +6,12 @@ are stored as sent (a ZIP stays a ZIP). The body is written chunk by chunk as
 it arrives, never held whole in memory; it goes to a temporary name first and
 is renamed once complete, so a cut connection or an oversized body never
 leaves a partial file under its final name (the folder is removed instead).
+
+Uploads belong to the owner of the key that sent them (kept in the folder's
+`.upload.json`): others neither list nor read them, and `check_owner` stops a
+job, a dry run or a schedule from naming another owner's upload folder as its
+source or destination, with the same 404 as an upload that does not exist.
+Uploads stored before ownership have none and are seen by admins only.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import BinaryIO
 
 import anyio
 
+from pravah import sandbox
 from pravah.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 
 META_NAME = ".upload.json"
@@ -42,6 +49,7 @@ class Upload:
     path: str
     file: str
     uri: str
+    owner: str | None = None
 
 
 def safe_filename(name: str) -> str:
@@ -62,6 +70,7 @@ async def store_upload(
     body: AsyncIterator[bytes],
     max_bytes: int,
     declared_size: int | None = None,
+    owner: str | None = None,
 ) -> Upload:
     """Write `body` to `uploads_dir/<new id>/<filename>`; PayloadTooLargeError above max_bytes."""
     name = safe_filename(filename)
@@ -96,12 +105,12 @@ async def store_upload(
         temp.rename(final)
         created = datetime.now(UTC).isoformat()
         (folder / META_NAME).write_text(
-            json.dumps({"filename": name, "size": size, "created_at": created})
+            json.dumps({"filename": name, "size": size, "created_at": created, "owner": owner})
         )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return _describe(upload_id, folder, name, size, created)
+    return _describe(upload_id, folder, name, size, created, owner)
 
 
 def _finish(out: BinaryIO, rest: bytes) -> None:
@@ -110,7 +119,9 @@ def _finish(out: BinaryIO, rest: bytes) -> None:
     os.fsync(out.fileno())
 
 
-def _describe(upload_id: str, folder: Path, name: str, size: int, created: str) -> Upload:
+def _describe(
+    upload_id: str, folder: Path, name: str, size: int, created: str, owner: str | None
+) -> Upload:
     return Upload(
         id=upload_id,
         filename=name,
@@ -119,35 +130,80 @@ def _describe(upload_id: str, folder: Path, name: str, size: int, created: str) 
         path=str(folder),
         file=str(folder / name),
         uri=folder.resolve().as_uri(),
+        owner=owner,
     )
 
 
 def _load(folder: Path) -> Upload | None:
     try:
         meta = json.loads((folder / META_NAME).read_text())
+        owner = meta.get("owner")
         return _describe(
-            folder.name, folder, str(meta["filename"]), int(meta["size"]), str(meta["created_at"])
+            folder.name,
+            folder,
+            str(meta["filename"]),
+            int(meta["size"]),
+            str(meta["created_at"]),
+            str(owner) if owner is not None else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # still being written, or not an upload
 
 
-def list_uploads(uploads_dir: Path, limit: int = 100) -> list[Upload]:
-    """Complete uploads, newest first."""
+def _visible(upload: Upload, owner: str | None) -> bool:
+    return owner is None or upload.owner == owner
+
+
+def list_uploads(uploads_dir: Path, limit: int = 100, owner: str | None = None) -> list[Upload]:
+    """Complete uploads, newest first; with `owner`, only that owner's."""
     if not uploads_dir.is_dir():
         return []
-    found = [u for d in uploads_dir.iterdir() if d.is_dir() and (u := _load(d)) is not None]
+    found = [
+        u
+        for d in uploads_dir.iterdir()
+        if d.is_dir() and (u := _load(d)) is not None and _visible(u, owner)
+    ]
     found.sort(key=lambda u: u.created_at, reverse=True)
     return found[:limit]
 
 
-def get_upload(uploads_dir: Path, upload_id: str) -> Upload:
-    """One upload by id, or NotFoundError."""
+def get_upload(uploads_dir: Path, upload_id: str, owner: str | None = None) -> Upload:
+    """One upload by id, or NotFoundError (also for another `owner`'s upload)."""
     with contextlib.suppress(ValueError):
         found = _load(uploads_dir / str(uuid.UUID(upload_id)))
-        if found is not None:
+        if found is not None and _visible(found, owner):
             return found
     raise NotFoundError(f"no upload with id {upload_id!r}")
+
+
+def check_owner(text: str | None, uploads_dir: Path, owner: str | None, what: str) -> None:
+    """Refuse a job path `text` that reaches into uploads `owner` may not see.
+
+    A path inside an upload's folder must name one of `owner`'s uploads
+    (NotFoundError otherwise, as for a missing upload); a path that is the
+    uploads folder or holds it would read every owner's uploads and is
+    refused. `owner` None (admins, auth off) may name any upload. Runs
+    before the source's existence is checked, so the answer for a foreign
+    upload's folder or file is the same as for one that does not exist.
+    """
+    if owner is None or text is None:
+        return
+    try:
+        text = sandbox.check_text(text, what)
+        if "://" in text and not text.startswith("file://"):
+            return  # s3:// and the like: never an upload
+        path = sandbox.local_path(text, what)
+    except InvalidRequestError:
+        return  # the caller's own validation reports it
+    root = uploads_dir.expanduser().resolve()
+    if path.is_relative_to(root) and path != root:
+        get_upload(uploads_dir, path.relative_to(root).parts[0], owner)
+    elif root.is_relative_to(path):
+        raise InvalidRequestError(
+            f"{what} {text!r} holds the uploads folder {str(root)!r}; name one upload's "
+            "folder (its 'path' from POST /uploads) instead",
+            field=what,
+        )
 
 
 def as_dict(upload: Upload) -> dict[str, object]:

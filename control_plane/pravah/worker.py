@@ -233,7 +233,7 @@ class Worker:
                     self.log.warning("recovered stale jobs", requeued=requeued, failed=failed)
                     self.notify()
                 async with db.session() as session:
-                    fired = await schedules.fire_due(session)
+                    fired = await schedules.fire_due(session, settings=self.settings)
                 if fired:
                     self.log.info("schedules fired", jobs=fired)
                     self.notify()

@@ -64,6 +64,15 @@ pub struct Cli {
         global = true
     )]
     pub allowed_roots: Vec<PathBuf>,
+    /// Bucket an `s3://` source or destination may name (repeatable, or a
+    /// comma list in the environment). None: no bucket is allowed.
+    #[arg(
+        long = "allowed-bucket",
+        env = "PRAVAH_ALLOWED_BUCKETS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_buckets: Vec<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -107,9 +116,9 @@ impl ServeArgs {
 pub enum Command {
     /// Serve gRPC (the default).
     Serve(ServeArgs),
-    /// List a directory in-process, printing relative paths.
+    /// List a directory or s3:// prefix in-process, printing relative paths.
     List(ListArgs),
-    /// Run a task over a directory in-process, printing the summary JSON.
+    /// Run a task over a directory or s3:// prefix in-process, printing the summary JSON.
     Process(ProcessArgs),
 }
 

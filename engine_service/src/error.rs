@@ -7,6 +7,8 @@
 //! request: they are data ([`crate::results::FileFailure`]) streamed back.
 use std::path::PathBuf;
 
+use crate::results::FailureKind;
+
 /// A failure of a whole request (or of one work item).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -24,6 +26,15 @@ pub enum EngineError {
     InvalidArgument(String),
     #[error("{} is outside the engine's allowed roots (PRAVAH_ALLOWED_ROOTS)", path.display())]
     OutsideAllowedRoots { path: PathBuf },
+    #[error("bucket {bucket:?} is not in the engine's allowed buckets (PRAVAH_ALLOWED_BUCKETS)")]
+    BucketNotAllowed { bucket: String },
+    /// An object store request failed for the whole request (listing a
+    /// prefix, reaching the endpoint); `kind` picks the status code.
+    #[error("{message}")]
+    Storage {
+        kind: crate::results::FailureKind,
+        message: String,
+    },
     #[error("{context}: {}: {source}", path.display())]
     Io {
         context: &'static str,
@@ -56,7 +67,17 @@ impl From<EngineError> for tonic::Status {
             | EngineError::BadOptions { .. }
             | EngineError::BadWorkId { .. }
             | EngineError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
-            EngineError::OutsideAllowedRoots { .. } => tonic::Status::permission_denied(message),
+            EngineError::OutsideAllowedRoots { .. } | EngineError::BucketNotAllowed { .. } => {
+                tonic::Status::permission_denied(message)
+            }
+            EngineError::Storage { kind, .. } => match kind {
+                FailureKind::NotFound => tonic::Status::not_found(message),
+                FailureKind::PermissionDenied => tonic::Status::permission_denied(message),
+                FailureKind::InvalidData | FailureKind::OutsideRoot => {
+                    tonic::Status::invalid_argument(message)
+                }
+                _ => tonic::Status::unavailable(message),
+            },
             EngineError::Io { ref source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => tonic::Status::not_found(message),
                 std::io::ErrorKind::PermissionDenied => tonic::Status::permission_denied(message),

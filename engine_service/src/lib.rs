@@ -15,10 +15,13 @@
 //! - [`tasks`]: the task registry and the tasks themselves.
 //! - [`telemetry`]: JSON logs and OpenTelemetry spans (trace context from
 //!   gRPC metadata); [`metrics`]: Prometheus metrics and their HTTP endpoint.
-//! - [`sandbox`]: allowed roots (checked after resolving symlinks) and
+//! - [`storage`]: S3-compatible object stores as sources and destinations
+//!   (listing, ranged reads, staging, uploads) beside local folders.
+//! - [`sandbox`]: allowed roots and buckets (checked after resolving symlinks) and
 //!   opening files without blocking on FIFOs or devices.
 //! - [`config`]: command line, environment and limits; [`error`]: the one
 //!   error type, turned into a gRPC status in one place.
+pub mod beneath;
 pub mod chunks;
 pub mod config;
 pub mod error;
@@ -32,6 +35,7 @@ pub mod results;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod storage;
 pub mod tasks;
 pub mod telemetry;
 pub mod walk;

@@ -1,5 +1,6 @@
-//! The List operation, independent of gRPC: validate the source, walk it,
-//! and hand batches (or chunk descriptors) to a sink, summary last.
+//! The List operation, independent of gRPC: validate the source, walk it
+//! (or list its S3 prefix, [`crate::storage::s3_list`]), and hand batches
+//! (or chunk descriptors) to a sink, summary last.
 //!
 //! Runs on the caller's (blocking) thread as the walk's single consumer; the
 //! walk itself runs on the walk pool. Memory stays flat: the walk channel is
@@ -14,6 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::filters::Filters;
 use crate::pb::{self, list_response::Message};
 use crate::results::{display_path, write_atomic};
+use crate::storage::{s3_list, Root};
 use crate::walk::{self, Entry, WalkEvent};
 
 /// Resolves a source (a path or `file://` URI) to its canonical directory.
@@ -42,7 +44,7 @@ pub fn resolve_source(source: &str) -> Result<PathBuf> {
 
 /// A validated List request.
 pub struct ListParams {
-    pub root: PathBuf,
+    pub root: Root,
     pub filters: Arc<Filters>,
     pub batch_size: usize,
     pub chunk_dir: Option<PathBuf>,
@@ -51,7 +53,7 @@ pub struct ListParams {
 
 impl ListParams {
     pub fn from_request(req: &pb::ListRequest) -> Result<Self> {
-        let root = resolve_source(&req.source)?;
+        let root = Root::resolve(&req.source)?;
         let spec = req.filters.as_ref().map(Into::into).unwrap_or_default();
         let filters = Arc::new(Filters::compile(&spec)?);
         let batch_size = match req.batch_size {
@@ -116,14 +118,19 @@ pub fn run(
         pravah.chunks = tracing::field::Empty,
     );
     let _entered = span.enter();
-    let rx = walk::start(
-        params.root.clone(),
-        params.filters.clone(),
-        params.want_metadata,
-        cancel.clone(),
-    );
+    let rx = match &params.root {
+        Root::Local(dir) => walk::start(
+            dir.clone(),
+            params.filters.clone(),
+            params.want_metadata,
+            cancel.clone(),
+        ),
+        Root::S3(s3_root) => {
+            s3_list::start(s3_root.clone(), params.filters.clone(), cancel.clone())?
+        }
+    };
     let mut summary = pb::ListSummary {
-        root: params.root.to_string_lossy().into_owned(),
+        root: params.root.display(),
         ..Default::default()
     };
     let mut send = |msg: Message| {
@@ -185,6 +192,9 @@ pub fn run(
                 return Ok(());
             }
         }
+        // The summary is what the control plane checkpoints the listing on.
+        crate::results::sync_files(dir, &chunk.written)
+            .map_err(|e| EngineError::io("cannot sync the chunk files", dir, e))?;
     } else if !batch.is_empty() && !send(Message::Batch(pb::EntryBatch { entries: batch })) {
         return Ok(());
     }
@@ -206,6 +216,8 @@ struct ChunkState {
     buf: Vec<u8>,
     files: u64,
     bytes: u64,
+    /// Chunk files written so far, synced together before the summary.
+    written: Vec<PathBuf>,
 }
 
 impl ChunkState {
@@ -225,6 +237,7 @@ impl ChunkState {
             files: self.files,
             bytes: self.bytes,
         };
+        self.written.push(path);
         self.index += 1;
         self.buf.clear();
         self.files = 0;

@@ -15,12 +15,14 @@ use pravah_engine::config::{self, Cli, Command, ListArgs, ProcessArgs, ServeArgs
 use pravah_engine::filters::Filters;
 use pravah_engine::pb::{self, process_response::Event};
 use pravah_engine::process::{self, ProcessConfig, Sink};
-use pravah_engine::{listing, metrics, sandbox, server, telemetry, walk};
+use pravah_engine::storage::{s3_list, Root};
+use pravah_engine::{metrics, sandbox, server, telemetry, walk};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     config::init_threads(cli.threads);
     sandbox::set_allowed_roots(&cli.allowed_roots)?;
+    sandbox::set_allowed_buckets(&cli.allowed_buckets)?;
     let serving = !matches!(cli.command, Some(Command::List(_) | Command::Process(_)));
     // Serving needs a runtime; the in-process commands only for the OTLP
     // exporter's channel, and then one worker thread is plenty.
@@ -91,6 +93,7 @@ fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
             tls = tls.is_some(),
             mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             allowed_roots = ?sandbox::allowed_roots(),
+            allowed_buckets = ?sandbox::allowed_buckets(),
             "engine serving"
         );
         server::run_with(listener, tls, async move {
@@ -110,9 +113,12 @@ fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
 }
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
-    let root = listing::resolve_source(&args.source.to_string_lossy())?;
     let filters = Arc::new(Filters::compile(&args.filters.to_spec())?);
-    let rx = walk::start(root, filters, false, Arc::new(AtomicBool::new(false)));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let rx = match Root::resolve(&args.source.to_string_lossy())? {
+        Root::Local(dir) => walk::start(dir, filters, false, cancel),
+        Root::S3(prefix) => s3_list::start(prefix, filters, cancel)?,
+    };
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let (mut files, mut errors) = (0u64, 0u64);
     for ev in rx.iter() {

@@ -35,12 +35,15 @@ use crate::chunks;
 use crate::config::{DEFAULT_PROGRESS_INTERVAL_MS, PROCESS_BATCH_FILES};
 use crate::error::{EngineError, Result};
 use crate::filters::{FilterSpec, Filters};
-use crate::listing::resolve_source;
 use crate::metrics::{TaskMetrics, METRICS};
 use crate::output::{Outputs, Settled};
 use crate::pb::{self, process_response::Event};
 use crate::progress::{Counters, Ticker};
 use crate::results::{display_path, push_part_line, write_atomic, FailureKind, FileFailure};
+use crate::storage::objects::{self, Io};
+use crate::storage::s3::Encryption;
+use crate::storage::s3_write::S3Destination;
+use crate::storage::{s3_list, staging, Root};
 use crate::tasks::{self, Aggregate, Task};
 use crate::walk::{self, WalkEvent};
 
@@ -58,6 +61,8 @@ pub struct ProcessConfig {
     pub results_dir: Option<PathBuf>,
     /// Where tasks that write files put their outputs (canonical).
     pub destination: Option<PathBuf>,
+    /// An `s3://` destination instead (outputs staged, then uploaded).
+    pub s3_destination: Option<Arc<S3Destination>>,
     pub progress_interval: Duration,
 }
 
@@ -77,7 +82,19 @@ impl ProcessConfig {
                 "cannot create results_dir",
             )?)
         };
-        let destination = if start.destination.is_empty() {
+        let s3_destination = if start.destination.starts_with("s3://") {
+            let encryption = match &start.encryption {
+                Some(e) => Encryption::parse(&e.mode, &e.kms_key_id)?,
+                None => Encryption::from_env()?,
+            };
+            Some(Arc::new(S3Destination::open(
+                &start.destination,
+                &encryption,
+            )?))
+        } else {
+            None
+        };
+        let destination = if start.destination.is_empty() || s3_destination.is_some() {
             None
         } else {
             let raw = start
@@ -101,6 +118,7 @@ impl ProcessConfig {
             task_name: start.task.clone(),
             results_dir,
             destination,
+            s3_destination,
             progress_interval: Duration::from_millis(ms as u64),
         })
     }
@@ -158,7 +176,11 @@ impl Permits {
 struct Shared {
     task: Arc<dyn Task>,
     results_dir: Option<PathBuf>,
-    destination: Option<PathBuf>,
+    /// Destinations and staging: where outputs and staged objects go.
+    io: Io,
+    /// Whether the task writes output files (an S3 source then needs a
+    /// destination: there is no "next to the input").
+    writes_files: bool,
     sink: Arc<dyn Sink>,
     /// Raised when the client is gone; checked before each file.
     cancel: Arc<AtomicBool>,
@@ -189,7 +211,7 @@ impl Shared {
 /// One work item's running totals; the last batch to finish reports it.
 struct ItemState {
     id: String,
-    root: PathBuf,
+    root: Root,
     /// Batches not yet finished, plus one held by the orchestrator until the
     /// item is fully discovered; whoever takes it to zero sends WorkItemDone.
     pending: AtomicUsize,
@@ -197,6 +219,8 @@ struct ItemState {
     files: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    /// Part files written for the item, synced together when it is done.
+    parts: Mutex<Vec<PathBuf>>,
     /// The item's span; batches are its children. It ends when the last
     /// batch drops the state.
     span: tracing::Span,
@@ -205,6 +229,15 @@ struct ItemState {
 impl ItemState {
     fn finish_one(&self, shared: &Shared) {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 && !shared.cancelled() {
+            // The item's parts must be durable before the client checkpoints it.
+            if let Some(dir) = &shared.results_dir {
+                let parts =
+                    std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
+                if let Err(e) = crate::results::sync_files(dir, &parts) {
+                    let failure = FileFailure::from_io(&e, "syncing the part files");
+                    return item_failed(shared, &self.id, failure);
+                }
+            }
             let (files, failed, bytes) = (
                 self.files.load(Ordering::Relaxed),
                 self.failed.load(Ordering::Relaxed),
@@ -242,12 +275,21 @@ pub fn run(
     let started = Instant::now();
     let metrics = METRICS.task(&config.task_name);
     let counters = Arc::new(Counters::default());
+    let writes_files = tasks::TASKS
+        .iter()
+        .any(|t| t.name == config.task_name && t.writes_files);
+    let io = Io {
+        staging: staging::staging_dir(config.results_dir.as_deref()),
+        destination: config.destination,
+        s3_destination: config.s3_destination,
+    };
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         task_name: config.task_name,
         task: config.task,
         results_dir: config.results_dir,
-        destination: config.destination,
+        io,
+        writes_files,
         sink: sink.clone(),
         cancel: cancel.clone(),
         counters: counters.clone(),
@@ -318,11 +360,14 @@ fn item_failed(shared: &Shared, id: &str, failure: FileFailure) {
     }));
 }
 
-fn root_dir(root: &str) -> std::result::Result<PathBuf, FileFailure> {
-    resolve_source(root).map_err(|e| {
+fn root_dir(root: &str) -> std::result::Result<Root, FileFailure> {
+    Root::resolve(root).map_err(|e| {
         let kind = match e {
             EngineError::SourceNotFound { .. } => FailureKind::NotFound,
-            EngineError::OutsideAllowedRoots { .. } => FailureKind::OutsideRoot,
+            EngineError::OutsideAllowedRoots { .. } | EngineError::BucketNotAllowed { .. } => {
+                FailureKind::OutsideRoot
+            }
+            EngineError::Storage { kind, .. } => kind,
             _ => FailureKind::InvalidData,
         };
         FileFailure::new(kind, e.to_string())
@@ -410,6 +455,16 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
             }
         }
     };
+    if matches!(root, Root::S3(_)) && shared.writes_files && !shared.io.has_destination() {
+        return item_failed(
+            shared,
+            &id,
+            FileFailure::new(
+                FailureKind::InvalidData,
+                "this task writes files and the source is on S3: give a destination (a local folder or s3://bucket/prefix)",
+            ),
+        );
+    }
     let span = tracing::info_span!(
         "process.item",
         pravah.work_id = %id,
@@ -427,6 +482,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
         files: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        parts: Mutex::new(Vec::new()),
     });
     match jobs_or_walk {
         Ok(jobs) => {
@@ -450,7 +506,23 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
             );
             let walk_started = Instant::now();
             let mut walked = 0u64;
-            let rx = walk::start(state.root.clone(), filters, false, shared.cancel.clone());
+            let rx = match &state.root {
+                Root::Local(dir) => walk::start(dir.clone(), filters, false, shared.cancel.clone()),
+                Root::S3(s3_root) => {
+                    match s3_list::start(s3_root.clone(), filters, shared.cancel.clone()) {
+                        Ok(rx) => rx,
+                        Err(e) => {
+                            let (kind, message) = match e {
+                                EngineError::Storage { kind, message } => (kind, message),
+                                other => (FailureKind::Io, other.to_string()),
+                            };
+                            // Nothing was submitted: the item's one
+                            // message is this failure.
+                            return item_failed(shared, &state.id, FileFailure::new(kind, message));
+                        }
+                    }
+                }
+            };
             let mut batch: Vec<Job> = Vec::with_capacity(PROCESS_BATCH_FILES);
             for ev in rx.iter() {
                 if shared.cancelled() {
@@ -465,9 +537,17 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                             .files_discovered
                             .fetch_add(files.len() as u64, Ordering::Relaxed);
                         for e in files {
+                            // An S3 listing knows sizes; a names-only walk does not.
+                            let size = e.meta.map(|m| m.0);
+                            if let Some(n) = size {
+                                shared
+                                    .counters
+                                    .bytes_discovered
+                                    .fetch_add(n, Ordering::Relaxed);
+                            }
                             batch.push(Job {
                                 rel: e.rel,
-                                size: None,
+                                size,
                                 failure: None,
                             });
                             if batch.len() >= PROCESS_BATCH_FILES {
@@ -571,13 +651,27 @@ pub const PANIC_TEST_NAME: &str = "__pravah_test_panic__";
 /// failure (the message says it panicked, and why), so one bad file never
 /// costs the other files of its batch, the call, or the engine.
 fn process_guarded(task: &dyn Task, ctx: &tasks::FileCtx<'_>) -> tasks::FileOutcome {
-    let (path, known_size) = (ctx.path, ctx.known_size);
+    guarded(
+        ctx.path.as_os_str().as_encoded_bytes(),
+        ctx.known_size,
+        || task.process(ctx),
+    )
+}
+
+/// Runs `run` for the file `path`, turning a panic into its `internal`
+/// failure; see [`process_guarded`]. Staged files and folders are guards,
+/// so a panic still removes them while unwinding.
+fn guarded(
+    path: &[u8],
+    known_size: Option<u64>,
+    run: impl FnOnce() -> tasks::FileOutcome,
+) -> tasks::FileOutcome {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         #[cfg(debug_assertions)]
-        if path.file_name().is_some_and(|n| n == PANIC_TEST_NAME) {
+        if path.rsplit(|&b| b == b'/').next() == Some(PANIC_TEST_NAME.as_bytes()) {
             panic!("test panic requested by the file name {PANIC_TEST_NAME}");
         }
-        task.process(ctx)
+        run()
     }));
     outcome.unwrap_or_else(|payload| {
         let why = payload
@@ -585,7 +679,7 @@ fn process_guarded(task: &dyn Task, ctx: &tasks::FileCtx<'_>) -> tasks::FileOutc
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown cause".to_owned());
-        tracing::error!(path = %path.display(), panic = %why, "task panicked on a file");
+        tracing::error!(path = %String::from_utf8_lossy(path), panic = %why, "task panicked on a file");
         tasks::FileOutcome {
             size: known_size.unwrap_or(0),
             result: Err(FileFailure::new(
@@ -603,12 +697,30 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
     // Bytes of files whose size the discovery did not know (names-only walk).
     let mut newly_sized = 0u64;
-    // Outputs are synced and published once for the whole batch, before
-    // its results are counted and reported (see crate::output). Dropped
-    // unsettled on cancellation, it removes their temp files.
+    // Local files open beneath their root; staged S3 objects by path.
+    let _beneath = match &state.root {
+        Root::Local(dir) => Some(crate::beneath::BatchScope::enter(dir)),
+        Root::S3(_) => None,
+    };
+    // On S3, a stream-reading task gets each object's start fetched ahead.
+    let mut heads = match &state.root {
+        Root::S3(root) => {
+            let files: Vec<(&[u8], Option<u64>)> =
+                batch.iter().map(|j| (j.rel.as_slice(), j.size)).collect();
+            objects::prefetch(shared.task.as_ref(), root, &files).into_iter()
+        }
+        Root::Local(_) => Vec::new().into_iter(),
+    };
+    // Outputs to local folders are synced and published once for the whole
+    // batch, before its results are counted and reported (see
+    // crate::output). Dropped unsettled on cancellation, it removes their
+    // temp files. Outputs staged for an S3 upload are settled per file, as
+    // the upload follows the task at once.
     let outputs = Outputs::default();
+    let batched = shared.io.s3_destination.is_none().then_some(&outputs);
     let mut done: Vec<(Vec<u8>, bool, tasks::FileOutcome)> = Vec::with_capacity(batch.len());
     for (index, job) in batch.into_iter().enumerate() {
+        let head = heads.next().flatten();
         if shared.cancelled() {
             return;
         }
@@ -619,21 +731,35 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                 size: job.size.unwrap_or(0),
                 result: Err(f),
             },
-            None => match chunks::join_inside(&state.root, &job.rel) {
-                Ok(path) => process_guarded(
-                    shared.task.as_ref(),
-                    &tasks::FileCtx {
-                        path: &path,
-                        rel: &job.rel,
-                        known_size: job.size,
-                        destination: shared.destination.as_deref(),
-                        outputs: Some(&outputs),
+            None => match &state.root {
+                Root::Local(root) => match chunks::join_inside(root, &job.rel) {
+                    Ok(path) => shared.io.with_destination(job.size, |destination| {
+                        process_guarded(
+                            shared.task.as_ref(),
+                            &tasks::FileCtx {
+                                path: &path,
+                                rel: &job.rel,
+                                known_size: job.size,
+                                destination,
+                                outputs: batched,
+                            },
+                        )
+                    }),
+                    Err(f) => tasks::FileOutcome {
+                        size: 0,
+                        result: Err(f),
                     },
-                ),
-                Err(f) => tasks::FileOutcome {
-                    size: 0,
-                    result: Err(f),
                 },
+                Root::S3(root) => guarded(&job.rel, job.size, || {
+                    objects::process_object(
+                        &shared.io,
+                        shared.task.as_ref(),
+                        root,
+                        &job.rel,
+                        job.size,
+                        head,
+                    )
+                }),
             },
         };
         done.push((job.rel, size_was_known, outcome));
@@ -680,6 +806,11 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             match write_atomic(dir, &name, &part) {
                 Ok(path) => {
                     let uri = path.to_string_lossy().into_owned();
+                    state
+                        .parts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(path);
                     shared
                         .part_uris
                         .lock()

@@ -143,6 +143,93 @@ async def test_a_resumed_job_redoes_only_unfinished_chunks_and_lists_once(
         await db.dispose()
 
 
+async def test_a_resumed_pipeline_skips_finished_steps_and_redoes_only_unfinished_chunks(
+    chunked: Settings, engine_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _tree(tmp_path / "src", 60)
+    dest = tmp_path / "dest"
+    await migrate(chunked)
+    db = Database(chunked)
+    original_mark = chunks.mark_finished
+    step2_done: list[str] = []
+
+    async def crash_in_step_two(db_: Database, job_id: str, outcome: ChunkOutcome) -> Any:
+        if outcome.work_id.startswith("s2-"):
+            if len(step2_done) >= 2:
+                raise RuntimeError("simulated crash while recording a step-2 checkpoint")
+            step2_done.append(outcome.work_id)
+        return await original_mark(db_, job_id, outcome)
+
+    try:
+        async with EngineClient(engine_url) as client:
+            caps = await client.capabilities()
+        async with db.session() as session:
+            job = await create_job(
+                session,
+                JobCreate(
+                    source=str(source),
+                    pipeline=[
+                        {"task": "compress", "options": {"format": "gzip"}},
+                        {"task": "hash", "options": {"algorithm": "sha256"}},
+                    ],
+                    destination=str(dest),
+                ),
+                caps,
+            )
+        monkeypatch.setattr(chunks, "mark_finished", crash_in_step_two)
+        first = await run_job(job.id, chunked, engine_url, db=db)
+        assert first.status == "pending", first.error  # transient: queued for a retry
+        rows = await chunks.load(db, job.id, step=None)
+        step1 = [r for r in rows if r.step == 1]
+        step2 = [r for r in rows if r.step == 2]
+        assert step1 and all(r.status == "done" for r in step1)
+        assert {chunks.work_id(r.idx, 2) for r in step2 if r.status == "done"} == set(step2_done)
+        # The first step's outputs stay in the workspace for the retry.
+        scratch = workspace_of(chunked, job.id) / "steps" / "1"
+        assert len(list(scratch.rglob("*.gz"))) == 60
+
+        monkeypatch.setattr(chunks, "mark_finished", original_mark)
+        processed: list[str] = []
+        listed: list[str] = []
+        original_process = EngineClient.process
+        original_list = EngineClient.list_to_chunks
+
+        async def counting_process(
+            self: EngineClient, task: str, work: Any, **kwargs: Any
+        ) -> AsyncIterator[Any]:
+            items = list(work)
+            processed.extend(w.id for w in items)
+            async for event in original_process(self, task, items, **kwargs):
+                yield event
+
+        async def counting_list(self: EngineClient, *args: Any, **kwargs: Any) -> Any:
+            listed.append(self.url)
+            return await original_list(self, *args, **kwargs)
+
+        monkeypatch.setattr(EngineClient, "process", counting_process)
+        monkeypatch.setattr(EngineClient, "list_to_chunks", counting_list)
+        final = await run_job(job.id, chunked, engine_url, db=db)
+        assert final.status == "completed", final.error
+        assert listed == []  # neither step was listed again
+        all_step2 = {chunks.work_id(r.idx, 2) for r in step2}
+        assert sorted(processed) == sorted(all_step2 - set(step2_done))
+        hashed = [
+            json.loads(line)
+            for line in iter_jsonl(
+                load_parts(workspace_of(chunked, job.id)) or [], workspace_of(chunked, job.id)
+            )
+        ]
+        hashed_gz = [
+            h["path"]
+            for h in hashed
+            if h["path"].endswith(".gz") and h.get("algorithm") == "sha256"
+        ]
+        assert len(hashed_gz) == 60 and len(set(hashed_gz)) == 60  # each output hashed once
+        assert not (workspace_of(chunked, job.id) / "steps").exists()  # scratch gone at the end
+    finally:
+        await db.dispose()
+
+
 async def test_chunks_are_spread_over_every_engine(
     chunked: Settings, engine_url: str, engine_bin: Path, tmp_path: Path
 ) -> None:
@@ -159,6 +246,25 @@ async def test_chunks_are_spread_over_every_engine(
             assert all(r.status == "done" for r in rows)
             paths = _result_paths(chunked, job.id)
             assert len(paths) == 200 and len(set(paths)) == 200
+    finally:
+        await db.dispose()
+
+
+async def test_a_job_of_two_chunks_uses_both_engines_even_with_room_for_two_on_one(
+    db_settings: Settings, engine_url: str, engine_bin: Path, tmp_path: Path
+) -> None:
+    settings = db_settings.model_copy(update={"chunk_files": 10, "engine_window": 4})
+    source = _tree(tmp_path / "src", 20)
+    await migrate(settings)
+    db = Database(settings)
+    try:
+        with LocalEngineSync(engine_bin, start_timeout=30) as second:
+            job = await _job(db, engine_url, source)
+            final = await run_job(job.id, settings, [engine_url, second], db=db)
+            assert final.status == "completed", final.error
+            rows = await _rows(db, job.id)
+            assert len(rows) == 2
+            assert sorted(r.engine or "" for r in rows) == sorted([engine_url, second])
     finally:
         await db.dispose()
 

@@ -119,6 +119,38 @@ def test_inside_root_works_and_skips_links_loops_and_fifos(
         assert time.monotonic() - started < 15
 
 
+def test_symlinks_out_of_the_root_are_never_read_through_a_file_list(
+    sandboxed_url: str, sandbox: Path
+) -> None:
+    # The relative paths are clean, so only the open itself can see that
+    # `escape` is a folder symlink leading out of the root.
+    data = sandbox / "root" / "data"
+    (data / "secret-link.csv").unlink(missing_ok=True)
+    (data / "secret-link.csv").symlink_to(sandbox / "outside" / "secret.csv")
+    with grpc.insecure_channel(sandboxed_url) as channel:
+        stub = pb_grpc.EngineServiceStub(channel)
+        events = _process(
+            stub,
+            pb.WorkItem(
+                id="s",
+                files=pb.FileList(
+                    root=str(data),
+                    files=[
+                        pb.FileEntry(path="escape/secret.csv"),
+                        pb.FileEntry(path="secret-link.csv"),
+                        pb.FileEntry(path="a.csv"),
+                    ],
+                ),
+            ),
+        )
+    results = {f.path: f for e in events if e.HasField("batch") for f in e.batch.results}
+    for name in ("escape/secret.csv", "secret-link.csv"):
+        assert results[name].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT, name
+        assert "outside the source root" in results[name].error.message
+    assert "password" not in str(events)
+    assert results["a.csv"].HasField("result_json")
+
+
 def test_device_files_are_refused(sandboxed_url: str, tmp_path: Path) -> None:
     # /dev is outside the root: refused by the sandbox; without roots, by type.
     with grpc.insecure_channel(sandboxed_url) as channel:
@@ -144,7 +176,8 @@ def test_device_file_in_a_tree_is_never_opened(engine_url: str, tmp_path: Path) 
             ),
         )
         results = {f.path: f for e in events if e.HasField("batch") for f in e.batch.results}
-        assert "regular file" in results["null.csv"].error.message
+        # A symlink to a device outside the work item's root is refused before any open.
+        assert results["null.csv"].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT
         assert results["ok.csv"].HasField("result_json")
 
 

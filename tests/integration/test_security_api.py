@@ -12,16 +12,21 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from auth_helpers import AUTH, TEST_ADMIN_KEY
+from pravah import schedules
 from pravah.api.app import create_app
 from pravah.auth import Role
+from pravah.models import Schedule, utcnow
 from pravah.settings import Settings
 from sqlalchemy import text
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_access_matrix import MATRIX, PUBLIC
@@ -311,3 +316,230 @@ async def test_secrets_never_in_logs_responses_or_rows(
     assert len(seen) > 20
     for secret in (TEST_ADMIN_KEY, key, key_secret):
         assert secret not in blob
+
+
+async def _wait_done(client: httpx.AsyncClient, job_id: str, key: str) -> dict[str, Any]:
+    for _ in range(400):
+        job: dict[str, Any] = (await client.get(f"/jobs/{job_id}", headers=bearer(key))).json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+async def test_every_route_with_an_id_hides_other_owners_things(
+    sqlite_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    """Walks the matrix: each route naming a job, schedule or upload of alice is 404 to bob."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.csv").write_text("x,y\n1,2\n")
+    (src / "bad.csv").write_bytes(b"\x00\x01")  # a failed file, so retry-failed has work
+    settings = sqlite_settings.model_copy(update={"engine_urls": [engine_url]})
+    async for _, client in _app(settings):
+        alice = await make_key(client, "operator", "alice")
+        bob = await make_key(client, "operator", "bob")
+        bob_viewer = await make_key(client, "viewer", "bob")
+        job = (
+            await client.post(
+                "/jobs", json={"source": str(src), "task": "csv-header"}, headers=bearer(alice)
+            )
+        ).json()
+        assert (await _wait_done(client, job["id"], alice))["progress"]["files_failed"] == 1
+        schedule = await client.post(
+            "/schedules",
+            json={"cron": "0 3 * * *", "job": {"source": str(src), "task": "csv-header"}},
+            headers=bearer(alice),
+        )
+        assert schedule.status_code == 201, schedule.text
+        assert schedule.json()["owner"] == "alice"
+        upload = await client.post(
+            "/uploads", params={"filename": "u.csv"}, content=b"a,b\n", headers=bearer(alice)
+        )
+        assert upload.status_code == 201 and upload.json()["owner"] == "alice"
+        ids = {
+            "{job_id}": job["id"],
+            "{schedule_id}": schedule.json()["id"],
+            "{upload_id}": upload.json()["id"],
+        }
+        walked = 0
+        for (method, path), needed in MATRIX.items():
+            param = next((p for p in ids if p in path), None)
+            if param is None:
+                continue
+            url = path.replace(param, ids[param])
+            if path.endswith("/output"):
+                url += "?path=a.csv"
+            # The viewer sees nothing of alice's either, where its role reaches.
+            for key in (bob, bob_viewer) if needed == Role.viewer else (bob,):
+                resp = await client.request(method, url, headers=bearer(key))
+                assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
+            walked += 1
+        assert walked == 12  # jobs 7, schedules 4, uploads 1
+        # The lists leave alice's things out for bob, and show them to alice and admins.
+        assert (await client.get("/jobs", headers=bearer(bob))).json()["total"] == 0
+        assert (await client.get("/schedules", headers=bearer(bob))).json() == []
+        assert (await client.get("/uploads", headers=bearer(bob))).json()["items"] == []
+        for key in (alice, TEST_ADMIN_KEY):
+            assert len((await client.get("/schedules", headers=bearer(key))).json()) == 1
+            assert len((await client.get("/uploads", headers=bearer(key))).json()["items"]) == 1
+        # Bob's failed attempts changed nothing: alice's schedule is still there, active.
+        mine = await client.get(f"/schedules/{ids['{schedule_id}']}", headers=bearer(alice))
+        assert mine.status_code == 200 and mine.json()["paused"] is False
+        # Alice herself may pause, resume and delete it; an admin may too.
+        sid = ids["{schedule_id}"]
+        paused = await client.post(f"/schedules/{sid}/pause", headers=bearer(alice))
+        assert paused.json()["paused"] is True
+        resumed = await client.post(f"/schedules/{sid}/resume", headers=AUTH)
+        assert resumed.json()["paused"] is False
+        assert (await client.delete(f"/schedules/{sid}", headers=bearer(alice))).status_code == 204
+
+
+async def test_an_upload_is_a_job_source_only_for_its_owner(
+    sqlite_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    settings = sqlite_settings.model_copy(
+        update={"engine_urls": [engine_url], "run_worker": False, "allowed_roots": [root]}
+    )
+    async for _, client in _app(settings):
+        alice = await make_key(client, "operator", "alice")
+        bob = await make_key(client, "operator", "bob")
+        upload = (
+            await client.post(
+                "/uploads", params={"filename": "a.csv"}, content=b"x,y\n", headers=bearer(alice)
+            )
+        ).json()
+        gone = f"{settings.uploads_dir}/00000000-0000-4000-8000-000000000000"
+        # Every way of naming alice's upload: its folder, its file:// URI, its
+        # file, a path with '..' into it; and a made-up upload id.
+        foreign = [
+            upload["path"],
+            upload["uri"],
+            upload["file"],
+            f"{settings.uploads_dir}/x/../{upload['id']}",
+            gone,
+        ]
+        for source in foreign:
+            body = {"source": source, "task": "csv-header"}
+            for method, path, payload in (
+                ("POST", "/jobs", body),
+                ("POST", "/jobs/dry-run", body),
+                ("POST", "/schedules", {"cron": "0 3 * * *", "job": body}),
+            ):
+                resp = await client.request(method, path, json=payload, headers=bearer(bob))
+                assert resp.status_code == 404, (source, path, resp.text)
+                assert "no upload with id" in resp.json()["detail"]
+        # The uploads folder itself (every owner's uploads) is refused for operators.
+        whole = await client.post(
+            "/jobs",
+            json={"source": str(settings.uploads_dir), "task": "csv-header"},
+            headers=bearer(bob),
+        )
+        assert whole.status_code == 422 and "uploads folder" in whole.json()["detail"]
+        # Writing into alice's upload is refused like reading it.
+        out = await client.post(
+            "/jobs",
+            json={"source": str(root), "task": "compress", "destination": upload["path"]},
+            headers=bearer(bob),
+        )
+        assert out.status_code == 404, out.text
+        assert (await client.get("/jobs", headers=AUTH)).json()["total"] == 0  # nothing stored
+        # Alice (and an admin) may use it.
+        for key in (alice, TEST_ADMIN_KEY):
+            ok = await client.post(
+                "/jobs", json={"source": upload["uri"], "task": "csv-header"}, headers=bearer(key)
+            )
+            assert ok.status_code == 202, ok.text
+            assert ok.json()["source"] == upload["path"]
+
+
+async def _make_due(session: AsyncSession) -> None:
+    """Every schedule's next tick a minute ago."""
+    for row in (await session.exec(select(Schedule))).all():
+        row.next_run_at = utcnow() - timedelta(minutes=1)
+        session.add(row)
+    await session.commit()
+
+
+async def test_schedule_runs_belong_to_the_schedules_owner(
+    sqlite_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    settings = sqlite_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
+    async for app, client in _app(settings):
+        alice = await make_key(client, "operator", "alice")
+        bob = await make_key(client, "operator", "bob")
+        made = await client.post(
+            "/schedules",
+            json={"cron": "* * * * *", "job": {"source": str(src), "task": "csv-header"}},
+            headers=bearer(alice),
+        )
+        sid = made.json()["id"]
+        async with app.state.pravah.db.session() as session:
+            await _make_due(session)
+            fired = await schedules.fire_due(session, settings=settings)
+        assert len(fired) == 1
+        job = await client.get(f"/jobs/{fired[0]}", headers=bearer(alice))
+        assert job.status_code == 200 and job.json()["owner"] == "alice"
+        assert job.json()["schedule_id"] == sid
+        assert (await client.get(f"/jobs/{fired[0]}", headers=bearer(bob))).status_code == 404
+        listed = (await client.get(f"/schedules/{sid}", headers=bearer(alice))).json()
+        assert listed["last_job_id"] == fired[0]
+
+
+async def test_a_schedule_is_held_to_the_same_paths_as_a_job(
+    sqlite_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    """Regression: schedules skipped the allowed roots, the destination rules and pipelines."""
+    root = tmp_path / "root"
+    (root / "src").mkdir(parents=True)
+    settings = sqlite_settings.model_copy(
+        update={"engine_urls": [engine_url], "run_worker": False, "allowed_roots": [root]}
+    )
+    async for app, client in _app(settings):
+
+        async def add(job: dict[str, Any], client: httpx.AsyncClient = client) -> httpx.Response:
+            return await client.post(
+                "/schedules", json={"cron": "0 3 * * *", "job": job}, headers=AUTH
+            )
+
+        outside = await add({"source": str(tmp_path), "task": "csv-header"})
+        assert outside.status_code == 422 and "outside the allowed roots" in outside.text
+        inside = await add(
+            {"source": str(root / "src"), "task": "compress", "destination": str(root / "src")}
+        )
+        assert inside.status_code == 422 and "inside the source" in inside.text
+        # A pipeline schedule is validated like a pipeline job (it was a 500).
+        pipeline = await add(
+            {
+                "source": str(root / "src"),
+                "pipeline": [{"task": "compress"}, {"task": "hash"}],
+                "destination": str(root / "out"),
+            }
+        )
+        assert pipeline.status_code == 201, pipeline.text
+        assert pipeline.json()["name"].startswith("compress+hash ")
+        # A tick whose source left the allowed roots since (settings narrowed)
+        # fires no job; the schedule stays.
+        (root / "src").rename(root / "moved")
+        (root / "src").symlink_to(tmp_path)
+        async with app.state.pravah.db.session() as session:
+            await _make_due(session)
+            assert await schedules.fire_due(session, settings=settings) == []
+        assert len((await client.get("/schedules", headers=AUTH)).json()) == 1
+
+
+async def test_jobs_list_limit_above_the_maximum_is_a_4xx(client: httpx.AsyncClient) -> None:
+    """Regression: GET /jobs?limit= above the maximum was silently cut to the maximum."""
+    config = (await client.get("/config", headers=AUTH)).json()["limits"]
+    top = config["jobs_max_limit"]
+    ok = await client.get("/jobs", params={"limit": top}, headers=AUTH)
+    assert ok.status_code == 200 and ok.json()["limit"] == top
+    for path in ("/jobs", "/events/jobs"):
+        resp = await client.get(path, params={"limit": top + 1}, headers=AUTH)
+        assert resp.status_code == 422, (path, resp.text)
+        assert f"above the maximum of {top}" in resp.json()["detail"]
+        assert resp.json()["field"] == "limit"

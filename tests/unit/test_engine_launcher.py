@@ -142,3 +142,27 @@ def test_local_engine_env_has_no_secrets_and_gets_the_state_dir_as_a_root(
     env = sandboxed_env(None, settings)
     assert "PRAVAH_ADMIN_KEY" not in env and "DATABASE_URL" not in env
     assert env["PRAVAH_ALLOWED_ROOTS"] == f"{tmp_path / 'data'},{tmp_path / 'state'}"
+
+
+def test_local_engine_gets_the_storage_settings_by_their_standard_names(
+    tmp_path: Path,
+) -> None:
+    """Settings read from a .env file reach the engine, which reads only its environment."""
+    from pravah.engine_launcher import sandboxed_env
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "AWS_ACCESS_KEY_ID=AKIAFROMFILE\nAWS_SECRET_ACCESS_KEY=from-file-secret\n"
+        "AWS_REGION=eu-west-3\nS3_ENDPOINT_URL=http://127.0.0.1:9000\n"
+        "PRAVAH_ALLOWED_BUCKETS=raw,derived\n"
+    )
+    settings = Settings(_env_file=env_file, state_dir=tmp_path / "state")  # type: ignore[call-arg]
+    env = sandboxed_env({}, settings)
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIAFROMFILE"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "from-file-secret"
+    assert env["AWS_REGION"] == "eu-west-3"
+    assert env["S3_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert env["PRAVAH_ALLOWED_BUCKETS"] == "raw,derived"
+    assert "AWS_SESSION_TOKEN" not in env
+    # The secret stays a SecretStr everywhere else: it never prints.
+    assert "from-file-secret" not in repr(settings)

@@ -81,10 +81,16 @@ def test_source_outside_roots_is_rejected(tmp_path: Path) -> None:
 
 
 def test_unsupported_scheme_is_rejected() -> None:
-    with pytest.raises(InvalidRequestError, match="s3:// scheme, which is not supported yet"):
-        resolve_source("s3://bucket/prefix", buckets=["bucket"])
     with pytest.raises(InvalidRequestError, match="ftp:// scheme"):
         resolve_source("ftp://host/x")
+
+
+def test_s3_sources_are_normalized_and_may_not_hold_dot_segments() -> None:
+    assert resolve_source("s3://bucket/a/b/", buckets=["bucket"]) == "s3://bucket/a/b"
+    assert resolve_source("s3://bucket", buckets=["bucket"]) == "s3://bucket/"
+    for bad in ("s3://bucket/a/../b", "s3://bucket/a//b", "s3://bucket/./a"):
+        with pytest.raises(InvalidRequestError, match=r"'\.\.' or empty segments"):
+            resolve_source(bad, buckets=["bucket"])
 
 
 def test_s3_bucket_must_be_allowed() -> None:

@@ -118,6 +118,15 @@ def test_chains_are_validated_as_a_whole(body: dict[str, Any], needle: str) -> N
     assert needle in str(info.value)
 
 
+def test_a_writing_task_on_an_s3_source_needs_a_destination() -> None:
+    s3_job = JobCreate.model_validate({"source": "s3://b/in", "task": "extract"})
+    with pytest.raises(InvalidRequestError, match="source is on S3: give a 'destination'"):
+        validate_steps(s3_job, CAPS, None)
+    assert validate_steps(s3_job, CAPS, "s3://b/out")[0].task == "extract"
+    reader = JobCreate.model_validate({"source": "s3://b/in", "task": "hash"})
+    assert validate_steps(reader, CAPS, None)[0].task == "hash"
+
+
 def test_storage_round_trip_keeps_single_tasks_as_before() -> None:
     single = _create({"task": "hash", "options": {"width": 1}})
     spec = stored_spec(single, validate_steps(single, CAPS, None))

@@ -8,19 +8,50 @@ a small module. This file stays import-light so the pure helpers
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import atexit
+import contextlib
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from typer import Typer
 
-__all__ = ["app", "main"]
+__all__ = ["app", "exit_code", "main"]
 
 
-def main() -> None:
-    """Console-script entry point (`pravah = "pravah.cli:main"`)."""
+def main() -> NoReturn:
+    """Console-script entry point (`pravah = "pravah.cli:main"`).
+
+    Ends the process with `os._exit` once the command is done, its exit
+    handlers have run and its output is flushed: the interpreter's own
+    teardown (gRPC core shutdown, freeing every imported module) adds about
+    0.2 s to each command and does nothing a finished command needs.
+    """
     from pravah.cli.app import main as app_main
 
-    app_main()
+    try:
+        app_main()
+        code: int = 0
+    except SystemExit as stop:
+        code = exit_code(stop)
+    atexit._run_exitfuncs()  # what a normal exit would run: span exporters, log handlers
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe must not change the status
+            stream.flush()
+    os._exit(code)
+
+
+def exit_code(stop: SystemExit) -> int:
+    """The status `sys.exit(arg)` would end the process with (a message is printed, status 1)."""
+    if stop.code is None:
+        return 0
+    if isinstance(stop.code, int):
+        return stop.code
+    print(stop.code, file=sys.stderr)
+    return 1
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from pravah import __version__
 from pravah.cli.client import (
     cancel_command,
     jobs_command,
@@ -42,6 +41,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from pravah import __version__
+
         typer.echo(f"pravah {__version__}")
         raise typer.Exit()
 

@@ -10,7 +10,6 @@
 //! its allocating reader wrapper): quoted fields, delimiters and newlines
 //! inside quotes, CRLF. A UTF-8 BOM is stripped first.
 use std::cell::RefCell;
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -186,6 +185,21 @@ impl Task for CsvHeader {
         })
     }
 
+    fn reads_streams(&self) -> bool {
+        true
+    }
+
+    fn process_reader(&self, reader: &mut dyn std::io::Read, size: u64) -> FileOutcome {
+        SCRATCH.with(|s| {
+            let mut read = Read {
+                known_size: Some(size),
+                eof_at: None,
+            };
+            let result = self.read_header(reader, &mut read, &mut s.borrow_mut());
+            FileOutcome { size, result }
+        })
+    }
+
     fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
         let mut groups: Vec<(Vec<String>, u64, &str)> = agg
             .groups
@@ -291,7 +305,7 @@ impl CsvHeader {
 
     fn read_header(
         &self,
-        file: &mut File,
+        file: &mut dyn std::io::Read,
         read: &mut Read,
         s: &mut Scratch,
     ) -> Result<String, FileFailure> {

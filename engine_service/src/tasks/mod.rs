@@ -90,6 +90,24 @@ pub trait Task: Send + Sync {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         self.process_file(ctx.path, ctx.known_size)
     }
+    /// Whether the task reads a file as one stream from its start
+    /// ([`Task::process_reader`]), so an object-store file need not be
+    /// staged locally first.
+    fn reads_streams(&self) -> bool {
+        false
+    }
+    /// Processes one file read from `reader` (`size` bytes) instead of a
+    /// path; only called when [`Task::reads_streams`] is true.
+    fn process_reader(&self, reader: &mut dyn std::io::Read, size: u64) -> FileOutcome {
+        let _ = reader;
+        FileOutcome {
+            size,
+            result: Err(FileFailure::new(
+                crate::results::FailureKind::Internal,
+                "this task cannot read streams",
+            )),
+        }
+    }
     /// Adds one outcome to a batch's aggregate. The default groups identical
     /// results; tasks whose results are unique per file (outputs, hashes)
     /// keep their own counters instead so the aggregate stays small.

@@ -69,13 +69,13 @@ def _chunk_examples(chunks: list[ChunkInfo], limit: int) -> list[dict[str, Any]]
 
 @router.post("/jobs/dry-run")
 async def dry_run(
-    _caller: OperatorDep, data: JobCreate, capabilities: CapabilitiesDep, state: StateDep
+    caller: OperatorDep, data: JobCreate, capabilities: CapabilitiesDep, state: StateDep
 ) -> dict[str, Any]:
     """List what a job would process: files, bytes, folders, unreadable entries, examples."""
     assert data.task is not None  # JobCreate guarantees it
     task = service.get_task(capabilities, data.task)
     service.validate_options(task, data.options)
-    source = service.resolve_request_source(data, state.settings)
+    source = service.resolve_request_source(data, state.settings, caller.owner_filter)
     state.settings.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dry-run-", dir=state.settings.state_dir) as tmp:
         listing = await state.client().list_to_chunks(
@@ -172,7 +172,7 @@ async def jobs_events(
     limit: Annotated[int | None, Query(ge=1)] = None,
 ) -> EventSourceResponse:
     """Server-sent `jobs` events: the first page of jobs (newest first) on every change."""
-    page = min(limit or settings.jobs_default_limit, settings.jobs_max_limit)
+    page = service.page_limit(limit, settings)
     interval = settings.progress_persist_interval
 
     async def stream() -> AsyncIterator[dict[str, str]]:

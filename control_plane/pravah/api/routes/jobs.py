@@ -52,7 +52,12 @@ async def create_job(
 ) -> JobPublic:
     """Validate and queue a job; 202 with its Location."""
     job = await service.create_job(
-        session, data, capabilities, settings=state.settings, owner=caller.owner
+        session,
+        data,
+        capabilities,
+        settings=state.settings,
+        owner=caller.owner,
+        owner_filter=caller.owner_filter,
     )
     if state.worker is not None:
         state.worker.notify()
@@ -69,8 +74,8 @@ async def list_jobs(
     limit: Annotated[int | None, Query(ge=1)] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobList:
-    """Jobs, newest first, optionally with one status."""
-    limit = min(limit or settings.jobs_default_limit, settings.jobs_max_limit)
+    """Jobs, newest first, optionally with one status; 422 for a limit above the maximum."""
+    limit = service.page_limit(limit, settings)
     items, total = await service.list_jobs(
         session, job_status, limit, offset, owner=caller.owner_filter
     )

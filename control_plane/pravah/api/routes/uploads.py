@@ -4,6 +4,9 @@ Why a raw body and not multipart: the browser sends the file itself
 (`XMLHttpRequest.send(file)`, which reports upload progress), the name
 travels in `?filename=`, and the body is streamed to disk as it arrives,
 with no multipart parser and no temporary copy held in memory.
+
+Access: operators and admins; an upload belongs to the caller's owner and
+other owners get 404 for it, as for jobs (admins see all).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ router = APIRouter(prefix="/uploads", tags=["uploads"])
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_upload(
-    _caller: OperatorDep,
+    caller: OperatorDep,
     request: Request,
     settings: SettingsDep,
     response: Response,
@@ -39,15 +42,16 @@ async def create_upload(
         request.stream(),
         settings.upload_max_bytes,
         declared_size=declared,
+        owner=caller.owner,
     )
     response.headers["Location"] = f"/uploads/{upload.id}"
     return service.as_dict(upload)
 
 
 @router.get("")
-async def list_uploads(_caller: OperatorDep, settings: SettingsDep) -> dict[str, Any]:
-    """Uploads, newest first, and the size limit."""
-    items = service.list_uploads(settings.uploads_dir)
+async def list_uploads(caller: OperatorDep, settings: SettingsDep) -> dict[str, Any]:
+    """The caller's uploads, newest first, and the size limit."""
+    items = service.list_uploads(settings.uploads_dir, owner=caller.owner_filter)
     return {
         "items": [service.as_dict(u) for u in items],
         "max_bytes": settings.upload_max_bytes,
@@ -55,6 +59,8 @@ async def list_uploads(_caller: OperatorDep, settings: SettingsDep) -> dict[str,
 
 
 @router.get("/{upload_id}")
-async def get_upload(_caller: OperatorDep, upload_id: str, settings: SettingsDep) -> dict[str, Any]:
+async def get_upload(caller: OperatorDep, upload_id: str, settings: SettingsDep) -> dict[str, Any]:
     """One upload."""
-    return service.as_dict(service.get_upload(settings.uploads_dir, upload_id))
+    return service.as_dict(
+        service.get_upload(settings.uploads_dir, upload_id, owner=caller.owner_filter)
+    )

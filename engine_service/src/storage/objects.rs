@@ -1,0 +1,152 @@
+//! Running a task on one file wherever it and its outputs live: a local
+//! file or an S3 object in, a local folder or an S3 prefix out.
+//!
+//! An S3 object goes to [`Task::process_reader`] through ranged GETs when
+//! the task reads streams (csv-header reads only the header's bytes);
+//! otherwise it is downloaded to a staged local file that is deleted after
+//! the task ran. With an S3 destination the task writes into a fresh staged
+//! folder that is uploaded, then deleted ([`super::s3_write`]). The file's
+//! outcome fails when its upload fails.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::s3::{self, Encryption};
+use super::s3_read::{download, RangedReader};
+use super::s3_write::S3Destination;
+use super::staging::Staged;
+use super::S3Root;
+use crate::results::{FailureKind, FileFailure};
+use crate::tasks::{FileCtx, FileOutcome, Task};
+
+/// Where a call's outputs and staged files go.
+pub struct Io {
+    /// A local destination (canonical), if given.
+    pub destination: Option<PathBuf>,
+    /// An S3 destination, if given (then `destination` is None).
+    pub s3_destination: Option<Arc<S3Destination>>,
+    /// Where objects and outputs are staged ([`super::staging`]).
+    pub staging: PathBuf,
+}
+
+impl Io {
+    /// Whether outputs have somewhere to go other than next to the input.
+    pub fn has_destination(&self) -> bool {
+        self.destination.is_some() || self.s3_destination.is_some()
+    }
+
+    /// Runs `run` with the destination folder the task should write into,
+    /// uploading what it wrote when the destination is on S3.
+    pub fn with_destination(
+        &self,
+        known_size: Option<u64>,
+        run: impl FnOnce(Option<&Path>) -> FileOutcome,
+    ) -> FileOutcome {
+        let Some(dest) = &self.s3_destination else {
+            return run(self.destination.as_deref());
+        };
+        let folder = match Staged::folder(&self.staging) {
+            Ok(f) => f,
+            Err(f) => return failed(known_size, f),
+        };
+        let mut outcome = run(Some(folder.path()));
+        if outcome.result.is_ok() {
+            if let Err(f) = dest.upload_tree(folder.path()) {
+                outcome.result = Err(f);
+            }
+        }
+        outcome
+    }
+}
+
+fn failed(known_size: Option<u64>, failure: FileFailure) -> FileOutcome {
+    FileOutcome {
+        size: known_size.unwrap_or(0),
+        result: Err(failure),
+    }
+}
+
+/// Bytes of each object's start fetched ahead for tasks that read streams.
+const HEAD_BYTES: u64 = 16 * 1024;
+
+/// For a batch on S3 whose task reads streams: the first bytes of each file
+/// (listing sizes known), fetched concurrently (`PRAVAH_S3_READ_CONCURRENCY`,
+/// default 32 per batch); None for a file to read on demand.
+pub fn prefetch(
+    task: &dyn Task,
+    root: &S3Root,
+    files: &[(&[u8], Option<u64>)],
+) -> Vec<Option<Bytes>> {
+    let none = || vec![None; files.len()];
+    if !task.reads_streams() {
+        return none();
+    }
+    let Ok(store) = s3::store(&root.bucket, &Encryption::Default) else {
+        return none();
+    };
+    let wanted: Vec<(usize, (String, u64))> = files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (rel, size))| Some((i, (root.key(rel).ok()?, (*size)?))))
+        .collect();
+    let objects: Vec<(String, u64)> = wanted.iter().map(|(_, o)| o.clone()).collect();
+    let concurrency = std::env::var("PRAVAH_S3_READ_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(32);
+    let heads = super::s3_read::prefetch_heads(&store, &objects, HEAD_BYTES, concurrency);
+    let mut out = none();
+    for ((i, _), head) in wanted.into_iter().zip(heads) {
+        out[i] = head;
+    }
+    out
+}
+
+/// Runs `task` on the object `rel` under `root`; see the module doc.
+pub fn process_object(
+    io: &Io,
+    task: &dyn Task,
+    root: &S3Root,
+    rel: &[u8],
+    known_size: Option<u64>,
+    head: Option<Bytes>,
+) -> FileOutcome {
+    let key = match root.key(rel) {
+        Ok(k) => k,
+        Err(f) => return failed(known_size, f),
+    };
+    let store = match s3::store(&root.bucket, &Encryption::Default) {
+        Ok(s) => s,
+        Err(e) => return failed(known_size, FileFailure::new(FailureKind::Io, e.to_string())),
+    };
+    if task.reads_streams() {
+        let mut reader = match RangedReader::open(store.clone(), &key, known_size) {
+            Ok(r) => r.with_head(head.unwrap_or_default()),
+            Err(f) => return failed(known_size, f),
+        };
+        let size = reader.size();
+        return task.process_reader(&mut reader, size);
+    }
+    let name = key.rsplit('/').next().unwrap_or(&key);
+    let staging = io.staging.join("objects");
+    let (staged, mut file) = match Staged::file(&staging, name) {
+        Ok(s) => s,
+        Err(f) => return failed(known_size, f),
+    };
+    let size = match download(&store, &key, &mut file) {
+        Ok(n) => n,
+        Err(f) => return failed(known_size, f),
+    };
+    drop(file);
+    let path = staged.path().join(name);
+    io.with_destination(Some(size), |destination| {
+        task.process(&FileCtx {
+            path: &path,
+            rel,
+            known_size: Some(size),
+            destination,
+            outputs: None,
+        })
+    })
+}

@@ -1,0 +1,183 @@
+//! Reading objects: a ranged-GET reader for tasks that read only part of a
+//! file, and a streamed download for tasks that need a local file.
+//!
+//! [`RangedReader`] is `Read + Seek`: each `read` is one ranged GET of
+//! exactly the bytes asked for (clamped to the object's size), so
+//! csv-header, which reads 16 KiB and grows its read only while the header
+//! is incomplete, fetches a few KiB of a multi-gigabyte object. Nothing is
+//! buffered beyond the caller's buffer, so callers should read in large
+//! pieces; [`prefetch_heads`] fetches the start of many objects at once so
+//! such readers rarely wait on a request. [`download`] streams an object into a local file chunk by chunk
+//! (memory stays flat whatever the object's size).
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::aws::AmazonS3;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+
+use super::s3;
+use crate::results::{FailureKind, FileFailure};
+
+/// An io::Error carrying a classified store failure.
+fn io_error(err: &object_store::Error, doing: &str) -> std::io::Error {
+    let f = s3::classify(err, doing);
+    let kind = match f.kind {
+        FailureKind::NotFound => std::io::ErrorKind::NotFound,
+        FailureKind::PermissionDenied => std::io::ErrorKind::PermissionDenied,
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, f.message)
+}
+
+/// The store path of a key that [`super::S3Root::key`] produced.
+pub fn object_path(key: &str) -> Result<ObjectPath, FileFailure> {
+    ObjectPath::parse(key).map_err(|e| {
+        FileFailure::new(
+            FailureKind::OutsideRoot,
+            format!("object key {key:?} cannot be addressed safely: {e}"),
+        )
+    })
+}
+
+/// A `Read + Seek` view of one object through ranged GETs.
+pub struct RangedReader {
+    store: Arc<AmazonS3>,
+    path: ObjectPath,
+    pos: u64,
+    size: u64,
+    /// The object's first bytes, if fetched ahead ([`prefetch_heads`]).
+    head: Bytes,
+}
+
+impl RangedReader {
+    /// Opens `key`; with `known_size` (from the listing) no request is made
+    /// until the first read, otherwise a HEAD learns the size.
+    pub fn open(
+        store: Arc<AmazonS3>,
+        key: &str,
+        known_size: Option<u64>,
+    ) -> Result<Self, FileFailure> {
+        let path = object_path(key)?;
+        let size = match known_size {
+            Some(n) => n,
+            None => {
+                s3::block_on(store.head(&path))
+                    .map_err(|e| s3::classify(&e, "reading the object's size"))?
+                    .size
+            }
+        };
+        Ok(RangedReader {
+            store,
+            path,
+            pos: 0,
+            size,
+            head: Bytes::new(),
+        })
+    }
+
+    /// Serves reads of the object's start from `head` (fetched ahead).
+    pub fn with_head(mut self, head: Bytes) -> Self {
+        self.head = head;
+        self
+    }
+
+    /// The object's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Read for RangedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() || self.pos >= self.size {
+            return Ok(0);
+        }
+        if self.pos < self.head.len() as u64 {
+            let from = self.pos as usize;
+            let n = buf.len().min(self.head.len() - from);
+            buf[..n].copy_from_slice(&self.head[from..from + n]);
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let end = self.size.min(self.pos + buf.len() as u64);
+        let bytes = s3::block_on(self.store.get_range(&self.path, self.pos..end))
+            .map_err(|e| io_error(&e, "reading the object"))?;
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for RangedReader {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match target {
+            Some(n) => {
+                self.pos = n;
+                Ok(n)
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the object",
+            )),
+        }
+    }
+}
+
+/// Fetches the first `bytes` of each `(key, size)` concurrently, at most
+/// `concurrency` requests at a time, in input order. Why: a task reading
+/// only an object's start (csv-header) is bound by request latency, not by
+/// CPU; the worker threads alone would keep only one request each in
+/// flight. A failure is per object and surfaces when that object is read.
+pub fn prefetch_heads(
+    store: &Arc<AmazonS3>,
+    objects: &[(String, u64)],
+    bytes: u64,
+    concurrency: usize,
+) -> Vec<Option<Bytes>> {
+    let fetches = objects.iter().map(|(key, size)| {
+        let store = store.clone();
+        let (key, end) = (key.clone(), bytes.min(*size));
+        async move {
+            let path = object_path(&key).ok()?;
+            if end == 0 {
+                return Some(Bytes::new());
+            }
+            store.get_range(&path, 0..end).await.ok()
+        }
+    });
+    s3::block_on(
+        futures::stream::iter(fetches)
+            .buffered(concurrency.max(1))
+            .collect(),
+    )
+}
+
+/// Streams object `key` into `out`; returns the bytes written.
+pub fn download(store: &AmazonS3, key: &str, out: &mut std::fs::File) -> Result<u64, FileFailure> {
+    let path = object_path(key)?;
+    s3::block_on(async {
+        let result = store
+            .get(&path)
+            .await
+            .map_err(|e| s3::classify(&e, "downloading the object"))?;
+        let mut stream = result.into_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| s3::classify(&e, "downloading the object"))?;
+            // A local write of at most one network chunk; fine on this runtime.
+            out.write_all(&chunk)
+                .map_err(|e| crate::output::write_failure(&e, "staging the object locally"))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    })
+}

@@ -1,0 +1,482 @@
+"""The engine on an S3-compatible store, called directly over gRPC.
+
+A real engine process reads and writes a real S3 server (moto on localhost,
+see tests/s3_helpers.py); boto3 puts the inputs and reads back what the
+engine wrote, with its encryption headers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from pravah.engine.v1 import engine_pb2 as pb
+from pravah.engine.v1 import engine_pb2_grpc as pb_grpc
+from pravah.engine_launcher import LocalEngineSync
+from s3_helpers import (
+    DENIED,
+    client,
+    engine_env,
+    free_port,
+    keys,
+    put_objects,
+    start_moto,
+    stop,
+)
+
+
+@pytest.fixture(scope="module")
+def s3_engine(engine_bin: Path, s3_env: dict[str, str]) -> Iterator[str]:
+    with LocalEngineSync(engine_bin, start_timeout=30, env=s3_env) as url:
+        yield url
+
+
+@pytest.fixture
+def stub(s3_engine: str) -> Iterator[pb_grpc.EngineServiceStub]:
+    channel = grpc.insecure_channel(s3_engine)
+    yield pb_grpc.EngineServiceStub(channel)
+    channel.close()
+
+
+def list_all(
+    stub: pb_grpc.EngineServiceStub, source: str, **filters: Any
+) -> tuple[list[pb.FileEntry], list[pb.FileError], pb.ListSummary]:
+    entries: list[pb.FileEntry] = []
+    errors: list[pb.FileError] = []
+    summary = None
+    req = pb.ListRequest(source=source, filters=pb.Filters(**filters))
+    for msg in stub.List(req, timeout=60):
+        kind = msg.WhichOneof("message")
+        if kind == "batch":
+            entries.extend(msg.batch.entries)
+        elif kind == "error":
+            errors.append(msg.error)
+        elif kind == "summary":
+            summary = msg.summary
+    assert summary is not None
+    return entries, errors, summary
+
+
+def process(
+    stub: pb_grpc.EngineServiceStub,
+    task: str,
+    source: str,
+    *,
+    destination: str = "",
+    options: dict[str, Any] | None = None,
+    encryption: pb.Encryption | None = None,
+    results_dir: str = "",
+) -> tuple[dict[str, dict[str, Any]], list[pb.WorkItemDone]]:
+    """Run `task` over a whole source; results by path, and the item completions."""
+    start = pb.ProcessStart(
+        task=task,
+        options_json=json.dumps(options or {}),
+        destination=destination,
+        encryption=encryption,
+        results_dir=results_dir,
+    )
+    reqs = [
+        pb.ProcessRequest(start=start),
+        pb.ProcessRequest(work=pb.WorkItem(id="w1", source=pb.SourceSpec(source=source))),
+    ]
+    results: dict[str, dict[str, Any]] = {}
+    done: list[pb.WorkItemDone] = []
+    for msg in stub.Process(iter(reqs), timeout=120):
+        kind = msg.WhichOneof("event")
+        if kind == "batch":
+            for r in msg.batch.results:
+                if r.WhichOneof("outcome") == "error":
+                    results[r.path] = {"error": r.error.message, "kind": r.error.kind}
+                else:
+                    results[r.path] = json.loads(r.result_json)
+        elif kind == "item_done":
+            done.append(msg.item_done)
+    return results, done
+
+
+CSVS = {
+    "data/a.csv": b"id,name\n1,x\n",
+    "data/sub/b.csv": b"x;y;z\n1;2;3\n",
+    "data/with space/ünïcøde.csv": b"\xef\xbb\xbfk\tv\n",
+    "data/notes.txt": b"not a csv\n",
+    "data/.hidden.csv": b"h\n",
+    "other/c.csv": b"not,under,prefix\n",
+}
+
+
+def test_listing_a_prefix_applies_the_walk_filters(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {k: v for k, v in CSVS.items()})
+    entries, errors, summary = list_all(stub, "s3://pravah-in/data", extensions=["csv"])
+    paths = sorted(e.path for e in entries)
+    assert paths == ["a.csv", "sub/b.csv", "with space/ünïcøde.csv"]
+    assert not errors
+    assert summary.files == 3
+    assert summary.root == "s3://pravah-in/data"
+    assert {e.path: e.size for e in entries}["a.csv"] == len(CSVS["data/a.csv"])
+    assert all(e.modified.seconds > 0 for e in entries)
+    # Globs on the key relative to the prefix, size bounds, hidden files.
+    entries, _, _ = list_all(stub, "s3://pravah-in/data/", include=["sub/**"])
+    assert [e.path for e in entries] == ["sub/b.csv"]
+    entries, _, _ = list_all(stub, "s3://pravah-in/data", min_size=10, extensions=["csv"])
+    assert sorted(e.path for e in entries) == ["a.csv", "sub/b.csv"]
+    entries, _, _ = list_all(stub, "s3://pravah-in/data", include_hidden=True, max_depth=1)
+    assert sorted(e.path for e in entries) == [".hidden.csv", "a.csv", "notes.txt"]
+
+
+def test_csv_header_reads_objects_in_place(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    put_objects(s3, "pravah-in", CSVS)
+    results, done = process(stub, "csv-header", "s3://pravah-in/data")
+    assert results["a.csv"] == {"columns": ["id", "name"]}
+    assert results["sub/b.csv"] == {"columns": ["x", "y", "z"]}
+    assert results["with space/ünïcøde.csv"] == {"columns": ["k", "v"]}
+    assert [d.files for d in done] == [4]
+    assert not done[0].HasField("error")
+
+
+def test_a_prefix_of_thousands_of_keys_is_listed_whole(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {f"many/{i:05d}.csv": b"a,b\n" for i in range(2345)})
+    entries, errors, summary = list_all(stub, "s3://pravah-in/many")
+    assert summary.files == 2345 and not errors
+    assert len({e.path for e in entries}) == 2345
+
+
+def test_dot_dot_keys_are_reported_and_never_escape_the_prefix(
+    stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path
+) -> None:
+    put_objects(
+        s3,
+        "pravah-in",
+        {
+            "in/ok.csv": b"a\n",
+            "in/../secret.csv": b"s\n",
+            "in/x/../../secret2.csv": b"s\n",
+            "in/z.csv": b"z\n",
+            "secret.csv": b"top,secret\n",
+        },
+    )
+    entries, errors, _ = list_all(stub, "s3://pravah-in/in")
+    assert sorted(e.path for e in entries) == ["ok.csv", "z.csv"]
+    assert sorted(e.path for e in errors) == ["../secret.csv", "x/../../secret2.csv"]
+    assert all(e.kind == pb.ERROR_KIND_OUTSIDE_ROOT for e in errors)
+    # Naming such a path directly is refused too: no object outside the prefix is read.
+    start = pb.ProcessStart(task="csv-header")
+    item = pb.WorkItem(
+        id="w",
+        files=pb.FileList(root="s3://pravah-in/in", files=[pb.FileEntry(path="../secret.csv")]),
+    )
+    reqs = [pb.ProcessRequest(start=start), pb.ProcessRequest(work=item)]
+    outcomes = [
+        r
+        for m in stub.Process(iter(reqs), timeout=60)
+        if m.WhichOneof("event") == "batch"
+        for r in m.batch.results
+    ]
+    assert len(outcomes) == 1
+    assert outcomes[0].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT
+    assert "top" not in outcomes[0].result_json
+
+
+def test_a_bucket_outside_the_allowed_list_is_refused(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, DENIED, {"a.csv": b"a\n"})
+    with pytest.raises(grpc.RpcError) as err:
+        list_all(stub, f"s3://{DENIED}/")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "PRAVAH_ALLOWED_BUCKETS" in (err.value.details() or "")
+    with pytest.raises(grpc.RpcError) as err:
+        process(stub, "compress", "s3://pravah-in/", destination=f"s3://{DENIED}/out")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_missing_bucket_is_not_found(engine_bin: Path, moto_url: str, s3: Any) -> None:
+    env = engine_env(moto_url, PRAVAH_ALLOWED_BUCKETS="pravah-nowhere")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-nowhere/x")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "bucket does not exist" in (err.value.details() or "")
+
+
+def test_an_unreachable_endpoint_fails_fast_with_a_clear_error(engine_bin: Path) -> None:
+    env = engine_env(f"http://127.0.0.1:{free_port()}")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "S3_ENDPOINT_URL" in (err.value.details() or "")
+
+
+def test_wrong_credentials_are_permission_denied(engine_bin: Path) -> None:
+    # A second server that checks keys (moto's IAM auth on from the first call).
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        env = engine_env(url)
+        local = LocalEngineSync(engine_bin, start_timeout=30, env=env)
+        with (
+            local as engine,
+            grpc.insecure_channel(engine) as channel,
+            pytest.raises(grpc.RpcError) as err,
+        ):
+            list_all(pb_grpc.EngineServiceStub(channel), "s3://pravah-in/x")
+        logs = local.stderr_tail  # complete once the engine stopped
+    finally:
+        stop(proc)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = err.value.details() or ""
+    assert "AWS_SECRET_ACCESS_KEY" in details
+    assert "list failed" in logs  # the failure is logged, the secret is not
+    assert env["AWS_SECRET_ACCESS_KEY"] not in details + logs
+
+
+def test_compress_from_s3_to_s3_with_sse_s3(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    logs = {f"logs/day{i}/app log.txt": (f"line {i}\n" * 2000).encode() for i in range(3)}
+    put_objects(s3, "pravah-in", logs)
+    results, done = process(
+        stub,
+        "compress",
+        "s3://pravah-in/logs",
+        destination="s3://pravah-out/archive/",
+        options={"format": "gzip"},
+        encryption=pb.Encryption(mode="sse-s3"),
+    )
+    assert not done[0].HasField("error") and done[0].failed == 0, results
+    written = keys(s3, "pravah-out")
+    assert written == [f"archive/day{i}/app log.txt.gz" for i in range(3)]
+    for i in range(3):
+        obj = s3.get_object(Bucket="pravah-out", Key=f"archive/day{i}/app log.txt.gz")
+        assert gzip.decompress(obj["Body"].read()) == logs[f"logs/day{i}/app log.txt"]
+        assert obj["ServerSideEncryption"] == "AES256"
+    # The source is untouched.
+    assert keys(s3, "pravah-in") == sorted(logs)
+
+
+def test_local_to_s3_with_sse_kms_and_a_multipart_output(
+    stub: pb_grpc.EngineServiceStub, s3: Any, moto_url: str, tmp_path: Path
+) -> None:
+    kms = client(moto_url, "kms")
+    key_id = kms.create_key(Description="pravah test")["KeyMetadata"]["KeyId"]
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(20 << 20)  # incompressible: the .gz output is > the 16 MiB threshold
+    (src / "big.bin").write_bytes(big)
+    (src / "small.txt").write_text("small\n")
+    results, done = process(
+        stub,
+        "compress",
+        str(src),
+        destination="s3://pravah-out/kms",
+        options={"format": "gzip", "level": 1},
+        encryption=pb.Encryption(mode="sse-kms", kms_key_id=key_id),
+    )
+    assert done[0].failed == 0, results
+    assert keys(s3, "pravah-out") == ["kms/big.bin.gz", "kms/small.txt.gz"]
+    for key in ("kms/big.bin.gz", "kms/small.txt.gz"):
+        head = s3.head_object(Bucket="pravah-out", Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert key_id in head["SSEKMSKeyId"]
+    big_obj = s3.get_object(Bucket="pravah-out", Key="kms/big.bin.gz")
+    assert gzip.decompress(big_obj["Body"].read()) == big
+    # Nothing is left in the local staging folders.
+    assert not list((tmp_path).glob("**/staging/*/*"))
+
+
+def test_hash_and_s3_to_local(stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path) -> None:
+    put_objects(s3, "pravah-in", {"h/a.bin": b"same", "h/b.bin": b"same", "h/c.bin": b"other"})
+    _, done = process(stub, "hash", "s3://pravah-in/h", results_dir=str(tmp_path / "res"))
+    assert done[0].files == 3 and done[0].failed == 0
+    dest = tmp_path / "out"
+    put_objects(s3, "pravah-in", {"t/x.txt": b"hello " * 100})
+    _, done = process(
+        stub,
+        "compress",
+        "s3://pravah-in/t",
+        destination=str(dest),
+        options={"format": "gzip"},
+    )
+    assert done[0].failed == 0
+    assert gzip.decompress((dest / "x.txt.gz").read_bytes()) == b"hello " * 100
+    # Staged copies of the objects are gone.
+    leftovers = [p for p in (tmp_path / "staging").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_a_writing_task_on_an_s3_source_needs_a_destination(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {"n/a.txt": b"a"})
+    _, done = process(stub, "compress", "s3://pravah-in/n")
+    assert done[0].HasField("error")
+    assert "destination" in done[0].error.message
+
+
+def test_a_source_item_on_an_unreachable_endpoint_fails_the_item(engine_bin: Path) -> None:
+    env = engine_env(f"http://127.0.0.1:{free_port()}")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+    ):
+        _, done = process(pb_grpc.EngineServiceStub(channel), "csv-header", "s3://pravah-in/x")
+    assert done[0].HasField("error")
+    assert "cannot be reached" in done[0].error.message
+
+
+def test_an_interrupted_multipart_upload_leaves_no_object(engine_bin: Path, tmp_path: Path) -> None:
+    # moto with IAM auth after its first 5 requests: our 4 set-up calls below
+    # and the engine's CreateMultipartUpload pass; every part upload after
+    # that is refused, as if the credentials were revoked mid-upload.
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "5"})
+    try:
+        iam = client(url, "iam")
+        iam.create_user(UserName="checker")
+        key = iam.create_access_key(UserName="checker")["AccessKey"]
+        allow_all = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="checker",
+            PolicyName="all",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow_all]}),
+        )
+        import boto3
+
+        checker = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
+        checker.create_bucket(Bucket="pravah-out")
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "big.bin").write_bytes(os.urandom(20 << 20))
+        with (
+            LocalEngineSync(engine_bin, start_timeout=30, env=engine_env(url)) as engine,
+            grpc.insecure_channel(engine) as channel,
+        ):
+            results, done = process(
+                pb_grpc.EngineServiceStub(channel),
+                "compress",
+                str(src),
+                destination="s3://pravah-out/x",
+                options={"format": "gzip", "level": 1},
+            )
+        assert done[0].failed == 1
+        assert results["big.bin"]["kind"] == pb.ERROR_KIND_PERMISSION_DENIED
+        # The upload was started, then cut short: nothing under the final key.
+        uploads = checker.list_multipart_uploads(Bucket="pravah-out").get("Uploads", [])
+        assert [u["Key"] for u in uploads] == ["x/big.bin.gz"]
+        assert checker.list_objects_v2(Bucket="pravah-out")["KeyCount"] == 0
+    finally:
+        stop(proc)
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 200)).save(out, "JPEG")
+    return out.getvalue()
+
+
+# Every task that writes files, from an S3 source to an S3 destination:
+# (task, options, input objects, expected output keys under the destination).
+WRITING_TASKS = [
+    ("compress", {"format": "zstd"}, {"a.log": b"x" * 5000}, ["a.log.zst"]),
+    ("decompress", {}, {"a.log.gz": gzip.compress(b"y" * 5000)}, ["a.log"]),
+    (
+        "extract",
+        {},
+        {"pack.zip": _zip({"docs/r.txt": b"r", "s.txt": b"s"})},
+        ["pack/docs/r.txt", "pack/s.txt"],
+    ),
+    ("thumbnail", {"width": 64, "height": 64}, {"p/img.jpg": _jpeg((640, 480))}, ["p/img.jpg"]),
+    ("convert", {"to": "jsonl"}, {"t.csv": b"a,b\n1,2\n3,4\n"}, ["t.jsonl"]),
+]
+
+
+@pytest.mark.parametrize(("task", "options", "inputs", "outputs"), WRITING_TASKS)
+def test_every_writing_task_runs_from_s3_to_s3(
+    stub: pb_grpc.EngineServiceStub,
+    s3: Any,
+    task: str,
+    options: dict[str, Any],
+    inputs: dict[str, bytes],
+    outputs: list[str],
+) -> None:
+    put_objects(s3, "pravah-in", {f"src/{k}": v for k, v in inputs.items()})
+    results, done = process(
+        stub, task, "s3://pravah-in/src", destination="s3://pravah-out/dst", options=options
+    )
+    assert done[0].failed == 0 and not done[0].HasField("error"), results
+    assert keys(s3, "pravah-out") == [f"dst/{k}" for k in outputs]
+    if task == "decompress":
+        body = s3.get_object(Bucket="pravah-out", Key="dst/a.log")["Body"].read()
+        assert body == b"y" * 5000
+    if task == "convert":
+        body = s3.get_object(Bucket="pravah-out", Key="dst/t.jsonl")["Body"].read()
+        rows = [json.loads(line) for line in body.splitlines()]
+        assert rows == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+
+
+def test_inventory_of_an_s3_prefix(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    put_objects(s3, "pravah-in", {"inv/a.csv": b"12345", "inv/x/b.txt": b"1"})
+    results, done = process(stub, "inventory", "s3://pravah-in/inv")
+    assert done[0].failed == 0, results
+    assert sorted(results) == ["a.csv", "x/b.txt"]
+
+
+def test_aws_endpoint_url_works_like_s3_endpoint_url(
+    engine_bin: Path, moto_url: str, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {"e/a.csv": b"x,y\n"})
+    env = engine_env(moto_url, AWS_ENDPOINT_URL=moto_url)
+    env.pop("S3_ENDPOINT_URL")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+    ):
+        results, _ = process(pb_grpc.EngineServiceStub(channel), "csv-header", "s3://pravah-in/e")
+    assert results == {"a.csv": {"columns": ["x", "y"]}}
+
+
+def test_odd_keys_and_folder_markers(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    odd = ["100%.csv", "a+b.csv", "q?x=1.csv", "h#ash.csv", "dir/x.csv"]
+    put_objects(s3, "pravah-in", {f"k/{name}": b"c1,c2\n" for name in odd})
+    # Folder markers as the S3 console makes them; "empty/" has no children.
+    put_objects(s3, "pravah-in", {"k/dir/": b"", "k/empty/": b"", "k/tab\there.csv": b"t\n"})
+    results, _ = process(stub, "csv-header", "s3://pravah-in/k")
+    assert {k: v for k, v in results.items() if "columns" in v} == {
+        name: {"columns": ["c1", "c2"]} for name in odd
+    }
+    assert "dir" not in results  # a marker with keys under it is no file
+    assert results["empty"]["kind"] == pb.ERROR_KIND_INVALID_DATA  # read as an empty file
+    assert results["tab\there.csv"]["kind"] == pb.ERROR_KIND_OUTSIDE_ROOT
