@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import services  # noqa: E402
+from bench.report import save_rows  # noqa: E402
 
 
 @dataclass
@@ -233,10 +233,7 @@ def main() -> None:
     rows = asyncio.run(run(args.instances, args.jobs))
     print()
     print_table(rows)
-    out = ROOT / "bench" / "out" / "queue.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    print(f"results written to {out}")
+    save_rows("queue", rows)
 
 
 if __name__ == "__main__":

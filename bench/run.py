@@ -13,20 +13,20 @@ covers every process of a pipeline. Nothing here asserts a time: it reports.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.generate import make_csv_tree, make_file_tree  # noqa: E402
+from bench.report import save_rows  # noqa: E402
 
 GNU_TIME = "/usr/bin/time"
 
@@ -221,10 +221,7 @@ def main() -> int:
         f"  of which fixed cost (a 1-file run): {fixed:.3f} s; the remaining "
         f"{rest:.3f} s is {rest / bare.seconds:.2f}x the bare engine"
     )
-    out = ROOT / "bench/out/results.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    print(f"results written to {out}")
+    save_rows("results", rows)
     return 0
 
 

@@ -21,7 +21,6 @@ asserts a time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -30,13 +29,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.generate import make_csv_tree  # noqa: E402
+from bench.report import save_rows  # noqa: E402
 from bench.run import engine_bin  # noqa: E402
 from bench.tasks import Row, make_photos, measure  # noqa: E402
 
@@ -178,10 +177,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         proc.terminate()
         proc.wait()
-    target = ROOT / "bench/out/s3.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    print(f"results written to {target}")
+    save_rows("s3", rows)
     return 0
 
 

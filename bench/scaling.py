@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import services  # noqa: E402
 from bench.generate import make_csv_tree  # noqa: E402
+from bench.report import save_rows  # noqa: E402
 
 
 @dataclass
@@ -150,10 +150,7 @@ def main() -> None:
     rows = asyncio.run(run(source, args.runs, max(1, args.files // 20)))
     print()
     print_table(rows)
-    out = ROOT / "bench" / "out" / "scaling.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    print(f"results written to {out}")
+    save_rows("scaling", rows)
 
 
 if __name__ == "__main__":

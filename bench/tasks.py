@@ -21,19 +21,19 @@ installs them). Nothing asserts a time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import save_rows  # noqa: E402
 from bench.run import best_of, engine_bin  # noqa: E402
 
 
@@ -407,10 +407,7 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    target = ROOT / "bench/out/tasks.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    print(f"results written to {target}")
+    save_rows("tasks", rows)
     return 0
 
 
