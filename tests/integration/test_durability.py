@@ -70,6 +70,30 @@ async def _wait_status(db: Database, job_id: str, wanted: set[str], within: floa
         await asyncio.sleep(0.05)
 
 
+def _record_engine_calls(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """From now on: the work ids sent to Process, and the engines asked to List."""
+    processed: list[str] = []
+    listed: list[str] = []
+    original_process = EngineClient.process
+    original_list = EngineClient.list_to_chunks
+
+    async def counting_process(
+        self: EngineClient, task: str, work: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        items = list(work)
+        processed.extend(w.id for w in items)
+        async for event in original_process(self, task, items, **kwargs):
+            yield event
+
+    async def counting_list(self: EngineClient, *args: Any, **kwargs: Any) -> Any:
+        listed.append(self.url)
+        return await original_list(self, *args, **kwargs)
+
+    monkeypatch.setattr(EngineClient, "process", counting_process)
+    monkeypatch.setattr(EngineClient, "list_to_chunks", counting_list)
+    return processed, listed
+
+
 @pytest.fixture
 def chunked(db_settings: Settings) -> Settings:
     """Small chunks (10 files) so a small tree has many checkpoints."""
@@ -106,25 +130,7 @@ async def test_a_resumed_job_redoes_only_unfinished_chunks_and_lists_once(
         chunk_files = sorted((workspace_of(chunked, job.id) / "chunks").iterdir())
 
         monkeypatch.setattr(chunks, "mark_finished", original_mark)
-        processed: list[str] = []
-        listed: list[str] = []
-        original_process = EngineClient.process
-        original_list = EngineClient.list_to_chunks
-
-        async def counting_process(
-            self: EngineClient, task: str, work: Any, **kwargs: Any
-        ) -> AsyncIterator[Any]:
-            items = list(work)
-            processed.extend(w.id for w in items)
-            async for event in original_process(self, task, items, **kwargs):
-                yield event
-
-        async def counting_list(self: EngineClient, *args: Any, **kwargs: Any) -> Any:
-            listed.append(self.url)
-            return await original_list(self, *args, **kwargs)
-
-        monkeypatch.setattr(EngineClient, "process", counting_process)
-        monkeypatch.setattr(EngineClient, "list_to_chunks", counting_list)
+        processed, listed = _record_engine_calls(monkeypatch)
         final = await run_job(job.id, chunked, engine_url, db=db)
         assert final.status == "completed", final.error
         assert listed == []  # the listing of the first attempt was reused
@@ -189,25 +195,7 @@ async def test_a_resumed_pipeline_skips_finished_steps_and_redoes_only_unfinishe
         assert len(list(scratch.rglob("*.gz"))) == 60
 
         monkeypatch.setattr(chunks, "mark_finished", original_mark)
-        processed: list[str] = []
-        listed: list[str] = []
-        original_process = EngineClient.process
-        original_list = EngineClient.list_to_chunks
-
-        async def counting_process(
-            self: EngineClient, task: str, work: Any, **kwargs: Any
-        ) -> AsyncIterator[Any]:
-            items = list(work)
-            processed.extend(w.id for w in items)
-            async for event in original_process(self, task, items, **kwargs):
-                yield event
-
-        async def counting_list(self: EngineClient, *args: Any, **kwargs: Any) -> Any:
-            listed.append(self.url)
-            return await original_list(self, *args, **kwargs)
-
-        monkeypatch.setattr(EngineClient, "process", counting_process)
-        monkeypatch.setattr(EngineClient, "list_to_chunks", counting_list)
+        processed, listed = _record_engine_calls(monkeypatch)
         final = await run_job(job.id, chunked, engine_url, db=db)
         assert final.status == "completed", final.error
         assert listed == []  # neither step was listed again
