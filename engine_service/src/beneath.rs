@@ -83,9 +83,12 @@ pub fn open_beneath(path: &Path, flags: libc::c_int) -> Option<io::Result<File>>
     SCOPE.with(|scope| {
         let scope = scope.borrow();
         let root = scope.as_ref()?;
-        let rel = path.strip_prefix(&root.path).ok()?;
+        let rel = relative(
+            path.as_os_str().as_bytes(),
+            root.path.as_os_str().as_bytes(),
+        )?;
         let dir = root.fd.as_ref()?.as_raw_fd();
-        let rel = CString::new(rel.as_os_str().as_bytes()).ok()?;
+        let rel = CString::new(rel).ok()?;
         // SAFETY: open_how is plain data; zeroed is its documented default.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | flags) as u64;
@@ -118,6 +121,18 @@ pub fn open_beneath(path: &Path, flags: libc::c_int) -> Option<io::Result<File>>
             _ => Some(Err(err)),
         }
     })
+}
+
+/// `path` relative to `root`, compared as bytes: the paths a batch opens
+/// are `root.join(rel)`, and `Path::strip_prefix` (component by component)
+/// showed up in csv-header's profile. `None` when `path` is not under `root`.
+fn relative<'a>(path: &'a [u8], root: &[u8]) -> Option<&'a [u8]> {
+    let rest = path.strip_prefix(root)?;
+    if !root.ends_with(b"/") && !rest.starts_with(b"/") {
+        return None; // `/a/bc` is not under `/a/b`
+    }
+    let rest = &rest[rest.iter().take_while(|&&b| b == b'/').count()..];
+    (!rest.is_empty()).then_some(rest)
 }
 
 fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
@@ -197,6 +212,16 @@ mod tests {
         assert!(open_beneath(&root.join("a.csv"), 0).is_none());
         let _scope = BatchScope::enter(&root);
         assert!(open_beneath(&base.path().join("outside/secret"), 0).is_none());
+    }
+
+    #[test]
+    fn relative_paths_are_cut_at_a_separator_only() {
+        assert_eq!(relative(b"/a/b/x.csv", b"/a/b"), Some(&b"x.csv"[..]));
+        assert_eq!(relative(b"/a/b/x.csv", b"/a/b/"), Some(&b"x.csv"[..]));
+        assert_eq!(relative(b"/a/b//s/x", b"/a/b"), Some(&b"s/x"[..]));
+        assert_eq!(relative(b"/a/bc/x", b"/a/b"), None);
+        assert_eq!(relative(b"/a/b", b"/a/b"), None);
+        assert_eq!(relative(b"/etc/x", b"/"), Some(&b"etc/x"[..]));
     }
 
     #[test]
