@@ -22,7 +22,10 @@
 //! - `pravah_engine_walk_files_total`, `pravah_engine_walk_directories_total`
 //!   (walker rate = `rate()` of these) and `pravah_engine_walk_files_per_second`
 //!   (the rate of the last finished walk);
-//! - `pravah_engine_grpc_requests_total{method,code}`.
+//! - `pravah_engine_grpc_requests_total{method,code}`;
+//! - `pravah_engine_s3_get_requests_total` and `pravah_engine_s3_get_bytes_total`:
+//!   GET requests sent to the object store (whole, ranged, streamed) and the
+//!   body bytes they returned (counted per request, not per file).
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
@@ -69,6 +72,8 @@ pub struct Metrics {
     pub walk_directories: Counter,
     pub walk_rate: Gauge<f64, AtomicU64>,
     pub grpc_requests: Family<RpcLabels, Counter>,
+    pub s3_get_requests: Counter,
+    pub s3_get_bytes: Counter,
 }
 
 impl Metrics {
@@ -87,6 +92,8 @@ impl Metrics {
             walk_directories: Counter::default(),
             walk_rate: Gauge::default(),
             grpc_requests: Family::default(),
+            s3_get_requests: Counter::default(),
+            s3_get_bytes: Counter::default(),
         };
         registry.register(
             "files_processed",
@@ -146,6 +153,17 @@ impl Metrics {
             "grpc_requests",
             "gRPC calls received, by method and status code",
             m.grpc_requests.clone(),
+        );
+        registry.register(
+            "s3_get_requests",
+            "GET requests sent to the object store",
+            m.s3_get_requests.clone(),
+        );
+        registry.register_with_unit(
+            "s3_get",
+            "Body bytes returned by GET requests to the object store",
+            Unit::Bytes,
+            m.s3_get_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

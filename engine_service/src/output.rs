@@ -62,6 +62,17 @@ pub fn existing_schema() -> serde_json::Value {
     })
 }
 
+/// The `existing` option of a writing task's options JSON (every writing
+/// task declares it with [`existing_schema`]); the default when absent.
+/// The task itself has already validated the options.
+pub fn existing_option(options_json: &str) -> Existing {
+    serde_json::from_str::<serde_json::Value>(options_json)
+        .ok()
+        .and_then(|v| v.get("existing").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
 /// Joins a relative name under `base`, refusing anything that could escape:
 /// absolute paths, `..`, drive prefixes, and empty names. `.` parts are
 /// dropped.

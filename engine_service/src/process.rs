@@ -90,6 +90,7 @@ impl ProcessConfig {
             Some(Arc::new(S3Destination::open(
                 &start.destination,
                 &encryption,
+                crate::output::existing_option(&start.options_json),
             )?))
         } else {
             None
@@ -733,18 +734,20 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             },
             None => match &state.root {
                 Root::Local(root) => match chunks::join_inside(root, &job.rel) {
-                    Ok(path) => shared.io.with_destination(job.size, |destination| {
-                        process_guarded(
-                            shared.task.as_ref(),
-                            &tasks::FileCtx {
-                                path: &path,
-                                rel: &job.rel,
-                                known_size: job.size,
-                                destination,
-                                outputs: batched,
-                            },
-                        )
-                    }),
+                    Ok(path) => shared
+                        .io
+                        .with_destination(job.size, &job.rel, |destination| {
+                            process_guarded(
+                                shared.task.as_ref(),
+                                &tasks::FileCtx {
+                                    path: &path,
+                                    rel: &job.rel,
+                                    known_size: job.size,
+                                    destination,
+                                    outputs: batched,
+                                },
+                            )
+                        }),
                     Err(f) => tasks::FileOutcome {
                         size: 0,
                         result: Err(f),

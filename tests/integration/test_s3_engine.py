@@ -338,10 +338,11 @@ def test_a_source_item_on_an_unreachable_endpoint_fails_the_item(engine_bin: Pat
 
 
 def test_an_interrupted_multipart_upload_leaves_no_object(engine_bin: Path, tmp_path: Path) -> None:
-    # moto with IAM auth after its first 5 requests: our 4 set-up calls below
-    # and the engine's CreateMultipartUpload pass; every part upload after
-    # that is refused, as if the credentials were revoked mid-upload.
-    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "5"})
+    # moto with IAM auth after its first 6 requests: our 4 set-up calls
+    # below, the engine's HEAD of the output key (existing=skip) and its
+    # CreateMultipartUpload pass; every part upload after that is refused,
+    # as if the credentials were revoked mid-upload.
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "6"})
     try:
         iam = client(url, "iam")
         iam.create_user(UserName="checker")

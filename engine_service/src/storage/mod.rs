@@ -25,6 +25,7 @@
 //!
 //! The S3 client itself ([`s3`]) is configured from the standard AWS
 //! variables and never logs credentials.
+pub mod blocks;
 pub mod objects;
 pub mod s3;
 pub mod s3_list;

@@ -2,19 +2,22 @@
 //! file or an S3 object in, a local folder or an S3 prefix out.
 //!
 //! An S3 object goes to [`Task::process_reader`] through ranged GETs when
-//! the task reads streams (csv-header reads only the header's bytes);
-//! otherwise it is downloaded to a staged local file that is deleted after
-//! the task ran. With an S3 destination the task writes into a fresh staged
+//! the task reads streams (csv-header reads only the header's bytes), to
+//! [`Task::process_ranges`] through block-sized ranged GETs when the task
+//! reads by ranges (extract); otherwise it is downloaded to a staged local
+//! file that is deleted after the task ran. With an S3 destination the task writes into a fresh staged
 //! folder that is uploaded, then deleted ([`super::s3_write`]). The file's
 //! outcome fails when its upload fails.
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::blocks::RangeSource;
 use super::s3::{self, Encryption};
-use super::s3_read::{download, RangedReader};
-use super::s3_write::S3Destination;
+use super::s3_read::{download, ObjectRanges, RangedReader};
+use super::s3_write::{S3Destination, Uploaded};
 use super::staging::Staged;
 use super::S3Root;
 use crate::results::{FailureKind, FileFailure};
@@ -37,10 +40,13 @@ impl Io {
     }
 
     /// Runs `run` with the destination folder the task should write into,
-    /// uploading what it wrote when the destination is on S3.
+    /// uploading what it wrote for input `rel` when the destination is on
+    /// S3 (where an existing output makes the file skipped or failed, as
+    /// the task's `existing` policy says: [`super::s3_write`]).
     pub fn with_destination(
         &self,
         known_size: Option<u64>,
+        rel: &[u8],
         run: impl FnOnce(Option<&Path>) -> FileOutcome,
     ) -> FileOutcome {
         let Some(dest) = &self.s3_destination else {
@@ -52,8 +58,15 @@ impl Io {
         };
         let mut outcome = run(Some(folder.path()));
         if outcome.result.is_ok() {
-            if let Err(f) = dest.upload_tree(folder.path()) {
-                outcome.result = Err(f);
+            match dest.upload_tree(folder.path(), rel) {
+                Ok(Uploaded::Written(_)) => {}
+                Ok(Uploaded::Skipped(output)) => {
+                    outcome.result = Ok(
+                        serde_json::json!({"skipped": "output exists", "output": output})
+                            .to_string(),
+                    );
+                }
+                Err(f) => outcome.result = Err(f),
             }
         }
         outcome
@@ -128,6 +141,26 @@ pub fn process_object(
         let size = reader.size();
         return task.process_reader(&mut reader, size);
     }
+    if task.reads_ranges() {
+        let source = match ObjectRanges::open(store, &key, known_size) {
+            Ok(s) => s,
+            Err(f) => return failed(known_size, f),
+        };
+        let size = source.size();
+        let path = Path::new(std::ffi::OsStr::from_bytes(rel));
+        return io.with_destination(Some(size), rel, |destination| {
+            task.process_ranges(
+                &FileCtx {
+                    path,
+                    rel,
+                    known_size: Some(size),
+                    destination,
+                    outputs: None,
+                },
+                Arc::new(source),
+            )
+        });
+    }
     let name = key.rsplit('/').next().unwrap_or(&key);
     let staging = io.staging.join("objects");
     let (staged, mut file) = match Staged::file(&staging, name) {
@@ -140,7 +173,7 @@ pub fn process_object(
     };
     drop(file);
     let path = staged.path().join(name);
-    io.with_destination(Some(size), |destination| {
+    io.with_destination(Some(size), rel, |destination| {
         task.process(&FileCtx {
             path: &path,
             rel,

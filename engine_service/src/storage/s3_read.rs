@@ -1,5 +1,7 @@
 //! Reading objects: a ranged-GET reader for tasks that read only part of a
-//! file, and a streamed download for tasks that need a local file.
+//! file, an object as a [`RangeSource`] for tasks that read by ranges
+//! (extract, through a [`super::blocks::BlockReader`]), and a streamed
+//! download for tasks that need a local file.
 //!
 //! [`RangedReader`] is `Read + Seek`: each `read` is one ranged GET of
 //! exactly the bytes asked for (clamped to the object's size), so
@@ -18,7 +20,9 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
+use super::blocks::RangeSource;
 use super::s3;
+use crate::metrics::METRICS;
 use crate::results::{FailureKind, FileFailure};
 
 /// An io::Error carrying a classified store failure.
@@ -30,6 +34,86 @@ fn io_error(err: &object_store::Error, doing: &str) -> std::io::Error {
         _ => std::io::ErrorKind::Other,
     };
     std::io::Error::new(kind, f.message)
+}
+
+/// Counts one GET and the bytes it returned (the engine's S3 metrics).
+fn count_get(bytes: usize) {
+    METRICS.s3_get_requests.inc();
+    METRICS.s3_get_bytes.inc_by(bytes as u64);
+}
+
+/// One ranged GET, counted.
+async fn get_range(
+    store: &AmazonS3,
+    path: &ObjectPath,
+    range: std::ops::Range<u64>,
+) -> object_store::Result<Bytes> {
+    let bytes = store.get_range(path, range).await?;
+    count_get(bytes.len());
+    Ok(bytes)
+}
+
+/// The size of `key`: `known` (from the listing) or a HEAD request.
+fn object_size(
+    store: &AmazonS3,
+    path: &ObjectPath,
+    known: Option<u64>,
+) -> Result<u64, FileFailure> {
+    match known {
+        Some(n) => Ok(n),
+        None => Ok(s3::block_on(store.head(path))
+            .map_err(|e| s3::classify(&e, "reading the object's size"))?
+            .size),
+    }
+}
+
+/// An object read by ranged GETs, one request per [`RangeSource::fetch`].
+pub struct ObjectRanges {
+    store: Arc<AmazonS3>,
+    path: ObjectPath,
+    size: u64,
+}
+
+impl ObjectRanges {
+    /// Opens `key`; with `known_size` (from the listing) no request is made
+    /// until the first fetch, otherwise a HEAD learns the size.
+    pub fn open(
+        store: Arc<AmazonS3>,
+        key: &str,
+        known_size: Option<u64>,
+    ) -> Result<Self, FileFailure> {
+        let path = object_path(key)?;
+        let size = object_size(&store, &path, known_size)?;
+        Ok(ObjectRanges { store, path, size })
+    }
+}
+
+impl RangeSource for ObjectRanges {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// `PRAVAH_S3_READ_BLOCK_BYTES` (4 MiB, at least 64 KiB): large enough
+    /// that request latency is paid rarely, small enough that a reader per
+    /// extracting thread stays cheap in memory.
+    fn block_size(&self) -> u64 {
+        static BLOCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *BLOCK.get_or_init(|| {
+            std::env::var("PRAVAH_S3_READ_BLOCK_BYTES")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(4 << 20)
+                .max(64 << 10)
+        })
+    }
+
+    fn fetch(&self, range: std::ops::Range<u64>) -> std::io::Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        s3::block_on(get_range(&self.store, &self.path, range))
+            .map_err(|e| io_error(&e, "reading the object"))
+    }
 }
 
 /// The store path of a key that [`super::S3Root::key`] produced.
@@ -61,14 +145,7 @@ impl RangedReader {
         known_size: Option<u64>,
     ) -> Result<Self, FileFailure> {
         let path = object_path(key)?;
-        let size = match known_size {
-            Some(n) => n,
-            None => {
-                s3::block_on(store.head(&path))
-                    .map_err(|e| s3::classify(&e, "reading the object's size"))?
-                    .size
-            }
-        };
+        let size = object_size(&store, &path, known_size)?;
         Ok(RangedReader {
             store,
             path,
@@ -103,7 +180,7 @@ impl Read for RangedReader {
             return Ok(n);
         }
         let end = self.size.min(self.pos + buf.len() as u64);
-        let bytes = s3::block_on(self.store.get_range(&self.path, self.pos..end))
+        let bytes = s3::block_on(get_range(&self.store, &self.path, self.pos..end))
             .map_err(|e| io_error(&e, "reading the object"))?;
         let n = bytes.len().min(buf.len());
         buf[..n].copy_from_slice(&bytes[..n]);
@@ -151,7 +228,7 @@ pub fn prefetch_heads(
             if end == 0 {
                 return Some(Bytes::new());
             }
-            store.get_range(&path, 0..end).await.ok()
+            get_range(&store, &path, 0..end).await.ok()
         }
     });
     s3::block_on(
@@ -169,6 +246,7 @@ pub fn download(store: &AmazonS3, key: &str, out: &mut std::fs::File) -> Result<
             .get(&path)
             .await
             .map_err(|e| s3::classify(&e, "downloading the object"))?;
+        count_get(0);
         let mut stream = result.into_stream();
         let mut written = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -177,6 +255,7 @@ pub fn download(store: &AmazonS3, key: &str, out: &mut std::fs::File) -> Result<
             out.write_all(&chunk)
                 .map_err(|e| crate::output::write_failure(&e, "staging the object locally"))?;
             written += chunk.len() as u64;
+            METRICS.s3_get_bytes.inc_by(chunk.len() as u64);
         }
         Ok(written)
     })

@@ -14,21 +14,36 @@
 //! final key (an upload cut by a crash leaves only invisible parts, which a
 //! bucket lifecycle rule for incomplete multipart uploads reclaims).
 //!
+//! Existing outputs (the writing tasks' `existing` option, default skip):
+//! before anything of a file is uploaded, each of its outputs is looked up
+//! under its final key: an output file with a HEAD, an output folder
+//! (extract's) by listing at most one key under it. With `skip` the file is
+//! reported skipped and nothing is uploaded, with `fail` it fails, with
+//! `overwrite` its outputs replace the objects of the same keys (objects of
+//! an older folder that the new one lacks stay). The look-up runs after the
+//! task wrote its outputs locally, since only then are their names known.
+//! Between the look-up and the upload another writer may create the key:
+//! single-PUT uploads are therefore conditional (`If-None-Match: *`) unless
+//! the policy is overwrite, so such a race ends as skip or fail too; a
+//! multipart upload relies on the look-up alone.
+//!
 //! Encryption: the store is built with the call's server-side encryption
 //! ([`super::s3::Encryption`]), which object_store sends on every PUT and
 //! multipart creation.
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use object_store::aws::AmazonS3;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use super::s3::{self, Encryption};
 use super::s3_read::object_path;
 use super::S3Root;
 use crate::error::Result;
-use crate::results::FileFailure;
+use crate::output::Existing;
+use crate::results::{FailureKind, FileFailure};
 
 fn env_bytes(name: &str, default: usize, least: usize) -> usize {
     std::env::var(name)
@@ -46,11 +61,30 @@ pub struct S3Destination {
     multipart_threshold: usize,
     part_size: usize,
     parts_in_flight: usize,
+    /// The task's `existing` policy, applied to objects already there.
+    existing: Existing,
+}
+
+/// How uploading one file's outputs ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Uploaded {
+    /// This many objects were written.
+    Written(u64),
+    /// An output existed and the policy was skip: nothing was uploaded.
+    /// Holds the output's path relative to the destination.
+    Skipped(String),
+}
+
+/// An output of one input: a file, or a folder of files (extract's).
+struct Unit {
+    rel: PathBuf,
+    folder: bool,
 }
 
 impl S3Destination {
-    /// Parses and checks `uri` (allowed bucket) and builds its client.
-    pub fn open(uri: &str, encryption: &Encryption) -> Result<Self> {
+    /// Parses and checks `uri` (allowed bucket) and builds its client;
+    /// `existing` is what to do with outputs already under their keys.
+    pub fn open(uri: &str, encryption: &Encryption, existing: Existing) -> Result<Self> {
         let root = S3Root::parse(uri)?;
         let store = s3::store(&root.bucket, encryption)?;
         Ok(S3Destination {
@@ -60,36 +94,101 @@ impl S3Destination {
             // S3 refuses parts under 5 MiB (but the last).
             part_size: env_bytes("PRAVAH_S3_PART_SIZE", 8 << 20, 5 << 20),
             parts_in_flight: env_bytes("PRAVAH_S3_UPLOAD_CONCURRENCY", 4, 1),
+            existing,
         })
     }
 
-    /// Uploads every file under `staged` to its key and removes it; returns
-    /// the number of objects written. The first failure stops the upload of
-    /// this folder (objects already uploaded stay, each one whole).
-    pub fn upload_tree(&self, staged: &Path) -> std::result::Result<u64, FileFailure> {
-        let mut written = 0;
+    /// Uploads every file under `staged`, the outputs of input `rel`, to
+    /// its key and removes it, after applying the `existing` policy (module
+    /// doc). The first failure stops the upload of this folder (objects
+    /// already uploaded stay, each one whole).
+    pub fn upload_tree(
+        &self,
+        staged: &Path,
+        rel: &[u8],
+    ) -> std::result::Result<Uploaded, FileFailure> {
+        let mut files = Vec::new();
         for entry in walkdir::WalkDir::new(staged).min_depth(1) {
             let entry = entry.map_err(|e| {
                 let io = std::io::Error::other(e.to_string());
                 FileFailure::from_io(&io, "reading the staged outputs")
             })?;
-            if !entry.file_type().is_file() {
-                continue;
+            if entry.file_type().is_file() {
+                let rel = entry
+                    .path()
+                    .strip_prefix(staged)
+                    .expect("walkdir yields paths under its root")
+                    .to_path_buf();
+                files.push((entry.into_path(), rel));
             }
-            let rel = entry
-                .path()
-                .strip_prefix(staged)
-                .expect("walkdir yields paths under its root");
-            let key = self.root.key(rel.as_os_str().as_encoded_bytes())?;
-            self.upload_file(entry.path(), &key)?;
-            let _ = std::fs::remove_file(entry.path());
+        }
+        if self.existing != Existing::Overwrite {
+            for unit in units(&files, rel) {
+                if self.exists(&unit)? {
+                    let shown = unit.rel.to_string_lossy().into_owned();
+                    return match self.existing {
+                        Existing::Fail => Err(self.exists_failure(&unit.rel)),
+                        _ => Ok(Uploaded::Skipped(shown)),
+                    };
+                }
+            }
+        }
+        let mut written = 0;
+        for (local, out_rel) in &files {
+            let key = self.root.key(out_rel.as_os_str().as_encoded_bytes())?;
+            match self.upload_file(local, &key) {
+                Ok(()) => {}
+                // Created by another writer since the look-up.
+                Err(Refused::Exists) => {
+                    return match self.existing {
+                        Existing::Fail => Err(self.exists_failure(out_rel)),
+                        _ => Ok(Uploaded::Skipped(out_rel.to_string_lossy().into_owned())),
+                    }
+                }
+                Err(Refused::Failed(f)) => return Err(f),
+            }
+            let _ = std::fs::remove_file(local);
             written += 1;
         }
-        Ok(written)
+        Ok(Uploaded::Written(written))
+    }
+
+    fn exists_failure(&self, out_rel: &Path) -> FileFailure {
+        FileFailure::new(
+            FailureKind::Io,
+            format!(
+                "output s3://{}/{} already exists; set existing=overwrite or existing=skip",
+                self.root.bucket,
+                self.root
+                    .key(out_rel.as_os_str().as_encoded_bytes())
+                    .unwrap_or_default()
+            ),
+        )
+    }
+
+    /// Whether an output is already in the store: an object under the
+    /// file's key, or any object under the folder's.
+    fn exists(&self, unit: &Unit) -> std::result::Result<bool, FileFailure> {
+        let key = self.root.key(unit.rel.as_os_str().as_encoded_bytes())?;
+        let path = object_path(&key)?;
+        let doing = format!("looking for an existing s3://{}/{key}", self.root.bucket);
+        if unit.folder {
+            let first = s3::block_on(async { self.store.list(Some(&path)).next().await });
+            return match first {
+                None => Ok(false),
+                Some(Ok(_)) => Ok(true),
+                Some(Err(e)) => Err(s3::classify(&e, &doing)),
+            };
+        }
+        match s3::block_on(self.store.head(&path)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(s3::classify(&e, &doing)),
+        }
     }
 
     /// Uploads one local file to `key` (single PUT or multipart).
-    pub fn upload_file(&self, local: &Path, key: &str) -> std::result::Result<(), FileFailure> {
+    fn upload_file(&self, local: &Path, key: &str) -> std::result::Result<(), Refused> {
         let path = object_path(key)?;
         let mut file = std::fs::File::open(local)
             .map_err(|e| FileFailure::from_io(&e, "opening a staged output"))?;
@@ -102,9 +201,19 @@ impl S3Destination {
             let mut data = Vec::with_capacity(size as usize);
             file.read_to_end(&mut data)
                 .map_err(|e| FileFailure::from_io(&e, "reading a staged output"))?;
-            s3::block_on(self.store.put(&path, PutPayload::from(data)))
-                .map_err(|e| s3::classify(&e, &doing))?;
-            return Ok(());
+            let mode = match self.existing {
+                Existing::Overwrite => PutMode::Overwrite,
+                Existing::Skip | Existing::Fail => PutMode::Create,
+            };
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            return match s3::block_on(self.store.put_opts(&path, PutPayload::from(data), opts)) {
+                Ok(_) => Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => Err(Refused::Exists),
+                Err(e) => Err(s3::classify(&e, &doing).into()),
+            };
         }
         let upload =
             s3::block_on(self.store.put_multipart(&path)).map_err(|e| s3::classify(&e, &doing))?;
@@ -115,7 +224,7 @@ impl S3Destination {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = s3::block_on(writer.abort());
-                    return Err(FileFailure::from_io(&e, "reading a staged output"));
+                    return Err(FileFailure::from_io(&e, "reading a staged output").into());
                 }
             };
             if n == 0 {
@@ -129,13 +238,51 @@ impl S3Destination {
             });
             if let Err(e) = sent {
                 let _ = s3::block_on(writer.abort());
-                return Err(s3::classify(&e, &doing));
+                return Err(s3::classify(&e, &doing).into());
             }
         }
         // finish() aborts the upload itself when a part or the completion fails.
         s3::block_on(writer.finish()).map_err(|e| s3::classify(&e, &doing))?;
         Ok(())
     }
+}
+
+/// Why an upload did not happen.
+enum Refused {
+    /// A conditional PUT found the key taken.
+    Exists,
+    Failed(FileFailure),
+}
+
+impl From<FileFailure> for Refused {
+    fn from(f: FileFailure) -> Self {
+        Refused::Failed(f)
+    }
+}
+
+/// The outputs of input `rel` among the staged `files` (paths relative to
+/// the staging folder): a task mirrors `rel`'s folder, so each entry right
+/// under that folder is one output, a file or a folder of files.
+fn units(files: &[(PathBuf, PathBuf)], rel: &[u8]) -> Vec<Unit> {
+    let rel = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rel));
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let mut out: Vec<Unit> = Vec::new();
+    for (_, file) in files {
+        let unit = match file.strip_prefix(parent) {
+            Ok(below) if below.components().count() > 1 => Unit {
+                rel: parent.join(below.components().next().expect("counted")),
+                folder: true,
+            },
+            _ => Unit {
+                rel: file.clone(),
+                folder: false,
+            },
+        };
+        if !out.iter().any(|u| u.rel == unit.rel) {
+            out.push(unit);
+        }
+    }
+    out
 }
 
 /// Reads until `buf` is full or the file ends.

@@ -18,12 +18,19 @@
 //! done). A failure removes the staging folder, so a final folder is never
 //! half extracted.
 //!
-//! Parallelism: a ZIP's entries are split into one range per pool thread,
-//! each range read through its own file handle (rayon `par_iter`; a range
-//! stops at the first error or when the shared byte budget is exhausted,
-//! and the first error wins). tar is a stream and is read sequentially.
+//! Reading: an archive is read by byte ranges through a
+//! [`BlockReader`], from a local file (positional reads) or in place from
+//! an object store (ranged GETs, [`Task::process_ranges`]): a ZIP's central
+//! directory and entries are fetched block by block, a tar stream in order,
+//! and an archive on S3 is never staged whole on local disk.
+//!
+//! Parallelism: a ZIP's central directory is parsed once; its entries are
+//! split into one range per pool thread, each reading through its own clone
+//! of the parsed archive (rayon `par_iter`; a range stops at the first
+//! error or when the shared byte budget is exhausted, and the first error
+//! wins). tar is a stream and is read sequentially.
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +45,7 @@ use crate::output::{
     existing_schema, prepare_parent, write_failure, Committed, Existing, Outputs, Publish,
 };
 use crate::results::{FailureKind, FileFailure};
+use crate::storage::blocks::{BlockReader, LocalFile, RangeSource};
 
 pub const INFO: TaskInfo = TaskInfo {
     name: "extract",
@@ -287,17 +295,12 @@ fn zip_error(e: zip::result::ZipError) -> FileFailure {
 }
 
 fn extract_zip(
-    archive: &Path,
+    archive: BlockReader,
     stage: &Path,
     budget: &Budget,
     max_ratio: u64,
 ) -> Result<u64, FileFailure> {
-    let open = || -> Result<zip::ZipArchive<BufReader<File>>, FileFailure> {
-        let f = crate::sandbox::open_regular(archive)
-            .map_err(|e| FileFailure::from_io(&e, "opening the archive"))?;
-        zip::ZipArchive::new(BufReader::new(f)).map_err(zip_error)
-    };
-    let first = open()?;
+    let first = zip::ZipArchive::new(archive).map_err(zip_error)?;
     let n = first.len();
     if n as u64 > budget.max_entries {
         return Err(FileFailure::new(
@@ -308,12 +311,11 @@ fn extract_zip(
             ),
         ));
     }
-    drop(first);
     let threads = rayon::current_num_threads().max(1);
     let per = n.div_ceil(threads).max(64);
     let ranges: Vec<(usize, usize)> = (0..n).step_by(per).map(|s| (s, (s + per).min(n))).collect();
     ranges.into_par_iter().try_for_each(|(from, to)| {
-        let mut zip = open()?;
+        let mut zip = first.clone();
         let mut buf = vec![0u8; 256 * 1024];
         for i in from..to {
             let mut entry = zip.by_index(i).map_err(zip_error)?;
@@ -409,9 +411,16 @@ impl Drop for Staging {
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Extract {
-    fn run(&self, ctx: &FileCtx<'_>, size: u64) -> Result<String, FileFailure> {
-        let mut file = crate::sandbox::open_regular(ctx.path)
-            .map_err(|e| FileFailure::from_io(&e, "opening the archive"))?;
+    /// Extracts the archive `source`; `local` says whether `ctx.path` is a
+    /// local file (whose folder is the output's home without a destination).
+    fn run(
+        &self,
+        ctx: &FileCtx<'_>,
+        source: Arc<dyn RangeSource>,
+        local: bool,
+    ) -> Result<String, FileFailure> {
+        let size = source.size();
+        let mut file = BlockReader::new(source.clone(), source.block_size());
         let mut head = [0u8; 512];
         let mut got = 0;
         while got < head.len() {
@@ -437,6 +446,12 @@ impl Extract {
         let out_rel = rel.with_file_name(&folder);
         let (base, out) = match ctx.destination {
             Some(d) => (d.to_path_buf(), crate::output::contained_join(d, &out_rel)?),
+            None if !local => {
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    "an archive in an object store needs a destination to extract into",
+                ))
+            }
             None => {
                 let parent = ctx.path.parent().unwrap_or(Path::new("."));
                 let canon = std::fs::canonicalize(parent)
@@ -472,13 +487,12 @@ impl Extract {
                 .min(self.o.max_ratio.saturating_mul(size.max(4096))),
             max_entries: self.o.max_entries,
         };
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| FileFailure::from_io(&e, "reading the archive"))?;
         let entries = match kind {
-            Kind::Zip => extract_zip(ctx.path, &stage, &budget, self.o.max_ratio)?,
+            Kind::Zip => extract_zip(file, &stage, &budget, self.o.max_ratio)?,
             _ => {
-                use std::io::Seek;
-                file.seek(std::io::SeekFrom::Start(0))
-                    .map_err(|e| FileFailure::from_io(&e, "reading the archive"))?;
-                let r = BufReader::with_capacity(256 * 1024, file);
+                let r = BufReader::with_capacity(64 * 1024, file);
                 match kind {
                     Kind::TarGz => {
                         extract_tar(flate2::bufread::MultiGzDecoder::new(r), &stage, &budget)?
@@ -545,7 +559,23 @@ impl Extract {
 
 impl Task for Extract {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
-        FileOutcome::sized(ctx, "opening the archive", |size| self.run(ctx, size))
+        FileOutcome::sized(ctx, "opening the archive", |_| {
+            let file = crate::sandbox::open_regular(ctx.path)
+                .and_then(LocalFile::new)
+                .map_err(|e| FileFailure::from_io(&e, "opening the archive"))?;
+            self.run(ctx, Arc::new(file), true)
+        })
+    }
+
+    fn reads_ranges(&self) -> bool {
+        true
+    }
+
+    fn process_ranges(&self, ctx: &FileCtx<'_>, source: Arc<dyn RangeSource>) -> FileOutcome {
+        FileOutcome {
+            size: source.size(),
+            result: self.run(ctx, source, false),
+        }
     }
 
     fn account(

@@ -108,6 +108,30 @@ pub trait Task: Send + Sync {
             )),
         }
     }
+    /// Whether the task reads a file by byte ranges
+    /// ([`Task::process_ranges`]), so an object-store file is read in place
+    /// with ranged GETs rather than staged whole on local disk.
+    fn reads_ranges(&self) -> bool {
+        false
+    }
+    /// Processes one file read through `source` (random access by byte
+    /// ranges) instead of a local path; only called when
+    /// [`Task::reads_ranges`] is true. `ctx.path` is then the file's
+    /// relative path, not a local file, and `ctx.destination` is set.
+    fn process_ranges(
+        &self,
+        ctx: &FileCtx<'_>,
+        source: Arc<dyn crate::storage::blocks::RangeSource>,
+    ) -> FileOutcome {
+        let _ = (ctx, source);
+        FileOutcome {
+            size: ctx.known_size.unwrap_or(0),
+            result: Err(FileFailure::new(
+                crate::results::FailureKind::Internal,
+                "this task cannot read by ranges",
+            )),
+        }
+    }
     /// Adds one outcome to a batch's aggregate. The default groups identical
     /// results; tasks whose results are unique per file (outputs, hashes)
     /// keep their own counters instead so the aggregate stays small.
