@@ -32,9 +32,31 @@ from s3_helpers import (
 
 
 @pytest.fixture(scope="module")
-def s3_engine(engine_bin: Path, s3_env: dict[str, str]) -> Iterator[str]:
-    with LocalEngineSync(engine_bin, start_timeout=30, env=s3_env) as url:
+def metrics_addr() -> str:
+    """Where the module's engine serves its Prometheus metrics."""
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def s3_engine(engine_bin: Path, s3_env: dict[str, str], metrics_addr: str) -> Iterator[str]:
+    env = {**s3_env, "PRAVAH_ENGINE_METRICS_LISTEN": metrics_addr}
+    with LocalEngineSync(engine_bin, start_timeout=30, env=env) as url:
         yield url
+
+
+def s3_gets(metrics_addr: str) -> tuple[float, float]:
+    """The engine's GET requests to the store and the bytes they returned, so far."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("pravah_engine_s3_get")
+    )
+    return (
+        float(values["pravah_engine_s3_get_requests_total"]),
+        float(values["pravah_engine_s3_get_bytes_total"]),
+    )
 
 
 @pytest.fixture
@@ -481,3 +503,121 @@ def test_odd_keys_and_folder_markers(stub: pb_grpc.EngineServiceStub, s3: Any) -
     assert "dir" not in results  # a marker with keys under it is no file
     assert results["empty"]["kind"] == pb.ERROR_KIND_INVALID_DATA  # read as an empty file
     assert results["tab\there.csv"]["kind"] == pb.ERROR_KIND_OUTSIDE_ROOT
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _big_zip() -> bytes:
+    """A ZIP of many small entries and one incompressible 6 MiB entry (more than a block)."""
+    files = {f"img/{i:03d}.txt": f"file {i}\n".encode() * (i % 7 + 1) for i in range(400)}
+    files["blob/random.bin"] = os.urandom(6 << 20)
+    files["deep/a/b/c.txt"] = b"deep"
+    return _zip(files)
+
+
+def test_a_zip_on_s3_is_extracted_in_place_like_a_local_one(
+    stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path, metrics_addr: str
+) -> None:
+    archive = _big_zip()
+    local_src = tmp_path / "local"
+    local_src.mkdir()
+    (local_src / "pack.zip").write_bytes(archive)
+    _, done = process(stub, "extract", str(local_src), destination=str(tmp_path / "from-local"))
+    assert done[0].failed == 0
+    put_objects(s3, "pravah-in", {"z/pack.zip": archive})
+    # The workspace's staging folder, where a staged copy of the archive would
+    # go (staging/objects/), cannot hold one: "objects" is a file.
+    workspace = tmp_path / "ws"
+    (workspace / "staging").mkdir(parents=True)
+    (workspace / "staging" / "objects").write_text("not a folder")
+    gets_before, bytes_before = s3_gets(metrics_addr)
+    _, done = process(
+        stub,
+        "extract",
+        "s3://pravah-in/z",
+        destination=str(tmp_path / "from-s3"),
+        results_dir=str(workspace / "results"),
+    )
+    gets_after, bytes_after = s3_gets(metrics_addr)
+    gets, fetched = gets_after - gets_before, bytes_after - bytes_before
+    assert done[0].files == 1 and done[0].failed == 0, done
+    assert _tree(tmp_path / "from-s3") == _tree(tmp_path / "from-local")
+    assert len(_tree(tmp_path / "from-s3" / "pack")) == 402
+    # Block-sized ranged GETs, not one or two per entry: the archive is two
+    # 4 MiB blocks (PRAVAH_S3_READ_BLOCK_BYTES), each fetched once and shared
+    # by the threads that extract its 402 entries.
+    assert (gets, fetched) == (2, len(archive))
+    assert [p.name for p in (workspace / "staging").iterdir()] == ["objects"]
+
+
+def test_a_zip_on_s3_to_s3_and_hostile_zips_are_refused_per_file(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    good = _zip({"docs/r.txt": b"r", "s.txt": b"s"})
+    put_objects(
+        s3,
+        "pravah-in",
+        {
+            "h/good.zip": good,
+            "h/truncated.zip": _big_zip()[: 3 << 20],
+            "h/garbage.zip": b"PK\x03\x04" + os.urandom(5000),
+            "h/slip.zip": _zip({"ok.txt": b"ok", "../../evil.txt": b"evil"}),
+            "h/abs.zip": _zip({"/etc/evil.txt": b"evil"}),
+        },
+    )
+    results, done = process(stub, "extract", "s3://pravah-in/h", destination="s3://pravah-out/x")
+    assert done[0].files == 5 and done[0].failed == 4, results
+    assert results["good.zip"]["entries"] == 2
+    for name in ("truncated.zip", "garbage.zip"):
+        assert results[name]["kind"] == pb.ERROR_KIND_INVALID_DATA, results[name]
+        assert "not a readable ZIP archive" in results[name]["error"], results[name]
+    for name in ("slip.zip", "abs.zip"):
+        assert results[name]["kind"] == pb.ERROR_KIND_OUTSIDE_ROOT, results[name]
+        assert "refused" in results[name]["error"]
+    # Only the good archive's entries were written; nothing escaped the prefix.
+    assert keys(s3, "pravah-out") == ["x/good/docs/r.txt", "x/good/s.txt"]
+
+
+def test_the_existing_policy_applies_to_s3_destinations(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    put_objects(s3, "pravah-in", {"c/a.log": b"a" * 3000, "x/pack.zip": _zip({"n.txt": b"new"})})
+    put_objects(s3, "pravah-out", {"d/a.log.gz": b"old output", "d/pack/old.txt": b"old"})
+
+    def body(key: str) -> bytes:
+        return bytes(s3.get_object(Bucket="pravah-out", Key=key)["Body"].read())
+
+    def run(task: str, source: str, dest: str = "d", **options: str) -> dict[str, Any]:
+        results, done = process(
+            stub,
+            task,
+            f"s3://pravah-in/{source}",
+            destination=f"s3://pravah-out/{dest}",
+            options=options,
+        )
+        assert done[0].files == 1 and not done[0].HasField("error"), results
+        [result] = results.values()
+        return result
+
+    # skip (the default): nothing uploaded, the file reported skipped.
+    assert run("compress", "c") == {"skipped": "output exists", "output": "a.log.gz"}
+    assert run("extract", "x") == {"skipped": "output exists", "output": "pack"}
+    assert body("d/a.log.gz") == b"old output"
+    assert keys(s3, "pravah-out") == ["d/a.log.gz", "d/pack/old.txt"]
+    # fail: a per-file error naming the object.
+    failed = run("compress", "c", existing="fail")
+    assert "s3://pravah-out/d/a.log.gz already exists" in failed["error"], failed
+    assert "s3://pravah-out/d/pack already exists" in run("extract", "x", existing="fail")["error"]
+    assert body("d/a.log.gz") == b"old output"
+    # overwrite: replaced, as before.
+    assert "skipped" not in run("compress", "c", existing="overwrite")
+    assert gzip.decompress(body("d/a.log.gz")) == b"a" * 3000
+    assert run("extract", "x", existing="overwrite")["entries"] == 1
+    assert body("d/pack/n.txt") == b"new"
+    # A key nobody wrote yet is written under skip (a conditional PUT).
+    assert "skipped" not in run("compress", "c", dest="e")
+    assert "e/a.log.gz" in keys(s3, "pravah-out")
