@@ -109,6 +109,12 @@ def test_compose_runs_every_role_with_health_checks_and_named_volumes():
     assert api_env["PRAVAH_ENGINE_URLS"] == "engine-1:50051,engine-2:50051"
     assert api_env["PRAVAH_RUN_WORKER"] == "false"
     assert api_env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    # Engines check buckets and reach the store themselves: same settings.
+    for engine in ("engine-1", "engine-2"):
+        engine_env = services[engine]["environment"]
+        for name in ("PRAVAH_ALLOWED_BUCKETS", "AWS_ENDPOINT_URL", "AWS_REGION"):
+            assert engine_env[name] == api_env[name], (engine, name)
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(engine_env)
     assert services["api"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
     )

@@ -206,6 +206,20 @@ def test_only_the_control_plane_reaches_the_engines(rendered):
     assert env["PRAVAH_ENGINE_METRICS_LISTEN"] == "0.0.0.0:9464"
 
 
+def test_engines_and_control_plane_share_the_s3_settings(rendered):
+    # The engine checks buckets itself: it must see the same allowed list and
+    # region as the control plane (from the ConfigMap), and the S3 keys (from
+    # the Secret); none of them is overridden per container.
+    config = rendered[("ConfigMap", "pravah-config")]["data"]
+    assert "PRAVAH_ALLOWED_BUCKETS" in config and "AWS_REGION" in config
+    for name in ("pravah-engine", "pravah-api", "pravah-worker"):
+        container = _pod_spec(rendered[("Deployment", name)])["containers"][0]
+        sources = [next(iter(e.values()))["name"] for e in container["envFrom"]]
+        assert sources == ["pravah-config", "pravah-secrets"], name
+        own = {e["name"] for e in container.get("env", [])}
+        assert not own & {"PRAVAH_ALLOWED_BUCKETS", "AWS_REGION", "S3_ENDPOINT_URL"}, name
+
+
 def test_overlay_sets_namespace_image_and_replicas():
     rendered = {key(r): r for r in render(OVERLAY)}
     for (kind, _), resource in rendered.items():

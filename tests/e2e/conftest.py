@@ -82,6 +82,18 @@ def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
+def s3_server(cli: Cli, tmp_path: Path, moto_url: str) -> Iterator[Server]:
+    """`pravah serve` whose engines reach the test S3 server (standard variables only)."""
+    from s3_helpers import engine_env
+
+    env = engine_env(moto_url)
+    names = [n for n in env if n.startswith(("AWS_", "S3_", "PRAVAH_S3_", "PRAVAH_ALLOWED_"))]
+    running = _start_server(cli, tmp_path / "serve-s3.log", {n: env[n] for n in names})
+    yield running
+    _stop_server(running)
+
+
+@pytest.fixture
 def idle_server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
     """A server without a worker: submitted jobs stay pending until cancelled."""
     running = _start_server(cli, tmp_path / "idle.log", {"PRAVAH_RUN_WORKER": "false"})

@@ -7,11 +7,12 @@ import json
 from typing import Any
 
 import pytest
-from cli_harness import Cli
+from cli_harness import Cli, Server
 from s3_helpers import (
     ALLOWED,
     DENIED,
     SECRET_KEY,
+    client,
     engine_env,
     put_objects,
 )
@@ -73,3 +74,60 @@ def test_run_compress_from_s3_to_s3_with_sse_from_the_environment(
         obj = s3.get_object(Bucket="pravah-out", Key=key)
         assert obj["ServerSideEncryption"] == "AES256"
         assert gzip.decompress(obj["Body"].read()) == body
+
+
+def test_run_with_sse_kms_flags_writes_objects_under_that_key(
+    cli: Cli, s3: Any, moto_url: str
+) -> None:
+    key_id = client(moto_url, "kms").create_key()["KeyMetadata"]["KeyId"]
+    put_objects(s3, "pravah-in", {"k/a.log": b"a\n" * 100})
+    result = cli.run(
+        "run",
+        "s3://pravah-in/k",
+        "--task",
+        "compress",
+        "--dest",
+        "s3://pravah-out/k",
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        key_id,
+        "--json",
+        extra_env=s3_vars(moto_url),
+    )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["encryption"] == {"mode": "sse-kms", "kms_key_id": key_id}
+    head = s3.head_object(Bucket="pravah-out", Key="k/a.log.gz")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert key_id in head["SSEKMSKeyId"]
+
+
+def test_submit_with_sse_aes256_writes_encrypted_objects(
+    cli: Cli, s3: Any, s3_server: Server
+) -> None:
+    put_objects(s3, "pravah-in", {"s/a.log": b"a\n" * 100})
+    result = cli.run(
+        "submit",
+        "s3://pravah-in/s",
+        "--task",
+        "compress",
+        "--dest",
+        "s3://pravah-out/s",
+        "--sse",
+        "AES256",
+        "--wait",
+        "--json",
+        "--server",
+        s3_server.url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "completed"
+    head = s3.head_object(Bucket="pravah-out", Key="s/a.log.gz")
+    assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_sse_without_an_s3_destination_is_a_usage_error(cli: Cli, tmp_path: Any) -> None:
+    result = cli.run("run", str(tmp_path), "--task", "compress", "--sse", "aes256")
+    assert result.returncode == 2
+    assert "--sse applies to objects written to an s3:// --dest" in result.stderr

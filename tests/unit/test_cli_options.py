@@ -158,3 +158,48 @@ def test_job_request_validates_against_the_api_model(tmp_path: Path) -> None:
     model = JobCreate.model_validate(request)
     assert model.filters.min_size == 1000
     assert model.filters.include_hidden is True
+
+
+@pytest.mark.parametrize(
+    ("sse", "key", "expected"),
+    [
+        ("aes256", None, {"mode": "sse-s3"}),
+        ("AES256", None, {"mode": "sse-s3"}),
+        ("sse-s3", None, {"mode": "sse-s3"}),
+        ("aws:kms", None, {"mode": "sse-kms"}),
+        ("aws:kms", "k-1", {"mode": "sse-kms", "kms_key_id": "k-1"}),
+        (None, "k-1", {"mode": "sse-kms", "kms_key_id": "k-1"}),
+    ],
+)
+def test_sse_flags_become_the_jobs_encryption(
+    sse: str | None, key: str | None, expected: dict[str, str]
+) -> None:
+    from pravah.models import JobCreate
+
+    request = build_job_request(
+        source="s3://b/in", task="compress", destination="s3://b/out", sse=sse, sse_kms_key_id=key
+    )
+    assert request["encryption"] == expected
+    assert JobCreate.model_validate(request).encryption is not None
+
+
+@pytest.mark.parametrize(
+    ("sse", "key", "destination", "message"),
+    [
+        ("rot13", None, "s3://b/out", "--sse must be aes256 or aws:kms"),
+        ("aes256", "k-1", "s3://b/out", "--sse-kms-key-id goes with --sse aws:kms"),
+        ("aes256", None, "/tmp/out", "applies to objects written to an s3:// --dest"),
+        ("aes256", None, None, "applies to objects written to an s3:// --dest"),
+    ],
+)
+def test_bad_sse_flags_are_usage_errors(
+    sse: str, key: str | None, destination: str | None, message: str
+) -> None:
+    with pytest.raises(CliUsageError, match=message):
+        build_job_request(
+            source="s3://b/in",
+            task="compress",
+            destination=destination,
+            sse=sse,
+            sse_kms_key_id=key,
+        )

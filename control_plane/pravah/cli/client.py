@@ -49,6 +49,8 @@ from pravah.cli.params import (
     Quiet,
     Server,
     Source,
+    Sse,
+    SseKmsKeyId,
     Task,
     TaskOption,
 )
@@ -256,6 +258,8 @@ def submit_command(
     ca_file: CaFile = None,
     pipeline: PipelineFile = None,
     max_error_ratio: MaxErrorRatio = None,
+    sse: Sse = None,
+    sse_kms_key_id: SseKmsKeyId = None,
 ) -> None:
     """Queue a job on a server; print its id (or, with --wait, its outcome)."""
     with handle_errors():
@@ -278,6 +282,8 @@ def submit_command(
             check_source=False,
             pipeline_file=pipeline,
             max_error_ratio=max_error_ratio,
+            sse=sse,
+            sse_kms_key_id=sse_kms_key_id,
         )
         with ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
             job: dict[str, Any] = api.request("POST", "/jobs", json=body)

@@ -214,6 +214,8 @@ def build_job_request(
     check_source: bool = True,
     pipeline_file: Path | None = None,
     max_error_ratio: float | None = None,
+    sse: str | None = None,
+    sse_kms_key_id: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /jobs`` (and the input of ``JobCreate``).
 
@@ -259,4 +261,28 @@ def build_job_request(
         request["filters"] = filters
     if destination:
         request["destination"] = destination
+    encryption = _encryption(sse, sse_kms_key_id)
+    if encryption is not None:
+        if not (destination or "").startswith("s3://"):
+            raise CliUsageError("--sse applies to objects written to an s3:// --dest")
+        request["encryption"] = encryption
     return request
+
+
+# --sse spellings: S3's header values and the engine's mode names.
+_SSE_MODES = {"aes256": "sse-s3", "sse-s3": "sse-s3", "aws:kms": "sse-kms", "sse-kms": "sse-kms"}
+
+
+def _encryption(sse: str | None, kms_key_id: str | None) -> dict[str, str] | None:
+    """The job's ``encryption`` from --sse and --sse-kms-key-id (None: the default)."""
+    if sse is None and not kms_key_id:
+        return None
+    mode = _SSE_MODES.get((sse or "aws:kms").strip().lower())
+    if mode is None:
+        raise CliUsageError(f"--sse must be aes256 or aws:kms, not {sse!r}")
+    if kms_key_id and mode != "sse-kms":
+        raise CliUsageError("--sse-kms-key-id goes with --sse aws:kms")
+    encryption = {"mode": mode}
+    if kms_key_id:
+        encryption["kms_key_id"] = kms_key_id
+    return encryption

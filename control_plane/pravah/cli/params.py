@@ -57,6 +57,27 @@ MaxErrorRatio = Annotated[
         show_default=False,
     ),
 ]
+Sse = Annotated[
+    str | None,
+    typer.Option(
+        "--sse",
+        metavar="MODE",
+        help="Server-side encryption of objects written to an s3:// --dest: "
+        "aes256 (sse-s3) or aws:kms (sse-kms) (default: PRAVAH_S3_SSE).",
+        rich_help_panel=JOB_PANEL,
+        show_default=False,
+    ),
+]
+SseKmsKeyId = Annotated[
+    str | None,
+    typer.Option(
+        "--sse-kms-key-id",
+        metavar="KEY",
+        help="KMS key id or ARN for --sse aws:kms (implies it; default: the account's key).",
+        rich_help_panel=JOB_PANEL,
+        show_default=False,
+    ),
+]
 DryRun = Annotated[
     bool,
     typer.Option(

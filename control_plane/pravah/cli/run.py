@@ -60,6 +60,8 @@ from pravah.cli.params import (
     PipelineFile,
     Quiet,
     Source,
+    Sse,
+    SseKmsKeyId,
     Task,
     TaskOption,
 )
@@ -310,6 +312,8 @@ def run_command(
     ] = None,
     pipeline: PipelineFile = None,
     max_error_ratio: MaxErrorRatio = None,
+    sse: Sse = None,
+    sse_kms_key_id: SseKmsKeyId = None,
     dry: DryRun = False,
 ) -> None:
     """Run a job here and now: local job store, engine child process, progress, summary.
@@ -333,6 +337,8 @@ def run_command(
             destination=dest,
             pipeline_file=pipeline,
             max_error_ratio=max_error_ratio,
+            sse=sse,
+            sse_kms_key_id=sse_kms_key_id,
         )
         settings = load_settings()
         configure_cli_logging(settings)

@@ -9,6 +9,12 @@
 //!   as a directory walk, with the same filters ([`s3_list`]);
 //! - a task that can read from any `Read` (csv-header) gets a ranged-GET
 //!   reader that fetches only the bytes it asks for ([`s3_read`]);
+//! - a task that reads by ranges (extract) gets the object as a
+//!   [`blocks::RangeSource`] and reads it in place through a
+//!   [`blocks::BlockReader`]: aligned blocks of `PRAVAH_S3_READ_BLOCK_BYTES`
+//!   (4 MiB) per ranged GET, so a ZIP's central directory costs one or two
+//!   requests and its entries one request per block; tar streams are read
+//!   the same way, in order. Archives are never staged on local disk;
 //! - every other task gets the object staged into a local temp file under
 //!   the call's staging folder (next to its results folder), deleted after
 //!   the file is processed ([`staging`]);
@@ -16,12 +22,18 @@
 //!   staging folder, whose files are then uploaded under the destination
 //!   prefix (single PUT, or multipart for large outputs) and deleted
 //!   ([`s3_write`]). An object appears under its final key only when its
-//!   upload completes, so a failed upload leaves nothing there.
+//!   upload completes, so a failed upload leaves nothing there. The task's
+//!   `existing` policy applies there too: each output is looked up under its
+//!   key first (skip reports the file skipped, fail fails it, overwrite
+//!   replaces), and single PUTs are conditional (`If-None-Match: *`).
 //!
-//! Not done yet: ZIP archives on S3 are staged whole before extraction
-//! (the ranged reader is `Read + Seek`, but the extract task still opens a
-//! path), and the `existing` policy of writing tasks applies to local
-//! destinations only: outputs uploaded to S3 replace existing objects.
+//! Not done yet: with `existing=overwrite`, extracting over an existing
+//! folder on S3 replaces the objects of the same keys but leaves those of
+//! the old folder that the new archive lacks (locally the whole folder is
+//! replaced); a multipart upload is not conditional, so a writer racing
+//! between the look-up and the upload of a large output can be overwritten;
+//! the look-up happens after the task ran (only then are the output names
+//! known), so `skip` saves the upload, not the work.
 //!
 //! The S3 client itself ([`s3`]) is configured from the standard AWS
 //! variables and never logs credentials.
