@@ -554,6 +554,34 @@ def test_a_zip_on_s3_is_extracted_in_place_like_a_local_one(
     assert [p.name for p in (workspace / "staging").iterdir()] == ["objects"]
 
 
+def test_a_tar_gz_on_s3_is_streamed_by_blocks_not_staged(
+    stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path
+) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in {"a/b.txt": b"hello", "c.bin": os.urandom(5 << 20)}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    put_objects(s3, "pravah-in", {"t/logs.tar.gz": buf.getvalue()})
+    workspace = tmp_path / "ws"
+    (workspace / "staging").mkdir(parents=True)
+    (workspace / "staging" / "objects").write_text("no staged archive fits here")
+    results, done = process(
+        stub,
+        "extract",
+        "s3://pravah-in/t",
+        destination=str(tmp_path / "out"),
+        results_dir=str(workspace / "results"),
+    )
+    assert done[0].failed == 0, results
+    assert (tmp_path / "out" / "logs" / "a" / "b.txt").read_bytes() == b"hello"
+    assert (tmp_path / "out" / "logs" / "c.bin").stat().st_size == 5 << 20
+
+
 def test_a_zip_on_s3_to_s3_and_hostile_zips_are_refused_per_file(
     stub: pb_grpc.EngineServiceStub, s3: Any
 ) -> None:
