@@ -4,8 +4,9 @@
 //!
 //! Threads and termination: [`run`] is called on a dedicated blocking
 //! thread, the orchestrator. It takes work items in order, turns each into
-//! batches of [`PROCESS_BATCH_FILES`] files (for a SourceSpec while the walk
-//! is still running, so discovery and processing overlap) and spawns one job
+//! batches of [`Task::files_per_batch`] files ([`crate::config::PROCESS_BATCH_FILES`] unless
+//! the task is slow per file; for a SourceSpec while the walk is still
+//! running, so discovery and processing overlap) and spawns one job
 //! per batch on the global rayon pool. A semaphore bounds the batches in
 //! flight, so memory stays flat and discovery never runs far ahead. A batch
 //! job processes its files, writes its part file, sends its BatchResult and,
@@ -32,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::chunks;
-use crate::config::{DEFAULT_PROGRESS_INTERVAL_MS, PROCESS_BATCH_FILES};
+use crate::config::DEFAULT_PROGRESS_INTERVAL_MS;
 use crate::error::{EngineError, Result};
 use crate::filters::{FilterSpec, Filters};
 use crate::metrics::{TaskMetrics, METRICS};
@@ -492,9 +493,10 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             let bytes: u64 = jobs.iter().filter_map(|j| j.size).sum();
             c.bytes_discovered.fetch_add(bytes, Ordering::Relaxed);
+            let per_batch = shared.task.files_per_batch();
             let mut jobs = jobs.into_iter().peekable();
             while jobs.peek().is_some() && !shared.cancelled() {
-                let batch: Vec<Job> = jobs.by_ref().take(PROCESS_BATCH_FILES).collect();
+                let batch: Vec<Job> = jobs.by_ref().take(per_batch).collect();
                 submit(shared, &state, batch);
             }
         }
@@ -524,7 +526,8 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                     }
                 }
             };
-            let mut batch: Vec<Job> = Vec::with_capacity(PROCESS_BATCH_FILES);
+            let per_batch = shared.task.files_per_batch();
+            let mut batch: Vec<Job> = Vec::with_capacity(per_batch);
             for ev in rx.iter() {
                 if shared.cancelled() {
                     break;
@@ -551,14 +554,11 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                                 size,
                                 failure: None,
                             });
-                            if batch.len() >= PROCESS_BATCH_FILES {
+                            if batch.len() >= per_batch {
                                 submit(
                                     shared,
                                     &state,
-                                    std::mem::replace(
-                                        &mut batch,
-                                        Vec::with_capacity(PROCESS_BATCH_FILES),
-                                    ),
+                                    std::mem::replace(&mut batch, Vec::with_capacity(per_batch)),
                                 );
                             }
                         }

@@ -6,7 +6,10 @@
 //! renamed). Files of at least [`MT_THRESHOLD`] bytes use every core
 //! (`threads` option), so one big log is as fast as pigz or `zstd -T`, while
 //! many small files are spread over the pool, one file per thread, zstd with
-//! a context reused per thread. For big files zstd runs its own worker
+//! a context reused per thread; a zstd input of at most [`ONE_SHOT_MAX`]
+//! bytes is read whole and compressed in one call into a buffer written
+//! with one `write` (no stream buffers to fill, zero and copy per file:
+//! per-file overhead is what many small files cost). For big files zstd runs its own worker
 //! threads; gzip is cut into [`GZIP_BLOCK`] blocks
 //! compressed in parallel as independent gzip members, concatenated in order
 //! (RFC 1952 multi-member, read by gzip, zcat and every gzip library; the
@@ -39,6 +42,8 @@ pub const MT_THRESHOLD: u64 = 32 * 1024 * 1024;
 const BUF: usize = 256 * 1024;
 /// Input per gzip member when a big file is gzipped on several threads.
 pub const GZIP_BLOCK: usize = 4 * 1024 * 1024;
+/// zstd inputs up to this size are compressed in one call from memory.
+pub const ONE_SHOT_MAX: u64 = 4 * 1024 * 1024;
 
 /// Extensions of files that are already compressed (or compressed media).
 const COMPRESSED_EXT: &[&str] = &[
@@ -273,17 +278,36 @@ fn check_unchanged(path: &Path, input: &Version, read: u64) -> Result<(), FileFa
     }
 }
 
+thread_local! {
+    /// This pool thread's copy buffer for [`pump`] (taken while in use, so a
+    /// nested pump gets its own): zeroing 256 KiB per file cost as much as
+    /// reading a small one.
+    static PUMP_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Copies `from` into `to`, hashing what was read; returns (bytes, xxh3).
 fn pump(
     from: &mut impl Read,
     to: &mut impl Write,
     limit: Option<u64>,
 ) -> Result<(u64, u64), PumpError> {
-    let mut buf = vec![0u8; BUF];
+    let mut buf = PUMP_BUF.take();
+    buf.resize(BUF, 0);
+    let r = pump_with(from, to, limit, &mut buf);
+    PUMP_BUF.set(buf);
+    r
+}
+
+fn pump_with(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    limit: Option<u64>,
+    buf: &mut [u8],
+) -> Result<(u64, u64), PumpError> {
     let mut hasher = Xxh3::new();
     let mut total = 0u64;
     loop {
-        let n = match from.read(&mut buf) {
+        let n = match from.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -299,6 +323,13 @@ fn pump(
         to.write_all(&buf[..n]).map_err(PumpError::Write)?;
     }
     Ok((total, hasher.digest()))
+}
+
+thread_local! {
+    /// This pool thread's input and output buffers for [`zstd_one_shot`],
+    /// at most [`ONE_SHOT_MAX`] and its compress bound (taken while in use).
+    static ONE_SHOT_BUFS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// Gzips `from` into `to` as one gzip member per [`GZIP_BLOCK`] of input,
@@ -411,7 +442,7 @@ fn remove_original(path: &Path, version: Version) -> FollowUp {
     let path = path.to_path_buf();
     Box::new(move || {
         check_unchanged(&path, &version, version.len)?;
-        std::fs::remove_file(&path).map_err(|e| {
+        crate::output::remove_file_released(&path).map_err(|e| {
             crate::output::write_failure(&e, "removing the original (the output was kept)")
         })
     })
@@ -425,6 +456,25 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Runs `f` with this thread's zstd context at `level` (created on first
+/// use or when the level changes; only the level is ever set on it).
+fn with_zstd_ctx<T>(
+    level: u32,
+    f: impl FnOnce(&mut zstd::zstd_safe::CCtx<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    ZSTD_CTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            let mut ctx = zstd::zstd_safe::CCtx::create();
+            ctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level as i32))
+                .map_err(|c| std::io::Error::other(zstd::zstd_safe::get_error_name(c)))?;
+            *slot = Some((level, ctx));
+        }
+        let (_, ctx) = slot.as_mut().expect("set above");
+        f(ctx)
+    })
+}
+
 /// Compresses `from` into `to` as one zstd frame with this thread's reused
 /// context at `level`.
 fn zstd_single(
@@ -433,27 +483,58 @@ fn zstd_single(
     level: u32,
     len: u64,
 ) -> Result<(u64, u64), PumpError> {
-    ZSTD_CTX.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            let mut ctx = zstd::zstd_safe::CCtx::create();
-            ctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level as i32))
-                .map_err(|c| {
-                    PumpError::Write(std::io::Error::other(zstd::zstd_safe::get_error_name(c)))
-                })?;
-            *slot = Some((level, ctx));
-        }
-        let (_, ctx) = slot.as_mut().expect("set above");
+    let mut pumped = None;
+    let done = with_zstd_ctx(level, |ctx| {
         let mut enc = zstd::stream::write::Encoder::with_context(to, ctx);
         let _ = enc.set_pledged_src_size(Some(len));
         let r = pump(from, &mut enc, None);
-        r.and_then(|v| {
-            enc.finish()
-                .and_then(|mut w| w.flush())
-                .map_err(PumpError::Write)?;
-            Ok(v)
+        match r {
+            Ok(v) => {
+                enc.finish().and_then(|mut w| w.flush())?;
+                pumped = Some(Ok(v));
+            }
+            Err(e) => pumped = Some(Err(e)),
+        }
+        Ok(())
+    });
+    match (done, pumped) {
+        (Err(e), _) => Err(PumpError::Write(e)),
+        (Ok(()), Some(r)) => r,
+        (Ok(()), None) => unreachable!("set in the closure"),
+    }
+}
+
+/// Compresses a file of `len` (at most [`ONE_SHOT_MAX`]) bytes into `to` as
+/// one zstd frame: read whole (one byte more than `len`, so a file that grew
+/// is seen), compressed in one call with this thread's context (which knows
+/// the exact size, as a pledged size would tell it), written in one go.
+/// Returns (bytes read, xxh3 of them).
+fn zstd_one_shot(
+    from: &File,
+    to: &mut File,
+    level: u32,
+    len: u64,
+) -> Result<(u64, u64), PumpError> {
+    let (mut input, mut output) = ONE_SHOT_BUFS.take();
+    let r = (|| {
+        input.clear();
+        from.take(len + 1)
+            .read_to_end(&mut input)
+            .map_err(PumpError::Read)?;
+        let digest = xxhash_rust::xxh3::xxh3_64(&input);
+        output.clear();
+        output.reserve(zstd::zstd_safe::compress_bound(input.len()));
+        with_zstd_ctx(level, |ctx| {
+            ctx.compress2(&mut output, &input)
+                .map(drop)
+                .map_err(|c| std::io::Error::other(zstd::zstd_safe::get_error_name(c)))
         })
-    })
+        .map_err(PumpError::Write)?;
+        to.write_all(&output).map_err(PumpError::Write)?;
+        Ok((input.len() as u64, digest))
+    })();
+    ONE_SHOT_BUFS.set((input, output));
+    r
 }
 
 impl Compress {
@@ -518,6 +599,10 @@ impl Compress {
                         Ok(v)
                     })
                 })(),
+                _ if input.version.len <= ONE_SHOT_MAX => {
+                    drop(w);
+                    zstd_one_shot(&input.file, out.file(), self.level, input.version.len)
+                }
                 _ => zstd_single(&mut reader, w, self.level, input.version.len),
             }
         };

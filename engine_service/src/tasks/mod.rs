@@ -90,6 +90,15 @@ pub trait Task: Send + Sync {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         self.process_file(ctx.path, ctx.known_size)
     }
+    /// Most files in one batch (see [`crate::process`]): a batch runs on one
+    /// thread and reports, syncs and publishes its outputs at its end. The
+    /// default suits tasks that take a millisecond or less per file; a task
+    /// that takes tens of milliseconds per file (decoding photos) asks for
+    /// small batches, so a few hundred files still spread over every core
+    /// and their results and outputs appear as they go.
+    fn files_per_batch(&self) -> usize {
+        crate::config::PROCESS_BATCH_FILES
+    }
     /// Whether the task reads a file as one stream from its start
     /// ([`Task::process_reader`]), so an object-store file need not be
     /// staged locally first.
