@@ -46,13 +46,14 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from pravah.engine_client import (
     BatchEvent,
+    Capabilities,
     ChunkWork,
     EngineClient,
     FileErrorInfo,
@@ -176,10 +177,12 @@ class ProcessSpec:
     encryption: tuple[str, str] | None = None
 
 
-async def _window_of(client: EngineClient, configured: int) -> int:
+async def _window_of(
+    client: EngineClient, configured: int, known: Capabilities | None = None
+) -> int:
     if configured > 0:
         return configured
-    caps = await client.capabilities(deadline=5.0)
+    caps = known if known is not None else await client.capabilities(deadline=5.0)
     threads = caps.worker_threads or 0
     if threads <= 0:
         return _DEFAULT_WINDOW
@@ -199,10 +202,13 @@ async def run_chunks(
     window: int = 0,
     chunk_max_attempts: int = 3,
     connect: Callable[[str], EngineClient] = EngineClient,
+    capabilities: Mapping[str, Capabilities] | None = None,
 ) -> None:
     """Run every chunk on the engines; see the module docstring.
 
     `connect` makes the client of one engine URL (the settings' TLS, say).
+    `capabilities` holds what the caller already asked of some engines (by
+    URL), so they are not asked again for their window.
     """
     if not chunks:
         return
@@ -266,7 +272,7 @@ async def run_chunks(
     async def feeder(url: str) -> None:
         async with connect(url) as client:
             try:
-                size = await _window_of(client, window)
+                size = await _window_of(client, window, (capabilities or {}).get(url))
             except (EngineUnavailableError, EngineError) as exc:
                 mark_down(url, str(exc))
                 return

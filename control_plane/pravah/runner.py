@@ -49,7 +49,7 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -61,6 +61,7 @@ from opentelemetry.trace import Span, StatusCode
 from pravah import chunks, engine_pool, incremental, metrics, queue, telemetry
 from pravah.db import Database, retrying
 from pravah.engine_client import (
+    Capabilities,
     ChunkInfo,
     ChunkWork,
     EngineClient,
@@ -128,11 +129,14 @@ async def run_job(
     *,
     db: Database | None = None,
     worker_id: str | None = None,
+    capabilities: Mapping[str, Capabilities] | None = None,
 ) -> Job:
     """Run job `job_id` to its end on the engine(s) at `engine_url`; return the final row.
 
     With several engine URLs the chunks are spread over all of them
-    (pravah.engine_pool).
+    (pravah.engine_pool). `capabilities` (by engine URL) are what the caller
+    already asked of those engines (`pravah run` validated the job with
+    them); an engine not in it is asked for its own.
 
     A pending job is marked running first (the CLI runs jobs this way; the
     worker claims them beforehand). Finished jobs are returned unchanged.
@@ -141,6 +145,7 @@ async def run_job(
     database = db if db is not None else Database(settings)
     try:
         run = _JobRun(job_id, settings, engine_url, database, on_progress, worker_id)
+        run.capabilities = dict(capabilities or {})
         return await run.run()
     finally:
         if own_db:
@@ -164,6 +169,7 @@ class _JobRun:
         self.on_progress = on_progress
         self.worker_id = worker_id
         self.state = _RunState()
+        self.capabilities: dict[str, Capabilities] = {}
         self.workspace = workspace_of(settings, job_id)
         self.log = log.bind(job_id=job_id, engines=self.engine_urls)
 
@@ -325,7 +331,10 @@ class _JobRun:
         self, job: Job, step: int, source: str, filters: JobFilters
     ) -> tuple[dict[str, Any], list[Any]]:
         """The step's listing and chunk rows: stored ones when the job resumes, else new."""
-        rows = await chunks.load(self.db, self.job_id, step)
+        # Step 1's rows are stored with the job's listing in one transaction,
+        # so a job with no listing has none to resume from: no need to look.
+        fresh = step == 1 and job.listing is None
+        rows = [] if fresh else await chunks.load(self.db, self.job_id, step)
         if step == 1 and job.listing is not None and (rows or not job.listing.get("chunks")):
             done = sum(1 for r in rows if r.status != "pending")
             self.log.info("resuming from checkpoints", chunks=len(rows), finished=done)
@@ -509,6 +518,7 @@ class _JobRun:
             window=self.settings.engine_window,
             chunk_max_attempts=self.settings.chunk_max_attempts,
             connect=lambda url: EngineClient.from_settings(url, self.settings),
+            capabilities=self.capabilities,
         )
         self._collect(await chunks.load(self.db, self.job_id, step))
 
