@@ -241,6 +241,7 @@ async def run_chunks(
                 remaining += 1
                 queue.put_nowait(chunk)
             all_queued = True
+            check_first_round()
             if remaining == 0:
                 all_done.set()
 
@@ -254,7 +255,9 @@ async def run_chunks(
     started: set[str] = set()
 
     def check_first_round() -> None:
-        if live <= started or queue.empty():
+        # While a listing is still going, an empty queue only means the next
+        # chunk is not written yet.
+        if live <= started or (queue.empty() and all_queued):
             first_round.set()
 
     async def settle(outcome: ChunkOutcome) -> None:

@@ -4,9 +4,14 @@ Why a separate module: the worker (for queued jobs) and the CLI (`pravah run`,
 in the foreground) run jobs the same way. One run has two concurrent parts:
 
 - the *drive* task talks to the engine: List writes the listing as chunk
-  files in the job's workspace (so totals, and with them an ETA, are known
-  before processing starts), then one Process call streams the chunk refs and
-  receives cumulative progress, batch results and the summary;
+  files in the job's workspace, and Process calls (one per chunk, spread by
+  pravah.engine_pool) stream the chunk refs and receive cumulative
+  progress, batch results and the summary. On a fresh job each chunk goes
+  to Process as soon as List wrote it, so the walk (and the engine's sync of
+  the chunk files) overlaps the work instead of preceding it; totals, and
+  with them an ETA, are known once the listing ends. The checkpoints do not
+  change: chunk rows are stored with the job's listing once it is whole
+  (see `_JobRun._list_and_run`);
 - the *monitor* loop (the caller's task) wakes every
   `progress_persist_interval` seconds, writes the latest counters to the DB,
   calls `on_progress`, and reads `cancel_requested`. When it is set, it
