@@ -146,11 +146,19 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
-async def migrate(settings: Settings, revision: str = "head") -> None:
-    """Apply Alembic migrations up to `revision` (default: head)."""
-    engine = create_engine(settings)
+async def migrate(
+    settings: Settings, revision: str = "head", *, db: Database | None = None
+) -> None:
+    """Apply Alembic migrations up to `revision` (default: head).
+
+    With `db`, its pool's connection is used (and kept for the work that
+    follows) instead of a connection of its own: on SQLite, closing the last
+    connection checkpoints the WAL, which a short command pays only once.
+    """
+    engine = db.engine if db is not None else create_engine(settings)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade, revision)
     finally:
-        await engine.dispose()
+        if db is None:
+            await engine.dispose()

@@ -211,6 +211,15 @@ class LocalEngine:
 
     async def start(self) -> str:
         """Start the engine and return its address once it listens."""
+        await self.spawn()
+        return await self.ready()
+
+    async def spawn(self) -> None:
+        """Start the engine process without waiting for it to listen (see ready()).
+
+        `pravah run` spawns first and asks for the address later, so the
+        engine's start-up overlaps the control plane's own imports.
+        """
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *_engine_args(self.binary),
@@ -222,8 +231,14 @@ class LocalEngine:
             )
         except OSError as exc:
             raise EngineUnavailableError(f"could not start {self.binary}: {exc}") from exc
-        assert self._proc.stdout is not None and self._proc.stderr is not None
+        assert self._proc.stderr is not None
         self._drainers.append(asyncio.create_task(self._drain_stderr(self._proc.stderr)))
+
+    async def ready(self) -> str:
+        """The spawned engine's address, once it reports `listening on` (stopped on failure)."""
+        if self.url is not None:
+            return self.url
+        assert self._proc is not None and self._proc.stdout is not None, "spawn() first"
         try:
             url = await asyncio.wait_for(
                 self._read_listening(self._proc.stdout), self.start_timeout

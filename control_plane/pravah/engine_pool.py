@@ -38,6 +38,9 @@ so no call is cut short while it records its checkpoint. `run_chunks`
 returns when every chunk is done or failed, and raises as soon as no live
 engine is left while chunks remain. Cancelling it cancels
 the feeders, whose calls are cancelled in turn (the engine stops the work).
+Chunks may also arrive while the run goes (a listing still in progress):
+then "every chunk" means every chunk of the exhausted source, so the run
+cannot end between two chunks of a listing, and a failed listing ends it.
 """
 
 from __future__ import annotations
@@ -46,13 +49,14 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from pravah.engine_client import (
     BatchEvent,
+    Capabilities,
     ChunkWork,
     EngineClient,
     FileErrorInfo,
@@ -176,10 +180,12 @@ class ProcessSpec:
     encryption: tuple[str, str] | None = None
 
 
-async def _window_of(client: EngineClient, configured: int) -> int:
+async def _window_of(
+    client: EngineClient, configured: int, known: Capabilities | None = None
+) -> int:
     if configured > 0:
         return configured
-    caps = await client.capabilities(deadline=5.0)
+    caps = known if known is not None else await client.capabilities(deadline=5.0)
     threads = caps.worker_threads or 0
     if threads <= 0:
         return _DEFAULT_WINDOW
@@ -190,7 +196,7 @@ async def _window_of(client: EngineClient, configured: int) -> int:
 
 async def run_chunks(
     engine_urls: Sequence[str],
-    chunks: Sequence[ChunkTask],
+    chunks: Sequence[ChunkTask] | AsyncIterable[ChunkTask],
     spec: ProcessSpec,
     *,
     on_progress: ProgressSink,
@@ -199,19 +205,47 @@ async def run_chunks(
     window: int = 0,
     chunk_max_attempts: int = 3,
     connect: Callable[[str], EngineClient] = EngineClient,
+    capabilities: Mapping[str, Capabilities] | None = None,
 ) -> None:
     """Run every chunk on the engines; see the module docstring.
 
     `connect` makes the client of one engine URL (the settings' TLS, say).
+    `capabilities` holds what the caller already asked of some engines (by
+    URL), so they are not asked again for their window.
+
+    `chunks` may also be an async iterable that yields chunks while they are
+    being listed: each is queued as it comes, and the run ends once the
+    iterable is exhausted and every chunk it gave is settled. If iterating
+    raises, the run stops and raises that error.
     """
-    if not chunks:
-        return
     queue: asyncio.Queue[ChunkTask] = asyncio.Queue()
-    for chunk in chunks:
-        queue.put_nowait(chunk)
-    # Chunks neither done nor failed; when it reaches 0 every feeder stops.
-    remaining = len(chunks)
+    # Chunks neither done nor failed; when it reaches 0 (and no more can
+    # come) every feeder stops.
+    remaining = 0
     all_done = asyncio.Event()
+    streamed: asyncio.Task[None] | None = None
+    if isinstance(chunks, Sequence):
+        if not chunks:
+            return
+        for chunk in chunks:
+            queue.put_nowait(chunk)
+        remaining = len(chunks)
+        all_queued = True
+    else:
+        all_queued = False
+        source = chunks
+
+        async def take() -> None:
+            nonlocal remaining, all_queued
+            async for chunk in source:
+                remaining += 1
+                queue.put_nowait(chunk)
+            all_queued = True
+            check_first_round()
+            if remaining == 0:
+                all_done.set()
+
+        streamed = asyncio.create_task(take(), name=f"chunks-of-{spec.job_id}")
     live = set(engine_urls)
     fatal: list[BaseException] = []
     down_reasons: dict[str, str] = {}
@@ -221,14 +255,16 @@ async def run_chunks(
     started: set[str] = set()
 
     def check_first_round() -> None:
-        if live <= started or queue.empty():
+        # While a listing is still going, an empty queue only means the next
+        # chunk is not written yet.
+        if live <= started or (queue.empty() and all_queued):
             first_round.set()
 
     async def settle(outcome: ChunkOutcome) -> None:
         nonlocal remaining
         await on_outcome(outcome)
         remaining -= 1
-        if remaining == 0:
+        if remaining == 0 and all_queued:
             all_done.set()
 
     async def run_one(client: EngineClient, url: str, chunk: ChunkTask) -> None:
@@ -266,7 +302,7 @@ async def run_chunks(
     async def feeder(url: str) -> None:
         async with connect(url) as client:
             try:
-                size = await _window_of(client, window)
+                size = await _window_of(client, window, (capabilities or {}).get(url))
             except (EngineUnavailableError, EngineError) as exc:
                 mark_down(url, str(exc))
                 return
@@ -345,9 +381,12 @@ async def run_chunks(
     stopper = asyncio.ensure_future(all_done.wait())
     try:
         # Feeders run until every chunk is settled (all_done) or their engine
-        # is down; when all of them ended first, no engine is left.
+        # is down; when all of them ended first, no engine is left. A failed
+        # listing (the streamed chunks' source) ends the run with its error.
         pending: set[asyncio.Future[Any]] = set(feeders)
-        while pending and not all_done.is_set():
+        if streamed is not None:
+            pending.add(streamed)
+        while (pending - {streamed}) and not all_done.is_set():
             done, pending = await asyncio.wait(
                 pending | {stopper}, return_when=asyncio.FIRST_COMPLETED
             )
@@ -357,16 +396,17 @@ async def run_chunks(
                     raise task.exception()  # type: ignore[misc]
         if fatal:
             raise fatal[0]
-        if remaining > 0:
+        if not all_done.is_set():  # chunks left (or still to come), no engine left
             reasons = "; ".join(f"{u}: {r}" for u, r in down_reasons.items())
             raise EngineUnavailableError(
                 f"no engine left to run {remaining} chunk(s) of job {spec.job_id} ({reasons})"
             )
     finally:
         stopper.cancel()
-        for task in feeders:
+        others = [*feeders, *([streamed] if streamed is not None else [])]
+        for task in others:
             task.cancel()
-        await asyncio.gather(stopper, *feeders, return_exceptions=True)
+        await asyncio.gather(stopper, *others, return_exceptions=True)
 
 
 async def _either(*events: asyncio.Event) -> None:

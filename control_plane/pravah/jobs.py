@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import jsonschema
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -171,6 +170,10 @@ def get_task(capabilities: Capabilities, name: str) -> TaskInfo:
 def validate_options(task: TaskInfo, options: dict[str, Any]) -> None:
     """Check options against the task's JSON Schema; the error names the bad option."""
     schema = task.options_schema or {"type": "object"}
+    if options == {} and _accepts_empty_object(schema):
+        return  # nothing to check, and jsonschema (~20 ms to import) is not needed
+    import jsonschema
+
     validator_cls = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
     validator = validator_cls(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(options))
@@ -193,6 +196,36 @@ def validate_options(task: TaskInfo, options: dict[str, Any]) -> None:
         )
     raise InvalidRequestError(
         f"invalid options for task {task.name!r}: {error.message}", field="options"
+    )
+
+
+# Keywords that cannot reject `{}` in an object schema (they constrain
+# properties that are present, or only annotate).
+_EMPTY_SAFE_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "additionalProperties",
+        "patternProperties",
+        "propertyNames",
+        "$schema",
+        "$id",
+        "title",
+        "description",
+        "default",
+        "examples",
+    }
+)
+
+
+def _accepts_empty_object(schema: Any) -> bool:
+    """True when `schema` surely accepts `{}`: an object schema with no rule that a
+    missing option could break (`required`, `minProperties`, combinators, ...).
+    Anything less plain goes through the full validator."""
+    return (
+        isinstance(schema, dict)
+        and schema.get("type", "object") == "object"
+        and set(schema) <= _EMPTY_SAFE_KEYWORDS
     )
 
 

@@ -4,9 +4,14 @@ Why a separate module: the worker (for queued jobs) and the CLI (`pravah run`,
 in the foreground) run jobs the same way. One run has two concurrent parts:
 
 - the *drive* task talks to the engine: List writes the listing as chunk
-  files in the job's workspace (so totals, and with them an ETA, are known
-  before processing starts), then one Process call streams the chunk refs and
-  receives cumulative progress, batch results and the summary;
+  files in the job's workspace, and Process calls (one per chunk, spread by
+  pravah.engine_pool) stream the chunk refs and receive cumulative
+  progress, batch results and the summary. On a fresh job each chunk goes
+  to Process as soon as List wrote it, so the walk (and the engine's sync of
+  the chunk files) overlaps the work instead of preceding it; totals, and
+  with them an ETA, are known once the listing ends. The checkpoints do not
+  change: chunk rows are stored with the job's listing once it is whole
+  (see `_JobRun._list_and_run`);
 - the *monitor* loop (the caller's task) wakes every
   `progress_persist_interval` seconds, writes the latest counters to the DB,
   calls `on_progress`, and reads `cancel_requested`. When it is set, it
@@ -48,8 +53,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -61,6 +67,7 @@ from opentelemetry.trace import Span, StatusCode
 from pravah import chunks, engine_pool, incremental, metrics, queue, telemetry
 from pravah.db import Database, retrying
 from pravah.engine_client import (
+    Capabilities,
     ChunkInfo,
     ChunkWork,
     EngineClient,
@@ -128,11 +135,14 @@ async def run_job(
     *,
     db: Database | None = None,
     worker_id: str | None = None,
+    capabilities: Mapping[str, Capabilities] | None = None,
 ) -> Job:
     """Run job `job_id` to its end on the engine(s) at `engine_url`; return the final row.
 
     With several engine URLs the chunks are spread over all of them
-    (pravah.engine_pool).
+    (pravah.engine_pool). `capabilities` (by engine URL) are what the caller
+    already asked of those engines (`pravah run` validated the job with
+    them); an engine not in it is asked for its own.
 
     A pending job is marked running first (the CLI runs jobs this way; the
     worker claims them beforehand). Finished jobs are returned unchanged.
@@ -141,6 +151,7 @@ async def run_job(
     database = db if db is not None else Database(settings)
     try:
         run = _JobRun(job_id, settings, engine_url, database, on_progress, worker_id)
+        run.capabilities = dict(capabilities or {})
         return await run.run()
     finally:
         if own_db:
@@ -164,6 +175,7 @@ class _JobRun:
         self.on_progress = on_progress
         self.worker_id = worker_id
         self.state = _RunState()
+        self.capabilities: dict[str, Capabilities] = {}
         self.workspace = workspace_of(settings, job_id)
         self.log = log.bind(job_id=job_id, engines=self.engine_urls)
 
@@ -295,13 +307,29 @@ class _JobRun:
                     }
                 )
 
-    async def _list(self, source: str, chunk_dir: Path, filters: JobFilters) -> ListResult:
-        """List on the first engine that answers (any engine sees the same source)."""
+    async def _list(
+        self,
+        source: str,
+        chunk_dir: Path,
+        filters: JobFilters,
+        then: Callable[[ChunkInfo], None] | None = None,
+    ) -> ListResult:
+        """List on the first engine that answers (any engine sees the same source).
+
+        `then` gets every chunk as it arrives (to process it at once); once a
+        chunk went there, a failed listing is not retried on the next engine
+        but raised (the job is retried as a whole: nothing was recorded).
+        """
         state = self.state
+        given = 0
 
         def on_chunk(chunk: ChunkInfo) -> None:
+            nonlocal given
             state.listed_files += chunk.files
             state.listed_bytes += chunk.bytes
+            if then is not None:
+                given += 1
+                then(chunk)
 
         last: PravahError | None = None
         for url in self.engine_urls:
@@ -316,6 +344,8 @@ class _JobRun:
                         on_chunk=on_chunk,
                     )
             except (EngineUnavailableError, EngineError) as exc:
+                if given:
+                    raise
                 self.log.warning("listing failed on an engine; trying the next", engine=url)
                 last = exc
         assert last is not None
@@ -325,7 +355,10 @@ class _JobRun:
         self, job: Job, step: int, source: str, filters: JobFilters
     ) -> tuple[dict[str, Any], list[Any]]:
         """The step's listing and chunk rows: stored ones when the job resumes, else new."""
-        rows = await chunks.load(self.db, self.job_id, step)
+        # Step 1's rows are stored with the job's listing in one transaction,
+        # so a job with no listing has none to resume from: no need to look.
+        fresh = step == 1 and job.listing is None
+        rows = [] if fresh else await chunks.load(self.db, self.job_id, step)
         if step == 1 and job.listing is not None and (rows or not job.listing.get("chunks")):
             done = sum(1 for r in rows if r.status != "pending")
             self.log.info("resuming from checkpoints", chunks=len(rows), finished=done)
@@ -345,6 +378,22 @@ class _JobRun:
                 "root": source,
             }
             return info, rows
+        chunks_dir = self._fresh_chunks_dir(step)
+        if job.retry_of is not None:
+            info, chunk_infos = await self._plan_retry(job, chunks_dir)
+        else:
+            info, chunk_infos = await self._plan_listing(job, source, chunks_dir, filters)
+        try:
+            rows = await chunks.record_listing(
+                self.db, self.job_id, info, chunk_infos, worker_id=self.worker_id, step=step
+            )
+        except PermissionError:
+            self.state.stopped = "lost"
+            raise asyncio.CancelledError() from None
+        return info, rows
+
+    def _fresh_chunks_dir(self, step: int) -> Path:
+        """The empty chunk folder of a step planned anew, what an earlier try left removed."""
         if step == 1:
             chunks_dir = self.workspace / "chunks"
             stale_paths = [
@@ -362,18 +411,7 @@ class _JobRun:
             elif stale.exists():
                 stale.unlink()
         chunks_dir.mkdir(parents=True, exist_ok=True)
-        if job.retry_of is not None:
-            info, chunk_infos = await self._plan_retry(job, chunks_dir)
-        else:
-            info, chunk_infos = await self._plan_listing(job, source, chunks_dir, filters)
-        try:
-            rows = await chunks.record_listing(
-                self.db, self.job_id, info, chunk_infos, worker_id=self.worker_id, step=step
-            )
-        except PermissionError:
-            self.state.stopped = "lost"
-            raise asyncio.CancelledError() from None
-        return info, rows
+        return chunks_dir
 
     async def _plan_retry(self, job: Job, chunks_dir: Path) -> tuple[dict[str, Any], list[Any]]:
         """Chunks of exactly the files that failed in the job this one retries."""
@@ -395,24 +433,7 @@ class _JobRun:
         self, job: Job, source: str, chunks_dir: Path, filters: JobFilters
     ) -> tuple[dict[str, Any], list[Any]]:
         listing = await self._list(source, chunks_dir, filters)
-        info: dict[str, Any] = {
-            "files": listing.summary.files,
-            "bytes": listing.summary.bytes,
-            "directories": listing.summary.directories,
-            "errors": listing.summary.errors,
-            "elapsed_ms": listing.summary.elapsed_ms,
-            "chunks": len(listing.chunks),
-            "root": listing.summary.root,
-            "error_examples": [
-                {"path": e.path, "kind": e.kind, "message": e.message} for e in listing.errors[:10]
-            ],
-        }
-        self.log.info(
-            "listing done",
-            files=listing.summary.files,
-            bytes=listing.summary.bytes,
-            chunks=len(listing.chunks),
-        )
+        info = self._listing_info(listing)
         chunk_infos = list(listing.chunks)
         if job.incremental != "off" and job.lineage:
             manifest = incremental.load_manifest(self.settings.state_dir, job.lineage)
@@ -433,6 +454,27 @@ class _JobRun:
             )
             self.log.info("incremental run", new_or_changed=len(keep), unchanged=skipped)
         return info, chunk_infos
+
+    def _listing_info(self, listing: ListResult) -> dict[str, Any]:
+        """What the job row keeps of a listing (its `listing` column)."""
+        self.log.info(
+            "listing done",
+            files=listing.summary.files,
+            bytes=listing.summary.bytes,
+            chunks=len(listing.chunks),
+        )
+        return {
+            "files": listing.summary.files,
+            "bytes": listing.summary.bytes,
+            "directories": listing.summary.directories,
+            "errors": listing.summary.errors,
+            "elapsed_ms": listing.summary.elapsed_ms,
+            "chunks": len(listing.chunks),
+            "root": listing.summary.root,
+            "error_examples": [
+                {"path": e.path, "kind": e.kind, "message": e.message} for e in listing.errors[:10]
+            ],
+        }
 
     async def _remember_lineage(self, job: Job) -> None:
         """After a completed incremental run: its files join the lineage's manifest."""
@@ -467,6 +509,11 @@ class _JobRun:
     ) -> None:
         """Plan (or resume) one step and run its unfinished chunks on the engines."""
         state = self.state
+        if self._streams(job, step, source):
+            spec = self._spec(job, task, options, destination)
+            await self._list_and_run(job, source, filters, spec)
+            self._collect(await chunks.load(self.db, self.job_id, step))
+            return
         info, rows = await self._plan(job, step, source, filters)
         state.listing = {k: v for k, v in info.items() if k != "root"}
         state.files_total = info.get("files")
@@ -480,16 +527,7 @@ class _JobRun:
             chunks.remove_parts(results_dir, chunks.work_id(row.idx, step))
         state.base = chunks.totals_of(rows)
         self._sum_progress()
-        interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
-        spec = engine_pool.ProcessSpec(
-            task=task,
-            options=options,
-            results_dir=str(results_dir),
-            destination=destination,
-            job_id=job.id,
-            progress_interval_ms=interval_ms,
-            encryption=self._encryption(job, destination),
-        )
+        spec = self._spec(job, task, options, destination)
         root = str(info.get("root") or source)
         work = [
             engine_pool.ChunkTask(
@@ -509,8 +547,150 @@ class _JobRun:
             window=self.settings.engine_window,
             chunk_max_attempts=self.settings.chunk_max_attempts,
             connect=lambda url: EngineClient.from_settings(url, self.settings),
+            capabilities=self.capabilities,
         )
         self._collect(await chunks.load(self.db, self.job_id, step))
+
+    def _spec(
+        self, job: Job, task: str, options: dict[str, Any], destination: str
+    ) -> engine_pool.ProcessSpec:
+        interval_ms = max(50, min(250, int(self.settings.progress_persist_interval * 500)))
+        return engine_pool.ProcessSpec(
+            task=task,
+            options=options,
+            results_dir=str(self.workspace / RESULTS_DIR_NAME),
+            destination=destination,
+            job_id=job.id,
+            progress_interval_ms=interval_ms,
+            encryption=self._encryption(job, destination),
+        )
+
+    def _streams(self, job: Job, step: int, source: str) -> bool:
+        """Whether this step's chunks may be processed while the listing goes on.
+
+        Only a first listing of a local folder: a resumed job has its chunks
+        already, a retry of failed files or an incremental run must see the
+        whole listing before it knows its chunks. The source must be spelled
+        as the engine reports its root (it names the root of every chunk
+        before the listing ends), and the job's workspace must lie outside
+        it, so the walk cannot meet the results being written. (Destinations
+        inside the source are refused when the job is created.)
+        """
+        if step != 1 or job.listing is not None or job.retry_of is not None:
+            return False
+        if job.incremental != "off" and job.lineage:
+            return False
+        if "://" in source or not os.path.isabs(source):
+            return False
+        if os.path.realpath(source) != source:
+            return False
+        workspace = os.path.realpath(self.workspace)
+        return not (workspace == source or workspace.startswith(source.rstrip("/") + "/"))
+
+    async def _list_and_run(
+        self, job: Job, source: str, filters: JobFilters, spec: engine_pool.ProcessSpec
+    ) -> None:
+        """Step 1 of a fresh job: process each chunk as soon as the listing wrote it.
+
+        Checkpoints keep their meaning: the chunk rows and the job's listing
+        are still stored together, once the listing is whole (the engine has
+        synced the chunk files by then). A chunk that finishes earlier is
+        held in memory and recorded right after; if the run dies before the
+        listing was stored, the job has no listing and its retry lists and
+        processes everything again, as it would have before any chunk ran.
+        """
+        state = self.state
+        chunks_dir = self._fresh_chunks_dir(1)
+        results_dir = self.workspace / RESULTS_DIR_NAME
+        results_dir.mkdir(parents=True, exist_ok=True)
+        state.base = chunks.Totals()
+        self._sum_progress()
+        arrived: asyncio.Queue[ChunkInfo | None] = asyncio.Queue()
+        recorded = False
+        held: list[engine_pool.ChunkOutcome] = []
+        held_requeues: list[tuple[str, str, str]] = []
+
+        async def on_outcome(outcome: engine_pool.ChunkOutcome) -> None:
+            if recorded:
+                await self._chunk_finished(outcome)
+                return
+            held.append(outcome)
+            if outcome.totals is not None:  # counted as in flight until stored
+                state.in_flight[outcome.work_id] = outcome.totals
+            self._sum_progress()
+
+        async def on_requeue(work: str, engine: str, reason: str) -> None:
+            if recorded:
+                await self._chunk_requeued(work, engine, reason)
+                return
+            state.in_flight.pop(work, None)
+            self._sum_progress()
+            held_requeues.append((work, engine, reason))
+
+        async def listed_chunks() -> AsyncIterator[engine_pool.ChunkTask]:
+            nonlocal recorded
+            listing = asyncio.create_task(
+                self._list(source, chunks_dir, filters, arrived.put_nowait)
+            )
+            listing.add_done_callback(lambda _: arrived.put_nowait(None))
+            try:
+                while (chunk := await arrived.get()) is not None:
+                    work = ChunkWork(id=chunks.work_id(chunk.index, 1), uri=chunk.uri, root=source)
+                    yield engine_pool.ChunkTask(work)
+                result = await listing
+            finally:
+                if not listing.done():
+                    listing.cancel()
+                    with contextlib.suppress(BaseException):
+                        await listing
+            info = self._listing_info(result)
+            if info["root"] != source:
+                self.log.warning("the engine names the source differently", root=info["root"])
+            try:
+                rows = await chunks.record_listing(
+                    self.db, self.job_id, info, list(result.chunks), worker_id=self.worker_id
+                )
+            except PermissionError:
+                self.state.stopped = "lost"
+                raise asyncio.CancelledError() from None
+            state.listing = {k: v for k, v in info.items() if k != "root"}
+            state.files_total = info.get("files")
+            state.bytes_total = info.get("bytes")
+            state.work_items = len(rows)
+            recorded = True
+            for outcome in held:
+                await self._chunk_finished(outcome)
+            for requeue in held_requeues:
+                await self._chunk_requeued(*requeue)
+
+        engines = await engine_pool.resolve_engines(self.engine_urls)
+        try:
+            await self._run_listed(engines, listed_chunks(), spec, on_outcome, on_requeue)
+        except BaseException:
+            if not recorded:  # nothing was checkpointed: no part file may stay either
+                await asyncio.to_thread(shutil.rmtree, results_dir, True)
+            raise
+
+    async def _run_listed(
+        self,
+        engines: list[str],
+        work: AsyncIterator[engine_pool.ChunkTask],
+        spec: engine_pool.ProcessSpec,
+        on_outcome: Callable[[engine_pool.ChunkOutcome], Awaitable[None]],
+        on_requeue: Callable[[str, str, str], Awaitable[None]],
+    ) -> None:
+        await engine_pool.run_chunks(
+            engines,
+            work,
+            spec,
+            on_progress=self._chunk_progress,
+            on_outcome=on_outcome,
+            on_requeue=on_requeue,
+            window=self.settings.engine_window,
+            chunk_max_attempts=self.settings.chunk_max_attempts,
+            connect=lambda url: EngineClient.from_settings(url, self.settings),
+            capabilities=self.capabilities,
+        )
 
     def _encryption(self, job: Job, destination: str) -> tuple[str, str] | None:
         """Server-side encryption for an s3:// destination: the job's, else the settings'."""

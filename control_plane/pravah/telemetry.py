@@ -35,16 +35,18 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from starlette.routing import Match, Router
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pravah import metrics
+
+if TYPE_CHECKING:  # Starlette loads with the API only, not for `pravah run`
+    from starlette.routing import Router
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_SERVICE_NAME = "pravah-control-plane"
 RPC_SERVICE = "pravah.engine.v1.EngineService"
@@ -199,7 +201,7 @@ class ClientCall:
         if error is not None:
             self.span.set_status(Status(StatusCode.ERROR, error))
         self.span.end()
-        metrics.ENGINE_CALLS.labels(method=self.method, result=code.lower()).inc()
+        metrics.engine_call(self.method, code.lower())
 
 
 def client_call(method: str, target: str) -> ClientCall:
@@ -222,6 +224,8 @@ class HttpObservabilityMiddleware:
 
     def _route(self, scope: Scope) -> str:
         """The matched route's template: Starlette records it in scope["route"]."""
+        from starlette.routing import Match
+
         route = scope.get("route")
         path = getattr(route, "path_format", None) or getattr(route, "path", None)
         if path:
@@ -281,9 +285,7 @@ class HttpObservabilityMiddleware:
 
     def _observe(self, scope: Scope, method: str, code: int, started: float) -> str:
         route = self._route(scope)
-        metrics.HTTP_REQUEST_DURATION.labels(method=method, route=route, status=str(code)).observe(
-            time.perf_counter() - started
-        )
+        metrics.http_request(method, route, str(code), time.perf_counter() - started)
         return route
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -201,3 +203,29 @@ def _is_engine_of(proc: Path, cli: Cli) -> bool:
     except OSError:
         return False
     return b"pravah-engine" in cmdline and str(cli.state_dir).encode() in environ
+
+
+def test_run_loads_none_of_the_servers_modules(cli: Cli, csv_dir: Path) -> None:
+    """Start-up cost: `pravah run` imports no web stack, metrics or HTTP client."""
+    script = (
+        "import sys\n"
+        "from pravah.cli.app import app\n"
+        "try:\n"
+        f"    app(['run', {str(csv_dir)!r}, '--task', 'csv-header', '--json'])\n"
+        "except SystemExit as stop:\n"
+        "    assert not stop.code, stop.code\n"
+        "heavy = ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'httpx', 'jsonschema')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "completed"
+    assert result.stderr.strip().splitlines()[-1] == "[]"

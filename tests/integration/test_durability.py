@@ -516,3 +516,88 @@ async def test_retry_failed_runs_exactly_the_failed_files(
         assert sorted(_result_paths(db_settings, retry.id)) == ["d0/empty.csv", "d2/binary.csv"]
     finally:
         await db.dispose()
+
+
+async def test_chunks_are_processed_while_the_listing_is_still_open(
+    chunked: Settings, engine_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh job's first chunks run before its listing ends; the checkpoints
+    (chunk rows and the job's listing) are still stored together, after it."""
+    source = _tree(tmp_path / "src", 60)
+    await migrate(chunked)
+    db = Database(chunked)
+    processed, _ = _record_engine_calls(monkeypatch)
+    counting_process, counting_list = EngineClient.process, EngineClient.list_to_chunks
+    ended: list[str] = []
+    seen_while_open: list[tuple[int, Any]] = []
+
+    async def ending_process(self: EngineClient, task: str, work: Any, **kw: Any) -> Any:
+        items = list(work)
+        async for event in counting_process(self, task, items, **kw):
+            yield event
+        ended.extend(w.id for w in items)
+
+    async def held_open(self: EngineClient, *args: Any, **kwargs: Any) -> Any:
+        result = await counting_list(self, *args, **kwargs)
+        deadline = time.monotonic() + 30
+        while not ended:  # the listing ends only once a chunk went through Process
+            if time.monotonic() > deadline:
+                pytest.fail("no chunk was processed while the listing was open")
+            await asyncio.sleep(0.01)
+        async with db.session() as session:
+            row = await session.get(Job, job.id, populate_existing=True)
+            assert row is not None
+            seen_while_open.append((len(await _rows(db, job.id)), row.listing))
+        return result
+
+    monkeypatch.setattr(EngineClient, "process", ending_process)
+    monkeypatch.setattr(EngineClient, "list_to_chunks", held_open)
+    try:
+        job = await _job(db, engine_url, source)
+        final = await run_job(job.id, chunked, engine_url, db=db)
+        assert final.status == "completed", final.error
+        assert seen_while_open == [(0, None)]  # nothing checkpointed before the listing
+        rows = await _rows(db, job.id)
+        assert len(rows) == 6 and all(r.status == "done" for r in rows)
+        assert sorted(processed) == sorted(chunks.work_id(r.idx) for r in rows)
+        paths = _result_paths(chunked, job.id)
+        assert len(paths) == 60 and len(set(paths)) == 60
+        assert final.files_total == 60 and final.files_done == 60
+    finally:
+        await db.dispose()
+
+
+async def test_a_crash_before_the_listing_is_stored_redoes_the_whole_job_once(
+    chunked: Settings, engine_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks processed during the listing are not checkpoints until it is stored:
+    when storing it fails, the retry lists and processes everything again, and
+    no part file of the first attempt is counted (the engine may still finish
+    writing one just after its call was cancelled; the retry clears them)."""
+    source = _tree(tmp_path / "src", 50)
+    await migrate(chunked)
+    db = Database(chunked)
+    original_record = chunks.record_listing
+
+    async def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated crash while storing the listing")
+
+    try:
+        job = await _job(db, engine_url, source)
+        monkeypatch.setattr(chunks, "record_listing", crash)
+        first = await run_job(job.id, chunked, engine_url, db=db)
+        assert first.status == "pending", first.error
+        assert first.listing is None
+        assert await _rows(db, job.id) == []
+        assert not first.results_available
+
+        monkeypatch.setattr(chunks, "record_listing", original_record)
+        processed, listed = _record_engine_calls(monkeypatch)
+        final = await run_job(job.id, chunked, engine_url, db=db)
+        assert final.status == "completed", final.error
+        assert len(listed) == 1 and len(processed) == 5
+        paths = _result_paths(chunked, job.id)
+        assert len(paths) == 50 and len(set(paths)) == 50
+        assert final.files_done == 50
+    finally:
+        await db.dispose()

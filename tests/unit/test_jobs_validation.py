@@ -98,3 +98,25 @@ def test_s3_bucket_must_be_allowed() -> None:
         resolve_source("s3://other/prefix", buckets=["bucket"])
     with pytest.raises(InvalidRequestError, match="set PRAVAH_ALLOWED_BUCKETS"):
         resolve_source("s3://bucket/prefix")
+
+
+def test_no_options_still_meet_a_schema_that_requires_one() -> None:
+    """Regression: the shortcut for `{}` (no jsonschema) must not skip `required`."""
+    task = TaskInfo(
+        name="needs-level",
+        version="1",
+        description="",
+        options_schema={
+            "type": "object",
+            "required": ["level"],
+            "properties": {"level": {"type": "integer"}},
+        },
+        result_schema={},
+    )
+    with pytest.raises(InvalidRequestError):
+        validate_options(task, {})
+    validate_options(task, {"level": 3})
+
+
+def test_no_options_pass_a_plain_object_schema() -> None:
+    validate_options(CAPS.tasks["csv-header"], {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -107,3 +108,13 @@ def test_tracing_is_off_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> 
     assert telemetry.otlp_configured()
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not telemetry.otlp_configured()
+
+
+def test_disabled_metrics_record_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pravah run` turns metrics off: its process serves no /metrics."""
+    task = f"off-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(metrics, "_enabled", False)
+    metrics.job_created(task)
+    metrics.job_ended(task, "completed", None, None)
+    metrics.engine_call("List", "ok")
+    assert task not in metrics.render()[0].decode()

@@ -69,6 +69,8 @@ from pravah.cli.render import MAX_ERRORS_SHOWN, JobProgress, dump_json, render_s
 
 if TYPE_CHECKING:
     from pravah.db import Database
+    from pravah.engine_client import Capabilities
+    from pravah.engine_launcher import LocalEngine
     from pravah.models import Job, JobPublic
     from pravah.settings import Settings
 
@@ -119,21 +121,42 @@ async def _engine(settings: Settings, engine_url: str | None) -> AsyncIterator[s
         yield local_url
 
 
-async def _public(db: Database, job_id: str) -> JobPublic:
-    from pravah.jobs import get_job
-    from pravah.models import JobPublic
+class _EarlyEngine:
+    """The engine of one `pravah run`, spawned before the heavy imports; see run_embedded.
 
-    async with db.session() as session:
-        return JobPublic.from_job(await get_job(session, job_id))
+    A failure to start it is raised by address(), i.e. after the request was
+    validated: a bad request still says so first.
+    """
 
+    def __init__(self, settings: Settings, engine_url: str | None) -> None:
+        self._url = engine_url or (settings.engine_urls[0] if settings.engine_urls else None)
+        self._local: LocalEngine | None = None
+        self._failure: Exception | None = None
+        self._settings = settings
 
-async def _request_cancel(db: Database, job_id: str) -> None:
-    from pravah.errors import ConflictError
-    from pravah.jobs import request_cancel
+    async def spawn(self) -> None:
+        if self._url:
+            return
+        from pravah.engine_launcher import LocalEngine
+        from pravah.errors import PravahError
 
-    async with db.session() as session:
-        with contextlib.suppress(ConflictError):
-            await request_cancel(session, job_id)
+        try:
+            self._local = LocalEngine.from_settings(self._settings)
+            await self._local.spawn()
+        except PravahError as exc:
+            self._local, self._failure = None, exc
+
+    async def address(self) -> str:
+        if self._failure is not None:
+            raise self._failure
+        if self._local is not None:
+            return await self._local.ready()
+        assert self._url is not None
+        return self._url
+
+    async def stop(self) -> None:
+        if self._local is not None:
+            await self._local.stop()
 
 
 async def _run_with_sigint(
@@ -142,12 +165,15 @@ async def _run_with_sigint(
     settings: Settings,
     url: str,
     on_progress: Callable[[JobPublic], None],
-) -> bool:
-    """Runs the job; returns True when it was interrupted by SIGINT."""
+    capabilities: Capabilities,
+) -> Job | None:
+    """Runs the job; returns its final row, or None when it was interrupted by SIGINT."""
     from pravah.runner import run_job
 
     loop = asyncio.get_running_loop()
-    run_task = asyncio.ensure_future(run_job(job.id, settings, url, on_progress))
+    run_task = asyncio.ensure_future(
+        run_job(job.id, settings, url, on_progress, db=db, capabilities={url: capabilities})
+    )
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
     try:
@@ -155,15 +181,14 @@ async def _run_with_sigint(
         await asyncio.wait({run_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if run_task.done() and not interrupted.is_set():
-            run_task.result()  # re-raise the runner's own failure, if any
-            return False
+            return run_task.result()  # re-raises the runner's own failure, if any
         # The flag first: whoever looks at the row from now on (this runner,
         # or a server worker sharing the store) sees a job being cancelled.
         await _request_cancel(db, job.id)
         run_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await run_task
-        return True
+        return None
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         if not run_task.done():
@@ -181,43 +206,80 @@ async def run_embedded(
     output: Path | None,
     want_errors: bool,
 ) -> RunOutcome:
-    """Validates, stores and runs one job in this process; see the module doc."""
-    from pravah.db import Database, migrate
-    from pravah.engine_client import EngineClient
-    from pravah.jobs import create_job
-    from pravah.models import JobCreate, JobPublic
-    from pravah.runner import workspace_of
+    """Validates, stores and runs one job in this process; see the module doc.
 
-    data = JobCreate.model_validate(request)  # same model, same errors as POST /jobs
-    await migrate(settings)
-    db = Database(settings)
+    Start-up order (what a one-file run waits for): the engine child is
+    spawned first, then the job store and gRPC are imported, the request
+    validated and the store migrated while the engine starts; its
+    capabilities are asked once and serve both the job's validation and the
+    runner (its window), and the runner shares this function's database.
+    """
+    engine = _EarlyEngine(settings, engine_url)
+    await engine.spawn()
+    db: Database | None = None
     try:
-        async with _engine(settings, engine_url) as url:
-            async with EngineClient.from_settings(url, settings) as client:
-                capabilities = await client.capabilities()
-            async with db.session() as session:
-                job = await create_job(session, data, capabilities, settings=settings)
+        from pravah.db import Database, migrate
+        from pravah.engine_client import EngineClient
+        from pravah.jobs import create_job
+        from pravah.models import JobCreate, JobPublic
+        from pravah.runner import workspace_of
 
-            def on_progress(public: JobPublic) -> None:
-                progress.update(public.model_dump(mode="json"))
+        data = JobCreate.model_validate(request)  # same model, same errors as POST /jobs
+        db = Database(settings)
+        await migrate(settings, db=db)
+        url = await engine.address()
+        async with EngineClient.from_settings(url, settings) as client:
+            capabilities = await client.capabilities()
+        async with db.session() as session:
+            job = await create_job(session, data, capabilities, settings=settings)
 
-            with progress:
-                progress.update(JobPublic.from_job(job).model_dump(mode="json"))
-                interrupted = await _run_with_sigint(db, job, settings, url, on_progress)
-                final = await _public(db, job.id)
-                progress.update(final.model_dump(mode="json"))
+        def on_progress(public: JobPublic) -> None:
+            progress.update(public.model_dump(mode="json"))
 
-        outcome = RunOutcome(job=final.model_dump(mode="json"), interrupted=interrupted)
-        if interrupted:
-            return outcome
-        workspace = workspace_of(settings, job.id)
-        if output is not None:
-            outcome.lines_written = write_jsonl_atomic(output, result_lines(workspace))
-        if want_errors and final.progress.files_failed:
-            outcome.errors = first_errors(result_lines(workspace))
-        return outcome
+        with progress:
+            progress.update(JobPublic.from_job(job).model_dump(mode="json"))
+            ended = await _run_with_sigint(db, job, settings, url, on_progress, capabilities)
+            # After an interrupt the row is read again: the runner settled it.
+            final = JobPublic.from_job(ended) if ended is not None else await _public(db, job.id)
+            progress.update(final.model_dump(mode="json"))
     finally:
-        await db.dispose()
+        # Both wait on something outside this process (SQLite's checkpoint of
+        # the WAL when its last connection closes, the engine's exit).
+        stopped = await asyncio.gather(
+            db.dispose() if db is not None else asyncio.sleep(0),
+            engine.stop(),
+            return_exceptions=True,
+        )
+        errors = [r for r in stopped if isinstance(r, BaseException)]
+    if errors:  # only reached when the run itself raised nothing
+        raise errors[0]
+    interrupted = ended is None
+    outcome = RunOutcome(job=final.model_dump(mode="json"), interrupted=interrupted)
+    if interrupted:
+        return outcome
+    workspace = workspace_of(settings, job.id)
+    if output is not None:
+        outcome.lines_written = write_jsonl_atomic(output, result_lines(workspace))
+    if want_errors and final.progress.files_failed:
+        outcome.errors = first_errors(result_lines(workspace))
+    return outcome
+
+
+async def _public(db: Database, job_id: str) -> JobPublic:
+    from pravah.jobs import get_job
+    from pravah.models import JobPublic
+
+    async with db.session() as session:
+        return JobPublic.from_job(await get_job(session, job_id))
+
+
+async def _request_cancel(db: Database, job_id: str) -> None:
+    from pravah.errors import ConflictError
+    from pravah.jobs import request_cancel
+
+    async with db.session() as session:
+        with contextlib.suppress(ConflictError):
+            await request_cancel(session, job_id)
 
 
 DRY_RUN_EXAMPLES = 20
@@ -342,6 +404,9 @@ def run_command(
         )
         settings = load_settings()
         configure_cli_logging(settings)
+        from pravah import metrics
+
+        metrics.disable()  # this process serves no /metrics and ends with the job
         if dry:
             plan = asyncio.run(dry_run(request, settings, engine_url=engine))
             if json_output:
