@@ -152,22 +152,25 @@ impl Read for BlockReader {
 
 impl Seek for BlockReader {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::End(d) => self.size.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match target {
-            Some(n) => {
-                self.pos = n;
-                Ok(n)
-            }
-            None => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "seek before the start of the file",
-            )),
-        }
+        self.pos = seek_target(self.pos, self.size, to)?;
+        Ok(self.pos)
     }
+}
+
+/// Where a seek lands from `pos` in a source of `size` bytes; shared by
+/// every reader over ranges, which all keep only a position and a size.
+pub fn seek_target(pos: u64, size: u64, to: SeekFrom) -> std::io::Result<u64> {
+    let target = match to {
+        SeekFrom::Start(n) => Some(n),
+        SeekFrom::End(d) => size.checked_add_signed(d),
+        SeekFrom::Current(d) => pos.checked_add_signed(d),
+    };
+    target.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "seek before the start of the file",
+        )
+    })
 }
 
 #[cfg(test)]

@@ -191,21 +191,8 @@ impl Read for RangedReader {
 
 impl Seek for RangedReader {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::End(d) => self.size.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match target {
-            Some(n) => {
-                self.pos = n;
-                Ok(n)
-            }
-            None => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "seek before the start of the object",
-            )),
-        }
+        self.pos = super::blocks::seek_target(self.pos, self.size, to)?;
+        Ok(self.pos)
     }
 }
 
