@@ -92,6 +92,14 @@ pub fn read_chunk(path: &Path) -> Result<Vec<ChunkEntry>, FileFailure> {
 
 /// Joins a relative path to the root, refusing absolute paths and `..`.
 pub fn join_inside(root: &Path, rel: &[u8]) -> Result<PathBuf, FileFailure> {
+    let mut path = PathBuf::new();
+    join_inside_into(root, rel, &mut path)?;
+    Ok(path)
+}
+
+/// [`join_inside`] into `path`, whose allocation is reused: a batch joins
+/// every file's path into one buffer.
+pub fn join_inside_into(root: &Path, rel: &[u8], path: &mut PathBuf) -> Result<(), FileFailure> {
     use std::os::unix::ffi::OsStrExt;
     let escapes = rel.first() == Some(&b'/') || rel.split(|&b| b == b'/').any(|c| c == b"..");
     if escapes || rel.is_empty() {
@@ -100,7 +108,14 @@ pub fn join_inside(root: &Path, rel: &[u8]) -> Result<PathBuf, FileFailure> {
             "path escapes the source root (absolute or containing \"..\"); give paths relative to the root",
         ));
     }
-    Ok(root.join(std::ffi::OsStr::from_bytes(rel)))
+    let joined = path.as_mut_os_string();
+    joined.clear();
+    joined.push(root.as_os_str());
+    if !root.as_os_str().as_bytes().ends_with(b"/") {
+        joined.push("/");
+    }
+    joined.push(std::ffi::OsStr::from_bytes(rel));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,5 +162,16 @@ mod tests {
             join_inside(root, b"a/b.csv").unwrap(),
             Path::new("/data/a/b.csv")
         );
+    }
+
+    #[test]
+    fn joining_into_a_reused_buffer_matches_path_join() {
+        let mut path = PathBuf::from("/left/over/from/the/last/file.csv");
+        for (root, rel) in [("/data", "a/b.csv"), ("/", "x.csv"), ("/data/", "c")] {
+            join_inside_into(Path::new(root), rel.as_bytes(), &mut path).unwrap();
+            assert_eq!(path, Path::new(root).join(rel));
+            assert_eq!(path.as_os_str(), Path::new(root).join(rel).as_os_str());
+        }
+        assert!(join_inside_into(Path::new("/data"), b"../x", &mut path).is_err());
     }
 }

@@ -720,6 +720,8 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     let outputs = Outputs::default();
     let batched = shared.io.s3_destination.is_none().then_some(&outputs);
     let mut done: Vec<(Vec<u8>, bool, tasks::FileOutcome)> = Vec::with_capacity(batch.len());
+    // Every local file's full path, joined into one reused buffer.
+    let mut path = PathBuf::new();
     for (index, job) in batch.into_iter().enumerate() {
         let head = heads.next().flatten();
         if shared.cancelled() {
@@ -733,8 +735,8 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                 result: Err(f),
             },
             None => match &state.root {
-                Root::Local(root) => match chunks::join_inside(root, &job.rel) {
-                    Ok(path) => shared
+                Root::Local(root) => match chunks::join_inside_into(root, &job.rel, &mut path) {
+                    Ok(()) => shared
                         .io
                         .with_destination(job.size, &job.rel, |destination| {
                             process_guarded(

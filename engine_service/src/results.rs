@@ -117,8 +117,17 @@ pub fn display_path(raw: &[u8]) -> (String, Vec<u8>) {
 
 /// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaping is exact and fast; writing into a Vec never fails.
-    serde_json::to_writer(&mut *out, s).expect("writing JSON into a Vec cannot fail");
+    // Nearly every name and column needs no escape (JSON escapes only
+    // quotes, backslashes and control characters): copied as it is. Else
+    // serde_json's escaping, which is exact; writing into a Vec never fails.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("writing JSON into a Vec cannot fail");
+    }
 }
 
 /// Appends one part-file line for a file: `{"path":..,"size":N,<fields>}`
@@ -132,12 +141,13 @@ pub fn push_part_line(
     outcome: &Result<String, FileFailure>,
 ) {
     out.extend_from_slice(b"{\"path\":");
-    match std::str::from_utf8(rel) {
+    let utf8 = std::str::from_utf8(rel);
+    match utf8 {
         Ok(s) => push_json_str(out, s),
         Err(_) => push_json_str(out, &String::from_utf8_lossy(rel)),
     }
     out.extend_from_slice(b",\"size\":");
-    out.extend_from_slice(size.to_string().as_bytes());
+    write!(out, "{size}").expect("writing into a Vec cannot fail");
     match outcome {
         Ok(result_json) => {
             // The result is a JSON object; merge its members after ours.
@@ -159,7 +169,7 @@ pub fn push_part_line(
             out.push(b'"');
         }
     }
-    if std::str::from_utf8(rel).is_err() {
+    if utf8.is_err() {
         out.extend_from_slice(b",\"raw_path_b64\":\"");
         out.extend_from_slice(
             base64::engine::general_purpose::STANDARD
@@ -233,6 +243,26 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"path\":\"a/b.csv\",\"size\":12,\"columns\":[\"x\",\"y\"]}\n"
         );
+    }
+
+    #[test]
+    fn json_strings_match_serde_json_escaping() {
+        for s in [
+            "plain",
+            "",
+            "say \"hi\"",
+            "back\\slash",
+            "tab\there",
+            "nl\n",
+            "\u{1}\u{1f}",
+            "del\u{7f}",
+            "naïve ☃ 名前",
+            "</script>",
+        ] {
+            let mut out = Vec::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]
