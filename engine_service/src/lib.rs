@@ -36,6 +36,7 @@ pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod syncer;
 pub mod tasks;
 pub mod telemetry;
 pub mod walk;

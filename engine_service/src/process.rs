@@ -45,6 +45,7 @@ use crate::storage::objects::{self, Io};
 use crate::storage::s3::Encryption;
 use crate::storage::s3_write::S3Destination;
 use crate::storage::{s3_list, staging, Root};
+use crate::syncer::{SyncGroup, Syncer};
 use crate::tasks::{self, Aggregate, Task};
 use crate::walk::{self, WalkEvent};
 
@@ -191,6 +192,8 @@ struct Shared {
     aggregate: Mutex<Aggregate>,
     /// Part files written; appended once per batch.
     part_uris: Mutex<Vec<String>>,
+    /// Syncs part files as they are written (with a results_dir).
+    syncer: Option<Syncer>,
     permits: Permits,
     metrics: TaskMetrics,
     task_name: String,
@@ -221,8 +224,9 @@ struct ItemState {
     files: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
-    /// Part files written for the item, synced together when it is done.
-    parts: Mutex<Vec<PathBuf>>,
+    /// The item's part files, synced in the background as they are
+    /// written; waited for when the item is done.
+    parts: Arc<SyncGroup>,
     /// The item's span; batches are its children. It ends when the last
     /// batch drops the state.
     span: tracing::Span,
@@ -233,9 +237,7 @@ impl ItemState {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 && !shared.cancelled() {
             // The item's parts must be durable before the client checkpoints it.
             if let Some(dir) = &shared.results_dir {
-                let parts =
-                    std::mem::take(&mut *self.parts.lock().unwrap_or_else(|e| e.into_inner()));
-                if let Err(e) = crate::results::sync_files(dir, &parts) {
+                if let Err(e) = self.parts.wait(dir) {
                     let failure = FileFailure::from_io(&e, "syncing the part files");
                     return item_failed(shared, &self.id, failure);
                 }
@@ -285,6 +287,7 @@ pub fn run(
         destination: config.destination,
         s3_destination: config.s3_destination,
     };
+    let syncer = config.results_dir.is_some().then(Syncer::start);
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         task_name: config.task_name,
@@ -297,6 +300,7 @@ pub fn run(
         counters: counters.clone(),
         aggregate: Mutex::new(Aggregate::default()),
         part_uris: Mutex::new(Vec::new()),
+        syncer,
         permits: Permits {
             in_flight: Mutex::new(0),
             changed: Condvar::new(),
@@ -484,7 +488,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
         files: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
-        parts: Mutex::new(Vec::new()),
+        parts: Arc::default(),
     });
     match jobs_or_walk {
         Ok(jobs) => {
@@ -811,11 +815,9 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             match write_atomic(dir, &name, &part) {
                 Ok(path) => {
                     let uri = path.to_string_lossy().into_owned();
-                    state
-                        .parts
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(path);
+                    if let Some(syncer) = &shared.syncer {
+                        syncer.sync_later(path, &state.parts);
+                    }
                     shared
                         .part_uris
                         .lock()

@@ -6,14 +6,16 @@
 //! same directory, then a rename, so no reader ever sees a half-written part
 //! under its final name and a retried batch overwrites rather than duplicates.
 //!
-//! Durability is batched ([`sync_files`]): a part or listing chunk is not
-//! synced when written (an fsync costs milliseconds, and a 100,000-file
-//! csv-header writes a hundred parts, each fsync blocking a worker); the
-//! files are synced together, in parallel, before the work item or listing
-//! that wrote them is reported done, which is when the control plane
-//! checkpoints it.
+//! Durability is batched: a part or listing chunk is not synced by the
+//! worker that writes it (an fsync costs milliseconds, and a 100,000-file
+//! csv-header writes a hundred parts, each fsync blocking a worker). Listing
+//! chunks are synced together, in parallel, before the listing is reported
+//! done ([`sync_files`]); part files are synced in the background as they
+//! are written ([`crate::syncer`]), and waited for before their work item
+//! is reported done. Either way nothing is reported done, which is when the
+//! control plane checkpoints it, before its files are durable.
 use std::fs::File;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -115,12 +117,25 @@ pub fn display_path(raw: &[u8]) -> (String, Vec<u8>) {
     }
 }
 
+/// The bytes a JSON string must escape: control characters, `"` and `\`.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     // Nearly every name and column needs no escape (JSON escapes only
     // quotes, backslashes and control characters): copied as it is. Else
     // serde_json's escaping, which is exact; writing into a Vec never fails.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !s.bytes().any(|b| NEEDS_ESCAPE[b as usize]) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -147,7 +162,7 @@ pub fn push_part_line(
         Err(_) => push_json_str(out, &String::from_utf8_lossy(rel)),
     }
     out.extend_from_slice(b",\"size\":");
-    write!(out, "{size}").expect("writing into a Vec cannot fail");
+    out.extend_from_slice(itoa::Buffer::new().format(size).as_bytes());
     match outcome {
         Ok(result_json) => {
             // The result is a JSON object; merge its members after ours.
@@ -183,7 +198,7 @@ pub fn push_part_line(
 
 /// Writes `contents` to `dir/name` atomically: a temp file in the same
 /// directory (so the rename never crosses file systems), then a rename over
-/// the final name. Not yet durable: see [`sync_files`]. Returns the
+/// the final name. Not yet durable: see the module doc. Returns the
 /// final absolute path.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<PathBuf> {
     let final_path = dir.join(name);
