@@ -69,6 +69,9 @@ class TaskInfo:
     options_schema: dict[str, Any]
     result_schema: dict[str, Any]
     writes_files: bool = False
+    # Work per file independent of its size (csv-header, inventory): its
+    # listing skips file sizes and its progress counts files.
+    size_independent: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Capabilities:
                     "options_schema": t.options_schema,
                     "result_schema": t.result_schema,
                     "writes_files": t.writes_files,
+                    "size_independent": t.size_independent,
                 }
                 for t in self.tasks.values()
             ],
@@ -143,6 +147,9 @@ class ListResult:
     chunks: list[ChunkInfo]
     summary: ListSummaryInfo
     errors: list[FileErrorInfo] = field(default_factory=list)
+    # False when the listing was asked without sizes: its byte totals are 0,
+    # not the bytes of the files.
+    sizes: bool = True
 
 
 @dataclass(frozen=True)
@@ -416,6 +423,7 @@ class EngineClient:
                 options_schema=_parse_json(t.options_schema_json, f"{t.name} options schema"),
                 result_schema=_parse_json(t.result_schema_json, f"{t.name} result schema"),
                 writes_files=t.writes_files,
+                size_independent=t.size_independent,
             )
             for t in resp.tasks
         }
@@ -436,17 +444,21 @@ class EngineClient:
         batch_size: int = 0,
         on_chunk: Callable[[ChunkInfo], None] | None = None,
         max_errors: int = 100,
+        sizes: bool = True,
     ) -> ListResult:
         """List `source` into chunk files under `chunk_dir`; return descriptors and totals.
 
         `on_chunk` is called per chunk as it arrives (for listing progress).
-        Raises NotFoundError when the source does not exist.
+        With `sizes=False` the engine reads no file metadata the filters do
+        not need (one stat per file less); entries and totals then have no
+        sizes. Raises NotFoundError when the source does not exist.
         """
         request = pb.ListRequest(
             source=source,
             filters=filters_to_proto(filters),
             batch_size=batch_size,
             chunk_dir=chunk_dir,
+            skip_metadata=not sizes,
         )
         chunks: list[ChunkInfo] = []
         errors: list[FileErrorInfo] = []
@@ -491,7 +503,7 @@ class EngineClient:
             rpc.end()
         if summary is None:
             raise EngineError(f"engine at {self.url} ended the listing without a summary")
-        return ListResult(chunks=chunks, summary=summary, errors=errors)
+        return ListResult(chunks=chunks, summary=summary, errors=errors, sizes=sizes)
 
     async def process(
         self,

@@ -540,8 +540,10 @@ def compute_progress(job: Job, now: datetime | None = None) -> JobProgress:
     files_seen = job.files_done
     bytes_seen = job.bytes_done
     percent: float | None = None
-    if job.files_total is not None and job.bytes_total is not None:
-        if job.bytes_total > 0:
+    # By bytes when the listing has sizes; by files when it has none (a
+    # size-independent task such as csv-header is listed without them).
+    if job.files_total is not None:
+        if job.bytes_total:
             percent = min(100.0, 100.0 * bytes_seen / job.bytes_total)
         elif job.files_total > 0:
             percent = min(100.0, 100.0 * files_seen / job.files_total)

@@ -313,12 +313,18 @@ class _JobRun:
         chunk_dir: Path,
         filters: JobFilters,
         then: Callable[[ChunkInfo], None] | None = None,
+        *,
+        task: str | None = None,
     ) -> ListResult:
         """List on the first engine that answers (any engine sees the same source).
 
         `then` gets every chunk as it arrives (to process it at once); once a
         chunk went there, a failed listing is not retried on the next engine
         but raised (the job is retried as a whole: nothing was recorded).
+        `task`, when given, is the task the listing is for: one whose work
+        does not grow with file size (csv-header) is listed without sizes,
+        which saves a stat per file (the engine still stats what the filters
+        need); its progress then counts files.
         """
         state = self.state
         given = 0
@@ -336,12 +342,14 @@ class _JobRun:
             state.listed_files = state.listed_bytes = 0
             try:
                 async with EngineClient.from_settings(url, self.settings) as client:
+                    sizes = task is None or not await self._size_independent(client, url, task)
                     return await client.list_to_chunks(
                         source,
                         str(chunk_dir),
                         filters,
                         batch_size=self.settings.chunk_files,
                         on_chunk=on_chunk,
+                        sizes=sizes,
                     )
             except (EngineUnavailableError, EngineError) as exc:
                 if given:
@@ -351,8 +359,19 @@ class _JobRun:
         assert last is not None
         raise last
 
+    async def _size_independent(self, client: EngineClient, url: str, task: str) -> bool:
+        """Whether `task`'s work per file ignores file size, by this engine's capabilities.
+
+        Asked once per engine and kept: the engine pool reuses them.
+        """
+        caps = self.capabilities.get(url)
+        if caps is None:
+            caps = self.capabilities[url] = await client.capabilities()
+        info = caps.tasks.get(task)
+        return info is not None and info.size_independent
+
     async def _plan(
-        self, job: Job, step: int, source: str, filters: JobFilters
+        self, job: Job, step: int, source: str, filters: JobFilters, task: str
     ) -> tuple[dict[str, Any], list[Any]]:
         """The step's listing and chunk rows: stored ones when the job resumes, else new."""
         # Step 1's rows are stored with the job's listing in one transaction,
@@ -382,7 +401,7 @@ class _JobRun:
         if job.retry_of is not None:
             info, chunk_infos = await self._plan_retry(job, chunks_dir)
         else:
-            info, chunk_infos = await self._plan_listing(job, source, chunks_dir, filters)
+            info, chunk_infos = await self._plan_listing(job, source, chunks_dir, filters, task)
         try:
             rows = await chunks.record_listing(
                 self.db, self.job_id, info, chunk_infos, worker_id=self.worker_id, step=step
@@ -430,12 +449,16 @@ class _JobRun:
         return info, chunk_infos
 
     async def _plan_listing(
-        self, job: Job, source: str, chunks_dir: Path, filters: JobFilters
+        self, job: Job, source: str, chunks_dir: Path, filters: JobFilters, task: str
     ) -> tuple[dict[str, Any], list[Any]]:
-        listing = await self._list(source, chunks_dir, filters)
+        incremental_run = job.incremental != "off" and bool(job.lineage)
+        # An incremental run compares sizes and times with its manifest.
+        listing = await self._list(
+            source, chunks_dir, filters, task=None if incremental_run else task
+        )
         info = self._listing_info(listing)
         chunk_infos = list(listing.chunks)
-        if job.incremental != "off" and job.lineage:
+        if incremental_run:
             manifest = incremental.load_manifest(self.settings.state_dir, job.lineage)
             keep, skipped = await asyncio.to_thread(
                 incremental.select_changed,
@@ -465,7 +488,7 @@ class _JobRun:
         )
         return {
             "files": listing.summary.files,
-            "bytes": listing.summary.bytes,
+            "bytes": listing.summary.bytes if listing.sizes else None,
             "directories": listing.summary.directories,
             "errors": listing.summary.errors,
             "elapsed_ms": listing.summary.elapsed_ms,
@@ -511,10 +534,10 @@ class _JobRun:
         state = self.state
         if self._streams(job, step, source):
             spec = self._spec(job, task, options, destination)
-            await self._list_and_run(job, source, filters, spec)
+            await self._list_and_run(job, source, filters, spec, task)
             self._collect(await chunks.load(self.db, self.job_id, step))
             return
-        info, rows = await self._plan(job, step, source, filters)
+        info, rows = await self._plan(job, step, source, filters, task)
         state.listing = {k: v for k, v in info.items() if k != "root"}
         state.files_total = info.get("files")
         state.bytes_total = info.get("bytes")
@@ -588,7 +611,12 @@ class _JobRun:
         return not (workspace == source or workspace.startswith(source.rstrip("/") + "/"))
 
     async def _list_and_run(
-        self, job: Job, source: str, filters: JobFilters, spec: engine_pool.ProcessSpec
+        self,
+        job: Job,
+        source: str,
+        filters: JobFilters,
+        spec: engine_pool.ProcessSpec,
+        task: str,
     ) -> None:
         """Step 1 of a fresh job: process each chunk as soon as the listing wrote it.
 
@@ -630,7 +658,7 @@ class _JobRun:
         async def listed_chunks() -> AsyncIterator[engine_pool.ChunkTask]:
             nonlocal recorded
             listing = asyncio.create_task(
-                self._list(source, chunks_dir, filters, arrived.put_nowait)
+                self._list(source, chunks_dir, filters, arrived.put_nowait, task=task)
             )
             listing.add_done_callback(lambda _: arrived.put_nowait(None))
             try:

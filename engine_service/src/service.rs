@@ -59,6 +59,7 @@ pub fn capabilities() -> pb::GetCapabilitiesResponse {
                 options_schema_json: (t.options_schema)().to_string(),
                 result_schema_json: (t.result_schema)().to_string(),
                 writes_files: t.writes_files,
+                size_independent: t.size_independent,
             })
             .collect(),
         limits: Some(pb::EngineLimits {

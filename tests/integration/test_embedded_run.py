@@ -5,6 +5,7 @@ engine's start-up overlaps the control plane's; these tests check that this
 changes nothing a person can see: the capabilities are asked once and serve
 both the validation and the runner, a bad request is reported before an
 engine that cannot start, and a job needs no more from the engine than before.
+A task whose work ignores file sizes (csv-header) is listed without them.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def _tree(root: Path, n: int) -> Path:
     return root
 
 
-async def _run(settings: Settings, source: Path, **request: Any) -> dict[str, Any]:
+async def _run(
+    settings: Settings, source: Path, task: str = "csv-header", **request: Any
+) -> dict[str, Any]:
     outcome = await run_embedded(
-        build_job_request(source=str(source), task="csv-header", **request),
+        build_job_request(source=str(source), task=task, **request),
         settings,
         engine_url=None,
         progress=JobProgress(enabled=False),
@@ -80,3 +83,42 @@ async def test_a_bad_request_is_reported_before_an_engine_that_cannot_start(
     finally:
         await db.dispose()
     assert total == 0  # nothing was stored
+
+
+async def test_a_size_independent_task_counts_files_and_a_sized_one_bytes(
+    sqlite_settings: Settings, engine_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = sqlite_settings.model_copy(update={"engine_bin": engine_bin, "chunk_files": 5})
+    source = _tree(tmp_path / "src", 12)
+    (source / "big.csv").write_text("x,y\n" + "1,2\n" * 5000)
+    size = sum(p.stat().st_size for p in source.iterdir())
+    asked: list[bool] = []
+    original = EngineClient.list_to_chunks
+
+    async def spying(self: EngineClient, *args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("sizes", True))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EngineClient, "list_to_chunks", spying)
+
+    # csv-header reads one record per file: listed without sizes (no stat per
+    # file), progress by files; the bytes of the files processed still count.
+    job = await _run(settings, source)
+    assert job["status"] == "completed", job["error"]
+    progress = job["progress"]
+    assert (progress["files_total"], progress["bytes_total"]) == (13, None)
+    assert progress["percent"] == 100.0
+    assert progress["bytes_done"] == size
+    assert job["summary"]["listing"]["bytes"] is None
+    assert job["summary"]["distinct_schemas"] == 3
+
+    # A size filter still works: the engine stats the files the filter needs.
+    job = await _run(settings, source, min_size="1KB")
+    assert job["status"] == "completed", job["error"]
+    assert job["progress"]["files_done"] == 1
+
+    # hash reads files whole: listed with sizes, progress by bytes.
+    job = await _run(settings, source, task="hash")
+    assert job["status"] == "completed", job["error"]
+    assert job["progress"]["bytes_total"] == size
+    assert asked == [False, False, True]

@@ -102,6 +102,23 @@ def test_public_progress_has_rate_and_eta_while_running() -> None:
     assert public.progress.eta_seconds == 10.0
 
 
+def test_public_progress_counts_files_when_the_listing_has_no_sizes() -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    job = Job(
+        task="csv-header",
+        source="/d",
+        status=JobStatus.running.value,
+        started_at=start,
+        files_total=100,
+        bytes_total=None,
+        files_done=25,
+        bytes_done=123456,
+    )
+    public = JobPublic.from_job(job, now=start + timedelta(seconds=10))
+    assert public.progress.percent == 25.0
+    assert public.progress.eta_seconds == 30.0
+
+
 def test_public_progress_unknown_totals_before_listing() -> None:
     job = Job(task="csv-header", source="/d", status=JobStatus.pending.value)
     public = JobPublic.from_job(job)

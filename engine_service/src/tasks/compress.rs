@@ -59,6 +59,7 @@ pub const COMPRESS: TaskInfo = TaskInfo {
     options_schema: compress_schema,
     result_schema: compress_result_schema,
     writes_files: true,
+    size_independent: false,
     build: build_compress,
 };
 
@@ -70,6 +71,7 @@ pub const DECOMPRESS: TaskInfo = TaskInfo {
     options_schema: decompress_schema,
     result_schema: compress_result_schema,
     writes_files: true,
+    size_independent: false,
     build: build_decompress,
 };
 

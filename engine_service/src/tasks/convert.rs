@@ -35,6 +35,7 @@ pub const INFO: TaskInfo = TaskInfo {
     options_schema,
     result_schema,
     writes_files: true,
+    size_independent: false,
     build,
 };
 

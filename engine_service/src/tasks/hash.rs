@@ -23,6 +23,7 @@ pub const INFO: TaskInfo = TaskInfo {
     options_schema,
     result_schema,
     writes_files: false,
+    size_independent: false,
     build,
 };
 

@@ -167,6 +167,9 @@ pub struct TaskInfo {
     pub result_schema: fn() -> serde_json::Value,
     /// Whether the task writes output files (under the destination).
     pub writes_files: bool,
+    /// Whether the work per file stays the same whatever the file's size
+    /// (see `size_independent` in the proto): listings for it skip sizes.
+    pub size_independent: bool,
     /// Builds the task from its options JSON ("" means defaults); the error
     /// is a sentence naming the bad option.
     pub build: fn(&str) -> std::result::Result<Arc<dyn Task>, String>,
