@@ -13,15 +13,15 @@ best of N with a warm cache, peak RSS through GNU time (see bench/run.py):
   the entries (and ``unzip -q``).
 
 In the compress cases, every timed run of every tool, anchor or Pravah,
-starts from the same state:
-the outputs of the previous run are removed and ``sync`` has run, outside
-the timed region (a setup step before each run). Otherwise the tool that
-runs first pays for freeing the other's outputs, and replacing a synced
-file (Pravah's, freed with a discard per extent on this kind of disk) costs
-far more than replacing an unsynced one. What is compared is the whole
-command as a user runs it: the anchors do not sync their outputs, Pravah
-syncs every output before it reports it done (durability), and that wait
-is in its time.
+starts from the same state: no outputs (those of the previous run are moved
+to a trash folder, emptied at the end, see ``Trash``) and ``sync`` done,
+outside the timed region (a setup step before each run). Otherwise a tool
+that overwrites in place (``zstd -f`` reuses the inode) and one that writes
+a new file and renames it over the old one (Pravah: atomic outputs) do
+different work, and a run's time depends on what the run before it freed.
+What is compared is the whole command as a user runs it: the anchors do
+not sync their outputs, Pravah syncs every output before it reports it
+done (durability), and that wait is in its time.
 
 A missing anchor tool skips its row with a message (``make bench-deps``
 installs them). Nothing asserts a time.
@@ -221,14 +221,35 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def fresh_outputs(root: Path, pattern: str) -> None:
-    """A setup step: removes the files under `root` matching `pattern` (the
-    outputs of the previous run, and temp files a tool may have left), then
-    syncs, so that freeing them is neither in the next run's time nor still
-    in flight while it runs."""
-    for p in root.rglob(pattern):
-        p.unlink()
-    os.sync()
+class Trash:
+    """Where setup steps move the outputs of previous runs: a folder next to
+    `near` (so on its file system), emptied by `empty()` at the end.
+
+    Moved, not removed: ext4 without a journal (as on this machine) will not
+    reuse an inode within 60 s of its deletion, and every file created in
+    that time scans past all the recently deleted ones first (kernel
+    ``recently_deleted()``; half of a 10,000-file run's samples in perf).
+    A run right after the removal of 10,000 outputs measures that scan, which
+    neither compressing files nor a first run over a tree pays.
+    """
+
+    def __init__(self, near: Path) -> None:
+        self.dir = near.parent / f".{near.name}.bench-trash"
+        self.count = 0
+
+    def fresh_outputs(self, root: Path, pattern: str) -> None:
+        """A setup step: moves the files under `root` matching `pattern` (the
+        outputs of the previous run, and temp files a tool may have left) to
+        the trash, then syncs, so the next run starts with no outputs and no
+        write-back of the previous one in flight."""
+        self.dir.mkdir(exist_ok=True)
+        for p in list(root.rglob(pattern)):
+            self.count += 1
+            p.rename(self.dir / f"{self.count}")
+        os.sync()
+
+    def empty(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -250,11 +271,14 @@ def main() -> int:
     engine = engine_bin()
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="pravah-bench-tasks-"))
+    trashes: list[Trash] = []
     try:
         if "compress" in only:
             log_dir = args.data / f"log-{args.log_mb}"
             log = make_log(log_dir / "app.log", args.log_mb)
             out = tmp / "compress"
+            trash = Trash(out)
+            trashes.append(trash)
             (out / "a").mkdir(parents=True)
             for fmt, level, anchor_tool, anchor_cmd in [
                 ("gzip", 6, "pigz", f"pigz -6 -p 2 -c {log} > {out}/a/a.gz"),
@@ -287,8 +311,8 @@ def main() -> int:
                         (anchor_cmd.split(" -c")[0], anchor_cmd, ""),
                         (f"pravah compress {fmt} -{level}", ours, ""),
                     ],
-                    # Each tool's previous output removed and synced.
-                    setup=lambda tool: fresh_outputs(
+                    # Each tool's previous output moved away and synced.
+                    setup=lambda tool: trash.fresh_outputs(
                         out / ("p" if tool.startswith("pravah") else "a"), "*"
                     ),
                 )
@@ -303,13 +327,15 @@ def main() -> int:
 
         if "small" in only:
             small = make_small(args.data / f"small-{args.small}", args.small)
+            small_trash = Trash(small)
+            trashes.append(small_trash)
             mb = size_of(small) / 1e6
             # Both sides write next to the inputs (on ext4 a fresh destination
             # tree costs inode allocation that has nothing to do with
             # compressing), and each run starts with no outputs, synced.
             print(
-                "  small files: every run starts with the previous outputs removed and "
-                "synced; anchors do not sync, pravah syncs its outputs before reporting"
+                "  small files: every run starts with no outputs (previous ones moved away, "
+                "synced); anchors do not sync, pravah syncs its outputs before reporting"
             )
             for fmt, tool, xargs in [
                 ("gzip", "gzip", "gzip -6 -k -f"),
@@ -341,9 +367,9 @@ def main() -> int:
                         (f"xargs -P 2 {tool}", anchor_cmd, ""),
                         (f"pravah compress {fmt}", ours, ""),
                     ],
-                    setup=lambda _tool: fresh_outputs(small, "*.log.*"),
+                    setup=lambda _tool: small_trash.fresh_outputs(small, "*.log.*"),
                 )
-            fresh_outputs(small, "*.log.*")
+            small_trash.fresh_outputs(small, "*.log.*")
 
         photos = None
         if "thumbnail" in only or "extract" in only:
@@ -441,6 +467,8 @@ def main() -> int:
             )
             measure(rows, "extract zip", len(names), mb, args.runs, entries)
     finally:
+        for trash in trashes:
+            trash.empty()
         shutil.rmtree(tmp, ignore_errors=True)
 
     save_rows("tasks", rows)
