@@ -230,7 +230,9 @@ class Trash:
     that time scans past all the recently deleted ones first (kernel
     ``recently_deleted()``; half of a 10,000-file run's samples in perf).
     A run right after the removal of 10,000 outputs measures that scan, which
-    neither compressing files nor a first run over a tree pays.
+    neither compressing files nor a first run over a tree pays. Emptying the
+    trash at the end has the same effect on whatever creates files in the
+    next minute: leave a minute between two runs of this bench.
     """
 
     def __init__(self, near: Path) -> None:
