@@ -400,14 +400,6 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// True when nothing was staged (settling has nothing to wait for).
-    pub fn is_empty(&self) -> bool {
-        self.staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-
     /// Marks the start of input `index` of the batch: what it stages from
     /// now on is reported against it.
     pub fn start_file(&self, index: usize) {

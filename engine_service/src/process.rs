@@ -9,11 +9,8 @@
 //! running, so discovery and processing overlap) and spawns one job
 //! per batch on the global rayon pool. A semaphore bounds the batches in
 //! flight, so memory stays flat and discovery never runs far ahead. A batch
-//! job processes its files, settles the outputs they staged (synced, then
-//! published: [`crate::output::Outputs`]; on a thread of its own when that
-//! waits for the disk, so the pool goes on with the next batch), writes its
-//! part file, sends its BatchResult and, if it was its work item's last, the
-//! WorkItemDone. When the item channel
+//! job processes its files, writes its part file, sends its BatchResult and,
+//! if it was its work item's last, the WorkItemDone. When the item channel
 //! closes, the orchestrator waits for in-flight batches to drain, stops the
 //! progress ticker and sends the final Progress then the Summary.
 //!
@@ -603,12 +600,6 @@ pub(crate) fn record_walk_rate(files: u64, started: Instant) {
 }
 
 /// Spawns one batch job on the processing pool, waiting for a permit first.
-///
-/// A batch that staged outputs on local disks is settled and reported off
-/// the pool ([`off_pool`]): settling waits for the disk (`syncfs`, see
-/// [`crate::output`]), and a pool thread blocked there is a core left idle
-/// while other batches have files to compress. Its permit is held until it
-/// is reported, so the batches in flight stay bounded.
 fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
     shared.permits.acquire();
     state.pending.fetch_add(1, Ordering::AcqRel);
@@ -626,67 +617,29 @@ fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
             pravah.files_failed = tracing::field::Empty,
             pravah.bytes = tracing::field::Empty,
         );
+        let _entered = span.enter();
         METRICS.batches_in_flight.inc();
         let started = Instant::now();
-        let processed = span.in_scope(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                process_batch(&shared, &state, batch)
-            }))
-        });
-        let waits_on_disk = matches!(&processed, Ok(Some(p)) if !p.outputs.is_empty());
-        let finish = move || {
-            let outcome = processed.and_then(|processed| {
-                span.in_scope(|| {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        if let Some(processed) = processed {
-                            report_batch(&shared, &state, sequence, processed);
-                        }
-                    }))
-                })
-            });
-            METRICS.batches_in_flight.dec();
-            shared
-                .metrics
-                .batch_duration
-                .observe(started.elapsed().as_secs_f64());
-            if outcome.is_err() {
-                shared.metrics.files_processed.inc_by(n);
-                shared.metrics.files_failed.inc_by(n);
-                tracing::error!(work_id = %state.id, sequence, "batch job panicked");
-                state.files.fetch_add(n, Ordering::Relaxed);
-                state.failed.fetch_add(n, Ordering::Relaxed);
-                shared.counters.files_done.fetch_add(n, Ordering::Relaxed);
-                shared.counters.files_failed.fetch_add(n, Ordering::Relaxed);
-            }
-            state.finish_one(&shared);
-            shared.permits.release();
-        };
-        if waits_on_disk {
-            off_pool(finish);
-        } else {
-            finish();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batch(&shared, &state, sequence, batch)
+        }));
+        METRICS.batches_in_flight.dec();
+        shared
+            .metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        if outcome.is_err() {
+            shared.metrics.files_processed.inc_by(n);
+            shared.metrics.files_failed.inc_by(n);
+            tracing::error!(work_id = %state.id, sequence, "batch job panicked");
+            state.files.fetch_add(n, Ordering::Relaxed);
+            state.failed.fetch_add(n, Ordering::Relaxed);
+            shared.counters.files_done.fetch_add(n, Ordering::Relaxed);
+            shared.counters.files_failed.fetch_add(n, Ordering::Relaxed);
         }
+        state.finish_one(&shared);
+        shared.permits.release();
     });
-}
-
-/// Runs `job` on a thread of its own, or here if no thread can be started
-/// (the job must run either way: it releases a permit the drain waits for).
-fn off_pool(job: impl FnOnce() + Send + 'static) {
-    let slot = Arc::new(Mutex::new(Some(job)));
-    let theirs = slot.clone();
-    let take = |slot: &Mutex<Option<_>>| slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let spawned = std::thread::Builder::new()
-        .name("pravah-settle".into())
-        .spawn(move || {
-            if let Some(job) = take(&theirs) {
-                job();
-            }
-        });
-    if spawned.is_err() {
-        if let Some(job) = take(&slot) {
-            job();
-        }
-    }
 }
 
 /// In debug builds only, a file with exactly this name makes the task panic,
@@ -738,18 +691,13 @@ fn guarded(
     })
 }
 
-/// A batch whose files were processed: their outcomes, and the outputs
-/// they staged, still to be settled.
-struct Processed {
-    outputs: Outputs,
-    /// (relative path, whether its size was known before, outcome) per file.
-    done: Vec<(Vec<u8>, bool, tasks::FileOutcome)>,
-}
-
-/// Runs the task on each file of the batch; None when the call was
-/// cancelled meanwhile (the staged outputs are then dropped, which removes
-/// their temp files).
-fn process_batch(shared: &Shared, state: &ItemState, batch: Vec<Job>) -> Option<Processed> {
+fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>) {
+    let mut agg = Aggregate::default();
+    let mut part: Vec<u8> = Vec::new();
+    let mut streamed: Vec<pb::FileResult> = Vec::new();
+    let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
+    // Bytes of files whose size the discovery did not know (names-only walk).
+    let mut newly_sized = 0u64;
     // Local files open beneath their root; staged S3 objects by path.
     let _beneath = match &state.root {
         Root::Local(dir) => Some(crate::beneath::BatchScope::enter(dir)),
@@ -775,7 +723,7 @@ fn process_batch(shared: &Shared, state: &ItemState, batch: Vec<Job>) -> Option<
     for (index, job) in batch.into_iter().enumerate() {
         let head = heads.next().flatten();
         if shared.cancelled() {
-            return None;
+            return;
         }
         outputs.start_file(index);
         let size_was_known = job.size.is_some();
@@ -819,19 +767,6 @@ fn process_batch(shared: &Shared, state: &ItemState, batch: Vec<Job>) -> Option<
         };
         done.push((job.rel, size_was_known, outcome));
     }
-    Some(Processed { outputs, done })
-}
-
-/// Settles the batch's outputs (their results change if that fails), then
-/// counts and reports its results: part file, counters, BatchResult.
-fn report_batch(shared: &Shared, state: &ItemState, sequence: u32, processed: Processed) {
-    let Processed { outputs, mut done } = processed;
-    let mut agg = Aggregate::default();
-    let mut part: Vec<u8> = Vec::new();
-    let mut streamed: Vec<pb::FileResult> = Vec::new();
-    let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
-    // Bytes of files whose size the discovery did not know (names-only walk).
-    let mut newly_sized = 0u64;
     for (index, settled) in outputs.settle() {
         done[index].2.result = match settled {
             Settled::Skipped(result) => Ok(result),
