@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +77,24 @@ def timed(cmd: list[str] | str, *, env: dict[str, str] | None = None) -> tuple[f
 
 
 def best_of(
-    cmd: list[str] | str, runs: int, env: dict[str, str] | None = None
+    cmd: list[str] | str,
+    runs: int,
+    env: dict[str, str] | None = None,
+    setup: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
-    timed(cmd, env=env)  # warm the page cache and dentry cache
-    results = [timed(cmd, env=env) for _ in range(runs)]
+    """Best wall time and peak RSS of `runs` runs after one warm-up run.
+
+    `setup`, when given, runs before every run (the warm-up too), outside
+    the timed region: it puts the file system in the same state for each
+    run of each tool (for instance, no outputs left by the previous run).
+    """
+    results = []
+    for i in range(runs + 1):
+        if setup is not None:
+            setup()
+        r = timed(cmd, env=env)
+        if i > 0:  # the first run warms the page cache and dentry cache
+            results.append(r)
     return min(r[0] for r in results), max(r[1] for r in results)
 
 

@@ -12,6 +12,17 @@ best of N with a warm cache, peak RSS through GNU time (see bench/run.py):
 - extract of a ZIP of those photos vs two ``bsdtar`` on disjoint halves of
   the entries (and ``unzip -q``).
 
+In the compress cases, every timed run of every tool, anchor or Pravah,
+starts from the same state: no outputs (those of the previous run are moved
+to a trash folder, emptied at the end, see ``Trash``) and ``sync`` done,
+outside the timed region (a setup step before each run). Otherwise a tool
+that overwrites in place (``zstd -f`` reuses the inode) and one that writes
+a new file and renames it over the old one (Pravah: atomic outputs) do
+different work, and a run's time depends on what the run before it freed.
+What is compared is the whole command as a user runs it: the anchors do
+not sync their outputs, Pravah syncs every output before it reports it
+done (durability), and that wait is in its time.
+
 A missing anchor tool skips its row with a message (``make bench-deps``
 installs them). Nothing asserts a time.
 
@@ -27,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,11 +193,17 @@ def measure(
     mbytes: float,
     runs: int,
     entries: list[tuple[str, list[str] | str, str]],
+    setup: Callable[[str], None] | None = None,
 ) -> None:
-    """Runs each (tool, command, note); the first row present is the anchor."""
+    """Runs each (tool, command, note); the first row present is the anchor.
+
+    `setup(tool)` runs before every run of every command, outside the timed
+    region.
+    """
     anchor: float | None = None
     for tool, cmd, note in entries:
-        secs, rss = best_of(cmd, runs)
+        before = None if setup is None else (lambda tool=tool: setup(tool))
+        secs, rss = best_of(cmd, runs, setup=before)
         rate = items / secs
         ratio = None if anchor is None else round(rate / anchor, 2)
         if anchor is None:
@@ -201,6 +219,39 @@ def measure(
 
 def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Trash:
+    """Where setup steps move the outputs of previous runs: a folder next to
+    `near` (so on its file system), emptied by `empty()` at the end.
+
+    Moved, not removed: ext4 without a journal (as on this machine) will not
+    reuse an inode within 60 s of its deletion, and every file created in
+    that time scans past all the recently deleted ones first (kernel
+    ``recently_deleted()``; half of a 10,000-file run's samples in perf).
+    A run right after the removal of 10,000 outputs measures that scan, which
+    neither compressing files nor a first run over a tree pays. Emptying the
+    trash at the end has the same effect on whatever creates files in the
+    next minute: leave a minute between two runs of this bench.
+    """
+
+    def __init__(self, near: Path) -> None:
+        self.dir = near.parent / f".{near.name}.bench-trash"
+        self.count = 0
+
+    def fresh_outputs(self, root: Path, pattern: str) -> None:
+        """A setup step: moves the files under `root` matching `pattern` (the
+        outputs of the previous run, and temp files a tool may have left) to
+        the trash, then syncs, so the next run starts with no outputs and no
+        write-back of the previous one in flight."""
+        self.dir.mkdir(exist_ok=True)
+        for p in list(root.rglob(pattern)):
+            self.count += 1
+            p.rename(self.dir / f"{self.count}")
+        os.sync()
+
+    def empty(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -222,15 +273,18 @@ def main() -> int:
     engine = engine_bin()
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="pravah-bench-tasks-"))
+    trashes: list[Trash] = []
     try:
         if "compress" in only:
             log_dir = args.data / f"log-{args.log_mb}"
             log = make_log(log_dir / "app.log", args.log_mb)
             out = tmp / "compress"
-            out.mkdir()
+            trash = Trash(out)
+            trashes.append(trash)
+            (out / "a").mkdir(parents=True)
             for fmt, level, anchor_tool, anchor_cmd in [
-                ("gzip", 6, "pigz", f"pigz -6 -p 2 -c {log} > {out}/a.gz"),
-                ("zstd", 3, "zstd", f"zstd -q -3 -T2 -c {log} > {out}/a.zst"),
+                ("gzip", 6, "pigz", f"pigz -6 -p 2 -c {log} > {out}/a/a.gz"),
+                ("zstd", 3, "zstd", f"zstd -q -3 -T2 -c {log} > {out}/a/a.zst"),
             ]:
                 if not have(anchor_tool):
                     continue
@@ -259,9 +313,13 @@ def main() -> int:
                         (anchor_cmd.split(" -c")[0], anchor_cmd, ""),
                         (f"pravah compress {fmt} -{level}", ours, ""),
                     ],
+                    # Each tool's previous output moved away and synced.
+                    setup=lambda tool: trash.fresh_outputs(
+                        out / ("p" if tool.startswith("pravah") else "a"), "*"
+                    ),
                 )
                 ext = "gz" if fmt == "gzip" else "zst"
-                a = (out / f"a.{ext}").stat().st_size
+                a = (out / "a" / f"a.{ext}").stat().st_size
                 p = (out / "p" / f"app.log.{ext}").stat().st_size
                 print(
                     f"    output sizes: {anchor_tool} {a:,} bytes, pravah {p:,} bytes "
@@ -271,10 +329,16 @@ def main() -> int:
 
         if "small" in only:
             small = make_small(args.data / f"small-{args.small}", args.small)
+            small_trash = Trash(small)
+            trashes.append(small_trash)
             mb = size_of(small) / 1e6
-            # Both sides write next to the inputs and replace what the other
-            # wrote: on ext4 a fresh destination tree costs inode allocation
-            # that has nothing to do with compressing.
+            # Both sides write next to the inputs (on ext4 a fresh destination
+            # tree costs inode allocation that has nothing to do with
+            # compressing), and each run starts with no outputs, synced.
+            print(
+                "  small files: every run starts with no outputs (previous ones moved away, "
+                "synced); anchors do not sync, pravah syncs its outputs before reporting"
+            )
             for fmt, tool, xargs in [
                 ("gzip", "gzip", "gzip -6 -k -f"),
                 ("zstd", "zstd", "zstd -q -3 -k -f"),
@@ -305,9 +369,9 @@ def main() -> int:
                         (f"xargs -P 2 {tool}", anchor_cmd, ""),
                         (f"pravah compress {fmt}", ours, ""),
                     ],
+                    setup=lambda _tool: small_trash.fresh_outputs(small, "*.log.*"),
                 )
-            for p in small.rglob("*.log.*"):
-                p.unlink()
+            small_trash.fresh_outputs(small, "*.log.*")
 
         photos = None
         if "thumbnail" in only or "extract" in only:
@@ -405,6 +469,8 @@ def main() -> int:
             )
             measure(rows, "extract zip", len(names), mb, args.runs, entries)
     finally:
+        for trash in trashes:
+            trash.empty()
         shutil.rmtree(tmp, ignore_errors=True)
 
     save_rows("tasks", rows)

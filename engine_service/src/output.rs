@@ -177,6 +177,14 @@ pub fn write_failure(err: &std::io::Error, doing: &str) -> FileFailure {
 /// Distinguishes temp files of concurrent writers in one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// This process's id, asked of the kernel once (`getpid` is a system call
+/// each time, and temp names are made per output). The engine never forks
+/// without exec, so it cannot go stale.
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// An output being written; see the module doc.
 pub struct AtomicFile {
     tmp: PathBuf,
@@ -200,7 +208,7 @@ impl AtomicFile {
         let short: String = name.chars().take(64).collect();
         let tmp = dir.join(format!(
             ".{short}.pravah-tmp-{}-{}",
-            std::process::id(),
+            process_id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let file = OpenOptions::new()

@@ -931,4 +931,80 @@ mod tests {
             failure.message
         );
     }
+
+    /// Records what a Process call reports, and whether any batch was
+    /// reported before its outputs were published and its originals gone.
+    struct SettledCheck {
+        root: PathBuf,
+        /// (files reported, batches, files reported too early, summaries)
+        seen: Mutex<(usize, usize, usize, usize)>,
+    }
+
+    impl Sink for SettledCheck {
+        fn send(&self, msg: pb::ProcessResponse) -> bool {
+            let mut seen = self.seen.lock().unwrap();
+            match msg.event {
+                Some(Event::Batch(b)) => {
+                    seen.1 += 1;
+                    for r in &b.results {
+                        seen.0 += 1;
+                        let original = self.root.join(&r.path);
+                        let output = self.root.join(format!("{}.zst", r.path));
+                        if original.exists() || !output.exists() {
+                            seen.2 += 1;
+                        }
+                    }
+                }
+                Some(Event::Summary(_)) => seen.3 += 1,
+                _ => {}
+            }
+            true
+        }
+    }
+
+    #[test]
+    fn batches_settled_off_the_pool_are_reported_after_their_outputs_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        // Three batches, the last one short.
+        let n = crate::config::PROCESS_BATCH_FILES * 2 + 7;
+        for i in 0..n {
+            std::fs::write(
+                root.join(format!("f{i}.log")),
+                format!("line {i}\n").repeat(9),
+            )
+            .unwrap();
+        }
+        let start = pb::ProcessStart {
+            task: "compress".into(),
+            options_json: r#"{"format":"zstd","keep_original":false}"#.into(),
+            ..Default::default()
+        };
+        let config = ProcessConfig::from_start(&start).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        tx.send(pb::WorkItem {
+            id: "dir".into(),
+            target: Some(pb::work_item::Target::Source(pb::SourceSpec {
+                source: root.to_string_lossy().into_owned(),
+                filters: None,
+            })),
+        })
+        .unwrap();
+        drop(tx);
+        let sink = Arc::new(SettledCheck {
+            root: root.clone(),
+            seen: Mutex::new((0, 0, 0, 0)),
+        });
+        run(config, rx, sink.clone(), Arc::new(AtomicBool::new(false)));
+        let (files, batches, early, summaries) = *sink.seen.lock().unwrap();
+        assert_eq!((files, batches, summaries), (n, 3, 1));
+        assert_eq!(early, 0, "a batch was reported before it was settled");
+        // Every original was replaced by its output, and no temp is left.
+        let names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), n);
+        assert!(names.iter().all(|n| n.ends_with(".log.zst")), "{names:?}");
+    }
 }

@@ -329,9 +329,57 @@ fn pump_with(
 
 thread_local! {
     /// This pool thread's input and output buffers for [`zstd_one_shot`],
-    /// at most [`ONE_SHOT_MAX`] and its compress bound (taken while in use).
+    /// at most [`ONE_SHOT_MAX`] and its compress bound (lent as
+    /// [`OneShotBufs`] while in use).
     static ONE_SHOT_BUFS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// This thread's one-shot buffers, lent for one file and given back when
+/// dropped (on every path, errors included).
+struct OneShotBufs {
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl OneShotBufs {
+    fn lend() -> Self {
+        let (input, output) = ONE_SHOT_BUFS.take();
+        OneShotBufs { input, output }
+    }
+}
+
+impl Drop for OneShotBufs {
+    fn drop(&mut self) {
+        let input = std::mem::take(&mut self.input);
+        let output = std::mem::take(&mut self.output);
+        ONE_SHOT_BUFS.set((input, output));
+    }
+}
+
+/// Reads a file of `len` bytes whole into the front of `buf` and returns
+/// how many bytes it read: `len` when the file is as it was opened, one
+/// more when it has grown (the caller then fails it), fewer when it shrank.
+/// It asks for `len + 1` bytes, so a file read in one call costs one
+/// `read`: no further call to see the end (growth after that read is seen
+/// by [`check_unchanged`], which compares the size and mtime again). `buf`
+/// only grows, so a reused buffer is not zeroed again per file.
+fn read_whole(mut from: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    let want = len + 1;
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    let mut filled = 0;
+    while filled < len {
+        match from.read(&mut buf[filled..want]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Gzips `from` into `to` as one gzip member per [`GZIP_BLOCK`] of input,
@@ -506,51 +554,56 @@ fn zstd_single(
     }
 }
 
-/// Compresses a file of `len` (at most [`ONE_SHOT_MAX`]) bytes into `to` as
-/// one zstd frame: read whole (one byte more than `len`, so a file that grew
-/// is seen), compressed in one call with this thread's context (which knows
-/// the exact size, as a pledged size would tell it), written in one go.
-/// Returns (bytes read, xxh3 of them).
+/// Compresses `input` (a small file read whole by [`read_whole`]) into `to`
+/// as one zstd frame: compressed in one call with this thread's context
+/// (which knows the exact size, as a pledged size would tell it) into
+/// `output`, written with one `write`. Returns (bytes read, xxh3 of them,
+/// bytes written).
 fn zstd_one_shot(
-    from: &File,
+    input: &[u8],
+    output: &mut Vec<u8>,
     to: &mut File,
     level: u32,
-    len: u64,
-) -> Result<(u64, u64), PumpError> {
-    let (mut input, mut output) = ONE_SHOT_BUFS.take();
-    let r = (|| {
-        input.clear();
-        from.take(len + 1)
-            .read_to_end(&mut input)
-            .map_err(PumpError::Read)?;
-        let digest = xxhash_rust::xxh3::xxh3_64(&input);
-        output.clear();
-        output.reserve(zstd::zstd_safe::compress_bound(input.len()));
-        with_zstd_ctx(level, |ctx| {
-            ctx.compress2(&mut output, &input)
-                .map(drop)
-                .map_err(|c| std::io::Error::other(zstd::zstd_safe::get_error_name(c)))
-        })
-        .map_err(PumpError::Write)?;
-        to.write_all(&output).map_err(PumpError::Write)?;
-        Ok((input.len() as u64, digest))
-    })();
-    ONE_SHOT_BUFS.set((input, output));
-    r
+) -> Result<(u64, u64, u64), PumpError> {
+    let digest = xxhash_rust::xxh3::xxh3_64(input);
+    output.clear();
+    output.reserve(zstd::zstd_safe::compress_bound(input.len()));
+    with_zstd_ctx(level, |ctx| {
+        ctx.compress2(output, input)
+            .map(drop)
+            .map_err(|c| std::io::Error::other(zstd::zstd_safe::get_error_name(c)))
+    })
+    .map_err(PumpError::Write)?;
+    to.write_all(output).map_err(PumpError::Write)?;
+    Ok((input.len() as u64, digest, output.len() as u64))
 }
 
 impl Compress {
     fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
         let rel = rel_path(ctx.rel);
+        // A small zstd input is read whole first (one `read`), and its
+        // first bytes are sniffed from memory; other inputs are sniffed
+        // with a positioned read that leaves the offset at 0.
+        let mut one_shot = (self.format == Format::Zstd && input.version.len <= ONE_SHOT_MAX)
+            .then(OneShotBufs::lend);
+        let read_first = match &mut one_shot {
+            Some(bufs) => Some(
+                read_whole(&input.file, input.version.len, &mut bufs.input)
+                    .map_err(|e| FileFailure::from_io(&e, "reading the file"))?,
+            ),
+            None => None,
+        };
         if !self.force {
             let mut head = [0u8; 6];
-            let n = (&input.file).read(&mut head).unwrap_or(0);
-            use std::io::Seek;
-            (&input.file)
-                .seek(std::io::SeekFrom::Start(0))
-                .map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
-            if COMPRESSED_EXT.contains(&ext_of(rel).as_str()) || Format::sniff(&head[..n]).is_some()
-            {
+            let head: &[u8] = match (&one_shot, read_first) {
+                (Some(bufs), Some(n)) => &bufs.input[..n.min(head.len())],
+                _ => {
+                    use std::os::unix::fs::FileExt;
+                    let n = input.file.read_at(&mut head, 0).unwrap_or(0);
+                    &head[..n]
+                }
+            };
+            if COMPRESSED_EXT.contains(&ext_of(rel).as_str()) || Format::sniff(head).is_some() {
                 return skipped("already compressed (set force to compress anyway)");
             }
         }
@@ -568,8 +621,16 @@ impl Compress {
             return Err(crate::output::exists_failure(&out_path));
         }
         let mut out = AtomicFile::create(&out_path)?;
-        let mut reader = BufReader::with_capacity(BUF, &input.file);
-        let pumped = {
+        // Bytes written, when the path that wrote them counted them.
+        let mut written = None;
+        let pumped = if let (Some(bufs), Some(n)) = (&mut one_shot, read_first) {
+            let OneShotBufs { input, output } = bufs;
+            zstd_one_shot(&input[..n], output, out.file(), self.level).map(|(r, d, w)| {
+                written = Some(w);
+                (r, d)
+            })
+        } else {
+            let mut reader = BufReader::with_capacity(BUF, &input.file);
             let w = BufWriter::with_capacity(BUF, out.file());
             match self.format {
                 Format::Gzip if input.version.len >= MT_THRESHOLD && self.threads > 1 => {
@@ -601,10 +662,6 @@ impl Compress {
                         Ok(v)
                     })
                 })(),
-                _ if input.version.len <= ONE_SHOT_MAX => {
-                    drop(w);
-                    zstd_one_shot(&input.file, out.file(), self.level, input.version.len)
-                }
                 _ => zstd_single(&mut reader, w, self.level, input.version.len),
             }
         };
@@ -617,7 +674,8 @@ impl Compress {
             Err(PumpError::Limit(_)) => unreachable!("no limit"),
         };
         check_unchanged(ctx.path, &input.version, read)?;
-        let bytes_out = out.file().metadata().map_or(0, |m| m.len());
+        drop(one_shot);
+        let bytes_out = written.unwrap_or_else(|| out.file().metadata().map_or(0, |m| m.len()));
         let mut then = None;
         if !self.keep_original {
             // Verified from the temp file, which is what gets published.
@@ -1096,5 +1154,79 @@ mod tests {
                     .unwrap();
             assert_eq!(data, sample());
         }
+    }
+
+    #[test]
+    fn read_whole_sees_a_file_that_grew_or_shrank_and_reuses_its_buffer() {
+        let src = tempfile::tempdir().unwrap();
+        let path = src.path().join("a.log");
+        std::fs::write(&path, sample()).unwrap();
+        let len = sample().len() as u64;
+        let mut buf = Vec::new();
+        let n = read_whole(&File::open(&path).unwrap(), len, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &sample()[..]);
+        // Grown since it was opened: one byte more than expected is read.
+        let grown = read_whole(&File::open(&path).unwrap(), len - 10, &mut buf).unwrap();
+        assert_eq!(grown as u64, len - 9);
+        // Shrunk: fewer.
+        let shrunk = read_whole(&File::open(&path).unwrap(), len + 10, &mut buf).unwrap();
+        assert_eq!(shrunk as u64, len);
+        // A smaller file after a bigger one reads only its own bytes.
+        std::fs::write(&path, b"tiny").unwrap();
+        let n = read_whole(&File::open(&path).unwrap(), 4, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"tiny");
+    }
+
+    #[test]
+    fn small_zstd_sniffs_from_memory_and_reports_the_bytes_it_wrote() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("noext"), b"\x1f\x8bxxxx").unwrap();
+        std::fs::write(src.path().join("a.log"), &sample()[..1_000_000]).unwrap();
+        let task = Compress::from_json(r#"{"format":"zstd"}"#).unwrap();
+        let r = run(&task, src.path(), "noext", None).result.unwrap();
+        assert!(r.contains("already compressed"), "{r}");
+        assert!(!src.path().join("noext.zst").exists());
+        let forced = Compress::from_json(r#"{"format":"zstd","force":true}"#).unwrap();
+        run(&forced, src.path(), "noext", None).result.unwrap();
+        let back = zstd::decode_all(File::open(src.path().join("noext.zst")).unwrap()).unwrap();
+        assert_eq!(back, b"\x1f\x8bxxxx");
+        // Two files in a row on this thread: the reused buffers hold no
+        // bytes of the bigger file in the smaller one's output.
+        let v: serde_json::Value =
+            serde_json::from_str(&run(&task, src.path(), "a.log", None).result.unwrap()).unwrap();
+        let written = std::fs::metadata(src.path().join("a.log.zst"))
+            .unwrap()
+            .len();
+        assert_eq!(v["bytes_out"].as_u64(), Some(written));
+        std::fs::write(src.path().join("b.log"), b"short line\n").unwrap();
+        run(&task, src.path(), "b.log", None).result.unwrap();
+        let back = zstd::decode_all(File::open(src.path().join("b.log.zst")).unwrap()).unwrap();
+        assert_eq!(back, b"short line\n");
+    }
+
+    #[test]
+    fn small_zstd_input_that_grew_after_opening_fails_and_writes_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        let path = src.path().join("live.log");
+        // Small enough to be read whole (sample() is not).
+        std::fs::write(&path, &sample()[..100_000]).unwrap();
+        let task = Compress::from_json(r#"{"format":"zstd","keep_original":false}"#).unwrap();
+        let input = open_input(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"one more line\n").unwrap();
+        let ctx = FileCtx {
+            path: &path,
+            rel: b"live.log",
+            known_size: None,
+            destination: None,
+            outputs: None,
+        };
+        let err = task.run(&ctx, &input).unwrap_err();
+        assert!(err.message.contains("changed"), "{}", err.message);
+        let names: Vec<_> = std::fs::read_dir(src.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "only the original remains");
     }
 }
