@@ -581,6 +581,10 @@ fn zstd_one_shot(
 impl Compress {
     fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
         let rel = rel_path(ctx.rel);
+        // Named as compressed: skipped before anything is read.
+        if !self.force && COMPRESSED_EXT.contains(&ext_of(rel).as_str()) {
+            return skipped("already compressed (set force to compress anyway)");
+        }
         // A small zstd input is read whole first (one `read`), and its
         // first bytes are sniffed from memory; other inputs are sniffed
         // with a positioned read that leaves the offset at 0.
@@ -603,7 +607,7 @@ impl Compress {
                     &head[..n]
                 }
             };
-            if COMPRESSED_EXT.contains(&ext_of(rel).as_str()) || Format::sniff(head).is_some() {
+            if Format::sniff(head).is_some() {
                 return skipped("already compressed (set force to compress anyway)");
             }
         }
