@@ -458,7 +458,7 @@ class _JobRun:
         )
         info = self._listing_info(listing)
         chunk_infos = list(listing.chunks)
-        if incremental_run:
+        if incremental_run and job.lineage:
             manifest = incremental.load_manifest(self.settings.state_dir, job.lineage)
             keep, skipped = await asyncio.to_thread(
                 incremental.select_changed,
