@@ -673,7 +673,11 @@ impl Compress {
             Ok(v) => v,
             Err(PumpError::Read(e)) => return Err(FileFailure::from_io(&e, "reading the file")),
             Err(PumpError::Write(e)) => {
-                return Err(crate::output::write_failure(&e, "writing the output"))
+                // A zstd encoder told the size refuses other input ("Src
+                // size is incorrect"): a file that grew or shrank while
+                // read is reported as changed, not as an output error.
+                check_unchanged(ctx.path, &input.version, input.version.len)?;
+                return Err(crate::output::write_failure(&e, "writing the output"));
             }
             Err(PumpError::Limit(_)) => unreachable!("no limit"),
         };
@@ -1209,28 +1213,35 @@ mod tests {
     }
 
     #[test]
-    fn small_zstd_input_that_grew_after_opening_fails_and_writes_nothing() {
-        let src = tempfile::tempdir().unwrap();
-        let path = src.path().join("live.log");
-        // Small enough to be read whole (sample() is not).
-        std::fs::write(&path, &sample()[..100_000]).unwrap();
-        let task = Compress::from_json(r#"{"format":"zstd","keep_original":false}"#).unwrap();
-        let input = open_input(&path).unwrap();
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        f.write_all(b"one more line\n").unwrap();
-        let ctx = FileCtx {
-            path: &path,
-            rel: b"live.log",
-            known_size: None,
-            destination: None,
-            outputs: None,
-        };
-        let err = task.run(&ctx, &input).unwrap_err();
-        assert!(err.message.contains("changed"), "{}", err.message);
-        let names: Vec<_> = std::fs::read_dir(src.path()).unwrap().collect();
-        assert_eq!(names.len(), 1, "only the original remains");
+    fn zstd_input_that_grew_after_opening_fails_as_changed_and_writes_nothing() {
+        // Read whole (one shot), and streamed into an encoder told the size.
+        for size in [100_000, ONE_SHOT_MAX as usize + (1 << 20)] {
+            let src = tempfile::tempdir().unwrap();
+            let path = src.path().join("live.log");
+            let data: Vec<u8> = sample().iter().copied().cycle().take(size).collect();
+            std::fs::write(&path, data).unwrap();
+            let task = Compress::from_json(r#"{"format":"zstd","keep_original":false}"#).unwrap();
+            let input = open_input(&path).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b"one more line\n").unwrap();
+            let ctx = FileCtx {
+                path: &path,
+                rel: b"live.log",
+                known_size: None,
+                destination: None,
+                outputs: None,
+            };
+            let err = task.run(&ctx, &input).unwrap_err();
+            assert!(
+                err.message.contains("changed while it was processed"),
+                "{size}: {}",
+                err.message
+            );
+            let names: Vec<_> = std::fs::read_dir(src.path()).unwrap().collect();
+            assert_eq!(names.len(), 1, "{size}: only the original remains");
+        }
     }
 }
