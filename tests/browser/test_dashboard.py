@@ -228,7 +228,28 @@ def test_hash_job_shows_its_duplicate_groups(web: Watched, server: Server, tmp_p
     expect(group.locator("ol.dups > li").first).to_contain_text("3 copies")
     # A rate of bytes is a fraction: it is shown rounded, not with 12 digits.
     expect(page.locator("body")).not_to_contain_text(re.compile(r"\d\.\d{3,} B/s"))
+    # hash reads whole files: its listing has sizes, so bytes have a total.
+    expect(page.locator('.stats [data-stat="bytes"]')).to_have_text("39 B of 39 B")
     web.shot("hash-duplicates")
+
+
+def test_csv_header_job_shows_the_bytes_seen_without_a_total(
+    web: Watched, server: Server, tmp_path: Path
+) -> None:
+    # csv-header reads one record per file, so its listing reads no sizes
+    # and the job has no byte total: the page says what was seen, not an empty total.
+    source = tmp_path / "csvs"
+    source.mkdir()
+    (source / "a.csv").write_text("x,y\n1,2\n")
+    (source / "b.csv").write_text("x,y\n")
+    job = httpx.post(
+        f"{server.url}/jobs", json={"source": str(source), "task": "csv-header"}, headers=AUTH
+    ).json()
+    page = web.page
+    page.goto(f"/ui/#/jobs/{job['id']}")
+    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    expect(page.locator('.stats [data-stat="bytes"]')).to_have_text("12 B")
+    expect(page.locator('.stats [data-stat="files"]')).to_have_text("2 of 2")
 
 
 def test_thumbnail_job_shows_its_outputs_with_auth_on(

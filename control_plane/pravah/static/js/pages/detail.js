@@ -54,7 +54,8 @@ export async function render(main, params) {
     stats.replaceChildren(
       stat("Files", `${fmt.count(p.files_done)} of ${p.files_total === null ? "…" : fmt.count(p.files_total)}`, "files"),
       stat("Failed", fmt.count(p.files_failed), "failed"),
-      stat("Bytes", `${fmt.bytes(p.bytes_done)} of ${fmt.bytes(p.bytes_total)}`, "bytes"),
+      // No byte total for size-independent tasks (csv-header): bytes seen only.
+      stat("Bytes", p.bytes_total === null ? fmt.bytes(p.bytes_done) : `${fmt.bytes(p.bytes_done)} of ${fmt.bytes(p.bytes_total)}`, "bytes"),
       stat("Files/s", fmt.rate(p.files_per_second), "rate"),
       stat("Throughput", `${fmt.bytes(p.bytes_per_second)}/s`, "bps"),
       stat(fmt.TERMINAL.has(job.status) ? "Took" : "ETA", fmt.TERMINAL.has(job.status) ? fmt.duration(fmt.jobSeconds(job)) : fmt.duration(p.eta_seconds), "time"),
