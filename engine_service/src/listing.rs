@@ -16,6 +16,7 @@ use crate::filters::Filters;
 use crate::pb::{self, list_response::Message};
 use crate::results::{display_path, write_atomic};
 use crate::storage::{s3_list, Root};
+use crate::syncer::{SyncGroup, Syncer};
 use crate::walk::{self, Entry, WalkEvent};
 
 /// Resolves a source (a path or `file://` URI) to its canonical directory.
@@ -193,7 +194,9 @@ pub fn run(
             }
         }
         // The summary is what the control plane checkpoints the listing on.
-        crate::results::sync_files(dir, &chunk.written)
+        chunk
+            .synced
+            .wait(dir)
             .map_err(|e| EngineError::io("cannot sync the chunk files", dir, e))?;
     } else if !batch.is_empty() && !send(Message::Batch(pb::EntryBatch { entries: batch })) {
         return Ok(());
@@ -216,8 +219,11 @@ struct ChunkState {
     buf: Vec<u8>,
     files: u64,
     bytes: u64,
-    /// Chunk files written so far, synced together before the summary.
-    written: Vec<PathBuf>,
+    /// Syncs each chunk file in the background once written (started
+    /// with the first chunk).
+    syncer: Option<Syncer>,
+    /// The chunk files handed to `syncer`, waited for before the summary.
+    synced: Arc<SyncGroup>,
 }
 
 impl ChunkState {
@@ -237,7 +243,9 @@ impl ChunkState {
             files: self.files,
             bytes: self.bytes,
         };
-        self.written.push(path);
+        self.syncer
+            .get_or_insert_with(Syncer::start)
+            .sync_later(path, &self.synced);
         self.index += 1;
         self.buf.clear();
         self.files = 0;

@@ -8,12 +8,10 @@
 //!
 //! Durability is batched: a part or listing chunk is not synced by the
 //! worker that writes it (an fsync costs milliseconds, and a 100,000-file
-//! csv-header writes a hundred parts, each fsync blocking a worker). Listing
-//! chunks are synced together, in parallel, before the listing is reported
-//! done ([`sync_files`]); part files are synced in the background as they
-//! are written ([`crate::syncer`]), and waited for before their work item
-//! is reported done. Either way nothing is reported done, which is when the
-//! control plane checkpoints it, before its files are durable.
+//! csv-header writes a hundred parts, each fsync blocking a worker). Both
+//! are synced in the background as they are written ([`crate::syncer`]) and
+//! waited for before their work item or listing is reported done, which is
+//! when the control plane checkpoints it.
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -216,31 +214,6 @@ pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<
     Ok(final_path)
 }
 
-/// Makes `files` (all in `dir`) and their names durable: every file's data
-/// synced, then the folder once. The syncs run side by side, so the file
-/// system folds them into a few journal commits instead of one per file.
-pub fn sync_files(dir: &Path, files: &[PathBuf]) -> std::io::Result<()> {
-    const THREADS: usize = 8;
-    let per_thread = files.len().div_ceil(THREADS).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = files
-            .chunks(per_thread)
-            .map(|group| {
-                scope.spawn(move || -> std::io::Result<()> {
-                    for path in group {
-                        File::open(path)?.sync_data()?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-    })?;
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,19 +262,6 @@ mod tests {
         assert_eq!(line["error_kind"], "invalid_data");
         assert_eq!(line["raw_path_b64"], "YmFk/y5jc3Y=");
         assert_eq!(line["path"], "bad\u{fffd}.csv");
-    }
-
-    #[test]
-    fn sync_files_takes_many_files_and_reports_a_vanished_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths: Vec<PathBuf> = (0..20)
-            .map(|i| write_atomic(dir.path(), &format!("part-{i}.jsonl"), b"{}\n").unwrap())
-            .collect();
-        sync_files(dir.path(), &paths).unwrap();
-        sync_files(dir.path(), &[]).unwrap();
-        std::fs::remove_file(&paths[7]).unwrap();
-        let err = sync_files(dir.path(), &paths).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -1,18 +1,19 @@
-//! Part files made durable while the call runs, not after it.
+//! Part files and listing chunks made durable while the call runs, not
+//! after it.
 //!
 //! Why: a Process call's part files must be on disk before their work item
-//! is reported done (the control plane checkpoints it then). Syncing them
-//! all at the item's end ([`crate::results::sync_files`]) put a hundred
-//! fdatasyncs (10 ms or so on ext4 for 100,000 csv-header files, about 5%
-//! of the call) after the last file, with every core idle. Instead each part
-//! is handed over as soon as it is written to a few sync threads beside the
-//! processing pool; they mostly wait on the disk. The item's end then waits
-//! only for the syncs still in flight, and syncs the folder once (the
-//! parts' names). The guarantee is unchanged: nothing is reported done
-//! before its parts and their names are durable.
+//! is reported done, and a listing's chunk files before its summary (the
+//! control plane checkpoints on both). Syncing them all at the end put a
+//! hundred fdatasyncs (10 ms or so on ext4 for 100,000 csv-header files,
+//! about 5% of the call) after the last file, with every core idle. Instead
+//! each file is handed over as soon as it is written to a few sync threads
+//! beside the processing pool; they mostly wait on the disk. The end then
+//! waits only for the syncs still in flight, and syncs the folder once (the
+//! files' names). Nothing is reported done before its files and their names
+//! are durable.
 //!
 //! Threads end when the [`Syncer`] is dropped, after the syncs queued. If
-//! they cannot be spawned, each part is synced at once by whoever hands it
+//! they cannot be spawned, each file is synced at once by whoever hands it
 //! over.
 use std::fs::File;
 use std::io;
