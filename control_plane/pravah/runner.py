@@ -359,6 +359,22 @@ class _JobRun:
         assert last is not None
         raise last
 
+    async def _task_size_independent(self, task: str) -> bool:
+        """`_size_independent` by the first engine that answers (capabilities kept)."""
+        known = next(iter(self.capabilities.values()), None)
+        if known is not None:
+            info = known.tasks.get(task)
+            return info is not None and info.size_independent
+        last: PravahError | None = None
+        for url in self.engine_urls:
+            try:
+                async with EngineClient.from_settings(url, self.settings) as client:
+                    return await self._size_independent(client, url, task)
+            except (EngineUnavailableError, EngineError) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
     async def _size_independent(self, client: EngineClient, url: str, task: str) -> bool:
         """Whether `task`'s work per file ignores file size, by this engine's capabilities.
 
@@ -390,9 +406,12 @@ class _JobRun:
             self.log.info(
                 "resuming step from checkpoints", step=step, chunks=len(rows), finished=done
             )
+            # Listed without sizes when the task ignores them: a total of
+            # zero bytes would then be wrong, not merely unknown.
+            sized = not await self._task_size_independent(task)
             info = {
                 "files": sum(r.files for r in rows),
-                "bytes": sum(r.bytes for r in rows),
+                "bytes": sum(r.bytes for r in rows) if sized else None,
                 "chunks": len(rows),
                 "root": source,
             }

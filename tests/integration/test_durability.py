@@ -149,9 +149,20 @@ async def test_a_resumed_job_redoes_only_unfinished_chunks_and_lists_once(
         await db.dispose()
 
 
+# The second step's own field in its result lines; inventory is listed
+# without sizes (size-independent), hash with them.
+SECOND_STEPS = {"hash": ({"algorithm": "sha256"}, "algorithm"), "inventory": ({}, "extension")}
+
+
+@pytest.mark.parametrize("second", sorted(SECOND_STEPS))
 async def test_a_resumed_pipeline_skips_finished_steps_and_redoes_only_unfinished_chunks(
-    chunked: Settings, engine_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chunked: Settings,
+    engine_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    second: str,
 ) -> None:
+    options, field = SECOND_STEPS[second]
     source = _tree(tmp_path / "src", 60)
     dest = tmp_path / "dest"
     await migrate(chunked)
@@ -176,7 +187,7 @@ async def test_a_resumed_pipeline_skips_finished_steps_and_redoes_only_unfinishe
                     source=str(source),
                     pipeline=[
                         {"task": "compress", "options": {"format": "gzip"}},
-                        {"task": "hash", "options": {"algorithm": "sha256"}},
+                        {"task": second, "options": options},
                     ],
                     destination=str(dest),
                 ),
@@ -207,12 +218,14 @@ async def test_a_resumed_pipeline_skips_finished_steps_and_redoes_only_unfinishe
                 load_parts(workspace_of(chunked, job.id)) or [], workspace_of(chunked, job.id)
             )
         ]
-        hashed_gz = [
-            h["path"]
-            for h in hashed
-            if h["path"].endswith(".gz") and h.get("algorithm") == "sha256"
-        ]
-        assert len(hashed_gz) == 60 and len(set(hashed_gz)) == 60  # each output hashed once
+        hashed_gz = [h["path"] for h in hashed if h["path"].endswith(".gz") and field in h]
+        assert len(hashed_gz) == 60 and len(set(hashed_gz)) == 60  # each output seen once
+        # The resumed step's byte total is its listing's: unknown (not zero)
+        # when it was listed without sizes.
+        if second == "inventory":
+            assert final.bytes_total is None
+        else:
+            assert final.bytes_total is not None and final.bytes_total > 0
         assert not (workspace_of(chunked, job.id) / "steps").exists()  # scratch gone at the end
     finally:
         await db.dispose()
