@@ -76,26 +76,45 @@ def timed(cmd: list[str] | str, *, env: dict[str, str] | None = None) -> tuple[f
     return elapsed, int(peak) / 1024
 
 
-def best_of(
-    cmd: list[str] | str,
+def best_of_each(
+    cmds: list[list[str] | str],
     runs: int,
     env: dict[str, str] | None = None,
-    setup: Callable[[], None] | None = None,
-) -> tuple[float, float]:
-    """Best wall time and peak RSS of `runs` runs after one warm-up run.
+    setup: Callable[[int], None] | None = None,
+) -> list[tuple[float, float]]:
+    """Best wall time and peak RSS of each command over `runs` rounds, after
+    one warm-up round.
 
-    `setup`, when given, runs before every run (the warm-up too), outside
-    the timed region: it puts the file system in the same state for each
-    run of each tool (for instance, no outputs left by the previous run).
+    The commands alternate: each round runs every command once, in reverse
+    order every other round (A B, B A, ...). On a shared machine the
+    background drifts over a minute (other jobs, and on ext4 without a
+    journal the cost of creating files after a removal fades over minutes),
+    so all of one tool's runs then all of the other's would hand the drift
+    to whichever ran second.
+
+    `setup(i)`, when given, runs before every run of command `i` (warm-up
+    included), outside the timed region: it puts the file system in the same
+    state for each run (for instance, no outputs left by the previous run).
     """
-    results = []
-    for i in range(runs + 1):
-        if setup is not None:
-            setup()
-        r = timed(cmd, env=env)
-        if i > 0:  # the first run warms the page cache and dentry cache
-            results.append(r)
-    return min(r[0] for r in results), max(r[1] for r in results)
+    results: list[list[tuple[float, float]]] = [[] for _ in cmds]
+    for round_ in range(runs + 1):
+        order = list(range(len(cmds)))
+        if round_ % 2:
+            order.reverse()
+        for i in order:
+            if setup is not None:
+                setup(i)
+            r = timed(cmds[i], env=env)
+            if round_ > 0:  # the first round warms the page cache and dentry cache
+                results[i].append(r)
+    return [(min(r[0] for r in rs), max(r[1] for r in rs)) for rs in results]
+
+
+def best_of(
+    cmd: list[str] | str, runs: int, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """`best_of_each` for one command."""
+    return best_of_each([cmd], runs, env)[0]
 
 
 def count_files(root: Path, pattern: str = "*") -> int:
@@ -128,8 +147,9 @@ def case(
 ) -> list[Measurement]:
     rows: list[Measurement] = []
     anchor_rate = 0.0
-    for i, (tool, cmd) in enumerate([anchor, *others]):
-        secs, rss = best_of(cmd, runs, env)
+    entries = [anchor, *others]
+    timings = best_of_each([cmd for _, cmd in entries], runs, env)
+    for i, ((tool, _), (secs, rss)) in enumerate(zip(entries, timings, strict=True)):
         rate = files / secs if secs > 0 else float("inf")
         if i == 0:
             anchor_rate = rate

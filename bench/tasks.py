@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import save_rows  # noqa: E402
-from bench.run import best_of, engine_bin  # noqa: E402
+from bench.run import best_of_each, engine_bin  # noqa: E402
 
 
 @dataclass
@@ -201,9 +201,9 @@ def measure(
     region.
     """
     anchor: float | None = None
-    for tool, cmd, note in entries:
-        before = None if setup is None else (lambda tool=tool: setup(tool))
-        secs, rss = best_of(cmd, runs, setup=before)
+    before = None if setup is None else (lambda i: setup(entries[i][0]))
+    timings = best_of_each([cmd for _, cmd, _ in entries], runs, setup=before)
+    for (tool, _, note), (secs, rss) in zip(entries, timings, strict=True):
         rate = items / secs
         ratio = None if anchor is None else round(rate / anchor, 2)
         if anchor is None:
@@ -226,13 +226,17 @@ class Trash:
     `near` (so on its file system), emptied by `empty()` at the end.
 
     Moved, not removed: ext4 without a journal (as on this machine) will not
-    reuse an inode within 60 s of its deletion, and every file created in
-    that time scans past all the recently deleted ones first (kernel
-    ``recently_deleted()``; half of a 10,000-file run's samples in perf).
+    reuse an inode within 60 s of its deletion (6 minutes while its inode
+    table block is still dirty, which new files in the same group keep it),
+    and every file created in that time scans past all the recently deleted
+    ones first (kernel ``recently_deleted()``; half of a 10,000-file run's
+    samples in perf right after a removal, and it fades over minutes).
     A run right after the removal of 10,000 outputs measures that scan, which
-    neither compressing files nor a first run over a tree pays. Emptying the
-    trash at the end has the same effect on whatever creates files in the
-    next minute: leave a minute between two runs of this bench.
+    neither compressing files nor a first run over a tree pays, and it slows
+    the anchor and Pravah by the same seconds, which pulls their ratio
+    towards 1. Emptying the trash at the end has the same effect on whatever
+    creates files next: leave several minutes between two runs of this
+    bench (the commands alternate, so the fade is shared, not handed to one).
     """
 
     def __init__(self, near: Path) -> None:
