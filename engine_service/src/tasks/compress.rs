@@ -5,11 +5,14 @@
 //! (temp file, published with the batch's outputs: synced, then linked or
 //! renamed). Files of at least [`MT_THRESHOLD`] bytes use every core
 //! (`threads` option), so one big log is as fast as pigz or `zstd -T`, while
-//! many small files are spread over the pool, one file per thread, zstd with
-//! a context reused per thread; a zstd input of at most [`ONE_SHOT_MAX`]
-//! bytes is read whole and compressed in one call into a buffer written
-//! with one `write` (no stream buffers to fill, zero and copy per file:
-//! per-file overhead is what many small files cost). For big files zstd runs its own worker
+//! many small files are spread over the pool, one file per thread, with a
+//! compressor (zstd context, deflate state) and buffers reused per thread;
+//! an input of at most [`ONE_SHOT_MAX`] bytes is read whole and compressed
+//! in one call into a buffer written with one `write` (no stream buffers to
+//! allocate, fill, zero and copy per file: per-file overhead is what many
+//! small files cost, and a deflate state plus two 256 KiB stream buffers
+//! allocated and freed per file left malloc's arenas at 80+ MiB). For big
+//! files zstd runs its own worker
 //! threads; gzip is cut into [`GZIP_BLOCK`] blocks
 //! compressed in parallel as independent gzip members, concatenated in order
 //! (RFC 1952 multi-member, read by gzip, zcat and every gzip library; the
@@ -42,7 +45,7 @@ pub const MT_THRESHOLD: u64 = 32 * 1024 * 1024;
 const BUF: usize = 256 * 1024;
 /// Input per gzip member when a big file is gzipped on several threads.
 pub const GZIP_BLOCK: usize = 4 * 1024 * 1024;
-/// zstd inputs up to this size are compressed in one call from memory.
+/// Inputs up to this size are compressed in one call from memory.
 pub const ONE_SHOT_MAX: u64 = 4 * 1024 * 1024;
 
 /// Extensions of files that are already compressed (or compressed media).
@@ -328,8 +331,9 @@ fn pump_with(
 }
 
 thread_local! {
-    /// This pool thread's input and output buffers for [`zstd_one_shot`],
-    /// at most [`ONE_SHOT_MAX`] and its compress bound (lent as
+    /// This pool thread's input and output buffers for [`zstd_one_shot`]
+    /// and [`gzip_one_shot`], at most [`ONE_SHOT_MAX`] and its compress
+    /// bound (lent as
     /// [`OneShotBufs`] while in use).
     static ONE_SHOT_BUFS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
@@ -578,6 +582,53 @@ fn zstd_one_shot(
     Ok((input.len() as u64, digest, output.len() as u64))
 }
 
+thread_local! {
+    /// This pool thread's gzip deflate state and its level, reset per file.
+    static GZIP_STATE: std::cell::RefCell<Option<(u32, flate2::Compress)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `input` (a small file read whole by [`read_whole`]) into `to`
+/// as one gzip member, deflated in one pass by this thread's reused state
+/// (header and CRC-32 trailer written by the deflate library) into
+/// `output`, written with one `write`. Returns (bytes read, xxh3 of them,
+/// bytes written).
+fn gzip_one_shot(
+    input: &[u8],
+    output: &mut Vec<u8>,
+    to: &mut File,
+    level: u32,
+) -> Result<(u64, u64, u64), PumpError> {
+    let digest = xxhash_rust::xxh3::xxh3_64(input);
+    output.clear();
+    // zlib's deflateBound for the default window and memory, plus the gzip
+    // header and trailer; the loop below grows it should that ever be short.
+    output.reserve(input.len() + (input.len() >> 12) + (input.len() >> 14) + 64);
+    GZIP_STATE
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+                let state = flate2::Compress::new_gzip(flate2::Compression::new(level), 15);
+                *slot = Some((level, state));
+            }
+            let (_, state) = slot.as_mut().expect("set above");
+            state.reset();
+            loop {
+                let consumed = state.total_in() as usize;
+                let status = state
+                    .compress_vec(&input[consumed..], output, flate2::FlushCompress::Finish)
+                    .map_err(std::io::Error::other)?;
+                if status == flate2::Status::StreamEnd {
+                    return Ok(());
+                }
+                output.reserve(64 * 1024);
+            }
+        })
+        .map_err(PumpError::Write)?;
+    to.write_all(output).map_err(PumpError::Write)?;
+    Ok((input.len() as u64, digest, output.len() as u64))
+}
+
 impl Compress {
     fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
         let rel = rel_path(ctx.rel);
@@ -585,11 +636,10 @@ impl Compress {
         if !self.force && COMPRESSED_EXT.contains(&ext_of(rel).as_str()) {
             return skipped("already compressed (set force to compress anyway)");
         }
-        // A small zstd input is read whole first (one `read`), and its
-        // first bytes are sniffed from memory; other inputs are sniffed
-        // with a positioned read that leaves the offset at 0.
-        let mut one_shot = (self.format == Format::Zstd && input.version.len <= ONE_SHOT_MAX)
-            .then(OneShotBufs::lend);
+        // A small input is read whole first (one `read`), and its first
+        // bytes are sniffed from memory; other inputs are sniffed with a
+        // positioned read that leaves the offset at 0.
+        let mut one_shot = (input.version.len <= ONE_SHOT_MAX).then(OneShotBufs::lend);
         let read_first = match &mut one_shot {
             Some(bufs) => Some(
                 read_whole(&input.file, input.version.len, &mut bufs.input)
@@ -629,7 +679,11 @@ impl Compress {
         let mut written = None;
         let pumped = if let (Some(bufs), Some(n)) = (&mut one_shot, read_first) {
             let OneShotBufs { input, output } = bufs;
-            zstd_one_shot(&input[..n], output, out.file(), self.level).map(|(r, d, w)| {
+            let one_shot = match self.format {
+                Format::Gzip => gzip_one_shot,
+                _ => zstd_one_shot, // compress takes gzip or zstd only
+            };
+            one_shot(&input[..n], output, out.file(), self.level).map(|(r, d, w)| {
                 written = Some(w);
                 (r, d)
             })
@@ -1213,14 +1267,63 @@ mod tests {
     }
 
     #[test]
-    fn zstd_input_that_grew_after_opening_fails_as_changed_and_writes_nothing() {
-        // Read whole (one shot), and streamed into an encoder told the size.
-        for size in [100_000, ONE_SHOT_MAX as usize + (1 << 20)] {
+    fn small_gzip_outputs_decompress_to_their_inputs_whatever_their_size_and_order() {
+        let src = tempfile::tempdir().unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64; // xorshift: bytes deflate cannot shrink
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let compressible: Vec<u8> = sample().iter().copied().cycle().take(3 << 20).collect();
+        // Incompressible input needs more room than it has bytes; a small
+        // file after a bigger one must not carry the bigger one's bytes;
+        // a level change on the same thread is honoured.
+        let cases: [(&str, &[u8], u32); 5] = [
+            ("empty.log", b"", 6),
+            ("random.log", &random, 6),
+            ("big.log", &compressible, 6),
+            ("tiny.log", b"short line\n", 6),
+            ("fast.log", &compressible, 1),
+        ];
+        for (name, data, level) in cases {
+            std::fs::write(src.path().join(name), data).unwrap();
+            let task =
+                Compress::from_json(&format!(r#"{{"format":"gzip","level":{level}}}"#)).unwrap();
+            let r = run(&task, src.path(), name, None).result.unwrap();
+            let out = src.path().join(format!("{name}.gz"));
+            let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+            assert_eq!(
+                v["bytes_out"].as_u64(),
+                Some(std::fs::metadata(&out).unwrap().len())
+            );
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(File::open(&out).unwrap())
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{name}");
+        }
+        let level = |name: &str| std::fs::metadata(src.path().join(name)).unwrap().len();
+        assert!(
+            level("fast.log.gz") > level("big.log.gz"),
+            "level 1 compresses less than 6"
+        );
+    }
+
+    #[test]
+    fn input_that_grew_after_opening_fails_as_changed_and_writes_nothing() {
+        // Read whole (one shot), and streamed into an encoder (zstd's told the size).
+        let sizes = [100_000, ONE_SHOT_MAX as usize + (1 << 20)];
+        for (format, size) in ["gzip", "zstd"].iter().flat_map(|f| sizes.map(|s| (f, s))) {
             let src = tempfile::tempdir().unwrap();
             let path = src.path().join("live.log");
             let data: Vec<u8> = sample().iter().copied().cycle().take(size).collect();
             std::fs::write(&path, data).unwrap();
-            let task = Compress::from_json(r#"{"format":"zstd","keep_original":false}"#).unwrap();
+            let options = format!(r#"{{"format":"{format}","keep_original":false}}"#);
+            let task = Compress::from_json(&options).unwrap();
             let input = open_input(&path).unwrap();
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
@@ -1237,11 +1340,11 @@ mod tests {
             let err = task.run(&ctx, &input).unwrap_err();
             assert!(
                 err.message.contains("changed while it was processed"),
-                "{size}: {}",
+                "{format} {size}: {}",
                 err.message
             );
             let names: Vec<_> = std::fs::read_dir(src.path()).unwrap().collect();
-            assert_eq!(names.len(), 1, "{size}: only the original remains");
+            assert_eq!(names.len(), 1, "{format} {size}: only the original remains");
         }
     }
 }
