@@ -343,13 +343,14 @@ async def create_retry_job(
     settings_jobs_dir: Path,
     *,
     owner_filter: str | None = None,
-    owner: str | None = None,
 ) -> Job:
     """A new job over exactly the files that failed in job `job_id`.
 
     ConflictError while the job still runs or when none of its files failed.
-    `owner_filter` hides other owners' jobs (404) as get_job does; the new
-    job belongs to `owner`.
+    `owner_filter` hides other owners' jobs (404) as get_job does. The new
+    job belongs to the parent's owner, whoever asked (an admin retrying
+    someone's job): it continues their job over their files, so it belongs
+    in their list and under their key's allowed roots.
     """
     from pravah.incremental import failed_entries
 
@@ -375,7 +376,7 @@ async def create_retry_job(
         max_attempts=parent.max_attempts,
         timeout_seconds=parent.timeout_seconds,
         retry_of=parent.id,
-        owner=owner,
+        owner=parent.owner,
         encryption=parent.encryption,
     )
     session.add(job)

@@ -393,6 +393,15 @@ async def test_every_route_with_an_id_hides_other_owners_things(
         resumed = await client.post(f"/schedules/{sid}/resume", headers=AUTH)
         assert resumed.json()["paused"] is False
         assert (await client.delete(f"/schedules/{sid}", headers=bearer(alice))).status_code == 204
+        # An admin's retry of alice's failed files is still alice's job:
+        # in her list, readable by her, hidden from bob.
+        retry = await client.post(f"/jobs/{job['id']}/retry-failed", headers=AUTH)
+        assert retry.status_code == 202, retry.text
+        assert retry.json()["owner"] == "alice"
+        assert (
+            await client.get(retry.headers["Location"], headers=bearer(alice))
+        ).status_code == 200
+        assert (await client.get(retry.headers["Location"], headers=bearer(bob))).status_code == 404
 
 
 async def test_an_upload_is_a_job_source_only_for_its_owner(

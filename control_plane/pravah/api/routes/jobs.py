@@ -106,7 +106,6 @@ async def retry_failed(
         job_id,
         state.settings.jobs_dir,
         owner_filter=caller.owner_filter,
-        owner=caller.owner,
     )
     if state.worker is not None:
         state.worker.notify()
