@@ -25,10 +25,15 @@
 //! and an archive on S3 is never staged whole on local disk.
 //!
 //! Parallelism: a ZIP's central directory is parsed once; its entries are
-//! split into one range per pool thread, each reading through its own clone
-//! of the parsed archive (rayon `par_iter`; a range stops at the first
-//! error or when the shared byte budget is exhausted, and the first error
-//! wins). tar is a stream and is read sequentially.
+//! split into short ranges (about eight per pool thread, so entries of
+//! uneven sizes still keep every thread busy to the end), each reading
+//! through its own clone of the parsed archive (rayon `par_iter`; a range
+//! stops at the first error or when the shared byte budget is exhausted,
+//! and the first error wins). tar is a stream and is read sequentially.
+//! An extracted file of some size has its write-back started at once
+//! ([`crate::output::start_writeback`]), so the batch's `syncfs` finds
+//! little left to wait for; a folder replaced by `existing: overwrite` is
+//! removed with its files unlinked in parallel.
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -42,7 +47,8 @@ use serde_json::json;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::output::{
-    existing_schema, prepare_parent, write_failure, Committed, Existing, Outputs, Publish,
+    existing_schema, prepare_parent, start_writeback, write_failure, Committed, Existing, Outputs,
+    Publish, EARLY_WRITEBACK_MIN,
 };
 use crate::results::{FailureKind, FileFailure};
 use crate::storage::blocks::{BlockReader, LocalFile, RangeSource};
@@ -252,6 +258,7 @@ fn write_entry(
     prepare_parent(stage, path)?;
     let file = File::create(path).map_err(|e| write_failure(&e, "creating an extracted file"))?;
     let mut w = BufWriter::with_capacity(256 * 1024, file);
+    let mut written = 0u64;
     loop {
         let n = match r.read(buf) {
             Ok(0) => break,
@@ -267,9 +274,14 @@ fn write_entry(
         budget.add(n as u64)?;
         w.write_all(&buf[..n])
             .map_err(|e| write_failure(&e, "writing an extracted file"))?;
+        written += n as u64;
     }
-    w.flush()
-        .map_err(|e| write_failure(&e, "writing an extracted file"))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| write_failure(e.error(), "writing an extracted file"))?;
+    if written >= EARLY_WRITEBACK_MIN {
+        start_writeback(&file);
+    }
     Ok(())
 }
 
@@ -312,45 +324,72 @@ fn extract_zip(
             ),
         ));
     }
+    // Many short ranges of entries, each its own rayon job, rather than one
+    // range per thread: photos of 6 to 24 megapixels made one half of a ZIP
+    // take a quarter longer than the other, one thread idle meanwhile. Each
+    // range reads through its own clone of the parsed archive (cheap: the
+    // central directory is shared) and buffer.
+    const RANGES_PER_THREAD: usize = 8;
+    const MIN_ENTRIES_PER_RANGE: usize = 16;
     let threads = rayon::current_num_threads().max(1);
-    let per = n.div_ceil(threads).max(64);
+    let per = n
+        .div_ceil(threads * RANGES_PER_THREAD)
+        .max(MIN_ENTRIES_PER_RANGE);
     let ranges: Vec<(usize, usize)> = (0..n).step_by(per).map(|s| (s, (s + per).min(n))).collect();
-    ranges.into_par_iter().try_for_each(|(from, to)| {
-        let mut zip = first.clone();
-        let mut buf = vec![0u8; 256 * 1024];
-        for i in from..to {
-            let mut entry = zip.by_index(i).map_err(zip_error)?;
-            budget.entry()?;
-            let name = entry.name_raw().to_vec();
-            let path = entry_path(stage, &name)?;
-            if entry.is_dir() {
-                prepare_parent(stage, &path.join("x"))?;
-                continue;
-            }
-            // A single entry may not exceed the ratio either.
-            let declared = entry.size();
-            if declared > max_ratio.saturating_mul(entry.compressed_size().max(4096)) {
-                return Err(FileFailure::new(
-                    FailureKind::LimitExceeded,
-                    format!("entry {:?} declares a compression ratio above max_ratio ({max_ratio}): refused as a likely bomb; nothing was extracted",
-                        String::from_utf8_lossy(&name)),
-                ));
-            }
-            if entry.is_symlink() {
-                let mut target = Vec::new();
-                (&mut entry).take(4096).read_to_end(&mut target).map_err(|e| {
-                    FileFailure::new(FailureKind::InvalidData, format!("corrupt archive: {e}"))
-                })?;
-                drop(entry);
-                let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
-                make_symlink(stage, &path, &name, &target)?;
-                continue;
-            }
-            write_entry(stage, &path, &mut entry, budget, &mut buf)?;
-        }
-        Ok(())
-    })?;
+    ranges
+        .into_par_iter()
+        .with_max_len(1)
+        .try_for_each(|(from, to)| {
+            let mut zip = first.clone();
+            let mut buf = vec![0u8; 256 * 1024];
+            (from..to).try_for_each(|i| {
+                extract_zip_entry(&mut zip, i, stage, budget, max_ratio, &mut buf)
+            })
+        })?;
     Ok(n as u64)
+}
+
+/// Extracts entry `i` of `zip` into `stage` (a folder, a symlink or a file).
+fn extract_zip_entry(
+    zip: &mut zip::ZipArchive<BlockReader>,
+    i: usize,
+    stage: &Path,
+    budget: &Budget,
+    max_ratio: u64,
+    buf: &mut [u8],
+) -> Result<(), FileFailure> {
+    let mut entry = zip.by_index(i).map_err(zip_error)?;
+    budget.entry()?;
+    let name = entry.name_raw().to_vec();
+    let path = entry_path(stage, &name)?;
+    if entry.is_dir() {
+        return prepare_parent(stage, &path.join("x"));
+    }
+    // A single entry may not exceed the ratio either.
+    let declared = entry.size();
+    if declared > max_ratio.saturating_mul(entry.compressed_size().max(4096)) {
+        return Err(FileFailure::new(
+            FailureKind::LimitExceeded,
+            format!(
+                "entry {:?} declares a compression ratio above max_ratio ({max_ratio}): \
+                 refused as a likely bomb; nothing was extracted",
+                String::from_utf8_lossy(&name)
+            ),
+        ));
+    }
+    if entry.is_symlink() {
+        let mut target = Vec::new();
+        (&mut entry)
+            .take(4096)
+            .read_to_end(&mut target)
+            .map_err(|e| {
+                FileFailure::new(FailureKind::InvalidData, format!("corrupt archive: {e}"))
+            })?;
+        drop(entry);
+        let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
+        return make_symlink(stage, &path, &name, &target);
+    }
+    write_entry(stage, &path, &mut entry, budget, buf)
 }
 
 fn extract_tar(r: impl Read, stage: &Path, budget: &Budget) -> Result<u64, FileFailure> {
@@ -537,7 +576,9 @@ impl Extract {
                 return Err(write_failure(&e, "renaming the output folder into place"));
             }
             if had_old {
-                let _ = std::fs::remove_dir_all(&aside);
+                // Its files unlinked in parallel: each waits for its blocks
+                // to be freed (0.14 s for 300 photos one by one).
+                let _ = remove_dir_all::remove_dir_all(&aside);
             }
             Ok(Committed::Written)
         });
@@ -671,10 +712,13 @@ mod tests {
         let v = run("", src.path(), "photos.zip", &dest).unwrap();
         assert_eq!(v["output"], "photos");
         assert_eq!(v["entries"], 301);
-        assert_eq!(
-            std::fs::read(dest.join("photos/img/042.txt")).unwrap(),
-            b"file 42"
-        );
+        // Every entry, whichever range of the parallel extraction it fell in.
+        for (name, data) in &many {
+            assert_eq!(
+                &std::fs::read(dest.join("photos").join(name)).unwrap(),
+                data
+            );
+        }
         assert_eq!(
             std::fs::read(dest.join("photos/nested/inner.zip")).unwrap(),
             inner
@@ -683,6 +727,42 @@ mod tests {
         // Run again: skipped by default.
         let v = run("", src.path(), "photos.zip", &dest).unwrap();
         assert_eq!(v["skipped"], "output exists");
+    }
+
+    #[test]
+    fn overwrite_replaces_the_folder_whole_and_removes_the_old_one_without_following_links() {
+        let (src, _d, dest) = dirs();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep.txt"), b"not ours").unwrap();
+        make_zip(
+            &src.path().join("a.zip"),
+            &[("new.txt", b"new"), ("sub/n.txt", b"n")],
+        );
+        // The folder being replaced: a file the archive lacks, a folder,
+        // and symlinks to a folder and a file outside (put there by someone).
+        let old = dest.join("a");
+        std::fs::create_dir_all(old.join("sub/deeper")).unwrap();
+        std::fs::write(old.join("stale.txt"), b"old").unwrap();
+        std::fs::write(old.join("sub/deeper/s.txt"), b"old").unwrap();
+        std::os::unix::fs::symlink(outside.path(), old.join("link-dir")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("keep.txt"), old.join("sub/link-file"))
+            .unwrap();
+        let v = run(r#"{"existing":"overwrite"}"#, src.path(), "a.zip", &dest).unwrap();
+        assert_eq!(v["output"], "a");
+        assert_eq!(std::fs::read(old.join("new.txt")).unwrap(), b"new");
+        assert_eq!(std::fs::read(old.join("sub/n.txt")).unwrap(), b"n");
+        assert!(!old.join("stale.txt").exists() && !old.join("link-dir").exists());
+        // Nothing of the old folder is left beside it, and nothing outside
+        // was touched through its links.
+        let names: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a"], "no moved-aside or staging folder left");
+        assert_eq!(
+            std::fs::read(outside.path().join("keep.txt")).unwrap(),
+            b"not ours"
+        );
     }
 
     #[test]
@@ -700,6 +780,19 @@ mod tests {
             let err = run("", src.path(), &name, &dest).unwrap_err();
             assert_eq!(err.kind, FailureKind::OutsideRoot, "{bad}: {}", err.message);
         }
+        // The bad entry deep inside a big archive, among ranges extracted in
+        // parallel: still refused whole.
+        let many: Vec<(String, Vec<u8>)> = (0..300)
+            .map(|i| (format!("img/{i:03}.txt"), vec![b'x'; 1000]))
+            .collect();
+        let mut entries: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        entries.insert(200, ("img/../../evil.txt", b"evil"));
+        make_zip(&src.path().join("big.zip"), &entries);
+        let err = run("", src.path(), "big.zip", &dest).unwrap_err();
+        assert_eq!(err.kind, FailureKind::OutsideRoot, "{}", err.message);
         assert_eq!(
             std::fs::read_dir(&dest).unwrap().count(),
             0,
