@@ -106,7 +106,11 @@ def resolve_source(source: str) -> str:
     if not path.exists():
         raise CliUsageError(f"source {source!r} does not exist")
     if not path.is_dir():
-        raise CliUsageError(f"source {source!r} is a file, not a directory")
+        # The way to the one file: its folder, narrowed to its name.
+        raise CliUsageError(
+            f"source {source!r} is a file, not a directory; to process just this file, "
+            f"give its folder and pick it: {str(path.parent)!r} --include {path.name!r}"
+        )
     return str(path.resolve())
 
 
