@@ -331,8 +331,8 @@ fn pump_with(
 }
 
 thread_local! {
-    /// This pool thread's input and output buffers for [`zstd_one_shot`]
-    /// and [`gzip_one_shot`], at most [`ONE_SHOT_MAX`] and its compress
+    /// This pool thread's input and output buffers for
+    /// [`compress_one_shot`], at most [`ONE_SHOT_MAX`] and its compress
     /// bound (lent as
     /// [`OneShotBufs`] while in use).
     static ONE_SHOT_BUFS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
@@ -558,12 +558,11 @@ fn zstd_single(
     }
 }
 
-/// Compresses `input` (a small file read whole by [`read_whole`]) into `to`
-/// as one zstd frame: compressed in one call with this thread's context
-/// (which knows the exact size, as a pledged size would tell it) into
-/// `output`, written with one `write`. Returns (bytes read, xxh3 of them,
-/// bytes written).
-fn zstd_one_shot(
+/// Compresses `input` (a small file read whole by [`read_whole`]) into `to`:
+/// in one call into `output` (this thread's reused buffer), written with
+/// one `write`. Returns (bytes read, xxh3 of them, bytes written).
+fn compress_one_shot(
+    format: Format,
     input: &[u8],
     output: &mut Vec<u8>,
     to: &mut File,
@@ -571,15 +570,25 @@ fn zstd_one_shot(
 ) -> Result<(u64, u64, u64), PumpError> {
     let digest = xxhash_rust::xxh3::xxh3_64(input);
     output.clear();
+    match format {
+        Format::Gzip => gzip_member(input, output, level),
+        _ => zstd_frame(input, output, level), // compress takes gzip or zstd only
+    }
+    .map_err(PumpError::Write)?;
+    to.write_all(output).map_err(PumpError::Write)?;
+    Ok((input.len() as u64, digest, output.len() as u64))
+}
+
+/// Appends `input` to `output` as one zstd frame, compressed by this
+/// thread's context (which knows the exact size, as a pledged size would
+/// tell it).
+fn zstd_frame(input: &[u8], output: &mut Vec<u8>, level: u32) -> std::io::Result<()> {
     output.reserve(zstd::zstd_safe::compress_bound(input.len()));
     with_zstd_ctx(level, |ctx| {
         ctx.compress2(output, input)
             .map(drop)
             .map_err(|c| std::io::Error::other(zstd::zstd_safe::get_error_name(c)))
     })
-    .map_err(PumpError::Write)?;
-    to.write_all(output).map_err(PumpError::Write)?;
-    Ok((input.len() as u64, digest, output.len() as u64))
 }
 
 thread_local! {
@@ -588,45 +597,32 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses `input` (a small file read whole by [`read_whole`]) into `to`
-/// as one gzip member, deflated in one pass by this thread's reused state
-/// (header and CRC-32 trailer written by the deflate library) into
-/// `output`, written with one `write`. Returns (bytes read, xxh3 of them,
-/// bytes written).
-fn gzip_one_shot(
-    input: &[u8],
-    output: &mut Vec<u8>,
-    to: &mut File,
-    level: u32,
-) -> Result<(u64, u64, u64), PumpError> {
-    let digest = xxhash_rust::xxh3::xxh3_64(input);
-    output.clear();
+/// Appends `input` to `output` as one gzip member, deflated in one pass by
+/// this thread's reused state (header and CRC-32 trailer written by the
+/// deflate library).
+fn gzip_member(input: &[u8], output: &mut Vec<u8>, level: u32) -> std::io::Result<()> {
     // zlib's deflateBound for the default window and memory, plus the gzip
     // header and trailer; the loop below grows it should that ever be short.
     output.reserve(input.len() + (input.len() >> 12) + (input.len() >> 14) + 64);
-    GZIP_STATE
-        .with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-                let state = flate2::Compress::new_gzip(flate2::Compression::new(level), 15);
-                *slot = Some((level, state));
+    GZIP_STATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            let state = flate2::Compress::new_gzip(flate2::Compression::new(level), 15);
+            *slot = Some((level, state));
+        }
+        let (_, state) = slot.as_mut().expect("set above");
+        state.reset();
+        loop {
+            let consumed = state.total_in() as usize;
+            let status = state
+                .compress_vec(&input[consumed..], output, flate2::FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == flate2::Status::StreamEnd {
+                return Ok(());
             }
-            let (_, state) = slot.as_mut().expect("set above");
-            state.reset();
-            loop {
-                let consumed = state.total_in() as usize;
-                let status = state
-                    .compress_vec(&input[consumed..], output, flate2::FlushCompress::Finish)
-                    .map_err(std::io::Error::other)?;
-                if status == flate2::Status::StreamEnd {
-                    return Ok(());
-                }
-                output.reserve(64 * 1024);
-            }
-        })
-        .map_err(PumpError::Write)?;
-    to.write_all(output).map_err(PumpError::Write)?;
-    Ok((input.len() as u64, digest, output.len() as u64))
+            output.reserve(64 * 1024);
+        }
+    })
 }
 
 impl Compress {
@@ -679,14 +675,12 @@ impl Compress {
         let mut written = None;
         let pumped = if let (Some(bufs), Some(n)) = (&mut one_shot, read_first) {
             let OneShotBufs { input, output } = bufs;
-            let one_shot = match self.format {
-                Format::Gzip => gzip_one_shot,
-                _ => zstd_one_shot, // compress takes gzip or zstd only
-            };
-            one_shot(&input[..n], output, out.file(), self.level).map(|(r, d, w)| {
-                written = Some(w);
-                (r, d)
-            })
+            compress_one_shot(self.format, &input[..n], output, out.file(), self.level).map(
+                |(r, d, w)| {
+                    written = Some(w);
+                    (r, d)
+                },
+            )
         } else {
             let mut reader = BufReader::with_capacity(BUF, &input.file);
             let w = BufWriter::with_capacity(BUF, out.file());
