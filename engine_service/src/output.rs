@@ -203,8 +203,17 @@ pub enum Committed {
 }
 
 impl AtomicFile {
-    /// Creates the temp file for `target` in the target's directory.
+    /// Creates the temp file for `target` in the target's directory, with
+    /// the usual permissions of a new file (0666 less the umask).
     pub fn create(target: &Path) -> Result<Self, FileFailure> {
+        Self::create_with_mode(target, 0o666)
+    }
+
+    /// As [`AtomicFile::create`], with permission bits `mode` (less the
+    /// umask): 0600 for an output that will take its original's permissions
+    /// ([`copy_attributes`]), so that it is never more readable than the
+    /// original while it is written.
+    pub fn create_with_mode(target: &Path, mode: u32) -> Result<Self, FileFailure> {
         let dir = target.parent().unwrap_or(Path::new("."));
         let name = target.file_name().unwrap_or_default().to_string_lossy();
         let short: String = name.chars().take(64).collect();
@@ -216,6 +225,7 @@ impl AtomicFile {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)
             .map_err(|e| write_failure(&e, "creating the output"))?;
         Ok(AtomicFile {
@@ -532,6 +542,32 @@ fn dedup(mut changed: Vec<(usize, Settled)>) -> Vec<(usize, Settled)> {
     changed.sort_by_key(|c| c.0);
     changed.dedup_by_key(|c| c.0);
     changed
+}
+
+/// Gives an output its original's owner (where allowed), permission bits
+/// and access and modification times, as gzip and zstd do: a log readable
+/// by its owner only must not become readable by everyone once compressed,
+/// a root engine must not take a user's file from them, and age-based
+/// clean-ups (`find -mtime +30`) must see the log's age, not the day it was
+/// compressed. Call it after the last write (a write sets the mtime).
+pub fn copy_attributes(from: &std::fs::Metadata, to: &File) -> Result<(), FileFailure> {
+    // Ownership as far as allowed: both ids as root, else the group when
+    // the engine's user is in it; a refusal leaves the engine's own.
+    if std::os::unix::fs::fchown(to, Some(from.uid()), Some(from.gid())).is_err() {
+        let _ = std::os::unix::fs::fchown(to, None, Some(from.gid()));
+    }
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(from.mode() & 0o777);
+    to.set_permissions(mode)
+        .map_err(|e| write_failure(&e, "setting the output's permissions"))?;
+    let mut times = std::fs::FileTimes::new();
+    if let Ok(t) = from.accessed() {
+        times = times.set_accessed(t);
+    }
+    if let Ok(t) = from.modified() {
+        times = times.set_modified(t);
+    }
+    to.set_times(times)
+        .map_err(|e| write_failure(&e, "setting the output's times"))
 }
 
 /// Outputs at least this big have their write-back started as soon as

@@ -19,6 +19,11 @@
 //! ratio cost of restarting the dictionary every 4 MiB is under 0.1%).
 //! Memory then holds one window of `2 x threads` blocks and their outputs.
 //!
+//! An output takes its original's owner (where allowed), permission bits
+//! and times, as gzip and zstd do ([`crate::output::copy_attributes`]);
+//! until then it is written with 0600, never more readable than the
+//! original.
+//!
 //! Removing the original (`keep_original: false`) happens only after the
 //! output has been decompressed again and its length and xxh3 checksum
 //! match what was read, the output is synced and published under its name
@@ -37,7 +42,9 @@ use serde_json::json;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
-use crate::output::{existing_schema, output_for, AtomicFile, Committed, Existing, FollowUp};
+use crate::output::{
+    copy_attributes, existing_schema, output_for, AtomicFile, Committed, Existing, FollowUp,
+};
 use crate::results::{FailureKind, FileFailure};
 
 /// Files at least this big are compressed by zstd's worker threads.
@@ -233,6 +240,8 @@ impl Compress {
 struct Input {
     file: File,
     version: Version,
+    /// As opened: the owner, permissions and times its output takes.
+    meta: std::fs::Metadata,
 }
 
 /// What identifies the version of a file that was read: its length and
@@ -261,6 +270,7 @@ fn open_input(path: &Path) -> Result<Input, FileFailure> {
             len: meta.len(),
             mtime: meta.modified().ok(),
         },
+        meta,
     })
 }
 
@@ -670,7 +680,7 @@ impl Compress {
             }
             return Err(crate::output::exists_failure(&out_path));
         }
-        let mut out = AtomicFile::create(&out_path)?;
+        let mut out = AtomicFile::create_with_mode(&out_path, 0o600)?;
         // Bytes written, when the path that wrote them counted them.
         let mut written = None;
         let pumped = if let (Some(bufs), Some(n)) = (&mut one_shot, read_first) {
@@ -745,6 +755,7 @@ impl Compress {
             }
             then = Some(remove_original(ctx.path, input.version));
         }
+        copy_attributes(&input.meta, out.file())?;
         let skipped_result = json!({ "skipped": "output exists" }).to_string();
         if out.publish(ctx.outputs, self.existing, skipped_result, then)? == Committed::Skipped {
             return skipped("output exists");
@@ -900,7 +911,7 @@ impl Decompress {
             }
             return Err(crate::output::exists_failure(&out_path));
         }
-        let mut out = AtomicFile::create(&out_path)?;
+        let mut out = AtomicFile::create_with_mode(&out_path, 0o600)?;
         let pumped = {
             let mut w = BufWriter::with_capacity(BUF, out.file());
             let mut dec = decoder(format, &mut reader)
@@ -929,6 +940,7 @@ impl Decompress {
                 ))
             }
         };
+        copy_attributes(&input.meta, out.file())?;
         let then = (!self.o.keep_original).then(|| remove_original(ctx.path, input.version));
         let skipped_result = json!({ "skipped": "output exists" }).to_string();
         if out.publish(ctx.outputs, self.o.existing, skipped_result, then)? == Committed::Skipped {
@@ -1258,6 +1270,62 @@ mod tests {
         run(&task, src.path(), "b.log", None).result.unwrap();
         let back = zstd::decode_all(File::open(src.path().join("b.log.zst")).unwrap()).unwrap();
         assert_eq!(back, b"short line\n");
+    }
+
+    #[test]
+    fn outputs_keep_their_originals_permissions_times_and_owner() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let src = tempfile::tempdir().unwrap();
+        let log = src.path().join("app.log");
+        std::fs::write(&log, sample()).unwrap();
+        let set = |path: &Path, mode: u32, secs: u64| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let times = std::fs::FileTimes::new().set_modified(t).set_accessed(t);
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_times(times)
+                .unwrap();
+        };
+        // Owned by someone else when the test can arrange it (as root).
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            std::os::unix::fs::chown(&log, Some(12345), Some(23456)).unwrap();
+        }
+        set(&log, 0o640, 1_577_934_245); // a log only its owner and group may read
+        for format in ["gzip", "zstd"] {
+            let task = Compress::from_json(&format!(r#"{{"format":"{format}"}}"#)).unwrap();
+            run(&task, src.path(), "app.log", None).result.unwrap();
+            let ext = if format == "gzip" { "gz" } else { "zst" };
+            let out = std::fs::metadata(src.path().join(format!("app.log.{ext}"))).unwrap();
+            assert_eq!(
+                out.mode() & 0o777,
+                0o640,
+                "{format}: not readable by others"
+            );
+            assert_eq!(out.mtime(), 1_577_934_245, "{format}: the log's age");
+            if root {
+                assert_eq!(
+                    (out.uid(), out.gid()),
+                    (12345, 23456),
+                    "{format}: still theirs"
+                );
+            }
+        }
+        // Decompressed: the compressed file's attributes, as gzip -d does.
+        let gz = src.path().join("app.log.gz");
+        set(&gz, 0o604, 1_600_000_000);
+        std::fs::remove_file(&log).unwrap();
+        let task = build_decompress("").unwrap();
+        run(task.as_ref(), src.path(), "app.log.gz", None)
+            .result
+            .unwrap();
+        let back = std::fs::metadata(&log).unwrap();
+        assert_eq!(back.mode() & 0o777, 0o604);
+        assert_eq!(back.mtime(), 1_600_000_000);
+        assert_eq!(std::fs::read(&log).unwrap(), sample());
     }
 
     #[test]
