@@ -21,8 +21,8 @@
 //!
 //! An output takes its original's owner (where allowed), permission bits
 //! and times, as gzip and zstd do ([`crate::output::copy_attributes`]);
-//! until then it is written with 0600, never more readable than the
-//! original.
+//! it is created with the original's permissions less the umask, so never
+//! more readable than the original.
 //!
 //! Removing the original (`keep_original: false`) happens only after the
 //! output has been decompressed again and its length and xxh3 checksum
@@ -43,7 +43,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::output::{
-    copy_attributes, existing_schema, output_for, AtomicFile, Committed, Existing, FollowUp,
+    copy_attributes, existing_schema, original_mode, output_for, AtomicFile, Committed, Existing,
+    FollowUp,
 };
 use crate::results::{FailureKind, FileFailure};
 
@@ -680,7 +681,7 @@ impl Compress {
             }
             return Err(crate::output::exists_failure(&out_path));
         }
-        let mut out = AtomicFile::create_with_mode(&out_path, 0o600)?;
+        let mut out = AtomicFile::create_with_mode(&out_path, original_mode(&input.meta))?;
         // Bytes written, when the path that wrote them counted them.
         let mut written = None;
         let pumped = if let (Some(bufs), Some(n)) = (&mut one_shot, read_first) {
@@ -911,7 +912,7 @@ impl Decompress {
             }
             return Err(crate::output::exists_failure(&out_path));
         }
-        let mut out = AtomicFile::create_with_mode(&out_path, 0o600)?;
+        let mut out = AtomicFile::create_with_mode(&out_path, original_mode(&input.meta))?;
         let pumped = {
             let mut w = BufWriter::with_capacity(BUF, out.file());
             let mut dec = decoder(format, &mut reader)
