@@ -32,8 +32,9 @@
 //! dropped: 10,000 small zstd outputs took 10% longer, the per-file
 //! submission cost more than the `syncfs` wait it saved. The price:
 //! `syncfs` also flushes what other processes wrote to that file system,
-//! and an output's name appears only at the end of its batch. A file with no batch (a caller outside [`crate::process`]) is
-//! settled at once, through the same code.
+//! and an output's name appears only at the end of its batch. A file with
+//! no batch (a caller outside [`crate::process`]) is settled at once,
+//! through the same code.
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
