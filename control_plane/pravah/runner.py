@@ -122,6 +122,12 @@ class _RunState:
     step_summaries: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _size_independent_in(caps: Capabilities, task: str) -> bool:
+    """Whether `caps` declare `task`'s work per file independent of file size."""
+    info = caps.tasks.get(task)
+    return info is not None and info.size_independent
+
+
 def workspace_of(settings: Settings, job_id: str) -> Path:
     """`state_dir/jobs/<id>/`: chunks, results and the manifest of one job."""
     return settings.jobs_dir / job_id
@@ -360,11 +366,11 @@ class _JobRun:
         raise last
 
     async def _task_size_independent(self, task: str) -> bool:
-        """`_size_independent` by the first engine that answers (capabilities kept)."""
+        """`_size_independent` by the capabilities already asked, else by the
+        first engine that answers."""
         known = next(iter(self.capabilities.values()), None)
         if known is not None:
-            info = known.tasks.get(task)
-            return info is not None and info.size_independent
+            return _size_independent_in(known, task)
         last: PravahError | None = None
         for url in self.engine_urls:
             try:
@@ -383,8 +389,7 @@ class _JobRun:
         caps = self.capabilities.get(url)
         if caps is None:
             caps = self.capabilities[url] = await client.capabilities()
-        info = caps.tasks.get(task)
-        return info is not None and info.size_independent
+        return _size_independent_in(caps, task)
 
     async def _plan(
         self, job: Job, step: int, source: str, filters: JobFilters, task: str

@@ -608,12 +608,17 @@ fn umask() -> Option<u32> {
 
 /// Outputs at least this big have their write-back started as soon as
 /// they are written (see the module doc).
-pub const EARLY_WRITEBACK_MIN: u64 = 256 * 1024;
+const EARLY_WRITEBACK_MIN: u64 = 256 * 1024;
 
-/// Starts writing `file`'s dirty pages to disk without waiting for them
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A hint: durability, and any
-/// write-back error, still come from the batch's `syncfs`.
-pub fn start_writeback(file: &File) {
+/// For an output of `len` bytes just written: starts writing `file`'s dirty
+/// pages to disk without waiting for them
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) when it is at least
+/// [`EARLY_WRITEBACK_MIN`] bytes, else leaves it to the batch's `syncfs`.
+/// A hint: durability, and any write-back error, still come from `syncfs`.
+pub fn start_writeback(file: &File, len: u64) {
+    if len < EARLY_WRITEBACK_MIN {
+        return;
+    }
     // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open.
     unsafe {
         libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);

@@ -12,11 +12,11 @@
 //! allocate, fill, zero and copy per file: per-file overhead is what many
 //! small files cost, and a deflate state plus two 256 KiB stream buffers
 //! allocated and freed per file left malloc's arenas at 80+ MiB). For big
-//! files zstd runs its own worker
-//! threads; gzip is cut into [`GZIP_BLOCK`] blocks
-//! compressed in parallel as independent gzip members, concatenated in order
-//! (RFC 1952 multi-member, read by gzip, zcat and every gzip library; the
-//! ratio cost of restarting the dictionary every 4 MiB is under 0.1%).
+//! files zstd runs its own worker threads; gzip is cut into [`GZIP_BLOCK`]
+//! blocks compressed in parallel as independent gzip members, concatenated
+//! in order (RFC 1952 multi-member, read by gzip, zcat and every gzip
+//! library; the ratio cost of restarting the dictionary every 4 MiB is
+//! under 0.1%).
 //! Memory then holds one window of `2 x threads` blocks and their outputs.
 //!
 //! An output takes its original's owner (where allowed), permission bits
@@ -240,9 +240,18 @@ impl Compress {
 /// The input as opened: the file plus what identifies its version.
 struct Input {
     file: File,
-    version: Version,
-    /// As opened: the owner, permissions and times its output takes.
+    /// As opened: the version read, and the owner, permissions and times
+    /// its output takes.
     meta: std::fs::Metadata,
+}
+
+impl Input {
+    fn version(&self) -> Version {
+        Version {
+            len: self.meta.len(),
+            mtime: self.meta.modified().ok(),
+        }
+    }
 }
 
 /// What identifies the version of a file that was read: its length and
@@ -265,14 +274,7 @@ fn open_input(path: &Path) -> Result<Input, FileFailure> {
             "not a regular file",
         ));
     }
-    Ok(Input {
-        file,
-        version: Version {
-            len: meta.len(),
-            mtime: meta.modified().ok(),
-        },
-        meta,
-    })
+    Ok(Input { file, meta })
 }
 
 /// Fails when the file at `path` is no longer the version that was read.
@@ -344,8 +346,7 @@ fn pump_with(
 thread_local! {
     /// This pool thread's input and output buffers for
     /// [`compress_one_shot`], at most [`ONE_SHOT_MAX`] and its compress
-    /// bound (lent as
-    /// [`OneShotBufs`] while in use).
+    /// bound (lent as [`OneShotBufs`] while in use).
     static ONE_SHOT_BUFS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
@@ -646,10 +647,10 @@ impl Compress {
         // A small input is read whole first (one `read`), and its first
         // bytes are sniffed from memory; other inputs are sniffed with a
         // positioned read that leaves the offset at 0.
-        let mut one_shot = (input.version.len <= ONE_SHOT_MAX).then(OneShotBufs::lend);
+        let mut one_shot = (input.meta.len() <= ONE_SHOT_MAX).then(OneShotBufs::lend);
         let read_first = match &mut one_shot {
             Some(bufs) => Some(
-                read_whole(&input.file, input.version.len, &mut bufs.input)
+                read_whole(&input.file, input.meta.len(), &mut bufs.input)
                     .map_err(|e| FileFailure::from_io(&e, "reading the file"))?,
             ),
             None => None,
@@ -696,7 +697,7 @@ impl Compress {
             let mut reader = BufReader::with_capacity(BUF, &input.file);
             let w = BufWriter::with_capacity(BUF, out.file());
             match self.format {
-                Format::Gzip if input.version.len >= MT_THRESHOLD && self.threads > 1 => {
+                Format::Gzip if input.meta.len() >= MT_THRESHOLD && self.threads > 1 => {
                     let mut w = w;
                     let r = gzip_parallel(&mut reader, &mut w, self.level, self.threads as usize);
                     r.and_then(|v| w.flush().map(|()| v).map_err(PumpError::Write))
@@ -712,11 +713,11 @@ impl Compress {
                         Ok(v)
                     })
                 }
-                _ if input.version.len >= MT_THRESHOLD && self.threads > 1 => (|| {
+                _ if input.meta.len() >= MT_THRESHOLD && self.threads > 1 => (|| {
                     let mut enc = zstd::stream::write::Encoder::new(w, self.level as i32)
                         .map_err(PumpError::Write)?;
                     enc.multithread(self.threads).map_err(PumpError::Write)?;
-                    let _ = enc.set_pledged_src_size(Some(input.version.len));
+                    let _ = enc.set_pledged_src_size(Some(input.meta.len()));
                     let r = pump(&mut reader, &mut enc, None);
                     r.and_then(|v| {
                         enc.finish()
@@ -725,7 +726,7 @@ impl Compress {
                         Ok(v)
                     })
                 })(),
-                _ => zstd_single(&mut reader, w, self.level, input.version.len),
+                _ => zstd_single(&mut reader, w, self.level, input.meta.len()),
             }
         };
         let (read, digest) = match pumped {
@@ -735,12 +736,12 @@ impl Compress {
                 // A zstd encoder told the size refuses other input ("Src
                 // size is incorrect"): a file that grew or shrank while
                 // read is reported as changed, not as an output error.
-                check_unchanged(ctx.path, &input.version, input.version.len)?;
+                check_unchanged(ctx.path, &input.version(), input.meta.len())?;
                 return Err(crate::output::write_failure(&e, "writing the output"));
             }
             Err(PumpError::Limit(_)) => unreachable!("no limit"),
         };
-        check_unchanged(ctx.path, &input.version, read)?;
+        check_unchanged(ctx.path, &input.version(), read)?;
         drop(one_shot);
         let bytes_out = written.unwrap_or_else(|| out.file().metadata().map_or(0, |m| m.len()));
         let mut then = None;
@@ -754,7 +755,7 @@ impl Compress {
                     "the output did not decompress to the original bytes; the original was kept",
                 )),
             }
-            then = Some(remove_original(ctx.path, input.version));
+            then = Some(remove_original(ctx.path, input.version()));
         }
         copy_attributes(&input.meta, out.file())?;
         let skipped_result = json!({ "skipped": "output exists" }).to_string();
@@ -780,7 +781,7 @@ fn with_input(
 ) -> FileOutcome {
     match open_input(ctx.path) {
         Ok(input) => FileOutcome {
-            size: input.version.len,
+            size: input.meta.len(),
             result: run(&input),
         },
         Err(f) => FileOutcome {
@@ -942,7 +943,7 @@ impl Decompress {
             }
         };
         copy_attributes(&input.meta, out.file())?;
-        let then = (!self.o.keep_original).then(|| remove_original(ctx.path, input.version));
+        let then = (!self.o.keep_original).then(|| remove_original(ctx.path, input.version()));
         let skipped_result = json!({ "skipped": "output exists" }).to_string();
         if out.publish(ctx.outputs, self.o.existing, skipped_result, then)? == Committed::Skipped {
             return skipped("output exists");
@@ -1150,14 +1151,14 @@ mod tests {
             .open(&path)
             .unwrap();
         f.write_all(b"one more line\n").unwrap();
-        let err = check_unchanged(&path, &input.version, input.version.len).unwrap_err();
+        let err = check_unchanged(&path, &input.version(), input.meta.len()).unwrap_err();
         assert!(
             err.message.contains("changed while it was processed"),
             "{}",
             err.message
         );
         // remove_original re-checks, so the grown original is never removed.
-        assert!(remove_original(&path, input.version)().is_err());
+        assert!(remove_original(&path, input.version())().is_err());
         assert!(path.exists());
     }
 

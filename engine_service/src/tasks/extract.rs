@@ -48,7 +48,7 @@ use serde_json::json;
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::output::{
     existing_schema, prepare_parent, start_writeback, write_failure, Committed, Existing, Outputs,
-    Publish, EARLY_WRITEBACK_MIN,
+    Publish,
 };
 use crate::results::{FailureKind, FileFailure};
 use crate::storage::blocks::{BlockReader, LocalFile, RangeSource};
@@ -279,9 +279,7 @@ fn write_entry(
     let file = w
         .into_inner()
         .map_err(|e| write_failure(e.error(), "writing an extracted file"))?;
-    if written >= EARLY_WRITEBACK_MIN {
-        start_writeback(&file);
-    }
+    start_writeback(&file, written);
     Ok(())
 }
 
