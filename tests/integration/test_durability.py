@@ -168,14 +168,24 @@ async def test_a_resumed_pipeline_skips_finished_steps_and_redoes_only_unfinishe
     await migrate(chunked)
     db = Database(chunked)
     original_mark = chunks.mark_finished
+    step2_started: list[str] = []
     step2_done: list[str] = []
+    two_recorded = asyncio.Event()
 
     async def crash_in_step_two(db_: Database, job_id: str, outcome: ChunkOutcome) -> Any:
-        if outcome.work_id.startswith("s2-"):
-            if len(step2_done) >= 2:
-                raise RuntimeError("simulated crash while recording a step-2 checkpoint")
-            step2_done.append(outcome.work_id)
-        return await original_mark(db_, job_id, outcome)
+        if not outcome.work_id.startswith("s2-"):
+            return await original_mark(db_, job_id, outcome)
+        if len(step2_started) >= 2:
+            # Chunks finish concurrently: let the first two checkpoints land
+            # before crashing, so which ones are recorded is known.
+            await two_recorded.wait()
+            raise RuntimeError("simulated crash while recording a step-2 checkpoint")
+        step2_started.append(outcome.work_id)
+        row = await original_mark(db_, job_id, outcome)
+        step2_done.append(outcome.work_id)
+        if len(step2_done) == 2:
+            two_recorded.set()
+        return row
 
     try:
         async with EngineClient(engine_url) as client:
