@@ -24,6 +24,7 @@
 pub mod beneath;
 pub mod chunks;
 pub mod config;
+pub mod entry_meta;
 pub mod error;
 pub mod filters;
 pub mod listing;

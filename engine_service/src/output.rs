@@ -597,7 +597,7 @@ static PROCESS_IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new()
 /// The process's umask, read once from /proc (reading it with umask(2)
 /// would set it, for a moment, under other threads' feet); None when
 /// /proc does not say.
-fn umask() -> Option<u32> {
+pub fn umask() -> Option<u32> {
     static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     *UMASK.get_or_init(|| {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;

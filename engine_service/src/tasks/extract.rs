@@ -10,6 +10,10 @@
 //! the ratio of extracted bytes to the archive's size. A refused archive is
 //! refused whole, with the reason.
 //!
+//! Entries keep the permission bits and modification times their archive
+//! gives, as with `tar` and `unzip` ([`crate::entry_meta`]); owners are
+//! not taken from archives.
+//!
 //! Atomicity and durability: an archive is extracted into a hidden staging
 //! folder next to its final folder, which is renamed into place only when
 //! every entry is written and, with the rest of the batch's outputs, synced
@@ -34,9 +38,10 @@
 //! ([`crate::output::start_writeback`]), so the batch's `syncfs` finds
 //! little left to wait for; a folder replaced by `existing: overwrite` is
 //! removed with its files unlinked in parallel.
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +51,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
+use crate::entry_meta::{EntryMeta, Folders};
 use crate::output::{
     existing_schema, prepare_parent, start_writeback, write_failure, Committed, Existing, Outputs,
     Publish,
@@ -247,16 +253,24 @@ fn link_stays_inside(link_rel: &Path, target: &Path) -> bool {
     true
 }
 
-/// Writes one regular entry from `r`, charging the budget as it goes.
+/// Writes one regular entry from `r`, charging the budget as it goes, with
+/// the entry's permissions and time.
 fn write_entry(
     stage: &Path,
     path: &Path,
     r: &mut dyn Read,
     budget: &Budget,
     buf: &mut [u8],
+    meta: EntryMeta,
 ) -> Result<(), FileFailure> {
     prepare_parent(stage, path)?;
-    let file = File::create(path).map_err(|e| write_failure(&e, "creating an extracted file"))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(meta.create_mode())
+        .open(path)
+        .map_err(|e| write_failure(&e, "creating an extracted file"))?;
     let mut w = BufWriter::with_capacity(256 * 1024, file);
     let mut written = 0u64;
     loop {
@@ -280,7 +294,7 @@ fn write_entry(
         .into_inner()
         .map_err(|e| write_failure(e.error(), "writing an extracted file"))?;
     start_writeback(&file, written);
-    Ok(())
+    meta.apply_time(&file)
 }
 
 fn make_symlink(stage: &Path, path: &Path, name: &[u8], target: &Path) -> Result<(), FileFailure> {
@@ -310,6 +324,7 @@ fn extract_zip(
     stage: &Path,
     budget: &Budget,
     max_ratio: u64,
+    folders: &Folders,
 ) -> Result<u64, FileFailure> {
     let first = zip::ZipArchive::new(archive).map_err(zip_error)?;
     let n = first.len();
@@ -341,7 +356,7 @@ fn extract_zip(
             let mut zip = first.clone();
             let mut buf = vec![0u8; 256 * 1024];
             (from..to).try_for_each(|i| {
-                extract_zip_entry(&mut zip, i, stage, budget, max_ratio, &mut buf)
+                extract_zip_entry(&mut zip, i, stage, budget, max_ratio, folders, &mut buf)
             })
         })?;
     Ok(n as u64)
@@ -354,14 +369,18 @@ fn extract_zip_entry(
     stage: &Path,
     budget: &Budget,
     max_ratio: u64,
+    folders: &Folders,
     buf: &mut [u8],
 ) -> Result<(), FileFailure> {
     let mut entry = zip.by_index(i).map_err(zip_error)?;
     budget.entry()?;
     let name = entry.name_raw().to_vec();
     let path = entry_path(stage, &name)?;
+    let meta = EntryMeta::from_zip(&entry);
     if entry.is_dir() {
-        return prepare_parent(stage, &path.join("x"));
+        prepare_parent(stage, &path.join("x"))?;
+        folders.note(path, meta);
+        return Ok(());
     }
     // A single entry may not exceed the ratio either.
     let declared = entry.size();
@@ -387,10 +406,15 @@ fn extract_zip_entry(
         let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
         return make_symlink(stage, &path, &name, &target);
     }
-    write_entry(stage, &path, &mut entry, budget, buf)
+    write_entry(stage, &path, &mut entry, budget, buf, meta)
 }
 
-fn extract_tar(r: impl Read, stage: &Path, budget: &Budget) -> Result<u64, FileFailure> {
+fn extract_tar(
+    r: impl Read,
+    stage: &Path,
+    budget: &Budget,
+    folders: &Folders,
+) -> Result<u64, FileFailure> {
     let mut archive = tar::Archive::new(r);
     let bad = |e: std::io::Error| {
         FileFailure::new(
@@ -407,10 +431,14 @@ fn extract_tar(r: impl Read, stage: &Path, budget: &Budget) -> Result<u64, FileF
         let name = entry.path_bytes().into_owned();
         let path = entry_path(stage, &name)?;
         let kind = entry.header().entry_type();
+        let meta = EntryMeta::from_tar(entry.header());
         match kind {
-            tar::EntryType::Directory => prepare_parent(stage, &path.join("x"))?,
+            tar::EntryType::Directory => {
+                prepare_parent(stage, &path.join("x"))?;
+                folders.note(path, meta);
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                write_entry(stage, &path, &mut entry, budget, &mut buf)?
+                write_entry(stage, &path, &mut entry, budget, &mut buf, meta)?
             }
             tar::EntryType::Symlink => {
                 let target = entry
@@ -527,24 +555,29 @@ impl Extract {
         };
         file.seek(std::io::SeekFrom::Start(0))
             .map_err(|e| FileFailure::from_io(&e, "reading the archive"))?;
+        let folders = Folders::default();
         let entries = match kind {
-            Kind::Zip => extract_zip(file, &stage, &budget, self.o.max_ratio)?,
+            Kind::Zip => extract_zip(file, &stage, &budget, self.o.max_ratio, &folders)?,
             _ => {
                 let r = BufReader::with_capacity(64 * 1024, file);
                 match kind {
-                    Kind::TarGz => {
-                        extract_tar(flate2::bufread::MultiGzDecoder::new(r), &stage, &budget)?
-                    }
+                    Kind::TarGz => extract_tar(
+                        flate2::bufread::MultiGzDecoder::new(r),
+                        &stage,
+                        &budget,
+                        &folders,
+                    )?,
                     Kind::TarZst => {
                         let d = zstd::stream::read::Decoder::with_buffer(r).map_err(|e| {
                             FileFailure::new(FailureKind::InvalidData, e.to_string())
                         })?;
-                        extract_tar(d, &stage, &budget)?
+                        extract_tar(d, &stage, &budget, &folders)?
                     }
-                    _ => extract_tar(r, &stage, &budget)?,
+                    _ => extract_tar(r, &stage, &budget, &folders)?,
                 }
             }
         };
+        folders.apply()?;
         // Published when the batch settles, after the extracted files are
         // synced: move an existing folder aside (overwrite), rename the
         // staging folder into place, then drop what was moved aside.
@@ -659,6 +692,7 @@ impl Task for Extract {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use zip::write::SimpleFileOptions;
 
     fn run(o: &str, root: &Path, rel: &str, dest: &Path) -> Result<serde_json::Value, FileFailure> {
@@ -725,6 +759,80 @@ mod tests {
         // Run again: skipped by default.
         let v = run("", src.path(), "photos.zip", &dest).unwrap();
         assert_eq!(v["skipped"], "output exists");
+    }
+
+    #[test]
+    fn entries_keep_their_permissions_and_times_without_set_id_bits() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (src, _d, dest) = dirs();
+        let mask = crate::output::umask().unwrap_or(0o022);
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        let mtime = |p: &Path| std::fs::symlink_metadata(p).unwrap().mtime();
+        // ZIP: MS-DOS times (read as UTC), Unix modes in the central directory.
+        let when = zip::DateTime::from_date_and_time(2021, 6, 15, 12, 34, 56).unwrap();
+        let opts = |m: u32| {
+            SimpleFileOptions::default()
+                .unix_permissions(m)
+                .last_modified_time(when)
+        };
+        let mut z = zip::ZipWriter::new(File::create(src.path().join("app.zip")).unwrap());
+        z.add_directory("ro/", opts(0o555)).unwrap();
+        z.start_file("ro/notes.txt", opts(0o444)).unwrap();
+        z.write_all(b"read only").unwrap();
+        z.start_file("bin/run.sh", opts(0o4755)).unwrap();
+        z.write_all(b"#!/bin/sh\n").unwrap();
+        // An extended timestamp (UTC seconds) wins over the MS-DOS time.
+        let mut stamped = zip::write::FileOptions::<zip::write::ExtendedFileOptions>::default()
+            .last_modified_time(when);
+        let mut field = vec![1u8];
+        field.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        stamped.add_extra_data(0x5455, field.into(), false).unwrap();
+        z.start_file("stamped.txt", stamped).unwrap();
+        z.write_all(b"s").unwrap();
+        z.finish().unwrap();
+        run("", src.path(), "app.zip", &dest).unwrap();
+        let out = dest.join("app");
+        let t2021 = 1_623_760_496; // 2021-06-15T12:34:56Z
+        assert_eq!(
+            mode(&out.join("bin/run.sh")),
+            0o755 & !mask,
+            "setuid dropped"
+        );
+        assert_eq!(mode(&out.join("ro/notes.txt")), 0o444 & !mask);
+        assert_eq!(
+            mode(&out.join("ro")),
+            0o755,
+            "a folder keeps its owner's rwx"
+        );
+        for p in ["bin/run.sh", "ro/notes.txt", "ro"] {
+            assert_eq!(mtime(&out.join(p)), t2021, "{p}");
+        }
+        assert_eq!(mtime(&out.join("stamped.txt")), 1_700_000_000);
+        // tar: a read-only folder written into before its mode is applied.
+        let mut b = tar::Builder::new(File::create(src.path().join("t.tar")).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o500);
+        h.set_mtime(1_500_000_000);
+        h.set_size(0);
+        b.append_data(&mut h, "locked/", &b""[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o750);
+        h.set_mtime(1_600_000_000);
+        h.set_size(2);
+        b.append_data(&mut h, "locked/tool", &b"hi"[..]).unwrap();
+        b.finish().unwrap();
+        drop(b);
+        run("", src.path(), "t.tar", &dest).unwrap();
+        let out = dest.join("t");
+        assert_eq!(std::fs::read(out.join("locked/tool")).unwrap(), b"hi");
+        assert_eq!(mode(&out.join("locked/tool")), 0o750 & !mask);
+        assert_eq!(mtime(&out.join("locked/tool")), 1_600_000_000);
+        assert_eq!(mode(&out.join("locked")), 0o700);
+        assert_eq!(mtime(&out.join("locked")), 1_500_000_000);
+        // And the extracted tree can still be replaced whole.
+        run(r#"{"existing":"overwrite"}"#, src.path(), "t.tar", &dest).unwrap();
+        assert_eq!(std::fs::read(out.join("locked/tool")).unwrap(), b"hi");
     }
 
     #[test]
