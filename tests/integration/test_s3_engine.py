@@ -614,7 +614,18 @@ def test_the_existing_policy_applies_to_s3_destinations(
     stub: pb_grpc.EngineServiceStub, s3: Any
 ) -> None:
     put_objects(s3, "pravah-in", {"c/a.log": b"a" * 3000, "x/pack.zip": _zip({"n.txt": b"new"})})
-    put_objects(s3, "pravah-out", {"d/a.log.gz": b"old output", "d/pack/old.txt": b"old"})
+    put_objects(
+        s3,
+        "pravah-out",
+        {
+            "d/a.log.gz": b"old output",
+            "d/pack/old.txt": b"old",
+            "d/pack/sub/older.txt": b"old",
+            # Beside the folder, not in it: never touched.
+            "d/pack-2/keep.txt": b"keep",
+            "d/packed.txt": b"keep",
+        },
+    )
 
     def body(key: str) -> bytes:
         return bytes(s3.get_object(Bucket="pravah-out", Key=key)["Body"].read())
@@ -635,7 +646,10 @@ def test_the_existing_policy_applies_to_s3_destinations(
     assert run("compress", "c") == {"skipped": "output exists", "output": "a.log.gz"}
     assert run("extract", "x") == {"skipped": "output exists", "output": "pack"}
     assert body("d/a.log.gz") == b"old output"
-    assert keys(s3, "pravah-out") == ["d/a.log.gz", "d/pack/old.txt"]
+    untouched = ["d/pack-2/keep.txt", "d/packed.txt"]
+    assert keys(s3, "pravah-out") == sorted(
+        ["d/a.log.gz", "d/pack/old.txt", "d/pack/sub/older.txt", *untouched]
+    )
     # fail: a per-file error naming the object.
     failed = run("compress", "c", existing="fail")
     assert "s3://pravah-out/d/a.log.gz already exists" in failed["error"], failed
@@ -646,6 +660,9 @@ def test_the_existing_policy_applies_to_s3_destinations(
     assert gzip.decompress(body("d/a.log.gz")) == b"a" * 3000
     assert run("extract", "x", existing="overwrite")["entries"] == 1
     assert body("d/pack/n.txt") == b"new"
+    # The folder is replaced whole: what the old one had and the archive
+    # lacks is gone; what is beside it stays.
+    assert keys(s3, "pravah-out") == sorted(["d/a.log.gz", "d/pack/n.txt", *untouched])
     # A key nobody wrote yet is written under skip (a conditional PUT).
     assert "skipped" not in run("compress", "c", dest="e")
     assert "e/a.log.gz" in keys(s3, "pravah-out")

@@ -19,8 +19,11 @@
 //! under its final key: an output file with a HEAD, an output folder
 //! (extract's) by listing at most one key under it. With `skip` the file is
 //! reported skipped and nothing is uploaded, with `fail` it fails, with
-//! `overwrite` its outputs replace the objects of the same keys (objects of
-//! an older folder that the new one lacks stay). The look-up runs after the
+//! `overwrite` its outputs replace the objects of the same keys, and once a
+//! folder's new objects are all uploaded, the objects under it that the new
+//! folder lacks are deleted, so it holds what the archive holds, as a local
+//! folder replaced whole does (S3 has no atomic folder swap: for a moment
+//! both old and new objects are listed). The look-up runs after the
 //! task wrote its outputs locally, since only then are their names known.
 //! Between the look-up and the upload another writer may create the key:
 //! single-PUT uploads are therefore conditional (`If-None-Match: *`) unless
@@ -30,12 +33,14 @@
 //! Encryption: the store is built with the call's server-side encryption
 //! ([`super::s3::Encryption`]), which object_store sends on every PUT and
 //! multipart creation.
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
+use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use super::s3::{self, Encryption};
@@ -134,6 +139,7 @@ impl S3Destination {
             }
         }
         let mut written = 0;
+        let mut uploaded = HashSet::new();
         for (local, out_rel) in &files {
             let key = self.root.key(out_rel.as_os_str().as_encoded_bytes())?;
             match self.upload_file(local, &key) {
@@ -149,8 +155,50 @@ impl S3Destination {
             }
             let _ = std::fs::remove_file(local);
             written += 1;
+            uploaded.insert(object_path(&key)?);
+        }
+        if self.existing == Existing::Overwrite {
+            for unit in units(&files, rel).iter().filter(|u| u.folder) {
+                self.remove_stale(unit, &uploaded)?;
+            }
         }
         Ok(Uploaded::Written(written))
+    }
+
+    /// Deletes the objects under output folder `unit` that are not among
+    /// the `kept` ones just uploaded (an older extraction's leftovers).
+    fn remove_stale(
+        &self,
+        unit: &Unit,
+        kept: &HashSet<ObjectPath>,
+    ) -> std::result::Result<(), FileFailure> {
+        let key = self.root.key(unit.rel.as_os_str().as_encoded_bytes())?;
+        let prefix = object_path(&key)?;
+        let doing = format!(
+            "removing older objects under s3://{}/{key}",
+            self.root.bucket
+        );
+        s3::block_on(async {
+            let stale: Vec<ObjectPath> = self
+                .store
+                .list(Some(&prefix))
+                .try_filter_map(|meta| async move {
+                    Ok((!kept.contains(&meta.location)).then_some(meta.location))
+                })
+                .try_collect()
+                .await?;
+            let mut deleted = self
+                .store
+                .delete_stream(futures::stream::iter(stale.into_iter().map(Ok)).boxed());
+            while let Some(r) = deleted.next().await {
+                match r {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| s3::classify(&e, &doing))
     }
 
     fn exists_failure(&self, out_rel: &Path) -> FileFailure {
