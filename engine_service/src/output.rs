@@ -115,19 +115,42 @@ pub fn contained_join(base: &Path, rel: &Path) -> Result<PathBuf, FileFailure> {
 
 /// Creates the parent directories of `path` and checks that the parent,
 /// symlinks resolved, is still inside `base` (which must be canonical).
+/// The deepest folder that already exists is checked before anything is
+/// created under it, so a symlink pointing out never gets folders made
+/// through it; the parent is checked again once created.
 pub fn prepare_parent(base: &Path, path: &Path) -> Result<(), FileFailure> {
     let parent = path.parent().unwrap_or(base);
-    std::fs::create_dir_all(parent).map_err(|e| write_failure(&e, "creating the output folder"))?;
-    let real = std::fs::canonicalize(parent)
-        .map_err(|e| write_failure(&e, "resolving the output folder"))?;
-    if !real.starts_with(base) {
-        return Err(FileFailure::new(
+    let outside = || {
+        FileFailure::new(
             FailureKind::OutsideRoot,
             format!(
                 "refused output {}: a symlink in its folder points outside the destination",
                 path.display()
             ),
-        ));
+        )
+    };
+    let resolve = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|e| write_failure(&e, "resolving the output folder"))
+    };
+    let mut existing = parent;
+    let real = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(real) => break real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && existing != base => {
+                existing = existing.parent().unwrap_or(base);
+            }
+            Err(e) => return Err(write_failure(&e, "resolving the output folder")),
+        }
+    };
+    if !real.starts_with(base) {
+        return Err(outside());
+    }
+    if existing != parent {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| write_failure(&e, "creating the output folder"))?;
+        if !resolve(parent)?.starts_with(base) {
+            return Err(outside());
+        }
     }
     Ok(())
 }
@@ -685,6 +708,13 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dest.join("link")).unwrap();
         let err = prepare_parent(&dest, &dest.join("link/x.txt")).unwrap_err();
         assert_eq!(err.kind, FailureKind::OutsideRoot);
+        // Folders that do not exist yet are not created through the link.
+        let err = prepare_parent(&dest, &dest.join("link/new/deeper/x.txt")).unwrap_err();
+        assert_eq!(err.kind, FailureKind::OutsideRoot);
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Inside, missing folders are created.
+        prepare_parent(&dest, &dest.join("a/b/x.txt")).unwrap();
+        assert!(dest.join("a/b").is_dir());
     }
 
     #[test]

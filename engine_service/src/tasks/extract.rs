@@ -232,21 +232,35 @@ fn entry_path(stage: &Path, name: &[u8]) -> Result<PathBuf, FileFailure> {
     })
 }
 
-/// Whether a symlink at `link` (relative to the staging root) pointing at
-/// `target` stays inside the staging folder, judged lexically.
-fn link_stays_inside(link_rel: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = link_rel.components().count() as i64 - 1;
+/// Whether a symlink in folder `parent` (canonical, inside `stage`)
+/// pointing at `target` resolves inside `stage`, judged on the files
+/// extracted so far: each part of the target that exists is resolved as
+/// the kernel would (so an earlier symlink to `.` cannot make `d/..` climb
+/// out), and `..` after a part that does not exist yet is refused, since a
+/// later entry could make that part a symlink. Existing parts cannot change
+/// afterwards (a symlink is never created over an existing name), and every
+/// symlink in the folder passed this check, so none points out.
+fn link_resolves_inside(stage: &Path, parent: &Path, target: &Path) -> bool {
+    let mut at = parent.to_path_buf();
+    let mut exists = true;
     for c in target.components() {
         match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::Normal(part) => {
+                at.push(part);
+                if exists {
+                    match std::fs::canonicalize(&at) {
+                        Ok(real) => at = real,
+                        Err(_) => exists = false,
+                    }
+                }
+            }
+            Component::ParentDir if exists => {
+                at.pop();
+            }
             Component::CurDir => {}
             _ => return false,
         }
-        if depth < 0 {
+        if !at.starts_with(stage) {
             return false;
         }
     }
@@ -298,8 +312,10 @@ fn write_entry(
 }
 
 fn make_symlink(stage: &Path, path: &Path, name: &[u8], target: &Path) -> Result<(), FileFailure> {
-    let rel = path.strip_prefix(stage).unwrap_or(path);
-    if !link_stays_inside(rel, target) {
+    prepare_parent(stage, path)?;
+    let parent = std::fs::canonicalize(path.parent().unwrap_or(stage))
+        .map_err(|e| write_failure(&e, "resolving an extracted folder"))?;
+    if !link_resolves_inside(stage, &parent, target) {
         return Err(refused(
             &String::from_utf8_lossy(name),
             &format!(
@@ -308,7 +324,6 @@ fn make_symlink(stage: &Path, path: &Path, name: &[u8], target: &Path) -> Result
             ),
         ));
     }
-    prepare_parent(stage, path)?;
     std::os::unix::fs::symlink(target, path).map_err(|e| write_failure(&e, "creating a symlink"))
 }
 
@@ -928,6 +943,37 @@ mod tests {
         build_tar("in.tar", "f.txt");
         run("", src.path(), "in.tar", &dest).unwrap();
         assert_eq!(std::fs::read(dest.join("in/dir/link")).unwrap(), b"hi");
+        // Out through an earlier symlink: `d` -> `.` makes `d/..` the
+        // parent of the folder, though it reads as `.`; and `x` -> `.` puts
+        // `x/y` in the folder itself, where `..` leaves it.
+        let links_tar = |name: &str, links: &[(&str, &str)]| {
+            let mut b = tar::Builder::new(File::create(src.path().join(name)).unwrap());
+            for (link, target) in links {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, link, target).unwrap();
+            }
+            b.finish().unwrap();
+        };
+        links_tar("dot.tar", &[("d", "."), ("l", "d/..")]);
+        links_tar("nested.tar", &[("x", "."), ("x/y", "..")]);
+        // `..` after a part that does not exist yet: a later entry could
+        // make that part a symlink.
+        links_tar("later.tar", &[("l", "new/.."), ("new", ".")]);
+        for name in ["dot.tar", "nested.tar", "later.tar"] {
+            let err = run("", src.path(), name, &dest).unwrap_err();
+            assert_eq!(
+                err.kind,
+                FailureKind::OutsideRoot,
+                "{name}: {}",
+                err.message
+            );
+        }
+        // Through existing folders and links that stay inside: kept.
+        links_tar("fine.tar", &[("d", "."), ("sub/l", "../d/sub")]);
+        run("", src.path(), "fine.tar", &dest).unwrap();
+        assert!(std::fs::symlink_metadata(dest.join("fine/sub/l")).is_ok());
         // A zip symlink entry pointing out is refused too.
         let mut z = zip::ZipWriter::new(File::create(src.path().join("l.zip")).unwrap());
         z.add_symlink("link", "../../etc", SimpleFileOptions::default())
