@@ -4,11 +4,12 @@
 //! Safety, in order: every entry name goes through
 //! [`crate::output::contained_join`] (no `..`, no absolute paths) and its
 //! folder is checked after symlinks are resolved; symlink entries are
-//! created only when their target stays inside the archive's folder; hard
-//! links and device entries are refused. Bombs are bounded on the bytes
-//! actually written, not on declared sizes: total bytes, entry count, and
-//! the ratio of extracted bytes to the archive's size. A refused archive is
-//! refused whole, with the reason.
+//! created only when their target resolves inside the archive's folder, a
+//! tar hard link only to a file extracted before it; device entries are
+//! refused. Bombs are bounded on the bytes actually written, not on
+//! declared sizes: total bytes, entry count, and the ratio of extracted
+//! bytes to the archive's size. A refused archive is refused whole, with
+//! the reason.
 //!
 //! Entries keep the permission bits and modification times their archive
 //! gives, as with `tar` and `unzip` ([`crate::entry_meta`]); owners are
@@ -327,6 +328,34 @@ fn make_symlink(stage: &Path, path: &Path, name: &[u8], target: &Path) -> Result
     std::os::unix::fs::symlink(target, path).map_err(|e| write_failure(&e, "creating a symlink"))
 }
 
+/// A tar hard link: `target` names an earlier entry of the archive, which
+/// must be a regular file extracted inside the folder.
+fn make_hard_link(
+    stage: &Path,
+    path: &Path,
+    name: &[u8],
+    target: &[u8],
+) -> Result<(), FileFailure> {
+    let shown = String::from_utf8_lossy(name);
+    let existing = entry_path(stage, target)?;
+    let inside = existing
+        .parent()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .is_some_and(|p| p.starts_with(stage));
+    let is_file = std::fs::symlink_metadata(&existing).is_ok_and(|m| m.is_file());
+    if !inside || !is_file {
+        return Err(refused(
+            &shown,
+            &format!(
+                "a hard link to {:?}, which is not a file extracted before it",
+                String::from_utf8_lossy(target)
+            ),
+        ));
+    }
+    prepare_parent(stage, path)?;
+    std::fs::hard_link(&existing, path).map_err(|e| write_failure(&e, "creating a hard link"))
+}
+
 fn zip_error(e: zip::result::ZipError) -> FileFailure {
     FileFailure::new(
         FailureKind::InvalidData,
@@ -462,6 +491,10 @@ fn extract_tar(
                     .unwrap_or_default();
                 make_symlink(stage, &path, &name, &target)?;
             }
+            tar::EntryType::Link => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                make_hard_link(stage, &path, &name, &target)?;
+            }
             tar::EntryType::XGlobalHeader
             | tar::EntryType::XHeader
             | tar::EntryType::GNULongName
@@ -469,9 +502,7 @@ fn extract_tar(
             other => {
                 return Err(refused(
                     &String::from_utf8_lossy(&name),
-                    &format!(
-                        "entries of type {other:?} (hard links, devices, fifos) are not extracted"
-                    ),
+                    &format!("entries of type {other:?} (devices, fifos) are not extracted"),
                 ))
             }
         }
@@ -983,6 +1014,58 @@ mod tests {
             run("", src.path(), "l.zip", &dest).unwrap_err().kind,
             FailureKind::OutsideRoot
         );
+    }
+
+    #[test]
+    fn tar_hard_links_to_earlier_files_are_kept_others_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let (src, _d, dest) = dirs();
+        let build = |name: &str, links: &[(&str, &str)]| {
+            let mut b = tar::Builder::new(File::create(src.path().join(name)).unwrap());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(4);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "a/data.bin", &b"data"[..]).unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "a/sym", "data.bin").unwrap();
+            for (link, target) in links {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, link, target).unwrap();
+            }
+            b.finish().unwrap();
+        };
+        build("ok.tar", &[("b/same.bin", "a/data.bin")]);
+        let v = run("", src.path(), "ok.tar", &dest).unwrap();
+        assert_eq!(v["entries"], 3);
+        let (a, b) = (dest.join("ok/a/data.bin"), dest.join("ok/b/same.bin"));
+        assert_eq!(std::fs::read(&b).unwrap(), b"data");
+        assert_eq!(
+            std::fs::metadata(&a).unwrap().ino(),
+            std::fs::metadata(&b).unwrap().ino()
+        );
+        let outside = src.path().join("secret.txt");
+        std::fs::write(&outside, b"secret").unwrap();
+        for (name, target) in [
+            ("up.tar", "../secret.txt"),
+            ("abs.tar", outside.to_str().unwrap()),
+            ("missing.tar", "a/nothing.bin"),
+            ("tosym.tar", "a/sym"),
+            ("todir.tar", "a"),
+        ] {
+            build(name, &[("b/x", target)]);
+            let err = run("", src.path(), name, &dest).unwrap_err();
+            assert_eq!(
+                err.kind,
+                FailureKind::OutsideRoot,
+                "{name}: {}",
+                err.message
+            );
+        }
+        assert_eq!(std::fs::metadata(&outside).unwrap().nlink(), 1);
     }
 
     #[test]
