@@ -763,6 +763,14 @@ mod tests {
         z.finish().unwrap();
     }
 
+    /// Appends a symlink or hard link entry `link` -> `target`.
+    fn append_link(b: &mut tar::Builder<File>, kind: tar::EntryType, link: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        b.append_link(&mut h, link, target).unwrap();
+    }
+
     fn dirs() -> (tempfile::TempDir, tempfile::TempDir, PathBuf) {
         let src = tempfile::tempdir().unwrap();
         let dest = tempfile::tempdir().unwrap();
@@ -957,10 +965,7 @@ mod tests {
         let (src, _d, dest) = dirs();
         let build_tar = |name: &str, target: &str| {
             let mut b = tar::Builder::new(File::create(src.path().join(name)).unwrap());
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            b.append_link(&mut h, "dir/link", target).unwrap();
+            append_link(&mut b, tar::EntryType::Symlink, "dir/link", target);
             let mut h = tar::Header::new_gnu();
             h.set_size(2);
             b.append_data(&mut h, "dir/f.txt", &b"hi"[..]).unwrap();
@@ -980,10 +985,7 @@ mod tests {
         let links_tar = |name: &str, links: &[(&str, &str)]| {
             let mut b = tar::Builder::new(File::create(src.path().join(name)).unwrap());
             for (link, target) in links {
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_size(0);
-                b.append_link(&mut h, link, target).unwrap();
+                append_link(&mut b, tar::EntryType::Symlink, link, target);
             }
             b.finish().unwrap();
         };
@@ -1026,15 +1028,9 @@ mod tests {
             h.set_size(4);
             h.set_mode(0o644);
             b.append_data(&mut h, "a/data.bin", &b"data"[..]).unwrap();
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            b.append_link(&mut h, "a/sym", "data.bin").unwrap();
+            append_link(&mut b, tar::EntryType::Symlink, "a/sym", "data.bin");
             for (link, target) in links {
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Link);
-                h.set_size(0);
-                b.append_link(&mut h, link, target).unwrap();
+                append_link(&mut b, tar::EntryType::Link, link, target);
             }
             b.finish().unwrap();
         };
