@@ -233,6 +233,14 @@ fn entry_path(stage: &Path, name: &[u8]) -> Result<PathBuf, FileFailure> {
     })
 }
 
+/// Whether a folder entry names the archive's folder itself: `./`, which
+/// `tar -C dir -cf x.tar .` writes first. Nothing to create.
+fn names_the_folder(name: &[u8]) -> bool {
+    Path::new(std::ffi::OsStr::from_bytes(name))
+        .components()
+        .all(|c| c == Component::CurDir)
+}
+
 /// Whether a symlink in folder `parent` (canonical, inside `stage`)
 /// pointing at `target` resolves inside `stage`, judged on the files
 /// extracted so far: each part of the target that exists is resolved as
@@ -419,6 +427,9 @@ fn extract_zip_entry(
     let mut entry = zip.by_index(i).map_err(zip_error)?;
     budget.entry()?;
     let name = entry.name_raw().to_vec();
+    if entry.is_dir() && names_the_folder(&name) {
+        return Ok(());
+    }
     let path = entry_path(stage, &name)?;
     let meta = EntryMeta::from_zip(&entry);
     if entry.is_dir() {
@@ -473,8 +484,11 @@ fn extract_tar(
         budget.entry()?;
         n += 1;
         let name = entry.path_bytes().into_owned();
-        let path = entry_path(stage, &name)?;
         let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Directory && names_the_folder(&name) {
+            continue;
+        }
+        let path = entry_path(stage, &name)?;
         let meta = EntryMeta::from_tar(entry.header());
         match kind {
             tar::EntryType::Directory => {
@@ -1112,9 +1126,17 @@ mod tests {
         let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
         {
             let mut b = tar::Builder::new(&mut enc);
+            // `tar -C dir -cf x.tar .` starts with the folder itself, `./`.
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+            h.as_old_mut().name[..2].copy_from_slice(b"./");
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
             let mut h = tar::Header::new_gnu();
             h.set_size(5);
-            b.append_data(&mut h, "a/b.txt", &b"hello"[..]).unwrap();
+            b.append_data(&mut h, "./a/b.txt", &b"hello"[..]).unwrap();
             b.finish().unwrap();
         }
         std::fs::write(src.path().join("x.tar.zst"), enc.finish().unwrap()).unwrap();
