@@ -13,6 +13,8 @@
 //!   written, deepest first (writing into a folder changes its time, and a
 //!   read-only folder could not be written into), and a folder always keeps
 //!   its owner's `rwx`, so a later `existing: overwrite` can remove it.
+//! - A ZIP entry that records no permission bits (all zero) gets those of
+//!   a new file, `0o666` less the umask, as with `unzip`.
 //! - A ZIP entry's time comes from its extended timestamp (UTC) when it has
 //!   one, else from its MS-DOS date and time, which carry no time zone and
 //!   are read as UTC.
@@ -50,7 +52,9 @@ impl EntryMeta {
                 + i64::from(d.second())
         });
         EntryMeta {
-            mode: entry.unix_mode().map(|m| m & 0o777),
+            // No permission bits at all means none were recorded (a ZIP made
+            // on Unix by a tool that set only MS-DOS attributes), not 0o000.
+            mode: entry.unix_mode().map(|m| m & 0o777).filter(|&m| m != 0),
             mtime: extended.map(i64::from).or(dos),
         }
     }

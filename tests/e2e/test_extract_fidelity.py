@@ -111,6 +111,10 @@ def test_a_zip_keeps_modes_and_times(cli: Cli, tmp_path: Path) -> None:
                 info.date_time = time.gmtime(path.stat().st_mtime)[:6]
                 info.compress_type = zipfile.ZIP_DEFLATED
                 z.writestr(info, path.read_bytes())
+        # An entry whose writer recorded MS-DOS attributes only: Unix bits 0.
+        bare = zipfile.ZipInfo("bare.txt", date_time=(2020, 1, 2, 3, 4, 6))
+        bare.external_attr = 0x20  # MS-DOS "archive", nothing else
+        z.writestr(bare, b"bare")
     extract(cli, tmp_path / "in", tmp_path / "out")
     ours = tmp_path / "out" / "site"
     for rel in ("bin/run.sh", "docs/notes.txt", "docs/locked/a.txt"):
@@ -119,6 +123,9 @@ def test_a_zip_keeps_modes_and_times(cli: Cli, tmp_path: Path) -> None:
         # MS-DOS times have two-second steps.
         assert abs(extracted.st_mtime - original.st_mtime) <= 2, rel
         assert (ours / rel).read_bytes() == (tree / rel).read_bytes()
+    # No recorded permissions: a new file's, readable, not 0o000.
+    assert (ours / "bare.txt").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert (ours / "bare.txt").read_bytes() == b"bare"
 
 
 def _umask() -> int:
