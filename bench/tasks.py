@@ -452,6 +452,9 @@ def main() -> int:
                 (out / "bsd").mkdir(parents=True)
                 two = " ".join(f"bsdtar -x -f {archive} -C {out}/bsd -T {lst} &" for lst in lists)
                 entries.append(("bsdtar x2 (disjoint halves)", two + " wait", ""))
+                # The same, then made durable as Pravah makes its outputs
+                # before reporting them: what the disk adds to both.
+                entries.append(("bsdtar x2, then sync", two + " wait; sync", ""))
             if have("unzip"):
                 entries.append(("unzip -q", f"unzip -q -o {archive} -d {out}/unzip", ""))
             entries.append(
