@@ -113,7 +113,10 @@ impl Folders {
                 Err(e) => return Err(write_failure(&e, "opening an extracted folder")),
             };
             if let Some(mode) = meta.mode {
-                dir.set_permissions(std::fs::Permissions::from_mode(mode | 0o700))
+                // chmod ignores the umask, which a created file gets: an
+                // archive's 0o777 folder must not come out world-writable.
+                let mask = crate::output::umask().unwrap_or(0o022);
+                dir.set_permissions(std::fs::Permissions::from_mode((mode & !mask) | 0o700))
                     .map_err(|e| write_failure(&e, "setting an extracted folder's permissions"))?;
             }
             meta.apply_time(&dir)?;

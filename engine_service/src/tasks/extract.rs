@@ -845,6 +845,7 @@ mod tests {
         };
         let mut z = zip::ZipWriter::new(File::create(src.path().join("app.zip")).unwrap());
         z.add_directory("ro/", opts(0o555)).unwrap();
+        z.add_directory("open/", opts(0o777)).unwrap();
         z.start_file("ro/notes.txt", opts(0o444)).unwrap();
         z.write_all(b"read only").unwrap();
         z.start_file("bin/run.sh", opts(0o4755)).unwrap();
@@ -869,8 +870,13 @@ mod tests {
         assert_eq!(mode(&out.join("ro/notes.txt")), 0o444 & !mask);
         assert_eq!(
             mode(&out.join("ro")),
-            0o755,
+            (0o555 & !mask) | 0o700,
             "a folder keeps its owner's rwx"
+        );
+        assert_eq!(
+            mode(&out.join("open")),
+            0o777 & !mask,
+            "umask applies to folders"
         );
         for p in ["bin/run.sh", "ro/notes.txt", "ro"] {
             assert_eq!(mtime(&out.join(p)), t2021, "{p}");
