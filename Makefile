@@ -32,7 +32,8 @@ install: build-deps venv tools proto engine browser
 # so it reuses target/debug (the same build `make engine` does: about 5 s when
 # that is up to date) instead of a release LTO build of several minutes.
 $(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+	@# A venv cut short (no pip yet) is made again rather than used.
+	test -x $(PIP) || python3 -m venv --clear $(VENV)
 	$(PIP) install -q --upgrade pip
 	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $@
