@@ -13,8 +13,10 @@
 //!   written, deepest first (writing into a folder changes its time, and a
 //!   read-only folder could not be written into), and a folder always keeps
 //!   its owner's `rwx`, so a later `existing: overwrite` can remove it.
-//! - A ZIP entry that records no permission bits (all zero) gets those of
-//!   a new file, `0o666` less the umask, as with `unzip`.
+//! - A ZIP entry that records no permission bits (all zero: written on
+//!   Unix by a tool that set only MS-DOS attributes) gets those of a new
+//!   file, `0o666` less the umask, not a mode of `000` that nobody could
+//!   read.
 //! - A ZIP entry's time comes from its extended timestamp (UTC) when it has
 //!   one, else from its MS-DOS date and time, which carry no time zone and
 //!   are read as UTC.
