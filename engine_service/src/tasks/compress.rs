@@ -6,7 +6,7 @@
 //! renamed). Files of at least [`MT_THRESHOLD`] bytes use every core
 //! (`threads` option), so one big log is as fast as pigz or `zstd -T`, while
 //! many small files are spread over the pool, one file per thread, with a
-//! compressor (zstd context, deflate state) and buffers reused per thread;
+//! compressor (zstd context, libdeflate compressor) and buffers reused per thread;
 //! an input of at most [`ONE_SHOT_MAX`] bytes is read whole and compressed
 //! in one call into a buffer written with one `write` (no stream buffers to
 //! allocate, fill, zero and copy per file: per-file overhead is what many
@@ -437,10 +437,8 @@ fn gzip_parallel(
         let outs: Vec<std::io::Result<Vec<u8>>> = blocks
             .par_iter()
             .map(|block| {
-                let out = Vec::with_capacity(block.len() / 3 + 64);
-                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
-                enc.write_all(block)?;
-                enc.finish()
+                let mut out = Vec::new();
+                gzip_member(block, &mut out, level).map(|()| out)
             })
             .collect();
         for out in outs {
@@ -450,9 +448,9 @@ fn gzip_parallel(
     }
     if total == 0 {
         // An empty file still gets one (empty) member.
-        let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-        to.write_all(&enc.finish().map_err(PumpError::Write)?)
-            .map_err(PumpError::Write)?;
+        let mut out = Vec::new();
+        gzip_member(&[], &mut out, level).map_err(PumpError::Write)?;
+        to.write_all(&out).map_err(PumpError::Write)?;
     }
     Ok((total, hasher.digest()))
 }
@@ -604,36 +602,34 @@ fn zstd_frame(input: &[u8], output: &mut Vec<u8>, level: u32) -> std::io::Result
 }
 
 thread_local! {
-    /// This pool thread's gzip deflate state and its level, reset per file.
-    static GZIP_STATE: std::cell::RefCell<Option<(u32, flate2::Compress)>> =
+    /// This pool thread's libdeflate compressor and its level.
+    static GZIP_STATE: std::cell::RefCell<Option<(u32, libdeflater::Compressor)>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Appends `input` to `output` as one gzip member, deflated in one pass by
-/// this thread's reused state (header and CRC-32 trailer written by the
-/// deflate library).
+/// Appends `input` to `output` as one gzip member, compressed in one call
+/// by this thread's libdeflate compressor (header and CRC-32 trailer
+/// included). libdeflate compresses whole buffers only, which is what a
+/// small file and a block of a big one are, and there it runs about twice
+/// as fast as zlib at the same level, with output 1% smaller (3,000 of the
+/// bench's small logs at level 6: 2.4 s and 40.2 MB against 4.6 s and
+/// 40.5 MB).
 fn gzip_member(input: &[u8], output: &mut Vec<u8>, level: u32) -> std::io::Result<()> {
-    // zlib's deflateBound for the default window and memory, plus the gzip
-    // header and trailer; the loop below grows it should that ever be short.
-    output.reserve(input.len() + (input.len() >> 12) + (input.len() >> 14) + 64);
+    let failed = |e: &dyn std::fmt::Debug| std::io::Error::other(format!("gzip: {e:?}"));
     GZIP_STATE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            let state = flate2::Compress::new_gzip(flate2::Compression::new(level), 15);
-            *slot = Some((level, state));
+            let lvl = libdeflater::CompressionLvl::new(level as i32).map_err(|e| failed(&e))?;
+            *slot = Some((level, libdeflater::Compressor::new(lvl)));
         }
-        let (_, state) = slot.as_mut().expect("set above");
-        state.reset();
-        loop {
-            let consumed = state.total_in() as usize;
-            let status = state
-                .compress_vec(&input[consumed..], output, flate2::FlushCompress::Finish)
-                .map_err(std::io::Error::other)?;
-            if status == flate2::Status::StreamEnd {
-                return Ok(());
-            }
-            output.reserve(64 * 1024);
-        }
+        let (_, compressor) = slot.as_mut().expect("set above");
+        let start = output.len();
+        output.resize(start + compressor.gzip_compress_bound(input.len()), 0);
+        let n = compressor
+            .gzip_compress(input, &mut output[start..])
+            .map_err(|e| failed(&e))?;
+        output.truncate(start + n);
+        Ok(())
     })
 }
 
