@@ -1,23 +1,23 @@
 //! Tasks `compress` (gzip, zstd) and `decompress` (gzip, zstd, bzip2, xz).
 //!
-//! Memory is flat whatever the file size: the input is streamed through a
-//! 256 KiB buffer into the encoder, which writes into an [`AtomicFile`]
-//! (temp file, published with the batch's outputs: synced, then linked or
-//! renamed). Files of at least [`MT_THRESHOLD`] bytes use every core
-//! (`threads` option), so one big log is as fast as pigz or `zstd -T`, while
-//! many small files are spread over the pool, one file per thread, with a
-//! compressor (zstd context, libdeflate compressor) and buffers reused per thread;
-//! an input of at most [`ONE_SHOT_MAX`] bytes is read whole and compressed
-//! in one call into a buffer written with one `write` (no stream buffers to
-//! allocate, fill, zero and copy per file: per-file overhead is what many
-//! small files cost, and a deflate state plus two 256 KiB stream buffers
-//! allocated and freed per file left malloc's arenas at 80+ MiB). For big
-//! files zstd runs its own worker threads; gzip is cut into [`GZIP_BLOCK`]
-//! blocks compressed in parallel as independent gzip members, concatenated
-//! in order (RFC 1952 multi-member, read by gzip, zcat and every gzip
-//! library; the ratio cost of restarting the dictionary every 4 MiB is
-//! under 0.1%).
-//! Memory then holds one window of `2 x threads` blocks and their outputs.
+//! Memory is flat whatever the file size: zstd streams the input through a
+//! 256 KiB buffer into its encoder, gzip reads it in [`GZIP_BLOCK`] blocks,
+//! each compressed whole by libdeflate (about twice zlib's speed at the same
+//! level) into one gzip member, and members are concatenated in order
+//! (RFC 1952 multi-member, read by gzip, zcat and every gzip library; the
+//! ratio cost of restarting the dictionary every 4 MiB is under 0.1%).
+//! Outputs go into an [`AtomicFile`] (temp file, published with the
+//! batch's outputs: synced, then linked or renamed). Files of at least
+//! [`MT_THRESHOLD`] bytes use every core (`threads` option: zstd's worker
+//! threads, or `2 x threads` gzip blocks at a time on the pool), so one big
+//! log is as fast as pigz or `zstd -T`, while many small files are spread
+//! over the pool, one file per thread, with a compressor (zstd context,
+//! libdeflate compressor) and buffers reused per thread; an input of at
+//! most [`ONE_SHOT_MAX`] bytes is read whole and compressed in one call
+//! into a buffer written with one `write` (no stream buffers to allocate,
+//! fill, zero and copy per file: per-file overhead is what many small files
+//! cost, and a deflate state plus two 256 KiB stream buffers allocated and
+//! freed per file left malloc's arenas at 80+ MiB).
 //!
 //! An output takes its original's owner (where allowed), permission bits
 //! and times, as gzip and zstd do ([`crate::output::copy_attributes`]);
@@ -400,7 +400,8 @@ fn read_whole(mut from: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<u
 
 /// Gzips `from` into `to` as one gzip member per [`GZIP_BLOCK`] of input,
 /// `2 x threads` blocks at a time compressed on the rayon pool and written in
-/// order; returns (bytes read, xxh3 of them). Terminates when a read returns
+/// order (one block at a time, on this thread, when `threads` is 1);
+/// returns (bytes read, xxh3 of them). Terminates when a read returns
 /// nothing; a panic in a block propagates to the caller's batch job.
 fn gzip_parallel(
     from: &mut impl Read,
@@ -409,7 +410,7 @@ fn gzip_parallel(
     threads: usize,
 ) -> Result<(u64, u64), PumpError> {
     use rayon::prelude::*;
-    let window = threads.max(1) * 2;
+    let window = if threads > 1 { threads * 2 } else { 1 };
     let mut hasher = Xxh3::new();
     let mut total = 0u64;
     let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(window);
@@ -693,21 +694,17 @@ impl Compress {
             let mut reader = BufReader::with_capacity(BUF, &input.file);
             let w = BufWriter::with_capacity(BUF, out.file());
             match self.format {
-                Format::Gzip if input.meta.len() >= MT_THRESHOLD && self.threads > 1 => {
-                    let mut w = w;
-                    let r = gzip_parallel(&mut reader, &mut w, self.level, self.threads as usize);
-                    r.and_then(|v| w.flush().map(|()| v).map_err(PumpError::Write))
-                }
                 Format::Gzip => {
-                    let mut enc =
-                        flate2::write::GzEncoder::new(w, flate2::Compression::new(self.level));
-                    let r = pump(&mut reader, &mut enc, None);
-                    r.and_then(|v| {
-                        enc.finish()
-                            .and_then(|mut w| w.flush())
-                            .map_err(PumpError::Write)?;
-                        Ok(v)
-                    })
+                    // Big files on every thread; others one block at a time
+                    // on this one (libdeflate compresses whole blocks only).
+                    let threads = if input.meta.len() >= MT_THRESHOLD {
+                        self.threads as usize
+                    } else {
+                        1
+                    };
+                    let mut w = w;
+                    let r = gzip_parallel(&mut reader, &mut w, self.level, threads);
+                    r.and_then(|v| w.flush().map(|()| v).map_err(PumpError::Write))
                 }
                 _ if input.meta.len() >= MT_THRESHOLD && self.threads > 1 => (|| {
                     let mut enc = zstd::stream::write::Encoder::new(w, self.level as i32)
