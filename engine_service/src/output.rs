@@ -114,11 +114,12 @@ pub fn contained_join(base: &Path, rel: &Path) -> Result<PathBuf, FileFailure> {
 }
 
 /// Creates the parent directories of `path` and checks that the parent,
-/// symlinks resolved, is still inside `base` (which must be canonical).
-/// The deepest folder that already exists is checked before anything is
-/// created under it, so a symlink pointing out never gets folders made
-/// through it; the parent is checked again once created.
-pub fn prepare_parent(base: &Path, path: &Path) -> Result<(), FileFailure> {
+/// symlinks resolved, is still inside `base` (which must be canonical);
+/// returns the parent so resolved. The deepest folder that already exists
+/// is checked before anything is created under it, so a symlink pointing
+/// out never gets folders made through it; the parent is checked again
+/// once created.
+pub fn prepare_parent(base: &Path, path: &Path) -> Result<PathBuf, FileFailure> {
     let parent = path.parent().unwrap_or(base);
     let outside = || {
         FileFailure::new(
@@ -128,9 +129,6 @@ pub fn prepare_parent(base: &Path, path: &Path) -> Result<(), FileFailure> {
                 path.display()
             ),
         )
-    };
-    let resolve = |p: &Path| {
-        std::fs::canonicalize(p).map_err(|e| write_failure(&e, "resolving the output folder"))
     };
     let mut existing = parent;
     let real = loop {
@@ -145,14 +143,16 @@ pub fn prepare_parent(base: &Path, path: &Path) -> Result<(), FileFailure> {
     if !real.starts_with(base) {
         return Err(outside());
     }
-    if existing != parent {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| write_failure(&e, "creating the output folder"))?;
-        if !resolve(parent)?.starts_with(base) {
-            return Err(outside());
-        }
+    if existing == parent {
+        return Ok(real);
     }
-    Ok(())
+    std::fs::create_dir_all(parent).map_err(|e| write_failure(&e, "creating the output folder"))?;
+    let real = std::fs::canonicalize(parent)
+        .map_err(|e| write_failure(&e, "resolving the output folder"))?;
+    if !real.starts_with(base) {
+        return Err(outside());
+    }
+    Ok(real)
 }
 
 /// Where the output for a source file goes: `rel` (plus a changed name)
