@@ -12,6 +12,10 @@ pub const DEFAULT_BATCH_FILES: u32 = 1000;
 pub const MAX_BATCH_FILES: u32 = 10_000;
 /// Files per Process result batch (and part file).
 pub const PROCESS_BATCH_FILES: usize = 1000;
+/// Bytes at which a Process batch closes, for tasks whose work grows with
+/// file size: about a quarter second of gzip on one core, so a handful of
+/// mid-size files still spread over every core.
+pub const PROCESS_BATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// Most work items one Process call accepts.
 pub const MAX_WORK_ITEMS: u32 = 100_000;
 /// Default least time between two Progress messages.

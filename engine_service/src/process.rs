@@ -4,10 +4,14 @@
 //!
 //! Threads and termination: [`run`] is called on a dedicated blocking
 //! thread, the orchestrator. It takes work items in order, turns each into
-//! batches of [`Task::files_per_batch`] files ([`crate::config::PROCESS_BATCH_FILES`] unless
-//! the task is slow per file; for a SourceSpec while the walk is still
-//! running, so discovery and processing overlap) and spawns one job
-//! per batch on the global rayon pool. A semaphore bounds the batches in
+//! batches ([`Batcher`]; for a SourceSpec while the walk is still running,
+//! so discovery and processing overlap) and spawns one job per batch on the
+//! global rayon pool. A batch runs its files one after another on one
+//! thread, so it closes at [`Task::files_per_batch`] files
+//! ([`crate::config::PROCESS_BATCH_FILES`] unless the task is slow per
+//! file) and, for a task whose work grows with file size, also at
+//! [`crate::config::PROCESS_BATCH_BYTES`]: eight 20 MB logs are then eight
+//! batches on every core, not one batch on one core. A semaphore bounds the batches in
 //! flight, so memory stays flat and discovery never runs far ahead. A batch
 //! job processes its files, writes its part file, sends its BatchResult and,
 //! if it was its work item's last, the WorkItemDone. When the item channel
@@ -184,6 +188,9 @@ struct Shared {
     /// Whether the task writes output files (an S3 source then needs a
     /// destination: there is no "next to the input").
     writes_files: bool,
+    /// Bytes at which a batch closes; `None` for a task whose work per file
+    /// does not grow with its size (csv-header reads one record).
+    bytes_per_batch: Option<u64>,
     sink: Arc<dyn Sink>,
     /// Raised when the client is gone; checked before each file.
     cancel: Arc<AtomicBool>,
@@ -279,9 +286,12 @@ pub fn run(
     let started = Instant::now();
     let metrics = METRICS.task(&config.task_name);
     let counters = Arc::new(Counters::default());
-    let writes_files = tasks::TASKS
-        .iter()
-        .any(|t| t.name == config.task_name && t.writes_files);
+    let info = tasks::TASKS.iter().find(|t| t.name == config.task_name);
+    let writes_files = info.is_some_and(|t| t.writes_files);
+    let bytes_per_batch = match info {
+        Some(t) if t.size_independent => None,
+        _ => Some(crate::config::PROCESS_BATCH_BYTES),
+    };
     let io = Io {
         staging: staging::staging_dir(config.results_dir.as_deref()),
         destination: config.destination,
@@ -295,6 +305,7 @@ pub fn run(
         results_dir: config.results_dir,
         io,
         writes_files,
+        bytes_per_batch,
         sink: sink.clone(),
         cancel: cancel.clone(),
         counters: counters.clone(),
@@ -497,10 +508,16 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             let bytes: u64 = jobs.iter().filter_map(|j| j.size).sum();
             c.bytes_discovered.fetch_add(bytes, Ordering::Relaxed);
-            let per_batch = shared.task.files_per_batch();
-            let mut jobs = jobs.into_iter().peekable();
-            while jobs.peek().is_some() && !shared.cancelled() {
-                let batch: Vec<Job> = jobs.by_ref().take(per_batch).collect();
+            let mut batcher = Batcher::new(shared);
+            for job in jobs {
+                if shared.cancelled() {
+                    break;
+                }
+                if let Some(batch) = batcher.push(job) {
+                    submit(shared, &state, batch);
+                }
+            }
+            if let Some(batch) = batcher.finish().filter(|_| !shared.cancelled()) {
                 submit(shared, &state, batch);
             }
         }
@@ -514,7 +531,13 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
             let walk_started = Instant::now();
             let mut walked = 0u64;
             let rx = match &state.root {
-                Root::Local(dir) => walk::start(dir.clone(), filters, false, shared.cancel.clone()),
+                // Sizes are wanted where batches close at a byte budget.
+                Root::Local(dir) => walk::start(
+                    dir.clone(),
+                    filters,
+                    shared.bytes_per_batch.is_some(),
+                    shared.cancel.clone(),
+                ),
                 Root::S3(s3_root) => {
                     match s3_list::start(s3_root.clone(), filters, shared.cancel.clone()) {
                         Ok(rx) => rx,
@@ -530,8 +553,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                     }
                 }
             };
-            let per_batch = shared.task.files_per_batch();
-            let mut batch: Vec<Job> = Vec::with_capacity(per_batch);
+            let mut batcher = Batcher::new(shared);
             for ev in rx.iter() {
                 if shared.cancelled() {
                     break;
@@ -553,17 +575,13 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                                     .bytes_discovered
                                     .fetch_add(n, Ordering::Relaxed);
                             }
-                            batch.push(Job {
+                            let job = Job {
                                 rel: e.rel,
                                 size,
                                 failure: None,
-                            });
-                            if batch.len() >= per_batch {
-                                submit(
-                                    shared,
-                                    &state,
-                                    std::mem::replace(&mut batch, Vec::with_capacity(per_batch)),
-                                );
+                            };
+                            if let Some(batch) = batcher.push(job) {
+                                submit(shared, &state, batch);
                             }
                         }
                     }
@@ -572,11 +590,14 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                             .counters
                             .files_discovered
                             .fetch_add(1, Ordering::Relaxed);
-                        batch.push(Job {
+                        let job = Job {
                             rel,
                             size: Some(0),
                             failure: Some(failure),
-                        });
+                        };
+                        if let Some(batch) = batcher.push(job) {
+                            submit(shared, &state, batch);
+                        }
                     }
                     WalkEvent::Done { directories } => {
                         METRICS.walk_directories.inc_by(directories);
@@ -587,12 +608,58 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
             walk_span.record("pravah.files", walked as i64);
             record_walk_rate(walked, walk_started);
             drop(walk_span);
-            if !batch.is_empty() && !shared.cancelled() {
+            if let Some(batch) = batcher.finish().filter(|_| !shared.cancelled()) {
                 submit(shared, &state, batch);
             }
         }
     }
     state.finish_one(shared);
+}
+
+/// Cuts a stream of files into batches: a batch closes at a file count,
+/// or once its known sizes reach a byte budget (a file of unknown size
+/// counts nothing; one file above the budget is a batch of its own).
+struct Batcher {
+    files: usize,
+    bytes: Option<u64>,
+    batch: Vec<Job>,
+    batch_bytes: u64,
+}
+
+impl Batcher {
+    fn new(shared: &Shared) -> Self {
+        Self::with_limits(shared.task.files_per_batch(), shared.bytes_per_batch)
+    }
+
+    fn with_limits(files: usize, bytes: Option<u64>) -> Self {
+        let files = files.max(1);
+        Self {
+            files,
+            bytes,
+            batch: Vec::with_capacity(files.min(crate::config::PROCESS_BATCH_FILES)),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Adds `job`; returns the batch it closed, if any.
+    fn push(&mut self, job: Job) -> Option<Vec<Job>> {
+        self.batch_bytes = self.batch_bytes.saturating_add(job.size.unwrap_or(0));
+        self.batch.push(job);
+        let full = self.batch.len() >= self.files
+            || self.bytes.is_some_and(|limit| self.batch_bytes >= limit);
+        full.then(|| self.take())
+    }
+
+    /// The last, partly filled batch.
+    fn finish(mut self) -> Option<Vec<Job>> {
+        (!self.batch.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Vec<Job> {
+        self.batch_bytes = 0;
+        let capacity = self.batch.capacity();
+        std::mem::replace(&mut self.batch, Vec::with_capacity(capacity))
+    }
 }
 
 /// Sets the walker-rate gauge from one finished walk.
@@ -962,19 +1029,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_settled_off_the_pool_are_reported_after_their_outputs_are_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        // Three batches, the last one short.
-        let n = crate::config::PROCESS_BATCH_FILES * 2 + 7;
-        for i in 0..n {
-            std::fs::write(
-                root.join(format!("f{i}.log")),
-                format!("line {i}\n").repeat(9),
-            )
-            .unwrap();
-        }
+    /// Compresses every file of `root` (originals removed) in one Process
+    /// call; returns (files reported, batches, files reported too early,
+    /// summaries).
+    fn compress_folder(root: &Path) -> (usize, usize, usize, usize) {
         let start = pb::ProcessStart {
             task: "compress".into(),
             options_json: r#"{"format":"zstd","keep_original":false}"#.into(),
@@ -992,11 +1050,28 @@ mod tests {
         .unwrap();
         drop(tx);
         let sink = Arc::new(SettledCheck {
-            root: root.clone(),
+            root: root.to_owned(),
             seen: Mutex::new((0, 0, 0, 0)),
         });
         run(config, rx, sink.clone(), Arc::new(AtomicBool::new(false)));
-        let (files, batches, early, summaries) = *sink.seen.lock().unwrap();
+        let seen = *sink.seen.lock().unwrap();
+        seen
+    }
+
+    #[test]
+    fn batches_settled_off_the_pool_are_reported_after_their_outputs_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        // Three batches, the last one short.
+        let n = crate::config::PROCESS_BATCH_FILES * 2 + 7;
+        for i in 0..n {
+            std::fs::write(
+                root.join(format!("f{i}.log")),
+                format!("line {i}\n").repeat(9),
+            )
+            .unwrap();
+        }
+        let (files, batches, early, summaries) = compress_folder(&root);
         assert_eq!((files, batches, summaries), (n, 3, 1));
         assert_eq!(early, 0, "a batch was reported before it was settled");
         // Every original was replaced by its output, and no temp is left.
@@ -1006,5 +1081,59 @@ mod tests {
             .collect();
         assert_eq!(names.len(), n);
         assert!(names.iter().all(|n| n.ends_with(".log.zst")), "{names:?}");
+    }
+
+    #[test]
+    fn files_above_the_byte_budget_are_batches_of_their_own() {
+        // Two files a little over the budget: one batch each, so each can
+        // take a core, where a count alone made them one batch on one.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let size = crate::config::PROCESS_BATCH_BYTES as usize + 1;
+        for i in 0..2 {
+            std::fs::write(root.join(format!("big{i}.log")), vec![b'a' + i as u8; size]).unwrap();
+        }
+        let (files, batches, early, summaries) = compress_folder(&root);
+        assert_eq!((files, batches, early, summaries), (2, 2, 0, 1));
+    }
+
+    fn job(size: Option<u64>) -> Job {
+        Job {
+            rel: b"f".to_vec(),
+            size,
+            failure: None,
+        }
+    }
+
+    /// Batch lengths the batcher cuts from files of `sizes`.
+    fn cut(files: usize, bytes: Option<u64>, sizes: &[Option<u64>]) -> Vec<usize> {
+        let mut batcher = Batcher::with_limits(files, bytes);
+        let mut lens: Vec<usize> = sizes
+            .iter()
+            .filter_map(|&s| batcher.push(job(s)))
+            .map(|b| b.len())
+            .collect();
+        lens.extend(batcher.finish().map(|b| b.len()));
+        lens
+    }
+
+    #[test]
+    fn a_batch_closes_at_its_file_count_or_byte_budget() {
+        let mb = |n: u64| Some(n << 20);
+        // By count alone, sizes ignored (a size-independent task).
+        assert_eq!(cut(2, None, &[mb(100), mb(100), mb(100)]), [2, 1]);
+        // By bytes: small files gather until the budget, a big one closes
+        // its batch, and a file above the budget is a batch of its own.
+        assert_eq!(
+            cut(
+                1000,
+                mb(16),
+                &[mb(5), mb(5), mb(6), mb(20), mb(1), mb(40), mb(1)]
+            ),
+            [3, 1, 2, 1]
+        );
+        // Unknown sizes count nothing: only the count closes a batch.
+        assert_eq!(cut(3, mb(16), &[None; 7]), [3, 3, 1]);
+        assert!(cut(3, mb(16), &[]).is_empty());
     }
 }
