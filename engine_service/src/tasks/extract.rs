@@ -34,7 +34,12 @@
 //! uneven sizes still keep every thread busy to the end), each reading
 //! through its own clone of the parsed archive (rayon `par_iter`; a range
 //! stops at the first error or when the shared byte budget is exhausted,
-//! and the first error wins). tar is a stream and is read sequentially.
+//! and the first error wins). A ZIP's symlinks are made after all its other
+//! entries, in archive order, as unzip makes them: otherwise whether an
+//! entry under a link's name landed in a folder or failed would depend on
+//! which range ran first. tar is a stream and is read sequentially. As with
+//! tar and unzip, an entry whose name is already taken replaces it (unlinks
+//! it first: a hard link's other names keep their content).
 //! An extracted file of some size has its write-back started at once
 //! ([`crate::output::start_writeback`]), so the batch's `syncfs` finds
 //! little left to wait for; a folder replaced by `existing: overwrite` is
@@ -45,7 +50,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -287,13 +292,13 @@ fn write_entry(
     meta: EntryMeta,
 ) -> Result<(), FileFailure> {
     prepare_parent(stage, path)?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(meta.create_mode())
-        .open(path)
-        .map_err(|e| write_failure(&e, "creating an extracted file"))?;
+    let file = replacing(path, "creating an extracted file", || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(meta.create_mode())
+            .open(path)
+    })?;
     let mut w = BufWriter::with_capacity(256 * 1024, file);
     let mut written = 0u64;
     loop {
@@ -331,7 +336,39 @@ fn make_symlink(stage: &Path, path: &Path, name: &[u8], target: &Path) -> Result
             ),
         ));
     }
-    std::os::unix::fs::symlink(target, path).map_err(|e| write_failure(&e, "creating a symlink"))
+    replacing(path, "creating a symlink", || {
+        std::os::unix::fs::symlink(target, path)
+    })
+}
+
+/// Creates an entry with `create`, which fails if the name exists; an
+/// earlier entry of the same name is unlinked first and the entry made
+/// again, as tar and unzip do. Never written through: a hard link's other
+/// names keep their content, and a symlink's target is left alone. A
+/// folder is not replaced by a file or link.
+fn replacing<T>(
+    path: &Path,
+    doing: &str,
+    create: impl Fn() -> std::io::Result<T>,
+) -> Result<T, FileFailure> {
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    format!(
+                        "entry {:?} is a file or link, and other entries make a folder of \
+                         that name; nothing was extracted",
+                        path.file_name().unwrap_or_default()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| write_failure(&e, doing))?;
+            create()
+        }
+        other => other,
+    }
+    .map_err(|e| write_failure(&e, doing))
 }
 
 /// A tar hard link: `target` names an earlier entry of the archive, which
@@ -359,7 +396,13 @@ fn make_hard_link(
         ));
     }
     prepare_parent(stage, path)?;
-    std::fs::hard_link(&existing, path).map_err(|e| write_failure(&e, "creating a hard link"))
+    if existing == path {
+        // A link to itself: the file is already there.
+        return Ok(());
+    }
+    replacing(path, "creating a hard link", || {
+        std::fs::hard_link(&existing, path)
+    })
 }
 
 fn zip_error(e: zip::result::ZipError) -> FileFailure {
@@ -399,67 +442,114 @@ fn extract_zip(
         .div_ceil(threads * RANGES_PER_THREAD)
         .max(MIN_ENTRIES_PER_RANGE);
     let ranges: Vec<(usize, usize)> = (0..n).step_by(per).map(|s| (s, (s + per).min(n))).collect();
+    let links = Mutex::new(Vec::new());
     ranges
         .into_par_iter()
         .with_max_len(1)
         .try_for_each(|(from, to)| {
             let mut zip = first.clone();
             let mut buf = vec![0u8; 256 * 1024];
-            (from..to).try_for_each(|i| {
-                extract_zip_entry(&mut zip, i, stage, budget, max_ratio, folders, &mut buf)
-            })
+            let entries = Entries {
+                stage,
+                budget,
+                max_ratio,
+                folders,
+                links: &links,
+            };
+            (from..to).try_for_each(|i| entries.extract(&mut zip, i, &mut buf))
         })?;
+    // Symlinks last, in archive order, as unzip makes them: the ranges run
+    // in any order, and an entry must never be written through a link
+    // another range may or may not have made yet.
+    let mut links = links.into_inner().unwrap_or_else(|e| e.into_inner());
+    links.sort_unstable_by_key(|link| link.index);
+    for link in links {
+        make_symlink(stage, &link.path, &link.name, &link.target)?;
+    }
     Ok(n as u64)
 }
 
-/// Extracts entry `i` of `zip` into `stage` (a folder, a symlink or a file).
-fn extract_zip_entry(
-    zip: &mut zip::ZipArchive<BlockReader>,
-    i: usize,
-    stage: &Path,
-    budget: &Budget,
+/// A ZIP symlink entry, made once every other entry is written.
+struct PendingLink {
+    index: usize,
+    path: PathBuf,
+    name: Vec<u8>,
+    target: PathBuf,
+}
+
+/// What every range of one ZIP extraction shares.
+struct Entries<'a> {
+    stage: &'a Path,
+    budget: &'a Budget,
     max_ratio: u64,
-    folders: &Folders,
-    buf: &mut [u8],
-) -> Result<(), FileFailure> {
-    let mut entry = zip.by_index(i).map_err(zip_error)?;
-    budget.entry()?;
-    let name = entry.name_raw().to_vec();
-    if entry.is_dir() && names_the_folder(&name) {
-        return Ok(());
-    }
-    let path = entry_path(stage, &name)?;
-    let meta = EntryMeta::from_zip(&entry);
-    if entry.is_dir() {
-        prepare_parent(stage, &path.join("x"))?;
-        folders.note(path, meta);
-        return Ok(());
-    }
-    // A single entry may not exceed the ratio either.
-    let declared = entry.size();
-    if declared > max_ratio.saturating_mul(entry.compressed_size().max(4096)) {
-        return Err(FileFailure::new(
-            FailureKind::LimitExceeded,
-            format!(
-                "entry {:?} declares a compression ratio above max_ratio ({max_ratio}): \
+    folders: &'a Folders,
+    links: &'a Mutex<Vec<PendingLink>>,
+}
+
+impl Entries<'_> {
+    /// Extracts entry `i` of `zip` into the stage: a folder or a file, or a
+    /// symlink noted for the end.
+    fn extract(
+        &self,
+        zip: &mut zip::ZipArchive<BlockReader>,
+        i: usize,
+        buf: &mut [u8],
+    ) -> Result<(), FileFailure> {
+        let Self {
+            stage,
+            budget,
+            max_ratio,
+            folders,
+            links,
+        } = *self;
+        let mut entry = zip.by_index(i).map_err(zip_error)?;
+        budget.entry()?;
+        let name = entry.name_raw().to_vec();
+        if entry.is_dir() && names_the_folder(&name) {
+            return Ok(());
+        }
+        let path = entry_path(stage, &name)?;
+        let meta = EntryMeta::from_zip(&entry);
+        if entry.is_dir() {
+            prepare_parent(stage, &path.join("x"))?;
+            folders.note(path, meta);
+            return Ok(());
+        }
+        // A single entry may not exceed the ratio either.
+        let declared = entry.size();
+        if declared > max_ratio.saturating_mul(entry.compressed_size().max(4096)) {
+            return Err(FileFailure::new(
+                FailureKind::LimitExceeded,
+                format!(
+                    "entry {:?} declares a compression ratio above max_ratio ({max_ratio}): \
                  refused as a likely bomb; nothing was extracted",
-                String::from_utf8_lossy(&name)
-            ),
-        ));
+                    String::from_utf8_lossy(&name)
+                ),
+            ));
+        }
+        if entry.is_symlink() {
+            let mut target = Vec::new();
+            (&mut entry)
+                .take(4096)
+                .read_to_end(&mut target)
+                .map_err(|e| {
+                    FileFailure::new(FailureKind::InvalidData, format!("corrupt archive: {e}"))
+                })?;
+            drop(entry);
+            let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
+            links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(PendingLink {
+                    index: i,
+                    path,
+                    name,
+                    target,
+                });
+            return Ok(());
+        }
+        write_entry(stage, &path, &mut entry, budget, buf, meta)
     }
-    if entry.is_symlink() {
-        let mut target = Vec::new();
-        (&mut entry)
-            .take(4096)
-            .read_to_end(&mut target)
-            .map_err(|e| {
-                FileFailure::new(FailureKind::InvalidData, format!("corrupt archive: {e}"))
-            })?;
-        drop(entry);
-        let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
-        return make_symlink(stage, &path, &name, &target);
-    }
-    write_entry(stage, &path, &mut entry, budget, buf, meta)
 }
 
 fn extract_tar(
@@ -1079,6 +1169,70 @@ mod tests {
             refused_as_outside(src.path(), name, &dest);
         }
         assert_eq!(std::fs::metadata(&outside).unwrap().nlink(), 1);
+    }
+
+    #[test]
+    fn an_entry_replaces_an_earlier_one_of_its_name_without_writing_through_it() {
+        let (src, _d, dest) = dirs();
+        let file = |b: &mut tar::Builder<File>, name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        let mut b = tar::Builder::new(File::create(src.path().join("again.tar")).unwrap());
+        file(&mut b, "a", b"one");
+        append_link(&mut b, tar::EntryType::Link, "b", "a");
+        file(&mut b, "b", b"two");
+        append_link(&mut b, tar::EntryType::Symlink, "l", "a");
+        file(&mut b, "l", b"three");
+        append_link(&mut b, tar::EntryType::Symlink, "m", "a");
+        append_link(&mut b, tar::EntryType::Symlink, "m", "b");
+        b.finish().unwrap();
+        run("", src.path(), "again.tar", &dest).unwrap();
+        let out = dest.join("again");
+        // The hard link's other name and the symlink's target keep their
+        // content; the later entries are files and links of their own.
+        assert_eq!(std::fs::read(out.join("a")).unwrap(), b"one");
+        assert_eq!(std::fs::read(out.join("b")).unwrap(), b"two");
+        assert!(std::fs::symlink_metadata(out.join("l")).unwrap().is_file());
+        assert_eq!(std::fs::read(out.join("l")).unwrap(), b"three");
+        assert_eq!(std::fs::read_link(out.join("m")).unwrap(), Path::new("b"));
+        // A file where entries made a folder: refused, nothing extracted.
+        let mut b = tar::Builder::new(File::create(src.path().join("clash.tar")).unwrap());
+        file(&mut b, "d/in.txt", b"in");
+        file(&mut b, "d", b"file");
+        b.finish().unwrap();
+        let err = run("", src.path(), "clash.tar", &dest).unwrap_err();
+        assert!(err.message.contains("make a folder"), "{}", err.message);
+        assert!(!dest.join("clash").exists());
+    }
+
+    #[test]
+    fn zip_symlinks_are_made_last_so_no_entry_is_written_through_one() {
+        let (src, _d, dest) = dirs();
+        let zip_with = |name: &str, link: (&str, &str), files: &[&str]| {
+            let mut z = zip::ZipWriter::new(File::create(src.path().join(name)).unwrap());
+            z.add_symlink(link.0, link.1, SimpleFileOptions::default())
+                .unwrap();
+            for f in files {
+                z.start_file(*f, SimpleFileOptions::default()).unwrap();
+                z.write_all(f.as_bytes()).unwrap();
+            }
+            z.finish().unwrap();
+        };
+        // `link/b.txt` once went through the link into `sub/`, or not,
+        // depending on which range ran first; now the link never exists
+        // while entries are written, so `link` is a folder and the archive
+        // is refused, every time.
+        zip_with("through.zip", ("link", "sub"), &["sub/a.txt", "link/b.txt"]);
+        let err = run("", src.path(), "through.zip", &dest).unwrap_err();
+        assert!(err.message.contains("make a folder"), "{}", err.message);
+        assert!(!dest.join("through").exists());
+        // A link to an entry that comes after it is made, pointing at it.
+        zip_with("later.zip", ("lnk", "sub/a.txt"), &["sub/a.txt"]);
+        run("", src.path(), "later.zip", &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("later/lnk")).unwrap(), b"sub/a.txt");
     }
 
     #[test]
