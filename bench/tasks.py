@@ -7,6 +7,9 @@ best of N with a warm cache, peak RSS through GNU time (see bench/run.py):
   300 MB log, with output sizes (the comparison is at equal ratio);
 - 10,000 small files of 10-100 KB vs ``gzip``/``zstd`` under ``xargs -P 2``,
   both writing next to the inputs;
+- 8 mid-size logs of 20 MB vs ``pigz -6 -p 2`` and ``zstd -3 -T2`` (each
+  file in turn on both cores) and ``gzip`` under ``xargs -P 2``: too small
+  for block parallelism within a file, so the cores must share the files;
 - thumbnail fit 1024x1024 q85 on photos of 6-24 Mpx vs ``vipsthumbnail``
   as 2 processes and a 2-process Pillow loop with ``Image.draft()``;
 - extract of a ZIP of those photos vs two ``bsdtar`` on disjoint halves of
@@ -26,7 +29,8 @@ done (durability), and that wait is in its time.
 A missing anchor tool skips its row with a message (``make bench-deps``
 installs them). Nothing asserts a time.
 
-    python bench/tasks.py [--photos 300] [--log-mb 300] [--small 10000] [--runs 3]
+    python bench/tasks.py [--photos 300] [--log-mb 300] [--small 10000]
+                          [--mid 8] [--mid-mb 20] [--runs 3] [--only CASE ...]
 """
 
 from __future__ import annotations
@@ -130,6 +134,12 @@ def make_small(root: Path, count: int) -> Path:
         start = rng.randint(0, len(base) - size)
         (d / f"f{i:05d}.log").write_bytes(base[start : start + size])
     marker.write_text("ok")
+    return root
+
+
+def make_mid(root: Path, count: int, mb: int) -> Path:
+    for i in range(count):
+        make_log(root / f"app-{i}.log", mb)
     return root
 
 
@@ -258,22 +268,82 @@ class Trash:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def folder_case(
+    rows: list[Row],
+    trashes: list[Trash],
+    engine: str,
+    label: str,
+    root: Path,
+    count: int,
+    runs: int,
+    anchors: list[tuple[str, str, str, str]],
+) -> None:
+    """Compresses every ``*.log`` of `root` in place: each (format, anchor
+    tool, row name, command fed ``find -print0``) against Pravah in that
+    format.
+
+    Both sides write next to the inputs (on ext4 a fresh destination tree
+    costs inode allocation that has nothing to do with compressing), and
+    each run starts with no outputs, synced.
+    """
+    trash = Trash(root)
+    trashes.append(trash)
+    mb = size_of(root) / 1e6
+    print(
+        f"  {label}: every run starts with no outputs (previous ones moved away, "
+        "synced); anchors do not sync, pravah syncs its outputs before reporting"
+    )
+    for fmt, tool, name, command in anchors:
+        if not have(tool):
+            continue
+        ours = [
+            engine,
+            "process",
+            str(root),
+            "--task",
+            "compress",
+            "--option",
+            f"format={fmt}",
+            "--option",
+            "existing=overwrite",
+            "--include",
+            "**/*.log",
+        ]
+        measure(
+            rows,
+            f"{label} {fmt}",
+            count,
+            mb,
+            runs,
+            [
+                (name, f"find {root} -name '*.log' -print0 | {command}", ""),
+                (f"pravah compress {fmt}", ours, ""),
+            ],
+            setup=lambda _tool: trash.fresh_outputs(root, "*.log.*"),
+        )
+    trash.fresh_outputs(root, "*.log.*")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--log-mb", type=int, default=300)
     parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--mid", type=int, default=8, help="mid-size logs (the mid case)")
+    parser.add_argument("--mid-mb", type=int, default=20)
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=None, help="compress small thumbnail extract")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="compress small mid thumbnail extract"
+    )
     parser.add_argument(
         "--data",
         type=Path,
         default=Path(os.environ.get("PRAVAH_BENCH_DIR", ROOT / "bench/out/data")),
     )
     args = parser.parse_args()
-    only = set(args.only or ["compress", "small", "thumbnail", "extract"])
+    only = set(args.only or ["compress", "small", "mid", "thumbnail", "extract"])
     engine = engine_bin()
     rows: list[Row] = []
     tmp = Path(tempfile.mkdtemp(prefix="pravah-bench-tasks-"))
@@ -333,49 +403,38 @@ def main() -> int:
 
         if "small" in only:
             small = make_small(args.data / f"small-{args.small}", args.small)
-            small_trash = Trash(small)
-            trashes.append(small_trash)
-            mb = size_of(small) / 1e6
-            # Both sides write next to the inputs (on ext4 a fresh destination
-            # tree costs inode allocation that has nothing to do with
-            # compressing), and each run starts with no outputs, synced.
-            print(
-                "  small files: every run starts with no outputs (previous ones moved away, "
-                "synced); anchors do not sync, pravah syncs its outputs before reporting"
+            folder_case(
+                rows,
+                trashes,
+                engine,
+                "small",
+                small,
+                args.small,
+                args.runs,
+                [
+                    ("gzip", "gzip", "xargs -P 2 gzip", "xargs -0 -P 2 -n 100 gzip -6 -k -f"),
+                    ("zstd", "zstd", "xargs -P 2 zstd", "xargs -0 -P 2 -n 100 zstd -q -3 -k -f"),
+                ],
             )
-            for fmt, tool, xargs in [
-                ("gzip", "gzip", "gzip -6 -k -f"),
-                ("zstd", "zstd", "zstd -q -3 -k -f"),
-            ]:
-                if not have(tool):
-                    continue
-                anchor_cmd = f"find {small} -name '*.log' -print0 | xargs -0 -P 2 -n 100 {xargs}"
-                ours = [
-                    engine,
-                    "process",
-                    str(small),
-                    "--task",
-                    "compress",
-                    "--option",
-                    f"format={fmt}",
-                    "--option",
-                    "existing=overwrite",
-                    "--include",
-                    "**/*.log",
-                ]
-                measure(
-                    rows,
-                    f"small {fmt}",
-                    args.small,
-                    mb,
-                    args.runs,
-                    [
-                        (f"xargs -P 2 {tool}", anchor_cmd, ""),
-                        (f"pravah compress {fmt}", ours, ""),
-                    ],
-                    setup=lambda _tool: small_trash.fresh_outputs(small, "*.log.*"),
-                )
-            small_trash.fresh_outputs(small, "*.log.*")
+
+        if "mid" in only:
+            # A few mid-size logs: each file is too small for block
+            # parallelism inside it, so the cores must share the files.
+            mid = make_mid(args.data / f"mid-{args.mid}x{args.mid_mb}", args.mid, args.mid_mb)
+            folder_case(
+                rows,
+                trashes,
+                engine,
+                f"mid {args.mid}x{args.mid_mb}MB",
+                mid,
+                args.mid,
+                args.runs,
+                [
+                    ("gzip", "pigz", "pigz -6 -p 2", "xargs -0 pigz -6 -p 2 -k -f"),
+                    ("gzip", "gzip", "xargs -P 2 gzip", "xargs -0 -P 2 -n 1 gzip -6 -k -f"),
+                    ("zstd", "zstd", "zstd -3 -T2", "xargs -0 zstd -q -3 -T2 -k -f"),
+                ],
+            )
 
         photos = None
         if "thumbnail" in only or "extract" in only:
