@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,14 @@ def s3_env(moto_url: str) -> dict[str, str]:
 
 
 def put_objects(s3_client: Any, bucket: str, objects: dict[str, bytes]) -> None:
-    for key, body in objects.items():
-        s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+    """Puts every object, eight requests at a time (boto3 clients are
+    thread-safe): one at a time, moto took 23 ms each."""
+    with ThreadPoolExecutor(8) as pool:
+        for _ in pool.map(
+            lambda item: s3_client.put_object(Bucket=bucket, Key=item[0], Body=item[1]),
+            objects.items(),
+        ):
+            pass
 
 
 def keys(s3_client: Any, bucket: str, prefix: str = "") -> list[str]:

@@ -6,6 +6,11 @@ no 5xx, and every response that the schema describes matches it. Status
 codes the schema does not list (401, 404, 409, 422) are the API's documented
 error shape and are not checked here. Bounded: a few examples per operation,
 so the whole module takes well under a minute on two cores.
+
+Marked `serial`: schemathesis gives all its items (one per operation) the
+same node id, and pytest-xdist, which hands out tests by node id, would run
+one of them and drop the rest without a word. `make test` runs serial tests
+in a second, plain pass.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from hypothesis import HealthCheck, settings
 from pravah.api.app import create_app
 from pravah.settings import Settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
+
+pytestmark = pytest.mark.serial
 
 MAX_EXAMPLES = 15
 

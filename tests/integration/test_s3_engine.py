@@ -166,6 +166,7 @@ def test_csv_header_reads_objects_in_place(stub: pb_grpc.EngineServiceStub, s3: 
 def test_a_prefix_of_thousands_of_keys_is_listed_whole(
     stub: pb_grpc.EngineServiceStub, s3: Any
 ) -> None:
+    # S3 lists at most 1,000 keys a page: two full pages and a part one.
     put_objects(s3, "pravah-in", {f"many/{i:05d}.csv": b"a,b\n" for i in range(2345)})
     entries, errors, summary = list_all(stub, "s3://pravah-in/many")
     assert summary.files == 2345 and not errors
