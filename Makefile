@@ -100,8 +100,9 @@ services:
 # Two pytest workers (pytest-xdist), each taking whole modules so a
 # module's fixtures (its PostgreSQL database, a live server) stay on one:
 # the suite is mostly waiting on subprocesses, and this took it from 9 to 5
-# minutes on 2 cores. Tests marked `serial` (items sharing a node id, which
-# xdist would drop) run after, in a plain pass.
+# minutes on 2 cores. Tests marked `serial` run after, in a plain pass:
+# items sharing a node id (xdist would run one) and the wheel build (cargo
+# unlinks and links again the engine binary other tests start).
 PYTEST_WORKERS ?= 2
 test-python: services
 	PRAVAH_ENGINE_BIN=$(CURDIR)/$(ENGINE_DEBUG) $(VENV)/bin/pytest -q \

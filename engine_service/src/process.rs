@@ -11,8 +11,9 @@
 //! ([`crate::config::PROCESS_BATCH_FILES`] unless the task is slow per
 //! file) and, for a task whose work grows with file size, also at
 //! [`crate::config::PROCESS_BATCH_BYTES`]: eight 20 MB logs are then eight
-//! batches on every core, not one batch on one core. A semaphore bounds the batches in
-//! flight, so memory stays flat and discovery never runs far ahead. A batch
+//! batches on every core, not one batch on one core. A semaphore bounds the
+//! batches in flight, so memory stays flat and discovery never runs far
+//! ahead. A batch
 //! job processes its files, writes its part file, sends its BatchResult and,
 //! if it was its work item's last, the WorkItemDone. When the item channel
 //! closes, the orchestrator waits for in-flight batches to drain, stops the

@@ -4,6 +4,10 @@ The suite builds the wheel with the dev profile (maturin reuses target/debug:
 seconds) rather than the release profile of `make dist` (fat LTO: minutes);
 both go through the same pyproject configuration. `make dist-check` installs
 the release wheel with its dependencies from the index.
+
+Marked `serial`: cargo, even with nothing to rebuild, removes and links
+again target/debug/pravah-engine, so a test on another pytest-xdist worker
+starting the engine in that instant finds no binary.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.serial
 
 
 def cargo_version() -> str:
