@@ -28,19 +28,20 @@ PG_USER = os.environ.get("PRAVAH_TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("PRAVAH_TEST_PG_DB", "test")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Refuses a run in which two tests outside `serial` share a node id.
 
     pytest-xdist (`make test`) hands tests to workers by node id, so of two
     such tests it would run one and drop the other without a word.
     """
     seen: set[str] = set()
-    shared = {
-        item.nodeid
-        for item in items
-        if item.get_closest_marker("serial") is None
-        and (item.nodeid in seen or seen.add(item.nodeid))
-    }
+    shared: set[str] = set()
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            continue
+        if item.nodeid in seen:
+            shared.add(item.nodeid)
+        seen.add(item.nodeid)
     if shared:
         raise pytest.UsageError(
             f"tests share a node id, which pytest-xdist would run once: {sorted(shared)}; "
