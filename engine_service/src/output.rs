@@ -670,6 +670,28 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Where a task's outputs really go when it writes them into a staged
+/// folder that is uploaded afterwards (an S3 destination): asked before the
+/// work, so `existing=skip` and `fail` save the work there as they do
+/// for a local destination, not only the upload.
+pub trait OutputsElsewhere: Sync {
+    /// Whether the output staged at `staged` (a file, or a folder of files
+    /// when `folder`) is already at its real place. A look-up that fails
+    /// answers false: the task runs, and the look-up before the upload
+    /// reports the error.
+    fn exists(&self, staged: &Path, folder: bool) -> bool;
+    /// The `fail` policy's failure for `staged`, naming its real place.
+    fn exists_failure(&self, staged: &Path) -> FileFailure;
+}
+
+/// The result of the `skip` policy: the file was left alone because its
+/// output `out_rel` (relative to the destination) exists. Every writing
+/// task reports it the same way, so a re-run's results say which output
+/// was in the way.
+pub fn skipped_exists(out_rel: &Path) -> String {
+    serde_json::json!({"skipped": "output exists", "output": out_rel.to_string_lossy()}).to_string()
+}
+
 /// The failure of the `fail` policy.
 pub fn exists_failure(target: &Path) -> FileFailure {
     FileFailure::new(

@@ -808,20 +808,23 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             },
             None => match &state.root {
                 Root::Local(root) => match chunks::join_inside_into(root, &job.rel, &mut path) {
-                    Ok(()) => shared
-                        .io
-                        .with_destination(job.size, &job.rel, |destination| {
-                            process_guarded(
-                                shared.task.as_ref(),
-                                &tasks::FileCtx {
-                                    path: &path,
-                                    rel: &job.rel,
-                                    known_size: job.size,
-                                    destination,
-                                    outputs: batched,
-                                },
-                            )
-                        }),
+                    Ok(()) => {
+                        shared
+                            .io
+                            .with_destination(job.size, &job.rel, |destination, elsewhere| {
+                                process_guarded(
+                                    shared.task.as_ref(),
+                                    &tasks::FileCtx {
+                                        path: &path,
+                                        rel: &job.rel,
+                                        known_size: job.size,
+                                        destination,
+                                        outputs: batched,
+                                        elsewhere,
+                                    },
+                                )
+                            })
+                    }
                     Err(f) => tasks::FileOutcome {
                         size: 0,
                         result: Err(f),
@@ -951,6 +954,7 @@ mod tests {
             known_size,
             destination: None,
             outputs: None,
+            elsewhere: None,
         };
         process_guarded(task, &ctx)
     }

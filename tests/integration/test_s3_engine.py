@@ -361,11 +361,12 @@ def test_a_source_item_on_an_unreachable_endpoint_fails_the_item(engine_bin: Pat
 
 
 def test_an_interrupted_multipart_upload_leaves_no_object(engine_bin: Path, tmp_path: Path) -> None:
-    # moto with IAM auth after its first 6 requests: our 4 set-up calls
-    # below, the engine's HEAD of the output key (existing=skip) and its
-    # CreateMultipartUpload pass; every part upload after that is refused,
-    # as if the credentials were revoked mid-upload.
-    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "6"})
+    # moto with IAM auth after its first 7 requests: our 4 set-up calls
+    # below, the engine's two HEADs of the output key (existing=skip: the
+    # task's before its work, and the one before a multipart upload) and
+    # its CreateMultipartUpload pass; every part upload after that is
+    # refused, as if the credentials were revoked mid-upload.
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "7"})
     try:
         iam = client(url, "iam")
         iam.create_user(UserName="checker")
@@ -553,6 +554,48 @@ def test_a_zip_on_s3_is_extracted_in_place_like_a_local_one(
     # by the threads that extract its 402 entries.
     assert (gets, fetched) == (2, len(archive))
     assert [p.name for p in (workspace / "staging").iterdir()] == ["objects"]
+
+
+def test_an_output_already_on_s3_is_looked_up_before_the_work(
+    stub: pb_grpc.EngineServiceStub, s3: Any, metrics_addr: str, tmp_path: Path
+) -> None:
+    """existing=skip (and fail) decide before a file is read, as locally:
+    a re-run onto an S3 destination redoes none of the work it did."""
+    src = tmp_path / "src"
+    (src / "p").mkdir(parents=True)
+    # Truncated: decoding it fails, so only a look-up first can skip it.
+    (src / "p" / "img.jpg").write_bytes(_jpeg((640, 480))[:300])
+    put_objects(s3, "pravah-out", {"t/p/img.jpg": b"an earlier thumbnail"})
+
+    def thumbnail(**options: Any) -> dict[str, Any]:
+        results, _ = process(
+            stub,
+            "thumbnail",
+            str(src),
+            destination="s3://pravah-out/t",
+            options={"width": 64, "height": 64, **options},
+        )
+        return results["p/img.jpg"]
+
+    assert thumbnail() == {"skipped": "output exists", "output": "p/img.jpg"}
+    failed = thumbnail(existing="fail")
+    assert "s3://pravah-out/t/p/img.jpg already exists" in failed["error"], failed
+    assert "kind" in thumbnail(existing="overwrite")  # the decode error: now it was read
+    assert s3.get_object(Bucket="pravah-out", Key="t/p/img.jpg")["Body"].read() == (
+        b"an earlier thumbnail"
+    )
+
+    # An archive on S3 whose folder is already there: only its first block
+    # is fetched, to tell its kind (and so its folder's name); extracting
+    # would also fetch the second, where the ZIP's directory is.
+    archive = _zip({"big.bin": os.urandom(6 << 20)})  # stored: two 4 MiB blocks
+    put_objects(s3, "pravah-in", {"re/pack.zip": archive})
+    put_objects(s3, "pravah-out", {"re/pack/big.bin": b"extracted before"})
+    gets_before, _ = s3_gets(metrics_addr)
+    results, _ = process(stub, "extract", "s3://pravah-in/re", destination="s3://pravah-out/re")
+    gets_after, _ = s3_gets(metrics_addr)
+    assert results == {"pack.zip": {"skipped": "output exists", "output": "pack"}}
+    assert gets_after - gets_before == 1
 
 
 def test_a_tar_gz_on_s3_is_streamed_by_blocks_not_staged(

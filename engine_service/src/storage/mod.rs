@@ -24,16 +24,16 @@
 //!   ([`s3_write`]). An object appears under its final key only when its
 //!   upload completes, so a failed upload leaves nothing there. The task's
 //!   `existing` policy applies there too: each output is looked up under its
-//!   key first (skip reports the file skipped, fail fails it, overwrite
-//!   replaces), and single PUTs are conditional (`If-None-Match: *`).
+//!   key before the task's work (skip reports the file skipped, fail fails
+//!   it, overwrite replaces, a replaced folder loses the old objects the new
+//!   one lacks), and single PUTs are conditional (`If-None-Match: *`).
 //!
-//! Not done yet: with `existing=overwrite`, extracting over an existing
-//! folder on S3 replaces the objects of the same keys but leaves those of
-//! the old folder that the new archive lacks (locally the whole folder is
-//! replaced); a multipart upload is not conditional, so a writer racing
-//! between the look-up and the upload of a large output can be overwritten;
-//! the look-up happens after the task ran (only then are the output names
-//! known), so `skip` saves the upload, not the work.
+//! Not done yet: a multipart upload is not conditional (object_store 0.14
+//! has no conditional multipart completion), so a writer racing between the
+//! last look-up and the upload of a large output can be overwritten; a
+//! staged object is downloaded before the look-up (the task names its
+//! output only once it has the file), so `skip` saves the work and the
+//! upload, not that download.
 //!
 //! The S3 client itself ([`s3`]) is configured from the standard AWS
 //! variables and never logs credentials.

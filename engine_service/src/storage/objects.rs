@@ -17,9 +17,10 @@ use bytes::Bytes;
 use super::blocks::RangeSource;
 use super::s3::{self, Encryption};
 use super::s3_read::{download, ObjectRanges, RangedReader};
-use super::s3_write::{S3Destination, Uploaded};
+use super::s3_write::{S3Destination, StagedOutputs, Uploaded};
 use super::staging::Staged;
 use super::S3Root;
+use crate::output::OutputsElsewhere;
 use crate::results::{FailureKind, FileFailure};
 use crate::tasks::{FileCtx, FileOutcome, Task};
 
@@ -39,24 +40,27 @@ impl Io {
         self.destination.is_some() || self.s3_destination.is_some()
     }
 
-    /// Runs `run` with the destination folder the task should write into,
-    /// uploading what it wrote for input `rel` when the destination is on
-    /// S3 (where an existing output makes the file skipped or failed, as
-    /// the task's `existing` policy says: [`super::s3_write`]).
+    /// Runs `run` with the destination folder the task should write into
+    /// (and, for an S3 destination, where that staged folder's outputs
+    /// really go), uploading what it wrote for input `rel` when the
+    /// destination is on S3 (where an existing output makes the file
+    /// skipped or failed, as the task's `existing` policy says:
+    /// [`super::s3_write`]).
     pub fn with_destination(
         &self,
         known_size: Option<u64>,
         rel: &[u8],
-        run: impl FnOnce(Option<&Path>) -> FileOutcome,
+        run: impl FnOnce(Option<&Path>, Option<&dyn OutputsElsewhere>) -> FileOutcome,
     ) -> FileOutcome {
         let Some(dest) = &self.s3_destination else {
-            return run(self.destination.as_deref());
+            return run(self.destination.as_deref(), None);
         };
         let folder = match Staged::folder(&self.staging) {
             Ok(f) => f,
             Err(f) => return failed(known_size, f),
         };
-        let mut outcome = run(Some(folder.path()));
+        let elsewhere = StagedOutputs::new(dest, folder.path());
+        let mut outcome = run(Some(folder.path()), Some(&elsewhere));
         if outcome.result.is_ok() {
             match dest.upload_tree(folder.path(), rel) {
                 Ok(Uploaded::Written(_)) => {}
@@ -148,7 +152,7 @@ pub fn process_object(
         };
         let size = source.size();
         let path = Path::new(std::ffi::OsStr::from_bytes(rel));
-        return io.with_destination(Some(size), rel, |destination| {
+        return io.with_destination(Some(size), rel, |destination, elsewhere| {
             task.process_ranges(
                 &FileCtx {
                     path,
@@ -156,6 +160,7 @@ pub fn process_object(
                     known_size: Some(size),
                     destination,
                     outputs: None,
+                    elsewhere,
                 },
                 Arc::new(source),
             )
@@ -173,13 +178,14 @@ pub fn process_object(
     };
     drop(file);
     let path = staged.path().join(name);
-    io.with_destination(Some(size), rel, |destination| {
+    io.with_destination(Some(size), rel, |destination, elsewhere| {
         task.process(&FileCtx {
             path: &path,
             rel,
             known_size: Some(size),
             destination,
             outputs: None,
+            elsewhere,
         })
     })
 }

@@ -15,20 +15,21 @@
 //! bucket lifecycle rule for incomplete multipart uploads reclaims).
 //!
 //! Existing outputs (the writing tasks' `existing` option, default skip):
-//! before anything of a file is uploaded, each of its outputs is looked up
-//! under its final key: an output file with a HEAD, an output folder
-//! (extract's) by listing at most one key under it. With `skip` the file is
-//! reported skipped and nothing is uploaded, with `fail` it fails, with
-//! `overwrite` its outputs replace the objects of the same keys, and once a
-//! folder's new objects are all uploaded, the objects under it that the new
-//! folder lacks are deleted, so it holds what the archive holds, as a local
-//! folder replaced whole does (S3 has no atomic folder swap: for a moment
-//! both old and new objects are listed). The look-up runs after the
-//! task wrote its outputs locally, since only then are their names known.
-//! Between the look-up and the upload another writer may create the key:
+//! the task looks its output up under the final key before it does any
+//! work ([`StagedOutputs`], asked through
+//! [`crate::tasks::FileCtx::output_exists`]): an output file with a HEAD,
+//! an output folder (extract's) by listing at most one key under it. With
+//! `skip` the file is reported skipped, with `fail` it fails, and nothing
+//! is read, computed or uploaded; with `overwrite` its outputs replace the
+//! objects of the same keys, and once a folder's new objects are all
+//! uploaded, the objects under it that the new folder lacks are deleted, so
+//! it holds what the archive holds, as a local folder replaced whole does
+//! (S3 has no atomic folder swap: for a moment both old and new objects
+//! are listed). Another writer may create the key while the task works:
 //! single-PUT uploads are therefore conditional (`If-None-Match: *`) unless
-//! the policy is overwrite, so such a race ends as skip or fail too; a
-//! multipart upload relies on the look-up alone.
+//! the policy is overwrite, so such a race ends as skip or fail too;
+//! folders and multipart uploads are looked up once more just before they
+//! are uploaded, and a multipart upload relies on that look-up alone.
 //!
 //! Encryption: the store is built with the call's server-side encryption
 //! ([`super::s3::Encryption`]), which object_store sends on every PUT and
@@ -47,7 +48,7 @@ use super::s3::{self, Encryption};
 use super::s3_read::object_path;
 use super::S3Root;
 use crate::error::Result;
-use crate::output::Existing;
+use crate::output::{Existing, OutputsElsewhere};
 use crate::results::{FailureKind, FileFailure};
 
 fn env_bytes(name: &str, default: usize, least: usize) -> usize {
@@ -129,6 +130,12 @@ impl S3Destination {
         }
         if self.existing != Existing::Overwrite {
             for unit in units(&files, rel) {
+                // The task looked before its work ([`StagedOutputs`]); this
+                // look again catches a writer since then. A single PUT is
+                // conditional, which settles that race by itself.
+                if !unit.folder && !self.is_multipart(&staged.join(&unit.rel)) {
+                    continue;
+                }
                 if self.exists(&unit)? {
                     let shown = unit.rel.to_string_lossy().into_owned();
                     return match self.existing {
@@ -235,6 +242,12 @@ impl S3Destination {
         }
     }
 
+    /// Whether the staged file `local` is large enough for a multipart
+    /// upload (an unreadable one is looked up, to be safe).
+    fn is_multipart(&self, local: &Path) -> bool {
+        std::fs::metadata(local).map_or(true, |m| m.len() >= self.multipart_threshold as u64)
+    }
+
     /// Uploads one local file to `key` (single PUT or multipart).
     fn upload_file(&self, local: &Path, key: &str) -> std::result::Result<(), Refused> {
         let path = object_path(key)?;
@@ -292,6 +305,39 @@ impl S3Destination {
         // finish() aborts the upload itself when a part or the completion fails.
         s3::block_on(writer.finish()).map_err(|e| s3::classify(&e, &doing))?;
         Ok(())
+    }
+}
+
+/// An S3 destination as seen from the staged folder a task writes into:
+/// an output staged at `folder/<rel>` goes to the key of `<rel>`.
+pub struct StagedOutputs<'a> {
+    dest: &'a S3Destination,
+    folder: &'a Path,
+}
+
+impl<'a> StagedOutputs<'a> {
+    pub fn new(dest: &'a S3Destination, folder: &'a Path) -> Self {
+        StagedOutputs { dest, folder }
+    }
+}
+
+impl OutputsElsewhere for StagedOutputs<'_> {
+    fn exists(&self, staged: &Path, folder: bool) -> bool {
+        let Ok(rel) = staged.strip_prefix(self.folder) else {
+            return false;
+        };
+        let unit = Unit {
+            rel: rel.to_path_buf(),
+            folder,
+        };
+        self.dest.exists(&unit).unwrap_or(false)
+    }
+
+    fn exists_failure(&self, staged: &Path) -> FileFailure {
+        match staged.strip_prefix(self.folder) {
+            Ok(rel) => self.dest.exists_failure(rel),
+            Err(_) => crate::output::exists_failure(staged),
+        }
     }
 }
 

@@ -43,8 +43,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::output::{
-    copy_attributes, existing_schema, original_mode, output_for, AtomicFile, Committed, Existing,
-    FollowUp,
+    copy_attributes, existing_schema, original_mode, output_for, skipped_exists, AtomicFile,
+    Committed, Existing, FollowUp,
 };
 use crate::results::{FailureKind, FileFailure};
 
@@ -673,11 +673,11 @@ impl Compress {
             n.push(ext);
             n
         })?;
-        if self.existing != Existing::Overwrite && out_path.exists() {
+        if self.existing != Existing::Overwrite && ctx.output_exists(&out_path) {
             if self.existing == Existing::Skip {
-                return skipped("output exists");
+                return Ok(skipped_exists(&out_rel));
             }
-            return Err(crate::output::exists_failure(&out_path));
+            return Err(ctx.exists_failure(&out_path));
         }
         let mut out = AtomicFile::create_with_mode(&out_path, original_mode(&input.meta))?;
         // Bytes written, when the path that wrote them counted them.
@@ -751,9 +751,9 @@ impl Compress {
             then = Some(remove_original(ctx.path, input.version()));
         }
         copy_attributes(&input.meta, out.file())?;
-        let skipped_result = json!({ "skipped": "output exists" }).to_string();
+        let skipped_result = skipped_exists(&out_rel);
         if out.publish(ctx.outputs, self.existing, skipped_result, then)? == Committed::Skipped {
-            return skipped("output exists");
+            return Ok(skipped_exists(&out_rel));
         }
         let removed = !self.keep_original;
         Ok(json!({
@@ -900,11 +900,11 @@ impl Decompress {
                 }
             }
         })?;
-        if self.o.existing != Existing::Overwrite && out_path.exists() {
+        if self.o.existing != Existing::Overwrite && ctx.output_exists(&out_path) {
             if self.o.existing == Existing::Skip {
-                return skipped("output exists");
+                return Ok(skipped_exists(&out_rel));
             }
-            return Err(crate::output::exists_failure(&out_path));
+            return Err(ctx.exists_failure(&out_path));
         }
         let mut out = AtomicFile::create_with_mode(&out_path, original_mode(&input.meta))?;
         let pumped = {
@@ -937,9 +937,9 @@ impl Decompress {
         };
         copy_attributes(&input.meta, out.file())?;
         let then = (!self.o.keep_original).then(|| remove_original(ctx.path, input.version()));
-        let skipped_result = json!({ "skipped": "output exists" }).to_string();
+        let skipped_result = skipped_exists(&out_rel);
         if out.publish(ctx.outputs, self.o.existing, skipped_result, then)? == Committed::Skipped {
-            return skipped("output exists");
+            return Ok(skipped_exists(&out_rel));
         }
         let removed = !self.o.keep_original;
         Ok(json!({
@@ -977,6 +977,7 @@ mod tests {
             known_size: None,
             destination: dest,
             outputs: None,
+            elsewhere: None,
         })
     }
 
@@ -1040,6 +1041,10 @@ mod tests {
             let r = run(&task, src.path(), rel, None).result.unwrap();
             assert!(r.contains("skipped"), "{rel}: {r}");
         }
+        // The output in the way is named.
+        let r = run(&task, src.path(), "b.txt", None).result.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v, json!({"skipped": "output exists", "output": "b.txt.gz"}));
         assert_eq!(std::fs::read(src.path().join("b.txt.gz")).unwrap(), b"old");
         let fail = Compress::from_json(r#"{"existing":"fail"}"#).unwrap();
         assert!(run(&fail, src.path(), "b.txt", None).result.is_err());
@@ -1196,6 +1201,7 @@ mod tests {
                 known_size: None,
                 destination: None,
                 outputs: Some(&outputs),
+                elsewhere: None,
             });
             out.result.unwrap();
         }
@@ -1398,6 +1404,7 @@ mod tests {
                 known_size: None,
                 destination: None,
                 outputs: None,
+                elsewhere: None,
             };
             let err = task.run(&ctx, &input).unwrap_err();
             assert!(

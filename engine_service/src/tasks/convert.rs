@@ -24,7 +24,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
-use crate::output::{existing_schema, output_for, write_failure, AtomicFile, Committed, Existing};
+use crate::output::{
+    existing_schema, output_for, skipped_exists, write_failure, AtomicFile, Committed, Existing,
+};
 use crate::results::{FailureKind, FileFailure};
 
 pub const INFO: TaskInfo = TaskInfo {
@@ -355,11 +357,11 @@ impl Convert {
             n.push(out_ext);
             n
         })?;
-        if self.o.existing != Existing::Overwrite && out_path.exists() {
+        if self.o.existing != Existing::Overwrite && ctx.output_exists(&out_path) {
             if self.o.existing == Existing::Skip {
-                return Ok(json!({"skipped": "output exists"}).to_string());
+                return Ok(skipped_exists(&out_rel));
             }
-            return Err(crate::output::exists_failure(&out_path));
+            return Err(ctx.exists_failure(&out_path));
         }
         let mut out = AtomicFile::create(&out_path)?;
         let rows = if self.o.to == To::Parquet {
@@ -375,7 +377,7 @@ impl Convert {
                 .map_err(|e| write_failure(&e, "writing the output"))?;
             rows
         };
-        let skipped_result = json!({"skipped": "output exists"}).to_string();
+        let skipped_result = skipped_exists(&out_rel);
         if out.publish(ctx.outputs, self.o.existing, skipped_result.clone(), None)?
             == Committed::Skipped
         {
@@ -433,6 +435,7 @@ mod tests {
                 known_size: None,
                 destination: Some(dest),
                 outputs: None,
+                elsewhere: None,
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())

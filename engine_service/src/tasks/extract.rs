@@ -59,8 +59,8 @@ use serde_json::json;
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::entry_meta::{EntryMeta, Folders};
 use crate::output::{
-    existing_schema, prepare_parent, start_writeback, write_failure, Committed, Existing, Outputs,
-    Publish,
+    existing_schema, prepare_parent, skipped_exists, start_writeback, write_failure, Committed,
+    Existing, Outputs, Publish,
 };
 use crate::results::{FailureKind, FileFailure};
 use crate::storage::blocks::{BlockReader, LocalFile, RangeSource};
@@ -674,14 +674,11 @@ impl Extract {
             }
         };
         prepare_parent(&base, &out)?;
-        if self.o.existing != Existing::Overwrite && out.exists() {
+        if self.o.existing != Existing::Overwrite && ctx.output_folder_exists(&out) {
             if self.o.existing == Existing::Skip {
-                return Ok(
-                    json!({"skipped": "output exists", "output": out_rel.to_string_lossy()})
-                        .to_string(),
-                );
+                return Ok(skipped_exists(&out_rel));
             }
-            return Err(crate::output::exists_failure(&out));
+            return Err(ctx.exists_failure(&out));
         }
         let stage = out.with_file_name(format!(
             ".{folder}.pravah-tmp-{}-{}",
@@ -761,8 +758,7 @@ impl Extract {
             }
             Ok(Committed::Written)
         });
-        let skipped_result =
-            json!({"skipped": "output exists", "output": out_rel.to_string_lossy()}).to_string();
+        let skipped_result = skipped_exists(&out_rel);
         if Outputs::stage(ctx.outputs, &parent, publish, None, skipped_result.clone())?
             == Committed::Skipped
         {
@@ -851,6 +847,7 @@ mod tests {
             known_size: None,
             destination: Some(dest),
             outputs: None,
+            elsewhere: None,
         })
         .result
         .map(|j| serde_json::from_str(&j).unwrap())
@@ -1326,6 +1323,7 @@ mod tests {
                     known_size: None,
                     destination: Some(&dest),
                     outputs: Some(&outputs),
+                    elsewhere: None,
                 })
                 .result;
             results.push(r);

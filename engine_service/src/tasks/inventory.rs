@@ -185,6 +185,7 @@ mod tests {
                 known_size: None,
                 destination: None,
                 outputs: None,
+                elsewhere: None,
             });
             task.account(&mut agg, rel.as_bytes(), out.size, &out.result);
         }

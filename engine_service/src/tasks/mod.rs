@@ -69,6 +69,31 @@ pub struct FileCtx<'a> {
     /// (synced and published when the batch settles); None settles each
     /// output at once.
     pub outputs: Option<&'a crate::output::Outputs>,
+    /// Where outputs written under `destination` really go, when that is a
+    /// staged folder (an S3 destination); None for a local destination.
+    pub elsewhere: Option<&'a dyn crate::output::OutputsElsewhere>,
+}
+
+impl FileCtx<'_> {
+    /// Whether the output file a task would write at `out` already exists,
+    /// here or at its real place ([`FileCtx::elsewhere`]): what the
+    /// `existing` policy asks before any work is done.
+    pub fn output_exists(&self, out: &Path) -> bool {
+        out.exists() || self.elsewhere.is_some_and(|e| e.exists(out, false))
+    }
+
+    /// [`FileCtx::output_exists`] for an output folder (extract's).
+    pub fn output_folder_exists(&self, out: &Path) -> bool {
+        out.exists() || self.elsewhere.is_some_and(|e| e.exists(out, true))
+    }
+
+    /// The `fail` policy's failure for output `out`, naming where it is.
+    pub fn exists_failure(&self, out: &Path) -> FileFailure {
+        match self.elsewhere {
+            Some(e) if !out.exists() => e.exists_failure(out),
+            _ => crate::output::exists_failure(out),
+        }
+    }
 }
 
 /// A task as the engine runs it. Implement [`Task::process`] (tasks that
@@ -84,6 +109,7 @@ pub trait Task: Send + Sync {
             known_size,
             destination: None,
             outputs: None,
+            elsewhere: None,
         })
     }
     /// Processes one file with its full context.

@@ -42,7 +42,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
-use crate::output::{existing_schema, output_for, write_failure, AtomicFile, Committed, Existing};
+use crate::output::{
+    existing_schema, output_for, skipped_exists, write_failure, AtomicFile, Committed, Existing,
+};
 use crate::results::{FailureKind, FileFailure};
 
 pub const INFO: TaskInfo = TaskInfo {
@@ -486,14 +488,11 @@ impl Thumbnail {
                 "the thumbnail would replace its source; set a destination",
             ));
         }
-        if self.o.existing != Existing::Overwrite && out_path.exists() {
+        if self.o.existing != Existing::Overwrite && ctx.output_exists(&out_path) {
             if self.o.existing == Existing::Skip {
-                return Ok(
-                    json!({"skipped": "output exists", "output": out_rel.to_string_lossy()})
-                        .to_string(),
-                );
+                return Ok(skipped_exists(&out_rel));
             }
-            return Err(crate::output::exists_failure(&out_path));
+            return Err(ctx.exists_failure(&out_path));
         }
         let (img, orientation, (sw, sh)) = if matches!(ext.as_str(), "jpg" | "jpeg" | "jpe") {
             // Read once, in one allocation of the file's size.
@@ -596,8 +595,7 @@ impl Thumbnail {
             w.flush()
                 .map_err(|e| write_failure(&e, "writing the thumbnail"))?;
         }
-        let skipped_result =
-            json!({"skipped": "output exists", "output": out_rel.to_string_lossy()}).to_string();
+        let skipped_result = skipped_exists(&out_rel);
         if out.publish(ctx.outputs, self.o.existing, skipped_result.clone(), None)?
             == Committed::Skipped
         {
@@ -661,6 +659,7 @@ mod tests {
                 known_size: None,
                 destination: Some(dest),
                 outputs: None,
+                elsewhere: None,
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())
