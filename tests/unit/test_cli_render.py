@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 from pravah.cli.client import detail_message
 from pravah.cli.common import format_validation_error
@@ -80,6 +81,71 @@ def test_summary_table_names_every_schema_with_counts_examples_and_errors() -> N
     assert "empty.csv: the file is empty" in text
     assert "blob.csv: [invalid_data] binary" in text
     assert "ok.csv" not in text
+
+
+HASH_JOB = {
+    **JOB,
+    "task": "hash",
+    "summary": {
+        "algorithm": "blake3",
+        "files": 9,
+        "bytes": 2_842_945,
+        "wasted_bytes": 710_735,
+        "duplicates": [
+            {"hash": "a5b909ee991029d7" * 4, "files": 2, "size": 405_264, "example": "dup.log"},
+            *(
+                {"hash": f"{i:064x}", "files": 2, "size": 10, "example": f"{i}.bin"}
+                for i in range(11)
+            ),
+        ],
+        "listing": {
+            "files": 9,
+            "errors": 1,
+            "error_examples": [
+                {"path": "locked", "kind": "permission_denied", "message": "permission denied"}
+            ],
+        },
+        "failures": [{"path": "x.bin", "error": "gone"}],
+    },
+}
+
+
+def test_a_task_summary_is_tables_not_json() -> None:
+    console, buffer = _console()
+    render_summary(console, HASH_JOB)
+    text = buffer.getvalue()
+    assert "{" not in text and '"' not in text  # no JSON left for a person to parse
+    lines = text.splitlines()
+    assert any(line.split() == ["algorithm", "blake3"] for line in lines)
+    # Totals: humanized, with the exact count; rows: humanized only.
+    assert "2.8 MB (2,842,945 bytes)" in text
+    assert "710.7 kB (710,735 bytes)" in text
+    row = next(line for line in lines if "dup.log" in line)
+    assert "a5b909ee9910…" in row and "405.3 kB" in row and "405,264" not in row
+    # Ten rows of a list, then a count of the rest.
+    assert "8.bin" in text and "9.bin" not in text
+    assert "and 2 more" in text
+    # The listing's trouble gets a line; failures are left to the error lines.
+    assert "listing: 1 entries could not be read, e.g. locked: permission denied" in text
+    assert "x.bin" not in text
+
+
+def test_a_pipeline_summary_lists_its_steps_without_their_nested_summaries() -> None:
+    console, buffer = _console()
+    steps = [
+        {"step": 1, "task": "extract", "files": 1, "files_failed": 0, "summary": {"entries": 4}},
+        {"step": 2, "task": "thumbnail", "files": 4, "files_failed": 1, "summary": {"x": 1}},
+    ]
+    render_summary(console, {**JOB, "task": "pipeline", "summary": {"files": 5, "steps": steps}})
+    text = buffer.getvalue()
+    rows = {
+        cells[1]: cells
+        for line in text.splitlines()
+        if len(cells := [c.strip() for c in re.split("[│┃]", line.strip("│┃ "))]) > 2
+    }
+    assert rows["task"] == ["step", "task", "files", "files failed"]
+    assert rows["thumbnail"] == ["2", "thumbnail", "4", "1"]
+    assert "entries" not in text and "{" not in text
 
 
 def test_summary_of_a_failed_job_shows_the_reason() -> None:

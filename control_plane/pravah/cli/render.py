@@ -244,7 +244,8 @@ def render_summary(
     job: Mapping[str, Any],
     error_lines: Iterable[Mapping[str, Any]] = (),
 ) -> None:
-    """The end-of-job report: a schema table for csv-header, counters, first errors."""
+    """The end-of-job report: a schema table for csv-header (other tasks'
+    summaries as tables too, see ``summary_tables``), counters, first errors."""
     counts = job_counts(job)
     status = str(job.get("status", "unknown"))
     task = str(job.get("task", ""))
@@ -275,6 +276,10 @@ def render_summary(
                 str(schema.get("example", "")),
             )
         console.print(table)
+    elif isinstance(summary, Mapping) and summary:
+        from pravah.cli.summary_tables import render_task_summary
+
+        render_task_summary(console, summary)
     elif summary:
         console.print_json(json.dumps(summary, default=str))
 
