@@ -808,23 +808,24 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
             },
             None => match &state.root {
                 Root::Local(root) => match chunks::join_inside_into(root, &job.rel, &mut path) {
-                    Ok(()) => {
-                        shared
-                            .io
-                            .with_destination(job.size, &job.rel, |destination, elsewhere| {
-                                process_guarded(
-                                    shared.task.as_ref(),
-                                    &tasks::FileCtx {
-                                        path: &path,
-                                        rel: &job.rel,
-                                        known_size: job.size,
-                                        destination,
-                                        outputs: batched,
-                                        elsewhere,
-                                    },
-                                )
-                            })
-                    }
+                    Ok(()) => shared.io.with_destination(
+                        job.size,
+                        &job.rel,
+                        None,
+                        |destination, elsewhere| {
+                            process_guarded(
+                                shared.task.as_ref(),
+                                &tasks::FileCtx {
+                                    path: &path,
+                                    rel: &job.rel,
+                                    known_size: job.size,
+                                    destination,
+                                    outputs: batched,
+                                    elsewhere,
+                                },
+                            )
+                        },
+                    ),
                     Err(f) => tasks::FileOutcome {
                         size: 0,
                         result: Err(f),

@@ -597,6 +597,30 @@ def test_an_output_already_on_s3_is_looked_up_before_the_work(
     assert results == {"pack.zip": {"skipped": "output exists", "output": "pack"}}
     assert gets_after - gets_before == 1
 
+    # From S3 to S3: a file whose output is there is not even downloaded.
+    put_objects(s3, "pravah-in", {"th/p/a.jpg": _jpeg((640, 480)), "gz/b.log": b"b" * 4000})
+    for task, prefix, options in (
+        ("thumbnail", "th", {"width": 64, "height": 64}),
+        ("compress", "gz", {}),
+    ):
+        src, dst = f"s3://pravah-in/{prefix}", f"s3://pravah-out/{prefix}"
+        first, _ = process(stub, task, src, destination=dst, options=options)
+        [(path, written)] = first.items()
+        assert "output" in written and "skipped" not in written, written
+        gets_before, _ = s3_gets(metrics_addr)
+        again, _ = process(stub, task, src, destination=dst, options=options)
+        failing, _ = process(
+            stub, task, src, destination=dst, options={**options, "existing": "fail"}
+        )
+        gets_after, _ = s3_gets(metrics_addr)
+        assert again == {path: {"skipped": "output exists", "output": written["output"]}}
+        assert f"{dst}/{written['output']} already exists" in failing[path]["error"], failing
+        assert gets_after == gets_before
+    assert keys(s3, "pravah-out", "th/") + keys(s3, "pravah-out", "gz/") == [
+        "th/p/a.jpg",
+        "gz/b.log.gz",
+    ]
+
 
 def test_a_tar_gz_on_s3_is_streamed_by_blocks_not_staged(
     stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path

@@ -26,14 +26,14 @@
 //!   `existing` policy applies there too: each output is looked up under its
 //!   key before the task's work (skip reports the file skipped, fail fails
 //!   it, overwrite replaces, a replaced folder loses the old objects the new
-//!   one lacks), and single PUTs are conditional (`If-None-Match: *`).
+//!   one lacks), and single PUTs are conditional (`If-None-Match: *`). An
+//!   object whose output the task names from its name alone
+//!   ([`crate::tasks::Task::planned_output`]) is looked up before it is
+//!   downloaded, so a re-run onto the same prefix costs a HEAD per file.
 //!
 //! Not done yet: a multipart upload is not conditional (object_store 0.14
 //! has no conditional multipart completion), so a writer racing between the
-//! last look-up and the upload of a large output can be overwritten; a
-//! staged object is downloaded before the look-up (the task names its
-//! output only once it has the file), so `skip` saves the work and the
-//! upload, not that download.
+//! last look-up and the upload of a large output can be overwritten.
 //!
 //! The S3 client itself ([`s3`]) is configured from the standard AWS
 //! variables and never logs credentials.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::blocks::RangeSource;
 use super::s3::{self, Encryption};
 use super::s3_read::{download, ObjectRanges, RangedReader};
-use super::s3_write::{S3Destination, StagedOutputs, Uploaded};
+use super::s3_write::{Planned, S3Destination, StagedOutputs, Uploaded};
 use super::staging::Staged;
 use super::S3Root;
 use crate::output::OutputsElsewhere;
@@ -46,10 +46,13 @@ impl Io {
     /// destination is on S3 (where an existing output makes the file
     /// skipped or failed, as the task's `existing` policy says:
     /// [`super::s3_write`]).
+    /// `absent` is an output (relative to the destination) already looked
+    /// up and found missing, which the task need not ask about again.
     pub fn with_destination(
         &self,
         known_size: Option<u64>,
         rel: &[u8],
+        absent: Option<&Path>,
         run: impl FnOnce(Option<&Path>, Option<&dyn OutputsElsewhere>) -> FileOutcome,
     ) -> FileOutcome {
         let Some(dest) = &self.s3_destination else {
@@ -59,7 +62,7 @@ impl Io {
             Ok(f) => f,
             Err(f) => return failed(known_size, f),
         };
-        let elsewhere = StagedOutputs::new(dest, folder.path());
+        let elsewhere = StagedOutputs::new(dest, folder.path(), absent);
         let mut outcome = run(Some(folder.path()), Some(&elsewhere));
         if outcome.result.is_ok() {
             match dest.upload_tree(folder.path(), rel) {
@@ -152,7 +155,7 @@ pub fn process_object(
         };
         let size = source.size();
         let path = Path::new(std::ffi::OsStr::from_bytes(rel));
-        return io.with_destination(Some(size), rel, |destination, elsewhere| {
+        return io.with_destination(Some(size), rel, None, |destination, elsewhere| {
             task.process_ranges(
                 &FileCtx {
                     path,
@@ -166,6 +169,22 @@ pub fn process_object(
             )
         });
     }
+    // A re-run onto an S3 destination: an output already there settles
+    // the file before its object is downloaded.
+    let planned = io.s3_destination.as_ref().and_then(|dest| {
+        let out = task.planned_output(Path::new(std::ffi::OsStr::from_bytes(rel)))?;
+        Some((dest.look_up_planned(&out), out))
+    });
+    let absent = match planned {
+        Some((Planned::Settled(result), _)) => {
+            return FileOutcome {
+                size: known_size.unwrap_or(0),
+                result,
+            }
+        }
+        Some((Planned::Absent, out)) => Some(out),
+        _ => None,
+    };
     let name = key.rsplit('/').next().unwrap_or(&key);
     let staging = io.staging.join("objects");
     let (staged, mut file) = match Staged::file(&staging, name) {
@@ -178,14 +197,19 @@ pub fn process_object(
     };
     drop(file);
     let path = staged.path().join(name);
-    io.with_destination(Some(size), rel, |destination, elsewhere| {
-        task.process(&FileCtx {
-            path: &path,
-            rel,
-            known_size: Some(size),
-            destination,
-            outputs: None,
-            elsewhere,
-        })
-    })
+    io.with_destination(
+        Some(size),
+        rel,
+        absent.as_deref(),
+        |destination, elsewhere| {
+            task.process(&FileCtx {
+                path: &path,
+                rel,
+                known_size: Some(size),
+                destination,
+                outputs: None,
+                elsewhere,
+            })
+        },
+    )
 }

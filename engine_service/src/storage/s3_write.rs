@@ -81,6 +81,16 @@ pub enum Uploaded {
     Skipped(String),
 }
 
+/// What looking up a planned output found ([`S3Destination::look_up_planned`]).
+pub enum Planned {
+    /// It is there: the file's result (skip) or failure (fail).
+    Settled(std::result::Result<String, FileFailure>),
+    /// It is not there: process the file, no need to ask again.
+    Absent,
+    /// Not asked (overwrite), or the look-up failed: process the file.
+    Unknown,
+}
+
 /// An output of one input: a file, or a folder of files (extract's).
 struct Unit {
     rel: PathBuf,
@@ -221,6 +231,28 @@ impl S3Destination {
         )
     }
 
+    /// Looks up an input's planned output file `out` (relative to the
+    /// destination; [`crate::tasks::Task::planned_output`]) before the
+    /// input is even fetched.
+    pub fn look_up_planned(&self, out: &Path) -> Planned {
+        if self.existing == Existing::Overwrite {
+            return Planned::Unknown;
+        }
+        let unit = Unit {
+            rel: out.to_path_buf(),
+            folder: false,
+        };
+        match self.exists(&unit) {
+            Ok(true) if self.existing == Existing::Fail => {
+                Planned::Settled(Err(self.exists_failure(out)))
+            }
+            Ok(true) => Planned::Settled(Ok(crate::output::skipped_exists(out))),
+            Ok(false) => Planned::Absent,
+            // The look-ups that follow, or the upload, report it.
+            Err(_) => Planned::Unknown,
+        }
+    }
+
     /// Whether an output is already in the store: an object under the
     /// file's key, or any object under the folder's.
     fn exists(&self, unit: &Unit) -> std::result::Result<bool, FileFailure> {
@@ -313,11 +345,17 @@ impl S3Destination {
 pub struct StagedOutputs<'a> {
     dest: &'a S3Destination,
     folder: &'a Path,
+    /// An output (relative) already looked up and found absent, not asked again.
+    absent: Option<&'a Path>,
 }
 
 impl<'a> StagedOutputs<'a> {
-    pub fn new(dest: &'a S3Destination, folder: &'a Path) -> Self {
-        StagedOutputs { dest, folder }
+    pub fn new(dest: &'a S3Destination, folder: &'a Path, absent: Option<&'a Path>) -> Self {
+        StagedOutputs {
+            dest,
+            folder,
+            absent,
+        }
     }
 }
 
@@ -326,6 +364,9 @@ impl OutputsElsewhere for StagedOutputs<'_> {
         let Ok(rel) = staged.strip_prefix(self.folder) else {
             return false;
         };
+        if self.absent == Some(rel) {
+            return false;
+        }
         let unit = Unit {
             rel: rel.to_path_buf(),
             folder,

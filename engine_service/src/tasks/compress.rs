@@ -34,7 +34,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -635,6 +635,14 @@ fn gzip_member(input: &[u8], output: &mut Vec<u8>, level: u32) -> std::io::Resul
 }
 
 impl Compress {
+    /// The output name of `name`: the format's extension added.
+    fn output_name(&self, name: &std::ffi::OsStr) -> std::ffi::OsString {
+        let mut n = name.to_os_string();
+        n.push(".");
+        n.push(self.format.ext());
+        n
+    }
+
     fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
         let rel = rel_path(ctx.rel);
         // Named as compressed: skipped before anything is read.
@@ -666,12 +674,8 @@ impl Compress {
                 return skipped("already compressed (set force to compress anyway)");
             }
         }
-        let ext = self.format.ext();
         let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
-            let mut n = name.to_os_string();
-            n.push(".");
-            n.push(ext);
-            n
+            self.output_name(name)
         })?;
         if self.existing != Existing::Overwrite && ctx.output_exists(&out_path) {
             if self.existing == Existing::Skip {
@@ -831,6 +835,10 @@ impl Task for Compress {
         with_input(ctx, |input| self.run(ctx, input))
     }
 
+    fn planned_output(&self, rel: &Path) -> Option<PathBuf> {
+        Some(rel.with_file_name(self.output_name(rel.file_name()?)))
+    }
+
     fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {
         account_output(agg, rel, size, r)
     }
@@ -870,6 +878,26 @@ fn build_decompress(options_json: &str) -> Result<Arc<dyn Task>, String> {
     Ok(Arc::new(Decompress { o }))
 }
 
+/// The output name of compressed file `name`: its extension dropped
+/// (`a.log.gz` -> `a.log`, `b.tgz` -> `b.tar`), or `.out` added when it
+/// has none of the compressed extensions (the format was sniffed).
+fn decompressed_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let stem = Path::new(name).file_stem().unwrap_or(name).to_os_string();
+    match ext_of(Path::new(name)).as_str() {
+        "tgz" | "txz" => {
+            let mut s = stem;
+            s.push(".tar");
+            s
+        }
+        "gz" | "zst" | "zstd" | "bz2" | "xz" => stem,
+        _ => {
+            let mut s = name.to_os_string();
+            s.push(".out");
+            s
+        }
+    }
+}
+
 impl Decompress {
     fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
         let rel = rel_path(ctx.rel);
@@ -882,24 +910,7 @@ impl Decompress {
                 "not a gzip, zstd, bzip2 or xz file",
             ));
         };
-        let ext = ext_of(rel);
-        let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
-            let p = Path::new(name);
-            let stem = p.file_stem().unwrap_or(name).to_os_string();
-            match ext.as_str() {
-                "tgz" | "txz" => {
-                    let mut s = stem;
-                    s.push(".tar");
-                    s
-                }
-                "gz" | "zst" | "zstd" | "bz2" | "xz" => stem,
-                _ => {
-                    let mut s = name.to_os_string();
-                    s.push(".out");
-                    s
-                }
-            }
-        })?;
+        let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, decompressed_name)?;
         if self.o.existing != Existing::Overwrite && ctx.output_exists(&out_path) {
             if self.o.existing == Existing::Skip {
                 return Ok(skipped_exists(&out_rel));
@@ -955,6 +966,10 @@ impl Decompress {
 impl Task for Decompress {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         with_input(ctx, |input| self.run(ctx, input))
+    }
+
+    fn planned_output(&self, rel: &Path) -> Option<PathBuf> {
+        Some(rel.with_file_name(decompressed_name(rel.file_name()?)))
     }
 
     fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {

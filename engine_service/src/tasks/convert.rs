@@ -337,25 +337,30 @@ impl Convert {
         Ok(rows)
     }
 
-    fn run(&self, ctx: &FileCtx<'_>) -> Result<String, FileFailure> {
-        let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
+    /// The output extension for an input named `rel`, None when this
+    /// conversion does not take its type.
+    fn out_ext(&self, rel: &Path) -> Option<&'static str> {
         let ext = rel
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
         let from_csv = matches!(ext.as_str(), "csv" | "tsv");
         let from_jsonl = matches!(ext.as_str(), "jsonl" | "ndjson");
-        let out_ext = match (self.o.to, from_csv, from_jsonl) {
-            (To::Jsonl, true, _) => "jsonl",
-            (To::Parquet, true, _) => "parquet",
-            (To::Csv, _, true) => "csv",
-            _ => return Ok(json!({"skipped": "no conversion for this file type"}).to_string()),
+        match (self.o.to, from_csv, from_jsonl) {
+            (To::Jsonl, true, _) => Some("jsonl"),
+            (To::Parquet, true, _) => Some("parquet"),
+            (To::Csv, _, true) => Some("csv"),
+            _ => None,
+        }
+    }
+
+    fn run(&self, ctx: &FileCtx<'_>) -> Result<String, FileFailure> {
+        let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
+        let Some(out_ext) = self.out_ext(rel) else {
+            return Ok(json!({"skipped": "no conversion for this file type"}).to_string());
         };
         let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
-            let mut n = Path::new(name).file_stem().unwrap_or(name).to_os_string();
-            n.push(".");
-            n.push(out_ext);
-            n
+            output_name(name, out_ext)
         })?;
         if self.o.existing != Existing::Overwrite && ctx.output_exists(&out_path) {
             if self.o.existing == Existing::Skip {
@@ -368,7 +373,7 @@ impl Convert {
             self.csv_to_parquet(ctx.path, out.file())?
         } else {
             let mut w = BufWriter::with_capacity(256 * 1024, out.file());
-            let rows = if from_csv {
+            let rows = if out_ext == "jsonl" {
                 self.csv_to_jsonl(ctx.path, &mut w)?
             } else {
                 self.jsonl_to_csv(ctx.path, &mut w)?
@@ -387,7 +392,19 @@ impl Convert {
     }
 }
 
+/// `name` with its extension replaced by `out_ext`.
+fn output_name(name: &std::ffi::OsStr, out_ext: &str) -> std::ffi::OsString {
+    let mut n = Path::new(name).file_stem().unwrap_or(name).to_os_string();
+    n.push(".");
+    n.push(out_ext);
+    n
+}
+
 impl Task for Convert {
+    fn planned_output(&self, rel: &Path) -> Option<std::path::PathBuf> {
+        Some(rel.with_file_name(output_name(rel.file_name()?, self.out_ext(rel)?)))
+    }
+
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         let size = std::fs::metadata(ctx.path).map_or(ctx.known_size.unwrap_or(0), |m| m.len());
         FileOutcome {

@@ -143,6 +143,16 @@ pub trait Task: Send + Sync {
             )),
         }
     }
+    /// The output file the task would write for input `rel`, relative to
+    /// the destination, when the input's name alone decides it; None when
+    /// it writes nothing or needs the content to tell. An S3 source with
+    /// an S3 destination then looks the output up before the object is
+    /// downloaded ([`crate::storage::objects`]), so a re-run's `skip` costs
+    /// one HEAD, not a download. Must agree with the name `process` uses.
+    fn planned_output(&self, rel: &Path) -> Option<std::path::PathBuf> {
+        let _ = rel;
+        None
+    }
     /// Whether the task reads a file by byte ranges
     /// ([`Task::process_ranges`]), so an object-store file is read in place
     /// with ranged GETs rather than staged whole on local disk.
@@ -323,6 +333,98 @@ impl Aggregate {
                 .entry(key)
                 .and_modify(|g| g.0 += n)
                 .or_insert((n, example));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A PNG of 4x3 pixels.
+    fn png() -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::RgbImage::new(4, 3)
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// `planned_output` names exactly what `process` writes (a skip decided
+    /// by the planned name must be about the real output), and nothing for
+    /// inputs the task would not write for.
+    #[test]
+    fn planned_outputs_are_the_outputs_process_writes() {
+        let csv = b"a,b\n1,2\n".to_vec();
+        let cases: &[(&str, &str, &str, Vec<u8>)] = &[
+            (
+                "compress",
+                r#"{"format":"gzip"}"#,
+                "d/a.log",
+                b"log".to_vec(),
+            ),
+            ("compress", r#"{"format":"zstd"}"#, "a.tar", b"tar".to_vec()),
+            ("decompress", "{}", "d/a.log.gz", gzip(b"x")),
+            ("decompress", "{}", "b.tgz", gzip(b"x")),
+            ("decompress", "{}", "noext", gzip(b"x")),
+            ("convert", r#"{"to":"jsonl"}"#, "t.csv", csv.clone()),
+            (
+                "convert",
+                r#"{"to":"parquet"}"#,
+                "d/t.tsv",
+                b"a\tb\n1\t2\n".to_vec(),
+            ),
+            (
+                "convert",
+                r#"{"to":"csv"}"#,
+                "r.jsonl",
+                b"{\"a\":1}\n".to_vec(),
+            ),
+            ("thumbnail", r#"{"width":2,"height":2}"#, "p/a.png", png()),
+            (
+                "thumbnail",
+                r#"{"width":2,"height":2,"format":"png"}"#,
+                "B.PNG",
+                png(),
+            ),
+        ];
+        for (name, options, rel, data) in cases {
+            let src = tempfile::tempdir().unwrap();
+            let dest = tempfile::tempdir().unwrap();
+            let path = src.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, data).unwrap();
+            let task = build(name, options).unwrap();
+            let outcome = task.process(&FileCtx {
+                path: &path,
+                rel: rel.as_bytes(),
+                known_size: None,
+                destination: Some(dest.path()),
+                outputs: None,
+                elsewhere: None,
+            });
+            let result: serde_json::Value = serde_json::from_str(&outcome.result.unwrap()).unwrap();
+            let written = result["output"].as_str().unwrap();
+            let planned = task.planned_output(Path::new(rel)).unwrap();
+            assert_eq!(planned, Path::new(written), "{name} {options} {rel}");
+            assert!(dest.path().join(written).is_file(), "{name} {rel}");
+        }
+        let none = [
+            ("convert", r#"{"to":"jsonl"}"#, "notes.txt"),
+            ("thumbnail", "{}", "notes.txt"),
+            ("hash", "{}", "a.bin"),
+            ("extract", "{}", "a.zip"), // a folder, named by the archive's kind
+        ];
+        for (name, options, rel) in none {
+            let task = build(name, options).unwrap();
+            assert_eq!(task.planned_output(Path::new(rel)), None, "{name} {rel}");
         }
     }
 }

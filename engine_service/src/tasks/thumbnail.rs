@@ -621,6 +621,16 @@ impl Task for Thumbnail {
         FileOutcome::sized(ctx, "opening the image", |size| self.render(ctx, size))
     }
 
+    /// Without the source's folder: an object staged for `process` is
+    /// alone in its folder, so no sibling changes its name there either.
+    fn planned_output(&self, rel: &Path) -> Option<std::path::PathBuf> {
+        let ext = rel.extension()?.to_string_lossy().to_ascii_lowercase();
+        if !IMAGE_EXT.contains(&ext.as_str()) {
+            return None;
+        }
+        Some(rel.with_file_name(thumbnail_name(rel.file_name()?, self.o.format, None)))
+    }
+
     fn account(
         &self,
         agg: &mut Aggregate,
