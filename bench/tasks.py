@@ -322,7 +322,9 @@ def folder_case(
 
     Both sides write next to the inputs (on ext4 a fresh destination tree
     costs inode allocation that has nothing to do with compressing), and
-    each run starts with no outputs, synced.
+    each run starts with no outputs, synced. Each anchor also runs followed
+    by ``sync``: Pravah's outputs are durable when it reports, the plain
+    anchor's are not, and the ratio at equal durability is printed too.
     """
     trash = Trash(root)
     trashes.append(trash)
@@ -347,6 +349,7 @@ def folder_case(
             "--include",
             "**/*.log",
         ]
+        anchor = f"find {root} -name '*.log' -print0 | {command}"
         measure(
             rows,
             f"{label} {fmt}",
@@ -354,10 +357,16 @@ def folder_case(
             mb,
             runs,
             [
-                (name, f"find {root} -name '*.log' -print0 | {command}", ""),
+                (name, anchor, ""),
+                (f"{name}, then sync", f"{anchor}; sync", ""),
                 (f"pravah compress {fmt}", ours, ""),
             ],
             setup=lambda _tool: trash.fresh_outputs(root, "*.log.*"),
+        )
+        synced, pravah = rows[-2], rows[-1]
+        print(
+            f"    at equal durability: pravah {synced.seconds / pravah.seconds:.2f}x "
+            f"'{name}, then sync'"
         )
     trash.fresh_outputs(root, "*.log.*")
 
