@@ -9,6 +9,7 @@ import re
 from pravah.cli.client import detail_message
 from pravah.cli.common import format_validation_error
 from pravah.cli.render import (
+    JobProgress,
     describe_options,
     dump_json,
     error_message,
@@ -146,6 +147,40 @@ def test_a_pipeline_summary_lists_its_steps_without_their_nested_summaries() -> 
     assert rows["task"] == ["step", "task", "files", "files failed"]
     assert rows["thumbnail"] == ["2", "thumbnail", "4", "1"]
     assert "entries" not in text and "{" not in text
+
+
+def _frames(job_documents: list[dict[str, object]], width: int = 80) -> list[str]:
+    """The progress line as drawn after each document (a terminal `width` wide)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=True, color_system=None)
+    frames = []
+    with JobProgress(enabled=True, console=console) as progress:
+        for document in job_documents:
+            progress.update(document)
+            assert progress._progress is not None
+            progress._progress.refresh()
+            frames.append(buffer.getvalue().rsplit("\r", 1)[-1])
+    frames.append(buffer.getvalue().rsplit("\r", 1)[-1])
+    return [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", f) for f in frames]
+
+
+def test_the_progress_line_fits_an_80_column_terminal() -> None:
+    def job(status: str, done: int) -> dict[str, object]:
+        progress = {
+            "files_total": 200_000,
+            "files_done": done,
+            "files_failed": 3,
+            "files_per_second": 42_438.2,
+            "eta_seconds": 3.2,
+        }
+        return {"status": status, "progress": progress}
+
+    during, *_, after = _frames([job("running", 20_000), job("completed", 200_000)])
+    assert "running (3 failed)" in during
+    assert "20,000/200,000 42,438 files/s ETA 0:00:03" in during
+    line = after.rstrip("\n")
+    assert "\n" not in line and len(line) <= 80, after  # one line: nothing wrapped
+    assert "200,000/200,000 42,438 files/s took 0:00:0" in line
 
 
 def test_summary_of_a_failed_job_shows_the_reason() -> None:

@@ -23,16 +23,13 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
     Task,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 __all__ = [
@@ -128,6 +125,14 @@ def dump_json(document: Any, stream: TextIO | None = None) -> None:
 # -- progress -------------------------------------------------------------
 
 
+class FilesDoneColumn(ProgressColumn):
+    """Files done of the total, with thousands separators ("?" while unknown)."""
+
+    def render(self, task: Task) -> Text:
+        total = "?" if task.total is None else f"{int(task.total):,}"
+        return Text(f"{int(task.completed):,}/{total}", style="progress.download")
+
+
 class FilesPerSecondColumn(ProgressColumn):
     """Files per second: the job's own rate when it reports one, else Rich's estimate.
 
@@ -143,16 +148,26 @@ class FilesPerSecondColumn(ProgressColumn):
         return Text(f"{speed:,.0f} files/s", style="progress.data.speed")
 
 
-class EtaColumn(TimeRemainingColumn):
-    """The job's own ETA (by bytes, from the control plane) when known, else Rich's."""
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class EtaColumn(ProgressColumn):
+    """``ETA h:mm:ss`` while the job runs (the job's own ETA, by bytes, from
+    the control plane; else Rich's estimate), ``took h:mm:ss`` once done."""
 
     def render(self, task: Task) -> Text:
+        if task.finished:
+            return Text(
+                f"took {_clock(task.finished_time or task.elapsed or 0)}", style="progress.elapsed"
+            )
         eta = task.fields.get("eta")
-        if isinstance(eta, (int, float)) and not task.finished:
-            minutes, seconds = divmod(int(eta + 0.5), 60)
-            hours, minutes = divmod(minutes, 60)
-            return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
-        return super().render(task)
+        if not isinstance(eta, (int, float)):
+            eta = task.time_remaining
+        shown = "-:--:--" if eta is None else _clock(eta)
+        return Text(f"ETA {shown}", style="progress.remaining")
 
 
 class JobProgress:
@@ -171,19 +186,20 @@ class JobProgress:
 
     def __enter__(self) -> JobProgress:
         if self.enabled:
+            # The bar takes what the terminal has left and the numbers never
+            # wrap: on an 80-column terminal a fixed 40-column bar and an
+            # ETA and an elapsed column pushed "files/s" onto a second line.
             self._progress = Progress(
                 SpinnerColumn(),
                 TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                FilesPerSecondColumn(),
-                TextColumn("ETA"),
-                EtaColumn(),
-                TextColumn("elapsed"),
-                TimeElapsedColumn(),
+                BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10)),
+                FilesDoneColumn(table_column=Column(no_wrap=True)),
+                FilesPerSecondColumn(table_column=Column(no_wrap=True)),
+                EtaColumn(table_column=Column(no_wrap=True)),
                 console=self.console,
                 transient=False,
                 refresh_per_second=8,
+                expand=True,
             )
             self._progress.__enter__()
             self._task_id = self._progress.add_task("starting", total=None, rate=None, eta=None)
