@@ -836,6 +836,9 @@ impl Task for Compress {
     }
 
     fn planned_output(&self, rel: &Path) -> Option<PathBuf> {
+        if !self.force && COMPRESSED_EXT.contains(&ext_of(rel).as_str()) {
+            return None; // skipped by its name, whatever is at the destination
+        }
         Some(rel.with_file_name(self.output_name(rel.file_name()?)))
     }
 

@@ -420,7 +420,8 @@ mod tests {
             ("convert", r#"{"to":"jsonl"}"#, "notes.txt"),
             ("thumbnail", "{}", "notes.txt"),
             ("hash", "{}", "a.bin"),
-            ("extract", "{}", "a.zip"), // a folder, named by the archive's kind
+            ("compress", "{}", "a.log.gz"), // skipped as already compressed
+            ("extract", "{}", "a.zip"),     // a folder, named by the archive's kind
         ];
         for (name, options, rel) in none {
             let task = build(name, options).unwrap();
