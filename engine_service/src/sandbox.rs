@@ -138,6 +138,12 @@ pub fn create_dir_checked(dir: &Path, what: &'static str) -> Result<PathBuf> {
 /// is resolved beneath the batch's root ([`crate::beneath`]): a symlink out
 /// of it is refused.
 pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    open_regular_with_meta(path).map(|(file, _)| file)
+}
+
+/// [`open_regular`], also returning the metadata it read from the open
+/// descriptor, for a caller that needs it (one `fstat` per file less).
+pub fn open_regular_with_meta(path: &Path) -> std::io::Result<(File, std::fs::Metadata)> {
     let flags = libc::O_NONBLOCK | libc::O_NOCTTY;
     let file = match crate::beneath::open_beneath(path, flags) {
         Some(opened) => opened?,
@@ -153,7 +159,7 @@ pub fn open_regular(path: &Path) -> std::io::Result<File> {
             "not a regular file (FIFO, socket or device); skipped",
         ));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 #[cfg(test)]

@@ -263,17 +263,9 @@ struct Version {
 }
 
 fn open_input(path: &Path) -> Result<Input, FileFailure> {
-    let file = crate::sandbox::open_regular(path)
+    // A regular file: open_regular_with_meta refuses anything else.
+    let (file, meta) = crate::sandbox::open_regular_with_meta(path)
         .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| FileFailure::from_io(&e, "reading the file's metadata"))?;
-    if !meta.is_file() {
-        return Err(FileFailure::new(
-            FailureKind::InvalidData,
-            "not a regular file",
-        ));
-    }
     Ok(Input { file, meta })
 }
 
