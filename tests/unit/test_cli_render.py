@@ -181,6 +181,9 @@ def test_the_progress_line_fits_an_80_column_terminal() -> None:
     line = after.rstrip("\n")
     assert "\n" not in line and len(line) <= 80, after  # one line: nothing wrapped
     assert "200,000/200,000 42,438 files/s took 0:00:0" in line
+    # A job that ends short of its total says how long it took, not an ETA.
+    *_, cancelled = _frames([job("running", 20_000), job("cancelled", 20_000)])
+    assert "20,000/200,000 42,438 files/s took 0:00:0" in cancelled
 
 
 def test_summary_of_a_failed_job_shows_the_reason() -> None:

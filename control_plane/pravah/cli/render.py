@@ -156,13 +156,13 @@ def _clock(seconds: float) -> str:
 
 class EtaColumn(ProgressColumn):
     """``ETA h:mm:ss`` while the job runs (the job's own ETA, by bytes, from
-    the control plane; else Rich's estimate), ``took h:mm:ss`` once done."""
+    the control plane; else Rich's estimate), ``took h:mm:ss`` once it has
+    ended, whether it completed, failed or was cancelled."""
 
     def render(self, task: Task) -> Text:
-        if task.finished:
-            return Text(
-                f"took {_clock(task.finished_time or task.elapsed or 0)}", style="progress.elapsed"
-            )
+        if task.finished or task.fields.get("ended"):
+            took = task.finished_time or task.elapsed or 0
+            return Text(f"took {_clock(took)}", style="progress.elapsed")
         eta = task.fields.get("eta")
         if not isinstance(eta, (int, float)):
             eta = task.time_remaining
@@ -202,7 +202,9 @@ class JobProgress:
                 expand=True,
             )
             self._progress.__enter__()
-            self._task_id = self._progress.add_task("starting", total=None, rate=None, eta=None)
+            self._task_id = self._progress.add_task(
+                "starting", total=None, rate=None, eta=None, ended=False
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,6 +229,7 @@ class JobProgress:
             description=description,
             rate=block.get("files_per_second"),
             eta=block.get("eta_seconds"),
+            ended=status in TERMINAL_STATUSES,
         )
 
 
