@@ -86,6 +86,24 @@ def test_run_table_names_the_schemas_and_the_failures(cli: Cli, csv_dir: Path) -
     assert "\x1b[" not in result.stderr + out
 
 
+def test_brackets_in_columns_names_and_errors_are_printed_as_written(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Rich would read "[kg]" or "[/]" as markup: dropped, or a crash after the job."""
+    data = tmp_path / "brackets"
+    data.mkdir()
+    (data / "prices [2024].csv").write_text("price [USD],weight [kg],[b],[/]\n1,2,3,4\n")
+    (data / "[b]empty.csv").write_text("")
+    result = cli.run("run", str(data), "--task", "csv-header")
+    assert result.returncode == 0, result.stderr
+    assert "price [USD], weight [kg], [b], [/]" in result.stdout
+    assert "prices [2024].csv" in result.stdout
+    assert "[b]empty.csv: " in result.stdout
+    inventory = cli.run("run", str(data), "--task", "inventory")
+    assert inventory.returncode == 0, inventory.stderr
+    assert "prices [2024].csv" in inventory.stdout and "[b]empty.csv" in inventory.stdout
+
+
 def _paths(cli: Cli, tree: Path, *flags: str) -> set[str]:
     output = cli.cwd / "filtered.jsonl"
     result = cli.run("run", str(tree), "--task", "csv-header", "--quiet", "-o", "trim=true",

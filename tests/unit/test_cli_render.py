@@ -186,6 +186,26 @@ def test_the_progress_line_fits_an_80_column_terminal() -> None:
     assert "20,000/200,000 42,438 files/s took 0:00:0" in cancelled
 
 
+def test_brackets_in_data_are_not_read_as_markup() -> None:
+    console, buffer = _console()  # a console with markup on, as Rich's default
+    job = {
+        **JOB,
+        "summary": {
+            "schemas": [{"columns": ["w [kg]", "[b]", "[/]"], "files": 1, "example": "[/]a.csv"}]
+        },
+    }
+    render_summary(console, job)
+    assert "w [kg], [b], [/]" in buffer.getvalue() and "[/]a.csv" in buffer.getvalue()
+    console, buffer = _console()
+    render_summary(
+        console, {**HASH_JOB, "summary": {"largest": [{"path": "[/]x [y].bin", "size": 3}]}}
+    )
+    assert "[/]x [y].bin" in buffer.getvalue()
+    console, buffer = _console()
+    render_jobs_table(console, [{**JOB, "source": "/data/[/]in [1]"}])
+    assert "/data/[/]in [1]" in buffer.getvalue()
+
+
 def test_summary_of_a_failed_job_shows_the_reason() -> None:
     console, buffer = _console()
     render_summary(console, {**JOB, "status": "failed", "summary": None, "error": "engine died"})

@@ -299,8 +299,9 @@ def submit_command(
                 job = wait_for_job(api, job, show_progress=not (quiet or json_output))
             except KeyboardInterrupt:
                 err_console.print(
-                    f"[yellow]stopped waiting; job {_job_id(job)} goes on on the server "
-                    f"(pravah cancel {_job_id(job)} to stop it)[/yellow]"
+                    f"stopped waiting; job {_job_id(job)} goes on on the server "
+                    f"(pravah cancel {_job_id(job)} to stop it)",
+                    style="yellow",
                 )
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             if output is not None:

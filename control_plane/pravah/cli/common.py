@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from pravah.cli.options import CliUsageError
 
@@ -43,9 +43,11 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 # stdout carries results (tables, JSON); stderr carries progress and errors,
-# so `pravah run ... --json | jq` always sees a clean document.
-out_console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# so `pravah run ... --json | jq` always sees a clean document. No markup:
+# what they print is full of file names, CSV columns and messages, where
+# "price [USD]" or "[b]" must come out as written, not as a style.
+out_console = Console(highlight=False, markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
 
 
 class CliFailure(Exception):
@@ -74,7 +76,7 @@ def format_validation_error(exc: Any) -> str:
 def _print_error(message: str) -> None:
     # Single line: newlines inside engine/server messages are flattened.
     text = " ".join(message.split())
-    err_console.print(f"[bold red]error:[/bold red] {escape(text)}", soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", text), soft_wrap=True)
 
 
 @contextmanager
@@ -106,7 +108,7 @@ def handle_errors() -> Iterator[None]:
         _print_error(exc.message)
         raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/yellow]")
+        err_console.print(Text("interrupted", style="yellow"))
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

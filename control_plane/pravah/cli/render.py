@@ -290,9 +290,9 @@ def render_summary(
             columns = schema.get("columns") or []
             table.add_row(
                 str(index),
-                _columns_text(columns if isinstance(columns, list) else [columns]),
+                Text(_columns_text(columns if isinstance(columns, list) else [columns])),
                 f"{_int(schema.get('files')) or 0:,}",
-                str(schema.get("example", "")),
+                Text(str(schema.get("example", ""))),
             )
         console.print(table)
     elif isinstance(summary, Mapping) and summary:
@@ -341,13 +341,15 @@ def render_job_line(console: Console, job: Mapping[str, Any]) -> None:
     counts = job_counts(job)
     total = f"/{counts.files_total:,}" if counts.files_total is not None else ""
     console.print(
-        f"[bold]{job.get('id')}[/bold]  {job.get('status')}  {job.get('task', '')}  "
-        f"{job.get('source', '')}"
+        Text.assemble(
+            (str(job.get("id")), "bold"),
+            f"  {job.get('status')}  {job.get('task', '')}  {job.get('source', '')}",
+        )
     )
     console.print(f"  files {counts.files_processed:,}{total} ({counts.files_failed:,} failed)")
     for key in ("created_at", "started_at", "finished_at"):
         if job.get(key):
-            console.print(f"  {key.replace('_', ' ')}: {job[key]}")
+            console.print(Text(f"  {key.replace('_', ' ')}: {job[key]}"))
     reason = job.get("error") or job.get("failure_reason")
     if reason:
         console.print(Text(f"  reason: {reason}", style="red"))
@@ -366,13 +368,13 @@ def render_jobs_table(console: Console, jobs: Sequence[Mapping[str, Any]]) -> No
     for job in jobs:
         counts = job_counts(job)
         table.add_row(
-            str(job.get("id", "")),
-            str(job.get("status", "")),
-            str(job.get("task", "")),
+            Text(str(job.get("id", ""))),
+            Text(str(job.get("status", ""))),
+            Text(str(job.get("task", ""))),
             f"{counts.files_processed:,}",
             f"{counts.files_failed:,}",
-            str(job.get("source", "")),
-            str(job.get("created_at", "") or ""),
+            Text(str(job.get("source", ""))),
+            Text(str(job.get("created_at", "") or "")),
         )
     console.print(table)
 
@@ -392,10 +394,10 @@ def render_tasks_table(console: Console, tasks: Sequence[Mapping[str, Any]]) -> 
             except ValueError:
                 schema = {}
         table.add_row(
-            str(task.get("name", "")),
-            str(task.get("version", "")),
-            str(task.get("description", "")),
-            describe_options(schema if isinstance(schema, Mapping) else {}),
+            Text(str(task.get("name", ""))),
+            Text(str(task.get("version", ""))),
+            Text(str(task.get("description", ""))),
+            Text(describe_options(schema if isinstance(schema, Mapping) else {})),
         )
     console.print(table)
 

@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["MAX_ROWS", "render_task_summary"]
 
@@ -68,16 +69,18 @@ def _rows_table(key: str, rows: Sequence[Mapping[str, Any]]) -> Table:
         columns += [c for c, v in row.items() if c not in columns and not isinstance(v, Mapping)]
     more = len(rows) - MAX_ROWS
     table = Table(
-        title=_title(key),
+        title=Text(_title(key)),
         title_justify="left",
-        caption=f"and {more:,} more (--json or --output list them all)" if more > 0 else None,
+        caption=Text(f"and {more:,} more (--json or --output list them all)") if more > 0 else None,
         caption_justify="left",
     )
     for column in columns:
         numeric = any(isinstance(r.get(column), int | float) for r in rows[:MAX_ROWS])
-        table.add_column(_title(column), justify="right" if numeric else "left", overflow="fold")
+        table.add_column(
+            Text(_title(column)), justify="right" if numeric else "left", overflow="fold"
+        )
     for row in rows[:MAX_ROWS]:
-        table.add_row(*(_cell(c, row.get(c), exact=False) for c in columns))
+        table.add_row(*(Text(_cell(c, row.get(c), exact=False)) for c in columns))
     return table
 
 
@@ -95,9 +98,9 @@ def render_task_summary(console: Console, summary: Mapping[str, Any]) -> None:
         elif isinstance(value, Mapping):
             for inner, v in value.items():
                 if not isinstance(v, Mapping | list):
-                    totals.add_row(f"{_title(key)} {_title(inner)}", _cell(inner, v))
+                    totals.add_row(Text(f"{_title(key)} {_title(inner)}"), Text(_cell(inner, v)))
         elif not (isinstance(value, list) and not value):
-            totals.add_row(_title(key), _cell(key, value))
+            totals.add_row(Text(_title(key)), Text(_cell(key, value)))
     console.print(totals)
     for key, rows in lists:
         console.print(_rows_table(key, rows))
@@ -106,8 +109,5 @@ def render_task_summary(console: Console, summary: Mapping[str, Any]) -> None:
         examples = listing.get("error_examples") or []
         first = examples[0] if examples and isinstance(examples[0], Mapping) else {}
         shown = f", e.g. {first.get('path')}: {first.get('message')}" if first else ""
-        console.print(
-            f"listing: {listing['errors']:,} entries could not be read{shown}",
-            style="yellow",
-            markup=False,
-        )
+        text = f"listing: {listing['errors']:,} entries could not be read{shown}"
+        console.print(Text(text, style="yellow"))
