@@ -104,6 +104,30 @@ def test_brackets_in_columns_names_and_errors_are_printed_as_written(
     assert "prices [2024].csv" in inventory.stdout and "[b]empty.csv" in inventory.stdout
 
 
+def test_control_characters_in_names_and_headers_are_shown_escaped(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A file name or header cell with ESC sequences (colours, an OSC 52
+    clipboard write) must not reach the terminal; a newline must not split
+    a line. The results file keeps the exact text."""
+    data = tmp_path / "hostile"
+    data.mkdir()
+    (data / "a\x1b[31mRED.csv").write_text("x\x1b]52;c;cHduZWQ=\x07,b,c,d\n1,2,3,4\n")
+    (data / "line\nbreak.csv").write_text("")
+    output = tmp_path / "results.jsonl"
+    result = cli.run("run", str(data), "--task", "csv-header", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "x\\x1b]52;c;cHduZWQ=\\x07, b, c, d" in result.stdout
+    assert "a\\x1b[31mRED.csv" in result.stdout
+    assert "line\\nbreak.csv: " in result.stdout
+    lines = {json.loads(line)["path"]: line for line in output.read_text().splitlines()}
+    assert set(lines) == {"a\x1b[31mRED.csv", "line\nbreak.csv"}
+    missing = cli.run("run", str(data / "gone\x1b[2J"), "--task", "csv-header")
+    assert missing.returncode == 2
+    assert "gone\\x1b[2J" in missing.stderr and "\x1b" not in missing.stderr
+
+
 def _paths(cli: Cli, tree: Path, *flags: str) -> set[str]:
     output = cli.cwd / "filtered.jsonl"
     result = cli.run("run", str(tree), "--task", "csv-header", "--quiet", "-o", "trim=true",

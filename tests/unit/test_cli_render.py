@@ -18,6 +18,7 @@ from pravah.cli.render import (
     render_summary,
     render_tasks_table,
 )
+from pravah.cli.visible import visible
 from rich.console import Console
 
 
@@ -204,6 +205,17 @@ def test_brackets_in_data_are_not_read_as_markup() -> None:
     console, buffer = _console()
     render_jobs_table(console, [{**JOB, "source": "/data/[/]in [1]"}])
     assert "/data/[/]in [1]" in buffer.getvalue()
+
+
+def test_control_characters_are_shown_as_escapes() -> None:
+    assert visible("a\x1b[31mb\tc\nd\re\x07\x7f\x9b é 日本") == (
+        "a\\x1b[31mb\\tc\\nd\\re\\x07\\x7f\\x9b é 日本"
+    )
+    console, buffer = _console()
+    render_summary(
+        console, {**HASH_JOB, "summary": {"largest": [{"path": "x\x1b]0;t\x07", "size": 1}]}}
+    )
+    assert "x\\x1b]0;t\\x07" in buffer.getvalue() and "\x1b" not in buffer.getvalue()
 
 
 def test_summary_of_a_failed_job_shows_the_reason() -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from pravah.cli.options import CliUsageError
+from pravah.cli.visible import visible
 
 if TYPE_CHECKING:
     from pravah.settings import Settings
@@ -76,7 +77,7 @@ def format_validation_error(exc: Any) -> str:
 def _print_error(message: str) -> None:
     # Single line: newlines inside engine/server messages are flattened.
     text = " ".join(message.split())
-    err_console.print(Text.assemble(("error:", "bold red"), " ", text), soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", visible(text)), soft_wrap=True)
 
 
 @contextmanager

@@ -32,6 +32,8 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
+from pravah.cli.visible import data
+
 __all__ = [
     "MAX_ERRORS_SHOWN",
     "JobCounts",
@@ -290,9 +292,9 @@ def render_summary(
             columns = schema.get("columns") or []
             table.add_row(
                 str(index),
-                Text(_columns_text(columns if isinstance(columns, list) else [columns])),
+                data(_columns_text(columns if isinstance(columns, list) else [columns])),
                 f"{_int(schema.get('files')) or 0:,}",
-                Text(str(schema.get("example", ""))),
+                data(schema.get("example", "")),
             )
         console.print(table)
     elif isinstance(summary, Mapping) and summary:
@@ -319,7 +321,7 @@ def render_summary(
 
     reason = job.get("error") or job.get("failure_reason") or job.get("reason")
     if reason and status != "completed":
-        console.print(Text(f"reason: {reason}", style="red"))
+        console.print(data(f"reason: {reason}", style="red"))
 
     shown = 0
     for result in error_lines:
@@ -328,7 +330,7 @@ def render_summary(
             continue
         if shown == 0:
             console.print(Text("first errors:", style="bold red"))
-        console.print(Text(f"  {result.get('path', '?')}: {message}"))
+        console.print(data(f"  {result.get('path', '?')}: {message}"))
         shown += 1
         if shown >= MAX_ERRORS_SHOWN:
             break
@@ -342,17 +344,17 @@ def render_job_line(console: Console, job: Mapping[str, Any]) -> None:
     total = f"/{counts.files_total:,}" if counts.files_total is not None else ""
     console.print(
         Text.assemble(
-            (str(job.get("id")), "bold"),
-            f"  {job.get('status')}  {job.get('task', '')}  {job.get('source', '')}",
+            data(job.get("id"), style="bold"),
+            data(f"  {job.get('status')}  {job.get('task', '')}  {job.get('source', '')}"),
         )
     )
     console.print(f"  files {counts.files_processed:,}{total} ({counts.files_failed:,} failed)")
     for key in ("created_at", "started_at", "finished_at"):
         if job.get(key):
-            console.print(Text(f"  {key.replace('_', ' ')}: {job[key]}"))
+            console.print(data(f"  {key.replace('_', ' ')}: {job[key]}"))
     reason = job.get("error") or job.get("failure_reason")
     if reason:
-        console.print(Text(f"  reason: {reason}", style="red"))
+        console.print(data(f"  reason: {reason}", style="red"))
 
 
 def render_jobs_table(console: Console, jobs: Sequence[Mapping[str, Any]]) -> None:
@@ -368,13 +370,13 @@ def render_jobs_table(console: Console, jobs: Sequence[Mapping[str, Any]]) -> No
     for job in jobs:
         counts = job_counts(job)
         table.add_row(
-            Text(str(job.get("id", ""))),
-            Text(str(job.get("status", ""))),
-            Text(str(job.get("task", ""))),
+            data(job.get("id", "")),
+            data(job.get("status", "")),
+            data(job.get("task", "")),
             f"{counts.files_processed:,}",
             f"{counts.files_failed:,}",
-            Text(str(job.get("source", ""))),
-            Text(str(job.get("created_at", "") or "")),
+            data(job.get("source", "")),
+            data(job.get("created_at", "") or ""),
         )
     console.print(table)
 
@@ -394,10 +396,10 @@ def render_tasks_table(console: Console, tasks: Sequence[Mapping[str, Any]]) -> 
             except ValueError:
                 schema = {}
         table.add_row(
-            Text(str(task.get("name", ""))),
-            Text(str(task.get("version", ""))),
-            Text(str(task.get("description", ""))),
-            Text(describe_options(schema if isinstance(schema, Mapping) else {})),
+            data(task.get("name", "")),
+            data(task.get("version", "")),
+            data(task.get("description", "")),
+            data(describe_options(schema if isinstance(schema, Mapping) else {})),
         )
     console.print(table)
 

@@ -66,6 +66,7 @@ from pravah.cli.params import (
     TaskOption,
 )
 from pravah.cli.render import MAX_ERRORS_SHOWN, JobProgress, dump_json, render_summary
+from pravah.cli.visible import visible
 
 if TYPE_CHECKING:
     from pravah.db import Database
@@ -338,10 +339,10 @@ def _render_dry_run(plan: dict[str, Any]) -> None:
     steps = " -> ".join(s["task"] for s in plan["steps"])
     out_console.print(
         f"dry run: {steps} would process {plan['files']:,} files "
-        f"({plan['bytes']:,} bytes) under {plan['source']}; nothing was changed"
+        f"({plan['bytes']:,} bytes) under {visible(plan['source'])}; nothing was changed"
     )
     for example in plan["examples"]:
-        out_console.print(f"  {example['path']}  {example['size'] or 0:,} bytes")
+        out_console.print(f"  {visible(example['path'])}  {example['size'] or 0:,} bytes")
     if plan["files"] > len(plan["examples"]):
         out_console.print(f"  ... and {plan['files'] - len(plan['examples']):,} more")
 

@@ -22,6 +22,8 @@ from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
+from pravah.cli.visible import data
+
 __all__ = ["MAX_ROWS", "render_task_summary"]
 
 MAX_ROWS = 10  # of each list; the rest are counted, and --json has them all
@@ -69,7 +71,7 @@ def _rows_table(key: str, rows: Sequence[Mapping[str, Any]]) -> Table:
         columns += [c for c, v in row.items() if c not in columns and not isinstance(v, Mapping)]
     more = len(rows) - MAX_ROWS
     table = Table(
-        title=Text(_title(key)),
+        title=data(_title(key)),
         title_justify="left",
         caption=Text(f"and {more:,} more (--json or --output list them all)") if more > 0 else None,
         caption_justify="left",
@@ -77,10 +79,10 @@ def _rows_table(key: str, rows: Sequence[Mapping[str, Any]]) -> Table:
     for column in columns:
         numeric = any(isinstance(r.get(column), int | float) for r in rows[:MAX_ROWS])
         table.add_column(
-            Text(_title(column)), justify="right" if numeric else "left", overflow="fold"
+            data(_title(column)), justify="right" if numeric else "left", overflow="fold"
         )
     for row in rows[:MAX_ROWS]:
-        table.add_row(*(Text(_cell(c, row.get(c), exact=False)) for c in columns))
+        table.add_row(*(data(_cell(c, row.get(c), exact=False)) for c in columns))
     return table
 
 
@@ -98,9 +100,9 @@ def render_task_summary(console: Console, summary: Mapping[str, Any]) -> None:
         elif isinstance(value, Mapping):
             for inner, v in value.items():
                 if not isinstance(v, Mapping | list):
-                    totals.add_row(Text(f"{_title(key)} {_title(inner)}"), Text(_cell(inner, v)))
+                    totals.add_row(data(f"{_title(key)} {_title(inner)}"), data(_cell(inner, v)))
         elif not (isinstance(value, list) and not value):
-            totals.add_row(Text(_title(key)), Text(_cell(key, value)))
+            totals.add_row(data(_title(key)), data(_cell(key, value)))
     console.print(totals)
     for key, rows in lists:
         console.print(_rows_table(key, rows))
@@ -110,4 +112,4 @@ def render_task_summary(console: Console, summary: Mapping[str, Any]) -> None:
         first = examples[0] if examples and isinstance(examples[0], Mapping) else {}
         shown = f", e.g. {first.get('path')}: {first.get('message')}" if first else ""
         text = f"listing: {listing['errors']:,} entries could not be read{shown}"
-        console.print(Text(text, style="yellow"))
+        console.print(data(text, style="yellow"))
