@@ -275,6 +275,10 @@ def test_tasks_table_describes_options_from_the_schema() -> None:
     )
     assert "csv-header" in buffer.getvalue()
     assert "max_header_bytes" in buffer.getvalue()
+    # One option per line, not one line with "\n" written in it.
+    assert "\\n" not in buffer.getvalue()
+    option_lines = [line for line in buffer.getvalue().splitlines() if "delimiter (" in line]
+    assert len(option_lines) == 1 and "max_header_bytes" not in option_lines[0]
 
 
 def test_api_error_detail_is_one_line_for_strings_and_validation_lists() -> None:

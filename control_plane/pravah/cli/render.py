@@ -399,7 +399,8 @@ def render_tasks_table(console: Console, tasks: Sequence[Mapping[str, Any]]) -> 
             data(task.get("name", "")),
             data(task.get("version", "")),
             data(task.get("description", "")),
-            data(describe_options(schema if isinstance(schema, Mapping) else {})),
+            # One line per option: the engine's own text, line breaks kept.
+            Text(describe_options(schema if isinstance(schema, Mapping) else {})),
         )
     console.print(table)
 
