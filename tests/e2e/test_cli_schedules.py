@@ -31,7 +31,7 @@ def test_schedule_add_list_pause_resume_delete(cli: Cli, server: Server, csv_dir
     remote = ("--server", server.url)
     added = cli.run(
         "schedule", "add", "0 3 * * *", str(csv_dir), "--task", "csv-header",
-        "--name", "nightly headers", *remote,
+        "--name", "nightly headers \x1b[2J", *remote,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("schedule ") and " added; next run " in added.stdout
@@ -39,7 +39,9 @@ def test_schedule_add_list_pause_resume_delete(cli: Cli, server: Server, csv_dir
     assert "03:00:00" in added.stdout  # the next tick of '0 3 * * *', in UTC
 
     line = _schedule_line(cli, remote, schedule_id)
-    assert "0 3 * * *" in line and "active" in line and "nightly headers" in line
+    assert "0 3 * * *" in line and "active" in line
+    # An escape sequence in the name is shown, not sent to the terminal.
+    assert "nightly headers \\x1b[2J" in line and "\x1b" not in line
     assert "next " in line and "03:00:00" in line
     assert "last -" in line  # never ran yet
 

@@ -17,6 +17,7 @@ import typer
 from pravah.cli.common import EXIT_USAGE, err_console, fail, handle_errors, load_settings
 from pravah.cli.params import JsonOutput
 from pravah.cli.render import dump_json
+from pravah.cli.visible import visible
 
 if TYPE_CHECKING:
     from pravah.settings import Settings
@@ -128,15 +129,12 @@ def list_command(json_output: JsonOutput = False) -> None:
         from rich.table import Table
 
         from pravah.cli.common import out_console
+        from pravah.cli.visible import data
 
         table = Table("id", "name", "owner", "role", "status", "created", "expires")
         for i in items:
             table.add_row(
-                i["id"],
-                i["name"],
-                i["owner"],
-                i["role"],
-                i["status"],
+                *(data(i[k]) for k in ("id", "name", "owner", "role", "status")),
                 i["created_at"][:19],
                 (i["expires_at"] or "never")[:19],
             )
@@ -150,4 +148,4 @@ def revoke_command(key_id: Annotated[str, typer.Argument(help="The key's id.")])
         from pravah.auth import revoke_key
 
         row = asyncio.run(_with_session(load_settings(), lambda s: revoke_key(s, key_id)))
-        err_console.print(f"revoked key {row.id} ({row.name})")
+        err_console.print(visible(f"revoked key {row.id} ({row.name})"))

@@ -24,6 +24,7 @@ from pravah.cli.params import (
     TaskOption,
 )
 from pravah.cli.render import dump_json
+from pravah.cli.visible import visible
 
 schedule_app = typer.Typer(
     help="Recurring jobs: add, list, pause, resume, delete.", no_args_is_help=True
@@ -42,8 +43,10 @@ def _show(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         state = "paused" if row.get("paused") else "active"
         out_console.print(
-            f"{row['id']}  {row['cron']:<15} {state:<6} next {row.get('next_run_at')}  "
-            f"last {row.get('last_run_at') or '-'}  {row['name']}"
+            visible(
+                f"{row['id']}  {row['cron']:<15} {state:<6} next {row.get('next_run_at')}  "
+                f"last {row.get('last_run_at') or '-'}  {row['name']}"
+            )
         )
 
 
