@@ -30,14 +30,12 @@ MAX_ROWS = 10  # of each list; the rest are counted, and --json has them all
 # The listing's counters repeat the totals (its problems get a line), and
 # the first failures are printed from the results by ``render``.
 SKIPPED_KEYS = frozenset({"listing", "failures"})
+DIGEST_SHOWN = 12  # hex digits of a digest, as `git log --oneline` shows commits
+HEX = frozenset("0123456789abcdef")
 
 
 def _is_bytes(key: str) -> bool:
     return key in {"bytes", "size"} or key.startswith("bytes_") or key.endswith("_bytes")
-
-
-DIGEST_SHOWN = 12
-HEX = frozenset("0123456789abcdef")
 
 
 def _cell(key: str, value: Any, *, exact: bool = True) -> str:

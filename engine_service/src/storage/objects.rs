@@ -46,6 +46,7 @@ impl Io {
     /// destination is on S3 (where an existing output makes the file
     /// skipped or failed, as the task's `existing` policy says:
     /// [`super::s3_write`]).
+    ///
     /// `absent` is an output (relative to the destination) already looked
     /// up and found missing, which the task need not ask about again.
     pub fn with_destination(

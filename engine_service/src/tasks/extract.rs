@@ -1185,6 +1185,9 @@ mod tests {
         file(&mut b, "l", b"three");
         append_link(&mut b, tar::EntryType::Symlink, "m", "a");
         append_link(&mut b, tar::EntryType::Symlink, "m", "b");
+        // A hard link to itself: nothing to do (replacing would unlink the
+        // only name of the file, then fail to link it).
+        append_link(&mut b, tar::EntryType::Link, "a", "a");
         b.finish().unwrap();
         run("", src.path(), "again.tar", &dest).unwrap();
         let out = dest.join("again");

@@ -87,11 +87,13 @@ impl FileCtx<'_> {
         out.exists() || self.elsewhere.is_some_and(|e| e.exists(out, true))
     }
 
-    /// The `fail` policy's failure for output `out`, naming where it is.
+    /// The `fail` policy's failure for output `out`, naming where it is
+    /// (with `elsewhere` the local folder is a fresh staging one, so an
+    /// existing output can only be at its real place).
     pub fn exists_failure(&self, out: &Path) -> FileFailure {
         match self.elsewhere {
-            Some(e) if !out.exists() => e.exists_failure(out),
-            _ => crate::output::exists_failure(out),
+            Some(e) => e.exists_failure(out),
+            None => crate::output::exists_failure(out),
         }
     }
 }

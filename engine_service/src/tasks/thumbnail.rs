@@ -167,6 +167,13 @@ fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
     Ok(Arc::new(Thumbnail { o, background }))
 }
 
+/// The lower-cased extension of `rel` when it names an image this task
+/// reads (by extension only: the content is checked when decoded).
+fn image_ext(rel: &Path) -> Option<String> {
+    let ext = rel.extension()?.to_string_lossy().to_ascii_lowercase();
+    IMAGE_EXT.contains(&ext.as_str()).then_some(ext)
+}
+
 /// The thumbnail's file name for a source named `name` in `folder`: the
 /// source name itself when it already has the output format's extension
 /// (`a.jpg` -> `a.jpg`, `b.JPEG` -> `b.JPEG`), else the source name plus the
@@ -472,13 +479,9 @@ impl Thumbnail {
 
     fn render(&self, ctx: &FileCtx<'_>, size: u64) -> Result<String, FileFailure> {
         let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
-        let ext = rel
-            .extension()
-            .map(|e| e.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        if !IMAGE_EXT.contains(&ext.as_str()) {
+        let Some(ext) = image_ext(rel) else {
             return Ok(json!({"skipped": "not an image (by extension)"}).to_string());
-        }
+        };
         let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
             thumbnail_name(name, self.o.format, ctx.path.parent())
         })?;
@@ -624,10 +627,7 @@ impl Task for Thumbnail {
     /// Without the source's folder: an object staged for `process` is
     /// alone in its folder, so no sibling changes its name there either.
     fn planned_output(&self, rel: &Path) -> Option<std::path::PathBuf> {
-        let ext = rel.extension()?.to_string_lossy().to_ascii_lowercase();
-        if !IMAGE_EXT.contains(&ext.as_str()) {
-            return None;
-        }
+        image_ext(rel)?;
         Some(rel.with_file_name(thumbnail_name(rel.file_name()?, self.o.format, None)))
     }
 
