@@ -801,11 +801,15 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
         }
         outputs.start_file(index);
         let size_was_known = job.size.is_some();
-        let outcome = match job.failure {
-            Some(f) => tasks::FileOutcome {
+        let settled = match job.failure {
+            Some(f) => Some(tasks::FileOutcome {
                 size: job.size.unwrap_or(0),
                 result: Err(f),
-            },
+            }),
+            None => tasks::FileOutcome::settled_by_name(shared.task.as_ref(), &job.rel, job.size),
+        };
+        let outcome = match settled {
+            Some(outcome) => outcome,
             None => match &state.root {
                 Root::Local(root) => match chunks::join_inside_into(root, &job.rel, &mut path) {
                     Ok(()) => shared.io.with_destination(

@@ -622,6 +622,44 @@ def test_an_output_already_on_s3_is_looked_up_before_the_work(
     ]
 
 
+def test_a_file_skipped_by_its_name_is_not_downloaded(
+    stub: pb_grpc.EngineServiceStub, s3: Any, metrics_addr: str, tmp_path: Path
+) -> None:
+    """The nightly compress over a prefix that holds last night's .gz files
+    (and a thumbnail run over a prefix with sidecar files) fetches none of
+    the objects it skips by their names, and still counts their bytes."""
+    old = gzip.compress(b"last night " * 1000)
+    put_objects(
+        s3,
+        "pravah-in",
+        {"nm/old.log.gz": old, "nm/new.log": b"tonight " * 500, "nm/meta.json": b"{}"},
+    )
+    gets_before, bytes_before = s3_gets(metrics_addr)
+    compressed, done = process(stub, "compress", "s3://pravah-in/nm", destination=str(tmp_path))
+    gets_after, bytes_after = s3_gets(metrics_addr)
+    assert compressed["old.log.gz"] == {
+        "skipped": "already compressed (set force to compress anyway)"
+    }
+    assert "bytes_out" in compressed["new.log"], compressed
+    assert gets_after - gets_before == 2  # new.log and meta.json only
+    assert bytes_after - bytes_before == 4000 + 2
+    assert done[0].bytes == len(old) + 4000 + 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json.gz", "new.log.gz"]
+
+    gets_before, _ = s3_gets(metrics_addr)
+    thumbs, _ = process(
+        stub,
+        "thumbnail",
+        "s3://pravah-in/nm",
+        destination=str(tmp_path / "t"),
+        options={"width": 64, "height": 64},
+    )
+    gets_after, _ = s3_gets(metrics_addr)
+    not_an_image = {"skipped": "not an image (by extension)"}
+    assert thumbs == dict.fromkeys(("old.log.gz", "new.log", "meta.json"), not_an_image)
+    assert gets_after == gets_before
+
+
 def test_a_tar_gz_on_s3_is_streamed_by_blocks_not_staged(
     stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path: Path
 ) -> None:

@@ -5,9 +5,13 @@
 //! the task reads streams (csv-header reads only the header's bytes), to
 //! [`Task::process_ranges`] through block-sized ranged GETs when the task
 //! reads by ranges (extract); otherwise it is downloaded to a staged local
-//! file that is deleted after the task ran. With an S3 destination the task writes into a fresh staged
-//! folder that is uploaded, then deleted ([`super::s3_write`]). The file's
-//! outcome fails when its upload fails.
+//! file that is deleted after the task ran. With an S3 destination the task
+//! writes into a fresh staged folder that is uploaded, then deleted
+//! ([`super::s3_write`]). The file's outcome fails when its upload fails.
+//!
+//! Before any of that, a file the task skips by its name never gets here
+//! ([`FileOutcome::settled_by_name`]), and a file whose planned output is
+//! already on the S3 destination is settled by one HEAD, not a download.
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

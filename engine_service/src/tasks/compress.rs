@@ -464,8 +464,8 @@ fn ext_of(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn skipped(reason: &str) -> Result<String, FileFailure> {
-    Ok(json!({ "skipped": reason }).to_string())
+fn already_compressed() -> String {
+    json!({ "skipped": "already compressed (set force to compress anyway)" }).to_string()
 }
 
 /// Decompresses `path` as `format` and returns (bytes, xxh3) of the content.
@@ -637,9 +637,8 @@ impl Compress {
 
     fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
         let rel = rel_path(ctx.rel);
-        // Named as compressed: skipped before anything is read.
-        if !self.force && COMPRESSED_EXT.contains(&ext_of(rel).as_str()) {
-            return skipped("already compressed (set force to compress anyway)");
+        if let Some(result) = self.skipped_by_name(rel) {
+            return Ok(result);
         }
         // A small input is read whole first (one `read`), and its first
         // bytes are sniffed from memory; other inputs are sniffed with a
@@ -663,7 +662,7 @@ impl Compress {
                 }
             };
             if Format::sniff(head).is_some() {
-                return skipped("already compressed (set force to compress anyway)");
+                return Ok(already_compressed());
             }
         }
         let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
@@ -827,8 +826,14 @@ impl Task for Compress {
         with_input(ctx, |input| self.run(ctx, input))
     }
 
+    /// Named as compressed (`.gz`, `.zip`, `.jpg`, ...): skipped before
+    /// anything is read, unless `force`.
+    fn skipped_by_name(&self, rel: &Path) -> Option<String> {
+        (!self.force && COMPRESSED_EXT.contains(&ext_of(rel).as_str())).then(already_compressed)
+    }
+
     fn planned_output(&self, rel: &Path) -> Option<PathBuf> {
-        if !self.force && COMPRESSED_EXT.contains(&ext_of(rel).as_str()) {
+        if self.skipped_by_name(rel).is_some() {
             return None; // skipped by its name, whatever is at the destination
         }
         Some(rel.with_file_name(self.output_name(rel.file_name()?)))

@@ -12,6 +12,7 @@
 //! destination, and write through [`crate::output`], which keeps every
 //! output inside the destination and atomic.
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,6 +52,20 @@ impl FileOutcome {
                 result: Err(FileFailure::from_io(&e, doing)),
             },
         }
+    }
+
+    /// The outcome of a file that `task` settles by its name alone
+    /// ([`Task::skipped_by_name`]), so it is never opened and, on S3,
+    /// never downloaded: a nightly compress over a folder that holds last
+    /// night's `.gz` files reads none of them. Only when the listing gave
+    /// the size, so the skipped file's bytes are still counted.
+    pub fn settled_by_name(task: &dyn Task, rel: &[u8], known_size: Option<u64>) -> Option<Self> {
+        let size = known_size?;
+        let result = task.skipped_by_name(Path::new(std::ffi::OsStr::from_bytes(rel)))?;
+        Some(FileOutcome {
+            size,
+            result: Ok(result),
+        })
     }
 }
 
@@ -144,6 +159,15 @@ pub trait Task: Send + Sync {
                 "this task cannot read streams",
             )),
         }
+    }
+    /// The task's result for input `rel` when its name alone settles it (a
+    /// file it skips by extension), None otherwise. The engine then skips
+    /// the file before opening or downloading it
+    /// ([`FileOutcome::settled_by_name`]); `process` must give the same
+    /// result for such a file, and does by asking this first.
+    fn skipped_by_name(&self, rel: &Path) -> Option<String> {
+        let _ = rel;
+        None
     }
     /// The output file the task would write for input `rel`, relative to
     /// the destination, when the input's name alone decides it; None when
@@ -428,6 +452,56 @@ mod tests {
         for (name, options, rel) in none {
             let task = build(name, options).unwrap();
             assert_eq!(task.planned_output(Path::new(rel)), None, "{name} {rel}");
+        }
+    }
+
+    /// A file skipped by its name gets the result `process` gives it, and
+    /// only the names `process` skips unread are skipped so.
+    #[test]
+    fn a_file_skipped_by_its_name_gets_what_process_gives_it() {
+        let skipped: &[(&str, &str, &str)] = &[
+            ("compress", "{}", "d/a.log.GZ"),
+            ("compress", r#"{"format":"zstd"}"#, "b.zip"),
+            ("thumbnail", r#"{"width":2,"height":2}"#, "p/notes.txt"),
+            ("thumbnail", r#"{"width":2,"height":2}"#, "noext"),
+        ];
+        for (name, options, rel) in skipped {
+            let src = tempfile::tempdir().unwrap();
+            let path = src.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"not what the name says").unwrap();
+            let task = build(name, options).unwrap();
+            let by_name = task.skipped_by_name(Path::new(rel));
+            assert!(by_name.is_some(), "{name} {rel}");
+            let outcome = task.process(&FileCtx {
+                path: &path,
+                rel: rel.as_bytes(),
+                known_size: None,
+                destination: None,
+                outputs: None,
+                elsewhere: None,
+            });
+            assert_eq!(outcome.result.ok(), by_name, "{name} {rel}");
+            let settled = FileOutcome::settled_by_name(task.as_ref(), rel.as_bytes(), Some(22));
+            assert_eq!(
+                settled.map(|o| (o.size, o.result.ok())),
+                Some((22, by_name))
+            );
+            // Without a size from the listing, the file is left to `process`.
+            assert!(FileOutcome::settled_by_name(task.as_ref(), rel.as_bytes(), None).is_none());
+        }
+        let read_first: &[(&str, &str, &str)] = &[
+            ("compress", r#"{"force":true}"#, "a.log.gz"),
+            ("compress", "{}", "a.log"), // may still be gzip inside: sniffed
+            ("decompress", "{}", "a.txt"),
+            ("extract", "{}", "a.bin"),
+            ("thumbnail", r#"{"width":2,"height":2}"#, "a.JPEG"),
+            ("csv-header", "{}", "a.gz"),
+            ("hash", "{}", "a.gz"),
+        ];
+        for (name, options, rel) in read_first {
+            let task = build(name, options).unwrap();
+            assert_eq!(task.skipped_by_name(Path::new(rel)), None, "{name} {rel}");
         }
     }
 }

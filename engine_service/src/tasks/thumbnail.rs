@@ -174,6 +174,12 @@ fn image_ext(rel: &Path) -> Option<String> {
     IMAGE_EXT.contains(&ext.as_str()).then_some(ext)
 }
 
+/// The result for a file without an image extension: skipped, not failed,
+/// as a folder of photos usually holds other files too.
+fn not_an_image() -> String {
+    json!({"skipped": "not an image (by extension)"}).to_string()
+}
+
 /// The thumbnail's file name for a source named `name` in `folder`: the
 /// source name itself when it already has the output format's extension
 /// (`a.jpg` -> `a.jpg`, `b.JPEG` -> `b.JPEG`), else the source name plus the
@@ -480,7 +486,7 @@ impl Thumbnail {
     fn render(&self, ctx: &FileCtx<'_>, size: u64) -> Result<String, FileFailure> {
         let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
         let Some(ext) = image_ext(rel) else {
-            return Ok(json!({"skipped": "not an image (by extension)"}).to_string());
+            return Ok(not_an_image());
         };
         let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
             thumbnail_name(name, self.o.format, ctx.path.parent())
@@ -622,6 +628,10 @@ impl Task for Thumbnail {
 
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         FileOutcome::sized(ctx, "opening the image", |size| self.render(ctx, size))
+    }
+
+    fn skipped_by_name(&self, rel: &Path) -> Option<String> {
+        image_ext(rel).is_none().then(not_an_image)
     }
 
     /// Without the source's folder: an object staged for `process` is
