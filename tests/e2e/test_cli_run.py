@@ -136,6 +136,26 @@ def _paths(cli: Cli, tree: Path, *flags: str) -> set[str]:
     return {json.loads(line)["path"] for line in output.read_text().splitlines()}
 
 
+def test_a_file_source_is_refused_with_a_command_that_picks_only_that_file(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The hint can be pasted into a shell as it is: quoted for the shell, and
+    the name's glob characters escaped, so `[2024]` does not also pick `2.csv`."""
+    folder = tmp_path / "it's $HOME"
+    folder.mkdir()
+    name = "prices [2024] {a,b} *.csv"
+    for other in (name, "prices 2 a *.csv", "prices 0 {a,b} x.csv"):
+        (folder / other).write_text("a,b\n1,2\n")
+    refused = cli.run("run", str(folder / name), "--task", "csv-header")
+    assert refused.returncode == 2, refused.stderr
+    hint = " ".join(refused.stderr.split()).split("give its folder and pick it: ")[1]
+    # Split by a real shell, which would expand `$HOME` in double quotes.
+    shell = subprocess.run(["sh", "-c", f"printf '%s\\0' {hint}"], capture_output=True, check=True)
+    picked = shell.stdout.decode().split("\0")[:-1]
+    assert picked[0] == str(folder) and picked[1] == "--include", picked
+    assert _paths(cli, Path(picked[0]), *picked[1:]) == {name}
+
+
 def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_dir: Path) -> None:
     assert _paths(cli, csv_dir, "--include", "nested/**") == {"nested/more.csv"}
     assert _paths(cli, csv_dir, "--exclude", "nested", "--exclude", "*.tsv") == {

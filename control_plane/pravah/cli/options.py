@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,11 @@ def parse_size(text: str, *, flag: str = "size") -> int:
         raise CliUsageError(f"{flag}: {exc}") from exc
 
 
+def glob_literal(name: str) -> str:
+    """A glob that matches `name` only: the engine's glob characters escaped with a backslash."""
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", name)
+
+
 def resolve_source(source: str) -> str:
     """Checks a local source and makes it absolute; other URIs pass unchanged.
 
@@ -106,10 +112,12 @@ def resolve_source(source: str) -> str:
     if not path.exists():
         raise CliUsageError(f"source {source!r} does not exist")
     if not path.is_dir():
-        # The way to the one file: its folder, narrowed to its name.
+        # The way to the one file: its folder, narrowed to its name, spelled
+        # so that it can be pasted into a shell as it is.
+        folder, pick = shlex.quote(str(path.parent)), shlex.quote(glob_literal(path.name))
         raise CliUsageError(
             f"source {source!r} is a file, not a directory; to process just this file, "
-            f"give its folder and pick it: {str(path.parent)!r} --include {path.name!r}"
+            f"give its folder and pick it: {folder} --include {pick}"
         )
     return str(path.resolve())
 
