@@ -646,18 +646,18 @@ def test_a_file_skipped_by_its_name_is_not_downloaded(
     assert done[0].bytes == len(old) + 4000 + 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json.gz", "new.log.gz"]
 
-    gets_before, _ = s3_gets(metrics_addr)
-    thumbs, _ = process(
-        stub,
-        "thumbnail",
-        "s3://pravah-in/nm",
-        destination=str(tmp_path / "t"),
-        options={"width": 64, "height": 64},
-    )
-    gets_after, _ = s3_gets(metrics_addr)
-    not_an_image = {"skipped": "not an image (by extension)"}
-    assert thumbs == dict.fromkeys(("old.log.gz", "new.log", "meta.json"), not_an_image)
-    assert gets_after == gets_before
+    for task, options, reason in (
+        ("thumbnail", {"width": 64, "height": 64}, "not an image (by extension)"),
+        ("convert", {"to": "parquet"}, "no conversion for this file type"),
+    ):
+        gets_before, _ = s3_gets(metrics_addr)
+        skipped, _ = process(
+            stub, task, "s3://pravah-in/nm", destination=str(tmp_path / task), options=options
+        )
+        gets_after, _ = s3_gets(metrics_addr)
+        names = ("old.log.gz", "new.log", "meta.json")
+        assert skipped == {name: {"skipped": reason} for name in names}, skipped
+        assert gets_after == gets_before, task
 
 
 def test_a_tar_gz_on_s3_is_streamed_by_blocks_not_staged(

@@ -357,7 +357,7 @@ impl Convert {
     fn run(&self, ctx: &FileCtx<'_>) -> Result<String, FileFailure> {
         let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
         let Some(out_ext) = self.out_ext(rel) else {
-            return Ok(json!({"skipped": "no conversion for this file type"}).to_string());
+            return Ok(no_conversion());
         };
         let (out_path, out_rel) = output_for(ctx.destination, ctx.path, rel, |name| {
             output_name(name, out_ext)
@@ -400,7 +400,16 @@ fn output_name(name: &std::ffi::OsStr, out_ext: &str) -> std::ffi::OsString {
     n
 }
 
+/// The result for a file whose extension this conversion does not read.
+fn no_conversion() -> String {
+    json!({"skipped": "no conversion for this file type"}).to_string()
+}
+
 impl Task for Convert {
+    fn skipped_by_name(&self, rel: &Path) -> Option<String> {
+        self.out_ext(rel).is_none().then(no_conversion)
+    }
+
     fn planned_output(&self, rel: &Path) -> Option<std::path::PathBuf> {
         Some(rel.with_file_name(output_name(rel.file_name()?, self.out_ext(rel)?)))
     }

@@ -464,6 +464,8 @@ mod tests {
             ("compress", r#"{"format":"zstd"}"#, "b.zip"),
             ("thumbnail", r#"{"width":2,"height":2}"#, "p/notes.txt"),
             ("thumbnail", r#"{"width":2,"height":2}"#, "noext"),
+            ("convert", r#"{"to":"csv"}"#, "t.csv"),
+            ("convert", r#"{"to":"parquet"}"#, "r.jsonl"),
         ];
         for (name, options, rel) in skipped {
             let src = tempfile::tempdir().unwrap();
@@ -496,6 +498,7 @@ mod tests {
             ("decompress", "{}", "a.txt"),
             ("extract", "{}", "a.bin"),
             ("thumbnail", r#"{"width":2,"height":2}"#, "a.JPEG"),
+            ("convert", r#"{"to":"jsonl"}"#, "a.TSV"),
             ("csv-header", "{}", "a.gz"),
             ("hash", "{}", "a.gz"),
         ];
