@@ -763,6 +763,34 @@ fn guarded(
     })
 }
 
+/// One local file, its path already checked to lie inside the root:
+/// settled by its name when the task skips it so, else run by the task.
+fn process_local(
+    shared: &Shared,
+    path: &Path,
+    rel: &[u8],
+    known_size: Option<u64>,
+    outputs: Option<&Outputs>,
+) -> tasks::FileOutcome {
+    let task = shared.task.as_ref();
+    if let Some(outcome) = tasks::FileOutcome::settled_by_name(task, rel, known_size) {
+        return outcome;
+    }
+    shared
+        .io
+        .with_destination(known_size, rel, None, |destination, elsewhere| {
+            let ctx = tasks::FileCtx {
+                path,
+                rel,
+                known_size,
+                destination,
+                outputs,
+                elsewhere,
+            };
+            process_guarded(task, &ctx)
+        })
+}
+
 fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>) {
     let mut agg = Aggregate::default();
     let mut part: Vec<u8> = Vec::new();
@@ -801,35 +829,14 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
         }
         outputs.start_file(index);
         let size_was_known = job.size.is_some();
-        let settled = match job.failure {
-            Some(f) => Some(tasks::FileOutcome {
+        let outcome = match job.failure {
+            Some(f) => tasks::FileOutcome {
                 size: job.size.unwrap_or(0),
                 result: Err(f),
-            }),
-            None => tasks::FileOutcome::settled_by_name(shared.task.as_ref(), &job.rel, job.size),
-        };
-        let outcome = match settled {
-            Some(outcome) => outcome,
+            },
             None => match &state.root {
                 Root::Local(root) => match chunks::join_inside_into(root, &job.rel, &mut path) {
-                    Ok(()) => shared.io.with_destination(
-                        job.size,
-                        &job.rel,
-                        None,
-                        |destination, elsewhere| {
-                            process_guarded(
-                                shared.task.as_ref(),
-                                &tasks::FileCtx {
-                                    path: &path,
-                                    rel: &job.rel,
-                                    known_size: job.size,
-                                    destination,
-                                    outputs: batched,
-                                    elsewhere,
-                                },
-                            )
-                        },
-                    ),
+                    Ok(()) => process_local(shared, &path, &job.rel, job.size, batched),
                     Err(f) => tasks::FileOutcome {
                         size: 0,
                         result: Err(f),

@@ -50,9 +50,11 @@ def _list(stub: pb_grpc.EngineServiceStub, source: str, **kw: object) -> list[pb
     return list(stub.List(pb.ListRequest(source=source, **kw), timeout=20))  # type: ignore[arg-type]
 
 
-def _process(stub: pb_grpc.EngineServiceStub, item: pb.WorkItem) -> list[pb.ProcessResponse]:
+def _process(
+    stub: pb_grpc.EngineServiceStub, item: pb.WorkItem, task: str = "csv-header"
+) -> list[pb.ProcessResponse]:
     requests = iter(
-        [pb.ProcessRequest(start=pb.ProcessStart(task="csv-header")), pb.ProcessRequest(work=item)]
+        [pb.ProcessRequest(start=pb.ProcessStart(task=task)), pb.ProcessRequest(work=item)]
     )
     return list(stub.Process(requests, timeout=20))
 
@@ -117,6 +119,25 @@ def test_inside_root_works_and_skips_links_loops_and_fifos(
         assert "regular file" in errors["pipe.csv"].message
         assert errors["../../outside/x"].kind == pb.ERROR_KIND_OUTSIDE_ROOT
         assert time.monotonic() - started < 15
+        # A path out of the root is refused even where its name alone would
+        # have the task skip it (compress and an already compressed name).
+        events = _process(
+            stub,
+            pb.WorkItem(
+                id="g",
+                files=pb.FileList(
+                    root=str(sandbox / "root" / "data"),
+                    files=[
+                        pb.FileEntry(path="../../outside/x.gz", size=10),
+                        pb.FileEntry(path="in.gz", size=10),
+                    ],
+                ),
+            ),
+            task="compress",
+        )
+        results = {f.path: f for e in events if e.HasField("batch") for f in e.batch.results}
+        assert results["../../outside/x.gz"].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT
+        assert "already compressed" in results["in.gz"].result_json
 
 
 def test_symlinks_out_of_the_root_are_never_read_through_a_file_list(

@@ -9,9 +9,9 @@
 //! writes into a fresh staged folder that is uploaded, then deleted
 //! ([`super::s3_write`]). The file's outcome fails when its upload fails.
 //!
-//! Before any of that, a file the task skips by its name never gets here
-//! ([`FileOutcome::settled_by_name`]), and a file whose planned output is
-//! already on the S3 destination is settled by one HEAD, not a download.
+//! Before any of that, a file the task skips by its name is settled without
+//! a request ([`FileOutcome::settled_by_name`]), and a file whose planned
+//! output is already on the S3 destination by one HEAD, not a download.
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,6 +141,9 @@ pub fn process_object(
         Ok(k) => k,
         Err(f) => return failed(known_size, f),
     };
+    if let Some(outcome) = FileOutcome::settled_by_name(task, rel, known_size) {
+        return outcome;
+    }
     let store = match s3::store(&root.bucket, &Encryption::Default) {
         Ok(s) => s,
         Err(e) => return failed(known_size, FileFailure::new(FailureKind::Io, e.to_string())),
