@@ -163,8 +163,9 @@ pub trait Task: Send + Sync {
     /// The task's result for input `rel` when its name alone settles it (a
     /// file it skips by extension), None otherwise. The engine then skips
     /// the file before opening or downloading it
-    /// ([`FileOutcome::settled_by_name`]); `process` must give the same
-    /// result for such a file, and does by asking this first.
+    /// ([`FileOutcome::settled_by_name`]). `process` must give the same
+    /// result for such a file, as it still sees files the listing gave no
+    /// size for; a test holds every task to that.
     fn skipped_by_name(&self, rel: &Path) -> Option<String> {
         let _ = rel;
         None
