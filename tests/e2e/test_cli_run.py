@@ -148,7 +148,7 @@ def test_a_file_source_is_refused_with_a_command_that_picks_only_that_file(
         (folder / other).write_text("a,b\n1,2\n")
     refused = cli.run("run", str(folder / name), "--task", "csv-header")
     assert refused.returncode == 2, refused.stderr
-    hint = " ".join(refused.stderr.split()).split("give its folder and pick it: ")[1]
+    hint = refused.stderr.split("give its folder and pick it: ")[1].strip()  # one line
     # Split by a real shell, which would expand `$HOME` in double quotes.
     shell = subprocess.run(["sh", "-c", f"printf '%s\\0' {hint}"], capture_output=True, check=True)
     picked = shell.stdout.decode().split("\0")[:-1]

@@ -626,8 +626,8 @@ def test_a_file_skipped_by_its_name_is_not_downloaded(
     stub: pb_grpc.EngineServiceStub, s3: Any, metrics_addr: str, tmp_path: Path
 ) -> None:
     """The nightly compress over a prefix that holds last night's .gz files
-    (and a thumbnail run over a prefix with sidecar files) fetches none of
-    the objects it skips by their names, and still counts their bytes."""
+    fetches none of the objects it skips by their names, and still counts
+    their bytes; thumbnail and convert skip files of other kinds unfetched."""
     old = gzip.compress(b"last night " * 1000)
     put_objects(
         s3,
