@@ -178,6 +178,14 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         (["run", "{tree}", "--task", "csv-header", "-o", "delimiter=x"], ["delimiter"]),
         (["run", "{tree}", "--task", "csv-header", "--min-size", "12XB"], ["--min-size", "12XB"]),
         (["run", "{tree}"], ["--task"]),
+        (
+            ["run", "{tree}", "--task", "csv-header", "--output", "/proc/pravah.jsonl"],
+            ["--output '/proc/pravah.jsonl': no file can be created in '/proc'"],
+        ),
+        (
+            ["run", "{tree}", "--task", "csv-header", "--output", "{file}/sub/r.jsonl"],
+            ["--output", "people.csv' is a file, not a folder"],
+        ),
     ],
     ids=[
         "missing-source",
@@ -188,6 +196,8 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         "bad-option-value",
         "bad-size",
         "no-task",
+        "output-cannot-be-created",
+        "output-under-a-file",
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(
@@ -204,6 +214,9 @@ def test_bad_input_exits_2_with_a_clear_message(
 
 def test_bad_input_stores_no_job(cli: Cli, csv_dir: Path) -> None:
     assert_usage_error(cli.run("run", str(csv_dir), "--task", "nope"), "unknown task")
+    # An --output that cannot be written is found before the job, not after it.
+    unwritable = cli.run("run", str(csv_dir), "--task", "csv-header", "--output", "/sys/r.jsonl")
+    assert_usage_error(unwritable, "--output '/sys/r.jsonl'")
     db = cli.state_dir / "pravah.db"
     if db.exists():
         with sqlite3.connect(db) as conn:

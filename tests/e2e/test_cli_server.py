@@ -59,6 +59,11 @@ def test_submit_wait_status_results_jobs_and_cancel_against_a_server(
     assert {line["path"]: line.get("columns", line.get("error_kind")) for line in lines} == {
         path: expected for path, expected in TREE_RESULTS.items()
     }
+    # An --output that cannot be written: said at once, nothing submitted.
+    unwritable = cli.run("results", job["id"], "--output", "/proc/r.jsonl", *remote)
+    assert_usage_error(unwritable, "--output '/proc/r.jsonl': no file can be created")
+    submit = ["submit", str(csv_dir), "--task", "csv-header", "--wait", "--output", "/proc/r.jsonl"]
+    assert_usage_error(cli.run(*submit, *remote), "no file can be created in '/proc'")
     only_tsv = cli.run("results", job_id, "--json", *remote)
     assert [item["path"] for item in json.loads(only_tsv.stdout)["items"]] == ["tabs.tsv"]
 

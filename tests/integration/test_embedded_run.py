@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pravah.cli.options import build_job_request
 from pravah.cli.render import JobProgress
-from pravah.cli.run import run_embedded
+from pravah.cli.run import result_lines, run_embedded
 from pravah.db import Database
 from pravah.engine_client import EngineClient
 from pravah.errors import EngineBinaryNotFoundError
@@ -64,6 +64,30 @@ async def test_pravah_run_asks_its_engine_for_capabilities_once(
     assert job["progress"]["files_done"] == 12
     assert job["summary"]["listing"]["chunks"] == 3  # several chunks, one window
     assert len(asked) == 1
+
+
+async def test_results_that_cannot_be_written_after_the_job_say_where_they_stay(
+    sqlite_settings: Settings, engine_bin: Path, tmp_path: Path
+) -> None:
+    """The command checks --output first; should the write still fail (the
+    disk filled up meanwhile), the completed job says so and where its
+    results are, instead of ending in a traceback."""
+    settings = sqlite_settings.model_copy(update={"engine_bin": engine_bin})
+    source = _tree(tmp_path / "src", 3)
+    outcome = await run_embedded(
+        build_job_request(source=str(source), task="csv-header"),
+        settings,
+        engine_url=None,
+        progress=JobProgress(enabled=False),
+        output=Path("/proc/pravah-results.jsonl"),  # no file can be created there
+        want_errors=False,
+    )
+    assert outcome.job["status"] == "completed"
+    assert outcome.lines_written is None
+    assert outcome.output_error is not None
+    assert "could not be written to '/proc/pravah-results.jsonl'" in outcome.output_error
+    workspace = outcome.output_error.rsplit("stay in ", 1)[1].strip("'")
+    assert len(list(result_lines(Path(workspace)))) == 3  # nothing lost
 
 
 async def test_a_bad_request_is_reported_before_an_engine_that_cannot_start(

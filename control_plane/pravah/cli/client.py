@@ -27,7 +27,7 @@ from pravah.cli.common import (
     handle_errors,
     out_console,
 )
-from pravah.cli.options import build_job_request
+from pravah.cli.options import build_job_request, check_output_file
 from pravah.cli.output import write_jsonl_atomic
 from pravah.cli.params import (
     DEFAULT_SERVER,
@@ -285,6 +285,8 @@ def submit_command(
             sse=sse,
             sse_kms_key_id=sse_kms_key_id,
         )
+        if wait:
+            check_output_file(output)
         with ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
             job: dict[str, Any] = api.request("POST", "/jobs", json=body)
             if not wait:
@@ -329,7 +331,13 @@ def status_command(
 
 def _download_results(api: ApiClient, job_id: str, output: Path, *, quiet: bool) -> int:
     lines = api.stream_lines(f"/jobs/{job_id}/results", params={"format": "jsonl"})
-    count = write_jsonl_atomic(output, lines)
+    try:
+        count = write_jsonl_atomic(output, lines)
+    except OSError as exc:  # checked before; the disk may still fill up
+        raise CliFailure(
+            f"the results could not be written to {str(output)!r}: {exc.strerror or exc}; "
+            f"they stay on the server (pravah results {job_id} --output FILE)"
+        ) from None
     if not quiet:
         err_console.print(f"wrote {count:,} result lines to {output}")
     return count
@@ -352,6 +360,7 @@ def results_command(
     """Show a job's results summary, or save every per-file line with --output."""
     with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         if output is not None:
+            check_output_file(output)
             _download_results(api, job_id, output, quiet=quiet or json_output)
             if not json_output:
                 return

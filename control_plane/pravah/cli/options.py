@@ -87,6 +87,27 @@ def parse_size(text: str, *, flag: str = "size") -> int:
         raise CliUsageError(f"{flag}: {exc}") from exc
 
 
+def check_output_file(path: Path | None) -> None:
+    """``--output`` checked before any work is done: a new file must be possible there."""
+    if path is None:
+        return
+    from pravah.cli.output import check_writable
+
+    folder = str(path.expanduser().parent)
+    try:
+        check_writable(path)
+    except (FileExistsError, NotADirectoryError) as exc:
+        missing = Path(exc.filename or folder)
+        where = next((p for p in (missing, *missing.parents) if p.exists()), missing)
+        raise CliUsageError(
+            f"--output {str(path)!r}: {str(where)!r} is a file, not a folder"
+        ) from None
+    except OSError as exc:
+        raise CliUsageError(
+            f"--output {str(path)!r}: no file can be created in {folder!r} ({exc.strerror or exc})"
+        ) from None
+
+
 def glob_literal(name: str) -> str:
     """A glob that matches `name` only: the engine's glob characters escaped with a backslash."""
     return re.sub(r"([\\*?\[\]{}])", r"\\\1", name)

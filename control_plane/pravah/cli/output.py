@@ -16,16 +16,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_writer", "write_jsonl_atomic"]
+__all__ = ["atomic_writer", "check_writable", "write_jsonl_atomic"]
+
+
+def _temp_in(target: Path) -> tuple[int, str]:
+    """A new temporary file beside ``target`` (its folders made first): fd and name."""
+    directory = target.parent if str(target.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+
+
+def check_writable(path: Path) -> None:
+    """Raises OSError now when :func:`atomic_writer` could not write ``path`` later.
+
+    The results file is written after the job: an hour-long job must not end
+    in a traceback because the file's folder is read-only or not a folder.
+    Missing folders are made, as the write would make them.
+    """
+    fd, tmp_name = _temp_in(path.expanduser())
+    os.close(fd)
+    os.unlink(tmp_name)
 
 
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """Yields a binary file; on clean exit it replaces ``path``, on error it vanishes."""
     target = path.expanduser()
-    directory = target.parent if str(target.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp_name = _temp_in(target)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -35,13 +35,14 @@ import typer
 from pravah.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    CliFailure,
     configure_cli_logging,
     err_console,
     handle_errors,
     load_settings,
     out_console,
 )
-from pravah.cli.options import build_job_request
+from pravah.cli.options import build_job_request, check_output_file
 from pravah.cli.output import write_jsonl_atomic
 from pravah.cli.params import (
     Destination,
@@ -86,6 +87,8 @@ class RunOutcome:
     errors: list[dict[str, Any]] = field(default_factory=list)
     lines_written: int | None = None
     interrupted: bool = False
+    # Why --output could not be written after the job, if it could not.
+    output_error: str | None = None
 
 
 def result_lines(workspace: Path) -> Iterator[bytes]:
@@ -260,7 +263,13 @@ async def run_embedded(
         return outcome
     workspace = workspace_of(settings, job.id)
     if output is not None:
-        outcome.lines_written = write_jsonl_atomic(output, result_lines(workspace))
+        try:
+            outcome.lines_written = write_jsonl_atomic(output, result_lines(workspace))
+        except OSError as exc:  # checked before the job; the disk may still fill up
+            outcome.output_error = (
+                f"the results could not be written to {str(output)!r}: {exc.strerror or exc}; "
+                f"the job's per-file results stay in {str(workspace)!r}"
+            )
     if want_errors and final.progress.files_failed:
         outcome.errors = first_errors(result_lines(workspace))
     return outcome
@@ -403,6 +412,8 @@ def run_command(
             sse=sse,
             sse_kms_key_id=sse_kms_key_id,
         )
+        if not dry:
+            check_output_file(output)
         settings = load_settings()
         configure_cli_logging(settings)
         from pravah import metrics
@@ -435,5 +446,7 @@ def run_command(
                 err_console.print(f"wrote {outcome.lines_written:,} result lines to {output}")
         if outcome.interrupted:
             raise typer.Exit(EXIT_INTERRUPTED)
+        if outcome.output_error is not None:
+            raise CliFailure(outcome.output_error)
         if job.get("status") != "completed":
             raise typer.Exit(EXIT_FAILED)
