@@ -13,6 +13,7 @@ small job.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from pravah.errors import ConfigurationError
 from pravah.migrations import HEAD
 from pravah.settings import Settings
 
@@ -59,7 +61,18 @@ async def retrying(fn: Callable[[], Awaitable[T]], *, within: float = 30.0) -> T
 def _ensure_sqlite_dir(url: str) -> None:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        database = Path(parsed.database).expanduser()
+        folder = database.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not database.exists():  # SQLite only says "unable to open database file"
+                tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the job store's folder {str(folder)!r} cannot be made or written "
+                f"({exc.strerror or exc}); point PRAVAH_STATE_DIR (or DATABASE_URL) "
+                "at a writable place"
+            ) from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

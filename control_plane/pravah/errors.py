@@ -42,6 +42,10 @@ class ConflictError(PravahError):
     """The request is valid but not in the thing's current state (cancel a finished job)."""
 
 
+class ConfigurationError(PravahError):
+    """A setting names something unusable, such as a state folder that cannot be made."""
+
+
 class EngineUnavailableError(PravahError):
     """No engine answered: not started, crashed, or unreachable."""
 

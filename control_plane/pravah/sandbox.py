@@ -135,6 +135,14 @@ def check_destination(
         )
     resolved = local_path(text, "destination")
     check_inside(resolved, settings.allowed_roots, destination, "destination")
+    # Made by the engine when missing; a file where a folder must be is
+    # refused now rather than failing the job once it runs.
+    in_the_way = next((p for p in (resolved, *resolved.parents) if p.exists()), None)
+    if in_the_way is not None and not in_the_way.is_dir():
+        raise InvalidRequestError(
+            f"destination {destination!r} cannot be a folder: {str(in_the_way)!r} is a file",
+            field="destination",
+        )
     if isinstance(source, str):  # an S3 source cannot overlap a local folder
         return str(resolved)
     if resolved == source or resolved.is_relative_to(source):

@@ -78,14 +78,60 @@ impl From<EngineError> for tonic::Status {
                 }
                 _ => tonic::Status::unavailable(message),
             },
-            EngineError::Io { ref source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound => tonic::Status::not_found(message),
-                std::io::ErrorKind::PermissionDenied => tonic::Status::permission_denied(message),
-                _ => tonic::Status::internal(message),
-            },
+            EngineError::Io { ref source, .. } => {
+                use std::io::ErrorKind as K;
+                match source.kind() {
+                    K::NotFound => tonic::Status::not_found(message),
+                    K::PermissionDenied => tonic::Status::permission_denied(message),
+                    // A path the call names cannot serve as asked (a file
+                    // where a folder must be, a read-only or full file
+                    // system): the same call again would fail again, so a
+                    // client must not retry it as it would an internal error.
+                    K::AlreadyExists
+                    | K::NotADirectory
+                    | K::IsADirectory
+                    | K::ReadOnlyFilesystem
+                    | K::StorageFull
+                    | K::InvalidFilename
+                    | K::InvalidInput => tonic::Status::failed_precondition(message),
+                    _ => tonic::Status::internal(message),
+                }
+            }
             EngineError::Internal(_) => tonic::Status::internal(message),
         }
     }
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(kind: std::io::ErrorKind) -> tonic::Code {
+        tonic::Status::from(EngineError::io(
+            "cannot create destination",
+            "/x",
+            std::io::Error::from(kind),
+        ))
+        .code()
+    }
+
+    /// A client retries `internal` and `unavailable`; a destination that is
+    /// a file, or a read-only or full file system, would only fail again.
+    #[test]
+    fn a_path_that_cannot_serve_is_a_failed_precondition_not_an_internal_error() {
+        use std::io::ErrorKind as K;
+        for kind in [
+            K::AlreadyExists,
+            K::NotADirectory,
+            K::ReadOnlyFilesystem,
+            K::StorageFull,
+        ] {
+            assert_eq!(code_of(kind), tonic::Code::FailedPrecondition, "{kind:?}");
+        }
+        assert_eq!(code_of(K::NotFound), tonic::Code::NotFound);
+        assert_eq!(code_of(K::PermissionDenied), tonic::Code::PermissionDenied);
+        assert_eq!(code_of(K::Interrupted), tonic::Code::Internal);
+    }
+}

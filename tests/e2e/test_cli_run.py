@@ -178,6 +178,7 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         (["run", "{tree}", "--task", "csv-header", "-o", "delimiter=x"], ["delimiter"]),
         (["run", "{tree}", "--task", "csv-header", "--min-size", "12XB"], ["--min-size", "12XB"]),
         (["run", "{tree}"], ["--task"]),
+        (["run", "{tree}", "--task", "compress", "--dest", "{file}"], ["people.csv' is a file"]),
         (
             ["run", "{tree}", "--task", "csv-header", "--output", "/proc/pravah.jsonl"],
             ["--output '/proc/pravah.jsonl': no file can be created in '/proc'"],
@@ -196,6 +197,7 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         "bad-option-value",
         "bad-size",
         "no-task",
+        "dest-is-a-file",
         "output-cannot-be-created",
         "output-under-a-file",
     ],
@@ -221,6 +223,15 @@ def test_bad_input_stores_no_job(cli: Cli, csv_dir: Path) -> None:
     if db.exists():
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("state", ["/proc/pravah-state", "{file}/state", "/sys/fs"])
+def test_an_unusable_state_folder_is_named_with_the_setting_to_change(
+    cli: Cli, csv_dir: Path, state: str
+) -> None:
+    env = {"PRAVAH_STATE_DIR": state.format(file=csv_dir / "people.csv")}
+    result = cli.run("run", str(csv_dir), "--task", "csv-header", extra_env=env)
+    assert_usage_error(result, "the job store's folder", "PRAVAH_STATE_DIR")
 
 
 def test_tasks_lists_csv_header_with_its_options(cli: Cli) -> None:

@@ -218,6 +218,7 @@ async def test_destination_must_be_allowed_and_outside_the_source(
     root = tmp_path / "root"
     (root / "src").mkdir(parents=True)
     (root / "out").mkdir()
+    (root / "report.txt").write_text("a file, not a folder")
     settings = sqlite_settings.model_copy(
         update={"engine_urls": [engine_url], "run_worker": False, "allowed_roots": [root]}
     )
@@ -234,6 +235,8 @@ async def test_destination_must_be_allowed_and_outside_the_source(
             (str(tmp_path / "elsewhere"), "outside the allowed roots"),
             (str(root / "out" / ".." / ".." / "x"), "outside the allowed roots"),
             ("s3://secret-bucket/x", "not allowed"),
+            (str(root / "report.txt"), f"{str(root / 'report.txt')!r} is a file"),
+            (str(root / "report.txt" / "sub"), f"{str(root / 'report.txt')!r} is a file"),
         ]:
             resp = await post(dest)
             assert resp.status_code == 422, (dest, resp.text)

@@ -102,7 +102,7 @@ def handle_errors() -> Iterator[None]:
     except ValidationError as exc:
         _print_error(format_validation_error(exc))
         raise typer.Exit(EXIT_USAGE) from None
-    except errors.InvalidRequestError as exc:
+    except (errors.InvalidRequestError, errors.ConfigurationError) as exc:
         _print_error(exc.message)
         raise typer.Exit(EXIT_USAGE) from None
     except errors.PravahError as exc:
