@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pravah.errors import ConfigurationError
+from pravah.errors import ConfigurationError, StoreUnavailableError
 from pravah.migrations import HEAD
 from pravah.settings import Settings
 
@@ -139,6 +139,13 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of what the driver said, without SQLAlchemy's wrapping."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text_ = (cause.strerror if isinstance(cause, OSError) else None) or str(cause)
+    return text_.strip().splitlines()[0] if text_.strip() else type(cause).__name__
+
+
 def current_revision(connection: Connection) -> str | None:
     """The store's Alembic revision, or None before the first migration."""
     if not inspect(connection).has_table("alembic_version"):
@@ -172,6 +179,12 @@ async def migrate(
     try:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade, revision)
+    except (DBAPIError, OSError) as exc:  # the first contact with the store, for most commands
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreUnavailableError(
+            f"the job store at {where!r} cannot be used ({_reason(exc)}); is the database "
+            "running, and does DATABASE_URL name it?"
+        ) from None
     finally:
         if db is None:
             await engine.dispose()

@@ -46,6 +46,10 @@ class ConfigurationError(PravahError):
     """A setting names something unusable, such as a state folder that cannot be made."""
 
 
+class StoreUnavailableError(PravahError):
+    """The job store's database could not be reached or opened."""
+
+
 class EngineUnavailableError(PravahError):
     """No engine answered: not started, crashed, or unreachable."""
 

@@ -26,6 +26,10 @@ def default_state_dir() -> Path:
     return base / "pravah"
 
 
+# The job store's drivers: what normalize_database_url turns a URL into.
+SUPPORTED_DATABASE_URLS = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
+
+
 def normalize_database_url(url: str) -> str:
     """Rewrite plain driver-less URLs to the async drivers SQLAlchemy needs.
 
@@ -265,6 +269,12 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.state_dir / 'pravah.db'}"
         else:
             self.database_url = normalize_database_url(self.database_url)
+        if not self.database_url.startswith(SUPPORTED_DATABASE_URLS):
+            scheme = self.database_url.split("://", 1)[0] if "://" in self.database_url else "none"
+            raise ValueError(
+                f"DATABASE_URL must name PostgreSQL (postgresql://user@host/db) or SQLite "
+                f"(sqlite:///path/to/file.db); its scheme is {scheme!r}"
+            )
         return self
 
     @property

@@ -234,6 +234,18 @@ def test_an_unusable_state_folder_is_named_with_the_setting_to_change(
     assert_usage_error(result, "the job store's folder", "PRAVAH_STATE_DIR")
 
 
+def test_a_job_store_that_cannot_be_reached_is_one_line_not_a_traceback(
+    cli: Cli, csv_dir: Path
+) -> None:
+    env = {"DATABASE_URL": "postgresql://root:s3cret@127.0.0.1:9/test"}  # nothing listens
+    result = cli.run("run", str(csv_dir), "--task", "csv-header", extra_env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
+    assert "the job store at 'postgresql+asyncpg://root:***@127.0.0.1:9/test'" in result.stderr
+    wrong = cli.run("run", str(csv_dir), "--task", "csv-header", extra_env={"DATABASE_URL": "x"})
+    assert_usage_error(wrong, "DATABASE_URL must name PostgreSQL")
+
+
 def test_tasks_lists_csv_header_with_its_options(cli: Cli) -> None:
     result = cli.run("tasks")
     assert result.returncode == 0, result.stderr

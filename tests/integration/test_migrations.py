@@ -49,3 +49,24 @@ async def test_upgrade_head_matches_models(db_settings: Settings) -> None:
 def test_head_constant_is_alembics_head() -> None:
     # The start-up fast path trusts HEAD; a new migration must update it.
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD
+
+
+async def test_a_store_that_cannot_be_reached_or_opened_is_named_without_its_password(
+    db_settings: Settings,
+) -> None:
+    """The first contact with the store (migrate) says which store, and why,
+    instead of a driver traceback; the password never appears."""
+    import pytest
+    from pravah.errors import StoreUnavailableError
+
+    cases = [
+        ("postgresql+asyncpg://root:s3cret@127.0.0.1:9/test", "Connect"),  # nothing listens
+        ("postgresql+asyncpg://root:s3cret@127.0.0.1:5432/pravah_no_such_db", "does not exist"),
+    ]
+    for url, reason in cases:
+        settings = db_settings.model_copy(update={"database_url": url})
+        with pytest.raises(StoreUnavailableError) as refused:
+            await migrate(settings)
+        message = refused.value.message
+        assert url.replace("s3cret", "***") in message, message
+        assert reason in message and "s3cret" not in message, message

@@ -27,6 +27,19 @@ def test_database_url_from_standard_env_name(monkeypatch: pytest.MonkeyPatch) ->
     assert Settings().database_url == "postgresql+asyncpg://me@db/pravah"
 
 
+@pytest.mark.parametrize("url", ["mysql://u:secret@db/x", "mongodb+srv://db", "/var/lib/pravah.db"])
+def test_a_database_pravah_cannot_use_is_refused_by_its_scheme(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ValidationError, match="must name PostgreSQL") as refused:
+        Settings()
+    # What the CLI prints (format_validation_error) is the message, without the password.
+    assert "secret" not in " ".join(e["msg"] for e in refused.value.errors())
+
+
 def test_default_database_is_sqlite_in_state_dir(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
