@@ -149,13 +149,24 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Collects the summary; everything else is dropped (or logged).
-struct SummarySink(Mutex<Option<pb::Summary>>);
+/// Collects the summary, and why the source failed as a whole (a missing
+/// source, say) if it did; everything else is dropped (or logged).
+#[derive(Default)]
+struct SummarySink {
+    summary: Mutex<Option<pb::Summary>>,
+    failure: Mutex<Option<pb::FileError>>,
+}
 
 impl Sink for SummarySink {
     fn send(&self, msg: pb::ProcessResponse) -> bool {
-        if let Some(Event::Summary(s)) = msg.event {
-            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+        match msg.event {
+            Some(Event::Summary(s)) => {
+                *self.summary.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+            }
+            Some(Event::ItemDone(pb::WorkItemDone { error: Some(e), .. })) => {
+                *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            }
+            _ => {}
         }
         true
     }
@@ -206,7 +217,7 @@ fn run_process(args: ProcessArgs) -> anyhow::Result<()> {
         })),
     })?;
     drop(items_tx);
-    let sink = Arc::new(SummarySink(Mutex::new(None)));
+    let sink = Arc::new(SummarySink::default());
     let span = tracing::info_span!(
         "process",
         pravah.task = %args.task,
@@ -221,8 +232,18 @@ fn run_process(args: ProcessArgs) -> anyhow::Result<()> {
         sink.clone(),
         Arc::new(AtomicBool::new(false)),
     );
+    // A source that could not be processed at all is an error, not an
+    // empty summary with exit status 0.
+    if let Some(failure) = sink
+        .failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        bail!("{}", failure.message);
+    }
     let summary = sink
-        .0
+        .summary
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()

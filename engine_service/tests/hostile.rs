@@ -1,7 +1,9 @@
 //! Hostile conditions that need a whole engine process: a disk that fills
 //! up mid-write, simulated with `RLIMIT_FSIZE` (writes past the limit fail
 //! with EFBIG, exactly where ENOSPC would; SIGXFSZ is ignored so the write
-//! returns the error instead of killing the process).
+//! returns the error instead of killing the process), and sources the
+//! `process` command cannot walk at all (its exit status is what a script
+//! sees).
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -63,4 +65,29 @@ fn disk_full_mid_write_fails_the_file_and_keeps_the_original() {
         !src.join("small.log").exists(),
         "the file that fit was compressed and removed"
     );
+}
+
+/// A source that cannot be walked fails the command with its reason and a
+/// non-zero status; it printed an empty summary and exited 0 before.
+#[test]
+fn process_of_a_missing_or_non_folder_source_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.csv");
+    std::fs::write(&file, "a,b\n").unwrap();
+    for (source, reason) in [
+        (dir.path().join("nope"), "source does not exist"),
+        (file, "source is not a directory"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pravah-engine"))
+            .arg("process")
+            .arg(&source)
+            .args(["--task", "csv-header"])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{source:?}: {stderr}");
+        assert!(stderr.contains(reason), "{source:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "no summary for {source:?}");
+    }
 }
