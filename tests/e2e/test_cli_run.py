@@ -244,6 +244,11 @@ def test_a_job_store_that_cannot_be_reached_is_one_line_not_a_traceback(
     assert "the job store at 'postgresql+asyncpg://root:***@127.0.0.1:9/test'" in result.stderr
     wrong = cli.run("run", str(csv_dir), "--task", "csv-header", extra_env={"DATABASE_URL": "x"})
     assert_usage_error(wrong, "DATABASE_URL must name PostgreSQL")
+    # The server says the same before it starts listening.
+    serve = cli.run("serve", "--port", "0", extra_env=env, timeout=60)
+    assert serve.returncode == 1, serve.stderr
+    assert "Traceback" not in serve.stderr and "s3cret" not in serve.stderr
+    assert "the job store at 'postgresql+asyncpg://root:***@127.0.0.1:9/test'" in serve.stderr
 
 
 def test_tasks_lists_csv_header_with_its_options(cli: Cli) -> None:

@@ -61,6 +61,11 @@ def serve_command(
         configure_logging(settings.log_level)
         if not allow_unauthenticated:
             check_exposure(settings, host)
+        # The app migrates on start too (a no-op then); done here first, a
+        # store that cannot be reached is one line, not uvicorn's traceback.
+        from pravah.db import migrate
+
+        asyncio.run(migrate(settings))
         import uvicorn
 
         from pravah.api.app import create_app
