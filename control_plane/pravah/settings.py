@@ -14,6 +14,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -275,6 +276,10 @@ class Settings(BaseSettings):
                 f"DATABASE_URL must name PostgreSQL (postgresql://user@host/db) or SQLite "
                 f"(sqlite:///path/to/file.db); its scheme is {scheme!r}"
             )
+        try:  # what SQLAlchemy would fail on later, with a traceback
+            _ = urlsplit(self.database_url).port
+        except ValueError as exc:
+            raise ValueError(f"DATABASE_URL is not a valid URL: {exc}") from None
         return self
 
     @property

@@ -27,14 +27,23 @@ def test_database_url_from_standard_env_name(monkeypatch: pytest.MonkeyPatch) ->
     assert Settings().database_url == "postgresql+asyncpg://me@db/pravah"
 
 
-@pytest.mark.parametrize("url", ["mysql://u:secret@db/x", "mongodb+srv://db", "/var/lib/pravah.db"])
-def test_a_database_pravah_cannot_use_is_refused_by_its_scheme(
-    monkeypatch: pytest.MonkeyPatch, url: str
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("mysql://u:secret@db/x", "must name PostgreSQL"),
+        ("mongodb+srv://db", "must name PostgreSQL"),
+        ("/var/lib/pravah.db", "must name PostgreSQL"),
+        ("postgresql://u:secret@db:notaport/x", "not a valid URL: Port could not be cast"),
+        ("postgres://u:secret@[::1/x", "not a valid URL: Invalid IPv6 URL"),
+    ],
+)
+def test_a_database_url_pravah_cannot_use_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str, reason: str
 ) -> None:
     from pydantic import ValidationError
 
     monkeypatch.setenv("DATABASE_URL", url)
-    with pytest.raises(ValidationError, match="must name PostgreSQL") as refused:
+    with pytest.raises(ValidationError, match=reason) as refused:
         Settings()
     # What the CLI prints (format_validation_error) is the message, without the password.
     assert "secret" not in " ".join(e["msg"] for e in refused.value.errors())
