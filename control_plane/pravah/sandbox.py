@@ -105,6 +105,11 @@ def check_inside(resolved: Path, roots: list[Path], original: str, what: str) ->
     )
 
 
+def nearest_existing(path: Path) -> Path | None:
+    """`path` itself, or its closest ancestor that exists; None if none does."""
+    return next((p for p in (path, *path.parents) if p.exists()), None)
+
+
 def check_destination(
     destination: str | None, source: Path | str, settings: Settings
 ) -> str | None:
@@ -137,7 +142,7 @@ def check_destination(
     check_inside(resolved, settings.allowed_roots, destination, "destination")
     # Made by the engine when missing; a file where a folder must be is
     # refused now rather than failing the job once it runs.
-    in_the_way = next((p for p in (resolved, *resolved.parents) if p.exists()), None)
+    in_the_way = nearest_existing(resolved)
     if in_the_way is not None and not in_the_way.is_dir():
         raise InvalidRequestError(
             f"destination {destination!r} cannot be a folder: {str(in_the_way)!r} is a file",

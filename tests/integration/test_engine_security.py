@@ -50,6 +50,17 @@ def _list(stub: pb_grpc.EngineServiceStub, source: str, **kw: object) -> list[pb
     return list(stub.List(pb.ListRequest(source=source, **kw), timeout=20))  # type: ignore[arg-type]
 
 
+def _file_list(root: Path, *files: str | pb.FileEntry) -> pb.WorkItem:
+    """A work item naming `files` (paths, or entries with sizes) under `root`."""
+    entries = [pb.FileEntry(path=f) if isinstance(f, str) else f for f in files]
+    return pb.WorkItem(id="files", files=pb.FileList(root=str(root), files=entries))
+
+
+def _results(events: list[pb.ProcessResponse]) -> dict[str, pb.FileResult]:
+    """Each file's result, by path."""
+    return {f.path: f for e in events if e.HasField("batch") for f in e.batch.results}
+
+
 def _process(
     stub: pb_grpc.EngineServiceStub, item: pb.WorkItem, task: str = "csv-header"
 ) -> list[pb.ProcessResponse]:
@@ -104,38 +115,18 @@ def test_inside_root_works_and_skips_links_loops_and_fifos(
         paths = {e.path for r in responses if r.HasField("batch") for e in r.batch.entries}
         assert paths == {"a.csv"}  # no FIFO, no loop, nothing from outside
         # A FIFO named directly is refused at once instead of blocking the worker.
-        events = _process(
-            stub,
-            pb.WorkItem(
-                id="f",
-                files=pb.FileList(
-                    root=str(sandbox / "root" / "data"),
-                    files=[pb.FileEntry(path="pipe.csv"), pb.FileEntry(path="../../outside/x")],
-                ),
-            ),
-        )
-        results = [f for e in events if e.HasField("batch") for f in e.batch.results]
-        errors = {r.path: r.error for r in results}
-        assert "regular file" in errors["pipe.csv"].message
-        assert errors["../../outside/x"].kind == pb.ERROR_KIND_OUTSIDE_ROOT
+        data = sandbox / "root" / "data"
+        results = _results(_process(stub, _file_list(data, "pipe.csv", "../../outside/x")))
+        assert "regular file" in results["pipe.csv"].error.message
+        assert results["../../outside/x"].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT
         assert time.monotonic() - started < 15
         # A path out of the root is refused even where its name alone would
         # have the task skip it (compress and an already compressed name).
-        events = _process(
-            stub,
-            pb.WorkItem(
-                id="g",
-                files=pb.FileList(
-                    root=str(sandbox / "root" / "data"),
-                    files=[
-                        pb.FileEntry(path="../../outside/x.gz", size=10),
-                        pb.FileEntry(path="in.gz", size=10),
-                    ],
-                ),
-            ),
-            task="compress",
-        )
-        results = {f.path: f for e in events if e.HasField("batch") for f in e.batch.results}
+        named = [
+            pb.FileEntry(path="../../outside/x.gz", size=10),
+            pb.FileEntry(path="in.gz", size=10),
+        ]
+        results = _results(_process(stub, _file_list(data, *named), task="compress"))
         assert results["../../outside/x.gz"].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT
         assert "already compressed" in results["in.gz"].result_json
 
@@ -150,21 +141,8 @@ def test_symlinks_out_of_the_root_are_never_read_through_a_file_list(
     (data / "secret-link.csv").symlink_to(sandbox / "outside" / "secret.csv")
     with grpc.insecure_channel(sandboxed_url) as channel:
         stub = pb_grpc.EngineServiceStub(channel)
-        events = _process(
-            stub,
-            pb.WorkItem(
-                id="s",
-                files=pb.FileList(
-                    root=str(data),
-                    files=[
-                        pb.FileEntry(path="escape/secret.csv"),
-                        pb.FileEntry(path="secret-link.csv"),
-                        pb.FileEntry(path="a.csv"),
-                    ],
-                ),
-            ),
-        )
-    results = {f.path: f for e in events if e.HasField("batch") for f in e.batch.results}
+        events = _process(stub, _file_list(data, "escape/secret.csv", "secret-link.csv", "a.csv"))
+    results = _results(events)
     for name in ("escape/secret.csv", "secret-link.csv"):
         assert results[name].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT, name
         assert "outside the source root" in results[name].error.message
@@ -186,17 +164,7 @@ def test_device_file_in_a_tree_is_never_opened(engine_url: str, tmp_path: Path) 
     (tmp_path / "ok.csv").write_text("a\n")
     with grpc.insecure_channel(engine_url) as channel:
         stub = pb_grpc.EngineServiceStub(channel)
-        events = _process(
-            stub,
-            pb.WorkItem(
-                id="d",
-                files=pb.FileList(
-                    root=str(tmp_path),
-                    files=[pb.FileEntry(path="null.csv"), pb.FileEntry(path="ok.csv")],
-                ),
-            ),
-        )
-        results = {f.path: f for e in events if e.HasField("batch") for f in e.batch.results}
+        results = _results(_process(stub, _file_list(tmp_path, "null.csv", "ok.csv")))
         # A symlink to a device outside the work item's root is refused before any open.
         assert results["null.csv"].error.kind == pb.ERROR_KIND_OUTSIDE_ROOT
         assert results["ok.csv"].HasField("result_json")

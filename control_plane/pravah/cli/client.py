@@ -28,7 +28,7 @@ from pravah.cli.common import (
     out_console,
 )
 from pravah.cli.options import build_job_request, check_output_file
-from pravah.cli.output import write_jsonl_atomic
+from pravah.cli.output import not_written, write_jsonl_atomic
 from pravah.cli.params import (
     DEFAULT_SERVER,
     ApiKey,
@@ -335,8 +335,8 @@ def _download_results(api: ApiClient, job_id: str, output: Path, *, quiet: bool)
         count = write_jsonl_atomic(output, lines)
     except OSError as exc:  # checked before; the disk may still fill up
         raise CliFailure(
-            f"the results could not be written to {str(output)!r}: {exc.strerror or exc}; "
-            f"they stay on the server (pravah results {job_id} --output FILE)"
+            f"{not_written(output, exc)}; they stay on the server "
+            f"(pravah results {job_id} --output FILE)"
         ) from None
     if not quiet:
         err_console.print(f"wrote {count:,} result lines to {output}")

@@ -92,13 +92,14 @@ def check_output_file(path: Path | None) -> None:
     if path is None:
         return
     from pravah.cli.output import check_writable
+    from pravah.sandbox import nearest_existing
 
     folder = str(path.expanduser().parent)
     try:
         check_writable(path)
     except (FileExistsError, NotADirectoryError) as exc:
         missing = Path(exc.filename or folder)
-        where = next((p for p in (missing, *missing.parents) if p.exists()), missing)
+        where = nearest_existing(missing) or missing
         raise CliUsageError(
             f"--output {str(path)!r}: {str(where)!r} is a file, not a folder"
         ) from None

@@ -16,7 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_writer", "check_writable", "write_jsonl_atomic"]
+__all__ = ["atomic_writer", "check_writable", "not_written", "write_jsonl_atomic"]
+
+
+def not_written(path: Path, exc: OSError) -> str:
+    """How a results file that could not be written is reported (where the results
+    are instead is for the caller to add)."""
+    return f"the results could not be written to {str(path)!r}: {exc.strerror or exc}"
 
 
 def _temp_in(target: Path) -> tuple[int, str]:

@@ -43,7 +43,7 @@ from pravah.cli.common import (
     out_console,
 )
 from pravah.cli.options import build_job_request, check_output_file
-from pravah.cli.output import write_jsonl_atomic
+from pravah.cli.output import not_written, write_jsonl_atomic
 from pravah.cli.params import (
     Destination,
     DryRun,
@@ -267,8 +267,7 @@ async def run_embedded(
             outcome.lines_written = write_jsonl_atomic(output, result_lines(workspace))
         except OSError as exc:  # checked before the job; the disk may still fill up
             outcome.output_error = (
-                f"the results could not be written to {str(output)!r}: {exc.strerror or exc}; "
-                f"the job's per-file results stay in {str(workspace)!r}"
+                f"{not_written(output, exc)}; the job's per-file results stay in {str(workspace)!r}"
             )
     if want_errors and final.progress.files_failed:
         outcome.errors = first_errors(result_lines(workspace))
