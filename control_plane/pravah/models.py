@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from pravah.globs import glob_error
 from pravah.units import parse_datetime, parse_size
 
 
@@ -131,6 +132,15 @@ class JobFilters(BaseModel):
     def _no_nul(cls, value: list[str]) -> list[str]:
         if any("\x00" in v for v in value):
             raise ValueError("patterns must not contain NUL bytes")
+        return value
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _valid_globs(cls, value: list[str]) -> list[str]:
+        for glob in value:
+            reason = glob_error(glob)
+            if reason is not None:
+                raise ValueError(f'invalid glob "{glob}": {reason}')
         return value
 
     @field_validator("extensions")

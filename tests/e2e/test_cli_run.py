@@ -178,6 +178,14 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         (["run", "{tree}", "--task", "csv-header", "-o", "delimiter=x"], ["delimiter"]),
         (["run", "{tree}", "--task", "csv-header", "--min-size", "12XB"], ["--min-size", "12XB"]),
         (["run", "{tree}"], ["--task"]),
+        (
+            ["run", "{tree}", "--task", "csv-header", "--include", "*.csv", "--include", "[a"],
+            ["--include '[a' is not a valid glob: unclosed character class"],
+        ),
+        (
+            ["run", "{tree}", "--task", "csv-header", "--exclude", "logs/[z-a]*"],
+            ["--exclude 'logs/[z-a]*' is not a valid glob: invalid range; 'z' > 'a'"],
+        ),
         (["run", "{tree}", "--task", "compress", "--dest", "{file}"], ["people.csv' is a file"]),
         (
             ["run", "{tree}", "--task", "csv-header", "--output", "/proc/pravah.jsonl"],
@@ -197,6 +205,8 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         "bad-option-value",
         "bad-size",
         "no-task",
+        "unclosed-include-glob",
+        "reversed-exclude-range",
         "dest-is-a-file",
         "output-cannot-be-created",
         "output-under-a-file",

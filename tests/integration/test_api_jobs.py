@@ -351,6 +351,11 @@ async def test_cancel_running_big_job_ends_cancelled(
             422,
             "invalid size 'big'",
         ),
+        (
+            lambda d: {"source": str(d), "task": "csv-header", "filters": {"exclude": ["\\"]}},
+            422,
+            "invalid glob \"\\\": dangling '\\'",
+        ),
         (lambda d: {"task": "csv-header"}, 422, "source"),
     ],
 )

@@ -7,6 +7,7 @@ service, to check the contract in engine.proto from the client's side.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pravah.engine.v1 import engine_pb2 as pb
 from pravah.engine.v1 import engine_pb2_grpc as pb_grpc
+from pravah.globs import glob_error
 
 if TYPE_CHECKING:
     from conftest import CsvTree
@@ -134,3 +136,48 @@ def test_process_unknown_option_is_invalid_argument(stub: pb_grpc.EngineServiceS
         list(stub.Process(requests(), timeout=10))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "colour" in info.value.details()
+
+
+# Globs at the edges of globset's grammar: classes with `]`, `-`, `!` and
+# POSIX names, ranges chained and reversed, alternates nested and unbalanced,
+# escapes, and `**` in every position.
+_GLOB_EDGES = [
+    "*.csv", "**/*.csv", "a/**", "**", "a**b", "{a,**/b}", "[", "[]", "[]]", "[!]", "[!]]", "[^]a]",
+    "[]a]", "[-]", "[a-]", "[-a]", "[a-c-b]", "[c-a]", "[z--]", "[a--]", "[!a-z]", "[[]",
+    "[[:digit:]]", "[[:digit:]-a]", "[[:alpha:]-Z]", "[[:punct:]-z]", "[[:foo:]]", "[[:foo:]-Z]",
+    "[[:x]", "[[:toolongname:]]", "[[:Alpha:]]", "[a-[:digit:]]", "{a,b", "{a,b}}", "a,b}",
+    "}", "{}", "{,}", "{a,{b,c}}", "{a,{b,c}", "{[}]",
+    "\\", "a\\", "\\*", "\\[", "[\\]", "[\\]]", "é[é-ü]",
+    "{" * 100 + "}" * 100, "{" * 101 + "}" * 101,
+]  # fmt: skip
+
+
+def _engine_refusal(stub: pb_grpc.EngineServiceStub, source: Path, glob: str) -> str | None:
+    """The engine's reason for refusing `glob` as an include filter, or None."""
+    request = pb.ListRequest(source=str(source), filters=pb.Filters(include=[glob]))
+    try:
+        list(stub.List(request, timeout=10))
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
+        return str(exc.details())
+    return None
+
+
+def test_the_control_plane_refuses_exactly_the_globs_the_engine_refuses(
+    stub: pb_grpc.EngineServiceStub, tmp_path: Path
+) -> None:
+    """pravah.globs ports globset's grammar so a bad glob is a 4xx, not a failed
+    job; this keeps the port honest against the engine it stands in for."""
+    rng = random.Random(20261201)
+    alphabet = "[]{}!^-,\\*?/:az0"
+    fuzzed = ["".join(rng.choices(alphabet, k=rng.randint(1, 10))) for _ in range(600)]
+    refused = 0
+    for glob in _GLOB_EDGES + fuzzed:
+        engine = _engine_refusal(stub, tmp_path, glob)
+        ours = glob_error(glob)
+        assert (ours is None) == (engine is None), (glob, ours, engine)
+        if ours is not None:
+            refused += 1
+            assert ours in str(engine), (glob, ours, engine)
+    # Both outcomes are well represented, or the comparison proves little.
+    assert 150 < refused < 500

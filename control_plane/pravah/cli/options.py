@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from pravah.globs import glob_error
+
 __all__ = [
     "CliUsageError",
     "build_job_request",
@@ -263,6 +265,11 @@ def build_job_request(
         raise CliUsageError(f"--min-size ({min_size}) is larger than --max-size ({max_size})")
     if max_depth is not None and max_depth < 0:
         raise CliUsageError("--max-depth must be 0 (no limit) or more")
+    for flag, globs in (("--include", include), ("--exclude", exclude)):
+        for glob in globs:
+            reason = glob_error(glob)
+            if reason is not None:
+                raise CliUsageError(f"{flag} {shlex.quote(glob)} is not a valid glob: {reason}")
 
     filters: dict[str, Any] = {}
     if include:

@@ -111,7 +111,10 @@ Include = Annotated[
     typer.Option(
         "--include",
         metavar="GLOB",
-        help="Only files whose relative path matches (e.g. '**/*.csv'). Repeatable.",
+        help=(
+            "Only files whose relative path matches (e.g. '**/*.csv'; also ?, \\[a-z], {csv,tsv}; "
+            "* stays within one folder). Repeatable."
+        ),
         rich_help_panel=FILTER_PANEL,
         show_default=False,
     ),
