@@ -35,6 +35,7 @@ pub mod listing;
 pub mod metrics;
 pub mod output;
 pub mod process;
+pub mod producers;
 pub mod progress;
 pub mod results;
 pub mod sandbox;

@@ -16,7 +16,12 @@ use pravah_engine::filters::Filters;
 use pravah_engine::pb::{self, process_response::Event};
 use pravah_engine::process::{self, ProcessConfig, Sink};
 use pravah_engine::storage::{s3_list, Root};
-use pravah_engine::{metrics, sandbox, server, telemetry, walk};
+use pravah_engine::{metrics, producers, sandbox, server, telemetry, walk};
+
+/// How long serving waits, once the server has stopped, for cancelled
+/// calls to finish removing their temporary outputs (they stop within one
+/// read; the control plane's launcher kills the engine after 5 s anyway).
+const PRODUCERS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -101,6 +106,17 @@ fn serve(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(
             let _ = stop_tx.send(true);
         })
         .await?;
+        // Calls whose client went away are over for tonic, but their
+        // threads may still be removing temporary outputs.
+        let still = tokio::task::spawn_blocking(|| producers::wait_idle(PRODUCERS_GRACE))
+            .await
+            .unwrap_or(0);
+        if still > 0 {
+            tracing::warn!(
+                calls = still,
+                "stopping with calls still winding down; temporary outputs may remain"
+            );
+        }
         if let Some(task) = metrics_task {
             if let Ok(Err(e)) = task.await {
                 tracing::warn!(error = %e, "metrics server failed");

@@ -58,6 +58,11 @@ use crate::walk::{self, WalkEvent};
 /// gone; it may be called from many threads at once.
 pub trait Sink: Send + Sync {
     fn send(&self, msg: pb::ProcessResponse) -> bool;
+    /// Whether the receiver is already known to be gone, asked when there
+    /// is nothing to send (see [`Ticker`]).
+    fn gone(&self) -> bool {
+        false
+    }
 }
 
 /// A validated ProcessStart.
@@ -320,7 +325,7 @@ pub fn run(
         },
     });
     let ticker = {
-        let sink = sink.clone();
+        let (sink, asked) = (sink.clone(), sink.clone());
         Ticker::start(
             counters.clone(),
             config.progress_interval,
@@ -330,6 +335,7 @@ pub fn run(
                     event: Some(Event::Progress(p)),
                 })
             },
+            move || asked.gone(),
         )
     };
     for item in items.iter() {
@@ -786,6 +792,7 @@ fn process_local(
                 destination,
                 outputs,
                 elsewhere,
+                cancel: Some(shared.cancel.as_ref()),
             };
             process_guarded(task, &ctx)
         })
@@ -850,6 +857,7 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
                         &job.rel,
                         job.size,
                         head,
+                        &shared.cancel,
                     )
                 }),
             },
@@ -967,6 +975,7 @@ mod tests {
             destination: None,
             outputs: None,
             elsewhere: None,
+            cancel: None,
         };
         process_guarded(task, &ctx)
     }

@@ -58,8 +58,11 @@ impl Counters {
 
 /// A thread that sends a Progress at most once per interval, and only when
 /// something changed. It stops when the [`Ticker`] is dropped or stopped
-/// (the stop channel disconnects, waking it at once), or when `send` fails
-/// (client gone), in which case it raises the cancel flag.
+/// (the stop channel disconnects, waking it at once), or when the client is
+/// gone, in which case it raises the cancel flag: when `send` fails, or, in
+/// an interval with nothing to send, when `gone` says so. Without that
+/// look, a call cancelled while every thread was inside one big file went
+/// unnoticed until a file ended, and the work ran on for nobody.
 pub struct Ticker {
     stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -71,6 +74,7 @@ impl Ticker {
         interval: Duration,
         cancel: Arc<AtomicBool>,
         send: impl Fn(pb::Progress) -> bool + Send + 'static,
+        gone: impl Fn() -> bool + Send + 'static,
     ) -> Self {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
@@ -84,6 +88,10 @@ impl Ticker {
                     let elapsed = now.elapsed_ms;
                     now.elapsed_ms = 0;
                     if last.as_ref() == Some(&now) {
+                        if gone() {
+                            cancel.store(true, Ordering::Relaxed);
+                            break;
+                        }
                         continue;
                     }
                     last = Some(now);
@@ -116,5 +124,54 @@ impl Drop for Ticker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn with_nothing_new_to_send_the_ticker_cancels_once_the_client_is_gone() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let gone = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let ticker = Ticker::start(
+            Arc::new(Counters::default()),
+            Duration::from_millis(2),
+            cancel.clone(),
+            {
+                let sent = sent.clone();
+                move |_| {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+            },
+            {
+                let gone = gone.clone();
+                move || gone.load(Ordering::Relaxed)
+            },
+        );
+        wait_until("the first progress is sent", || {
+            sent.load(Ordering::Relaxed) == 1
+        });
+        // Many intervals with nothing new and the client still there.
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!cancel.load(Ordering::Relaxed));
+        gone.store(true, Ordering::Relaxed);
+        wait_until("the cancel flag is raised", || {
+            cancel.load(Ordering::Relaxed)
+        });
+        assert_eq!(sent.load(Ordering::Relaxed), 1, "nothing new was sent");
+        ticker.stop();
     }
 }

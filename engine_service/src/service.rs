@@ -26,6 +26,7 @@ use crate::listing::{self, ListParams};
 use crate::metrics::METRICS;
 use crate::pb::{self, engine_service_server::EngineService};
 use crate::process::{self, ProcessConfig, Sink};
+use crate::producers;
 use crate::tasks;
 use crate::telemetry;
 
@@ -43,6 +44,12 @@ struct ChannelSink(mpsc::Sender<Result<pb::ProcessResponse, Status>>);
 impl Sink for ChannelSink {
     fn send(&self, msg: pb::ProcessResponse) -> bool {
         self.0.blocking_send(Ok(msg)).is_ok()
+    }
+
+    fn gone(&self) -> bool {
+        // tonic drops the response stream, and so the receiver, when the
+        // client cancels the call or its connection closes.
+        self.0.is_closed()
     }
 }
 
@@ -100,23 +107,20 @@ impl EngineService for Engine {
             .inspect_err(|status| finish_call(&span, "List", Some(status)))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let cancel = Arc::new(AtomicBool::new(false));
-        std::thread::Builder::new()
-            .name("pravah-list".into())
-            .spawn(move || {
-                let _entered = span.enter();
-                let result =
-                    listing::run(params, cancel, &mut |msg| tx.blocking_send(Ok(msg)).is_ok());
-                match result {
-                    Err(e) => {
-                        tracing::warn!(error = %e, "list failed");
-                        let status = Status::from(e);
-                        finish_call(&span, "List", Some(&status));
-                        let _ = tx.blocking_send(Err(status));
-                    }
-                    Ok(()) => finish_call(&span, "List", None),
+        producers::spawn("pravah-list", move || {
+            let _entered = span.enter();
+            let result = listing::run(params, cancel, &mut |msg| tx.blocking_send(Ok(msg)).is_ok());
+            match result {
+                Err(e) => {
+                    tracing::warn!(error = %e, "list failed");
+                    let status = Status::from(e);
+                    finish_call(&span, "List", Some(&status));
+                    let _ = tx.blocking_send(Err(status));
                 }
-            })
-            .map_err(|e| Status::internal(format!("cannot start list thread: {e}")))?;
+                Ok(()) => finish_call(&span, "List", None),
+            }
+        })
+        .map_err(|e| Status::internal(format!("cannot start list thread: {e}")))?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -223,19 +227,17 @@ impl EngineService for Engine {
             }
         });
 
-        std::thread::Builder::new()
-            .name("pravah-process".into())
-            .spawn(move || {
-                let _entered = span.enter();
-                let sink = Arc::new(ChannelSink(tx));
-                let watch = cancel.clone();
-                process::run(config, items_rx, sink, cancel);
-                let status = watch
-                    .load(Ordering::Relaxed)
-                    .then(|| Status::cancelled("the client went away or sent invalid work"));
-                finish_call(&span, "Process", status.as_ref());
-            })
-            .map_err(|e| Status::internal(format!("cannot start process thread: {e}")))?;
+        producers::spawn("pravah-process", move || {
+            let _entered = span.enter();
+            let sink = Arc::new(ChannelSink(tx));
+            let watch = cancel.clone();
+            process::run(config, items_rx, sink, cancel);
+            let status = watch
+                .load(Ordering::Relaxed)
+                .then(|| Status::cancelled("the client went away or sent invalid work"));
+            finish_call(&span, "Process", status.as_ref());
+        })
+        .map_err(|e| Status::internal(format!("cannot start process thread: {e}")))?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -307,6 +310,38 @@ def test_sigint_during_run_cancels_the_job_and_exits_130(cli: Cli, large_tree: P
     # The engine child went away with the command: no pravah-engine left for this state dir.
     engines = [p for p in Path("/proc").glob("[0-9]*") if _is_engine_of(p, cli)]
     assert engines == []
+
+
+def test_sigint_inside_big_files_stops_them_and_leaves_no_temporary_file(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A Ctrl-C while every thread is inside one big file: the engine notices
+    the call is gone without waiting for a file to end, stops within a read,
+    and removes its temporary outputs before it exits. Before, the work ran
+    to each file's end for nobody, and the engine's exit left
+    `.f.log.gz.pravah-tmp-*` files in the user's folder."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    originals = {}
+    for name in ("a.log", "b.log"):
+        # 64 MB of base64 text: gzip takes seconds per file in a debug engine.
+        data = base64.encodebytes(os.urandom(48 << 20))
+        (logs / name).write_bytes(data)
+        originals[name] = hashlib.sha256(data).hexdigest()
+    process = cli.popen("run", str(logs), "--task", "compress", "-o", "keep_original=false")
+    deadline = time.monotonic() + 120
+    while not any(".pravah-tmp-" in p.name for p in logs.iterdir()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no output was ever started"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, (out, err)
+    assert "cancelled" in out, out
+    # Only the originals, untouched: no temporary file, no output, nothing removed.
+    assert sorted(p.name for p in logs.iterdir()) == ["a.log", "b.log"]
+    for name, digest in originals.items():
+        assert hashlib.sha256((logs / name).read_bytes()).hexdigest() == digest
 
 
 def _is_engine_of(proc: Path, cli: Cli) -> bool:

@@ -73,8 +73,8 @@ def test_filters_parse_human_sizes_and_dates() -> None:
         ({"modified_after": "not a date"}, "invalid datetime"),
         ({"modified_after": "2024-02-01", "modified_before": "2024-01-01"}, "earlier than"),
         ({"max_depth": -1}, "greater than or equal to 0"),
-        ({"include": ["*.csv", "*.{csv"]}, "invalid glob \"*.{csv\": unclosed alternate group"),
-        ({"exclude": ["a}"]}, "invalid glob \"a}\": unopened alternate group"),
+        ({"include": ["*.csv", "*.{csv"]}, 'invalid glob "*.{csv": unclosed alternate group'),
+        ({"exclude": ["a}"]}, 'invalid glob "a}": unopened alternate group'),
     ],
 )
 def test_bad_filters_give_clear_messages(filters: dict[str, object], needle: str) -> None:

@@ -14,6 +14,7 @@
 //! output is already on the S3 destination by one HEAD, not a download.
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use super::staging::Staged;
 use super::S3Root;
 use crate::output::OutputsElsewhere;
 use crate::results::{FailureKind, FileFailure};
-use crate::tasks::{FileCtx, FileOutcome, Task};
+use crate::tasks::{Cancellable, FileCtx, FileOutcome, Task};
 
 /// Where a call's outputs and staged files go.
 pub struct Io {
@@ -136,6 +137,7 @@ pub fn process_object(
     rel: &[u8],
     known_size: Option<u64>,
     head: Option<Bytes>,
+    cancel: &AtomicBool,
 ) -> FileOutcome {
     let key = match root.key(rel) {
         Ok(k) => k,
@@ -154,7 +156,7 @@ pub fn process_object(
             Err(f) => return failed(known_size, f),
         };
         let size = reader.size();
-        return task.process_reader(&mut reader, size);
+        return task.process_reader(&mut Cancellable::new(&mut reader, Some(cancel)), size);
     }
     if task.reads_ranges() {
         let source = match ObjectRanges::open(store, &key, known_size) {
@@ -172,6 +174,7 @@ pub fn process_object(
                     destination,
                     outputs: None,
                     elsewhere,
+                    cancel: Some(cancel),
                 },
                 Arc::new(source),
             )
@@ -217,6 +220,7 @@ pub fn process_object(
                 destination,
                 outputs: None,
                 elsewhere,
+                cancel: Some(cancel),
             })
         },
     )

@@ -686,7 +686,7 @@ impl Compress {
                 },
             )
         } else {
-            let mut reader = BufReader::with_capacity(BUF, &input.file);
+            let mut reader = BufReader::with_capacity(BUF, ctx.cancellable(&input.file));
             let w = BufWriter::with_capacity(BUF, out.file());
             match self.format {
                 Format::Gzip => {
@@ -901,7 +901,7 @@ fn decompressed_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
 impl Decompress {
     fn run(&self, ctx: &FileCtx<'_>, input: &Input) -> Result<String, FileFailure> {
         let rel = rel_path(ctx.rel);
-        let mut reader = BufReader::with_capacity(BUF, &input.file);
+        let mut reader = BufReader::with_capacity(BUF, ctx.cancellable(&input.file));
         let head = std::io::BufRead::fill_buf(&mut reader)
             .map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
         let Some(format) = Format::sniff(head) else {
@@ -993,6 +993,7 @@ mod tests {
             destination: dest,
             outputs: None,
             elsewhere: None,
+            cancel: None,
         })
     }
 
@@ -1202,6 +1203,34 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_call_stops_a_big_file_and_leaves_only_the_original() {
+        let src = tempfile::tempdir().unwrap();
+        let big = sample().repeat((ONE_SHOT_MAX as usize / sample().len()) + 2);
+        std::fs::write(src.path().join("big.log"), &big).unwrap();
+        let cancel = std::sync::atomic::AtomicBool::new(true);
+        for options in [r#"{"keep_original":false}"#, r#"{"format":"zstd"}"#] {
+            let task = Compress::from_json(options).unwrap();
+            let out = task.process(&FileCtx {
+                path: &src.path().join("big.log"),
+                rel: b"big.log",
+                known_size: None,
+                destination: None,
+                outputs: None,
+                elsewhere: None,
+                cancel: Some(&cancel),
+            });
+            let failure = out.result.unwrap_err();
+            assert!(failure.message.contains("cancelled"), "{}", failure.message);
+            let names: Vec<_> = std::fs::read_dir(src.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["big.log"]);
+            assert_eq!(std::fs::read(src.path().join("big.log")).unwrap(), big);
+        }
+    }
+
+    #[test]
     fn in_a_batch_originals_are_removed_only_once_outputs_are_settled() {
         let src = tempfile::tempdir().unwrap();
         let task = Compress::from_json(r#"{"keep_original":false,"format":"zstd"}"#).unwrap();
@@ -1217,6 +1246,7 @@ mod tests {
                 destination: None,
                 outputs: Some(&outputs),
                 elsewhere: None,
+                cancel: None,
             });
             out.result.unwrap();
         }
@@ -1420,6 +1450,7 @@ mod tests {
                 destination: None,
                 outputs: None,
                 elsewhere: None,
+                cancel: None,
             };
             let err = task.run(&ctx, &input).unwrap_err();
             assert!(

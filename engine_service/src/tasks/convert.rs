@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
+use super::{parse_options, Aggregate, Cancellable, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::output::{
     existing_schema, output_for, skipped_exists, write_failure, AtomicFile, Committed, Existing,
 };
@@ -170,8 +170,9 @@ fn bad(msg: impl std::fmt::Display) -> FileFailure {
 }
 
 impl Convert {
-    fn csv_to_jsonl(&self, path: &Path, w: &mut impl Write) -> Result<u64, FileFailure> {
-        let file = crate::sandbox::open_regular(path)
+    fn csv_to_jsonl(&self, ctx: &FileCtx<'_>, w: &mut impl Write) -> Result<u64, FileFailure> {
+        let file = crate::sandbox::open_regular(ctx.path)
+            .map(|f| ctx.cancellable(f))
             .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
         let mut r = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
@@ -207,12 +208,12 @@ impl Convert {
         Ok(rows)
     }
 
-    fn csv_to_parquet(&self, path: &Path, out: &mut File) -> Result<u64, FileFailure> {
+    fn csv_to_parquet(&self, ctx: &FileCtx<'_>, out: &mut File) -> Result<u64, FileFailure> {
         use arrow_schema::{DataType, Field, Schema};
-        let open = || -> Result<BufReader<File>, FileFailure> {
-            let f = crate::sandbox::open_regular(path)
+        let open = || -> Result<BufReader<Cancellable<'_, File>>, FileFailure> {
+            let f = crate::sandbox::open_regular(ctx.path)
                 .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
-            Ok(BufReader::with_capacity(256 * 1024, f))
+            Ok(BufReader::with_capacity(256 * 1024, ctx.cancellable(f)))
         };
         let format = arrow_csv::reader::Format::default()
             .with_header(true)
@@ -281,11 +282,11 @@ impl Convert {
         Ok(rows)
     }
 
-    fn jsonl_to_csv(&self, path: &Path, w: &mut impl Write) -> Result<u64, FileFailure> {
-        let open = || -> Result<BufReader<File>, FileFailure> {
-            let f = crate::sandbox::open_regular(path)
+    fn jsonl_to_csv(&self, ctx: &FileCtx<'_>, w: &mut impl Write) -> Result<u64, FileFailure> {
+        let open = || -> Result<BufReader<Cancellable<'_, File>>, FileFailure> {
+            let f = crate::sandbox::open_regular(ctx.path)
                 .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
-            Ok(BufReader::with_capacity(256 * 1024, f))
+            Ok(BufReader::with_capacity(256 * 1024, ctx.cancellable(f)))
         };
         let mut columns: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -370,13 +371,13 @@ impl Convert {
         }
         let mut out = AtomicFile::create(&out_path)?;
         let rows = if self.o.to == To::Parquet {
-            self.csv_to_parquet(ctx.path, out.file())?
+            self.csv_to_parquet(ctx, out.file())?
         } else {
             let mut w = BufWriter::with_capacity(256 * 1024, out.file());
             let rows = if out_ext == "jsonl" {
-                self.csv_to_jsonl(ctx.path, &mut w)?
+                self.csv_to_jsonl(ctx, &mut w)?
             } else {
-                self.jsonl_to_csv(ctx.path, &mut w)?
+                self.jsonl_to_csv(ctx, &mut w)?
             };
             w.flush()
                 .map_err(|e| write_failure(&e, "writing the output"))?;
@@ -462,6 +463,7 @@ mod tests {
                 destination: Some(dest),
                 outputs: None,
                 elsewhere: None,
+                cancel: None,
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())

@@ -49,7 +49,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -181,16 +181,20 @@ fn sniff(head: &[u8], name: &str) -> Option<(Kind, usize)> {
 }
 
 /// The byte, entry and ratio budget of one archive, shared by its threads.
-struct Budget {
+struct Budget<'a> {
     /// Bytes written so far by every thread of this archive.
     written: AtomicU64,
     entries: AtomicU64,
     max_bytes: u64,
     max_entries: u64,
+    /// The call's cancel flag: a cancelled call stops within one read,
+    /// not at the archive's end, and its staging folder goes away.
+    cancel: Option<&'a AtomicBool>,
 }
 
-impl Budget {
+impl Budget<'_> {
     fn entry(&self) -> Result<(), FileFailure> {
+        self.not_cancelled()?;
         let n = self.entries.fetch_add(1, Ordering::Relaxed) + 1;
         if n > self.max_entries {
             return Err(FileFailure::new(
@@ -204,7 +208,18 @@ impl Budget {
         Ok(())
     }
 
+    fn not_cancelled(&self) -> Result<(), FileFailure> {
+        match self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(FileFailure::new(
+                FailureKind::Io,
+                "the job was cancelled; nothing was extracted",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn add(&self, n: u64) -> Result<(), FileFailure> {
+        self.not_cancelled()?;
         let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
         if total > self.max_bytes {
             return Err(FileFailure::new(
@@ -480,7 +495,7 @@ struct PendingLink {
 /// What every range of one ZIP extraction shares.
 struct Entries<'a> {
     stage: &'a Path,
-    budget: &'a Budget,
+    budget: &'a Budget<'a>,
     max_ratio: u64,
     folders: &'a Folders,
     links: &'a Mutex<Vec<PendingLink>>,
@@ -697,6 +712,7 @@ impl Extract {
                 .max_total_bytes
                 .min(self.o.max_ratio.saturating_mul(size.max(4096))),
             max_entries: self.o.max_entries,
+            cancel: ctx.cancel,
         };
         file.seek(std::io::SeekFrom::Start(0))
             .map_err(|e| FileFailure::from_io(&e, "reading the archive"))?;
@@ -848,6 +864,7 @@ mod tests {
             destination: Some(dest),
             outputs: None,
             elsewhere: None,
+            cancel: None,
         })
         .result
         .map(|j| serde_json::from_str(&j).unwrap())
@@ -886,6 +903,47 @@ mod tests {
         let dest = tempfile::tempdir().unwrap();
         let canon = dest.path().canonicalize().unwrap();
         (src, dest, canon)
+    }
+
+    #[test]
+    fn a_cancelled_call_extracts_nothing_and_leaves_no_staging_folder() {
+        let (src, _d, dest) = dirs();
+        make_zip(
+            &src.path().join("a.zip"),
+            &[("x.txt", b"x"), ("y.txt", b"y")],
+        );
+        let mut tgz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        {
+            let mut b = tar::Builder::new(&mut tgz);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "x.txt", &b"x"[..]).unwrap();
+            b.finish().unwrap();
+        }
+        std::fs::write(src.path().join("a.tar.gz"), tgz.finish().unwrap()).unwrap();
+        let cancel = AtomicBool::new(true);
+        for rel in ["a.zip", "a.tar.gz"] {
+            let failure = build("")
+                .unwrap()
+                .process(&FileCtx {
+                    path: &src.path().join(rel),
+                    rel: rel.as_bytes(),
+                    known_size: None,
+                    destination: Some(&dest),
+                    outputs: None,
+                    elsewhere: None,
+                    cancel: Some(&cancel),
+                })
+                .result
+                .unwrap_err();
+            assert!(
+                failure.message.contains("cancelled"),
+                "{rel}: {}",
+                failure.message
+            );
+        }
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
     }
 
     #[test]
@@ -1327,6 +1385,7 @@ mod tests {
                     destination: Some(&dest),
                     outputs: Some(&outputs),
                     elsewhere: None,
+                    cancel: None,
                 })
                 .result;
             results.push(r);

@@ -6,14 +6,13 @@
 //! grows with the number of distinct files; that is what finding duplicates
 //! needs (a 64-byte key and an example path per file).
 use std::io::Read;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest;
 
-use super::{parse_options, Aggregate, FileOutcome, Task, TaskInfo};
+use super::{parse_options, Aggregate, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::results::FileFailure;
 
 pub const INFO: TaskInfo = TaskInfo {
@@ -89,8 +88,9 @@ impl Hash {
         }
     }
 
-    fn digest(&self, path: &Path) -> Result<(u64, String), FileFailure> {
-        let mut file = crate::sandbox::open_regular(path)
+    fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String), FileFailure> {
+        let mut file = crate::sandbox::open_regular(ctx.path)
+            .map(|f| ctx.cancellable(f))
             .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut sha = sha2::Sha256::new();
@@ -123,14 +123,14 @@ impl Hash {
 }
 
 impl Task for Hash {
-    fn process_file(&self, path: &Path, known_size: Option<u64>) -> FileOutcome {
-        match self.digest(path) {
+    fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
+        match self.digest(ctx) {
             Ok((size, h)) => FileOutcome {
                 size,
                 result: Ok(json!({"algorithm": self.name(), "hash": h}).to_string()),
             },
             Err(f) => FileOutcome {
-                size: known_size.unwrap_or(0),
+                size: ctx.known_size.unwrap_or(0),
                 result: Err(f),
             },
         }

@@ -186,6 +186,7 @@ mod tests {
                 destination: None,
                 outputs: None,
                 elsewhere: None,
+                cancel: None,
             });
             task.account(&mut agg, rel.as_bytes(), out.size, &out.result);
         }

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
@@ -87,9 +88,12 @@ pub struct FileCtx<'a> {
     /// Where outputs written under `destination` really go, when that is a
     /// staged folder (an S3 destination); None for a local destination.
     pub elsewhere: Option<&'a dyn crate::output::OutputsElsewhere>,
+    /// The call's cancel flag (None when nothing can cancel, as in tests);
+    /// tasks that stream a file read it through [`FileCtx::cancellable`].
+    pub cancel: Option<&'a AtomicBool>,
 }
 
-impl FileCtx<'_> {
+impl<'a> FileCtx<'a> {
     /// Whether the output file a task would write at `out` already exists,
     /// here or at its real place ([`FileCtx::elsewhere`]): what the
     /// `existing` policy asks before any work is done.
@@ -102,6 +106,15 @@ impl FileCtx<'_> {
         out.exists() || self.elsewhere.is_some_and(|e| e.exists(out, true))
     }
 
+    /// `inner`, failing every read once the call is cancelled. A task that
+    /// streams a big file through it stops within one read of a cancel
+    /// (a Ctrl-C on `pravah run`), not at the file's end: a 10 GB log is
+    /// not compressed to the last byte for nobody, and its temporary output
+    /// goes away as on any other failure.
+    pub fn cancellable<R>(&self, inner: R) -> Cancellable<'a, R> {
+        Cancellable::new(inner, self.cancel)
+    }
+
     /// The `fail` policy's failure for output `out`, naming where it is
     /// (with `elsewhere` the local folder is a fresh staging one, so an
     /// existing output can only be at its real place).
@@ -110,6 +123,27 @@ impl FileCtx<'_> {
             Some(e) => e.exists_failure(out),
             None => crate::output::exists_failure(out),
         }
+    }
+}
+
+/// A reader that fails once its call is cancelled ([`FileCtx::cancellable`]).
+pub struct Cancellable<'a, R> {
+    inner: R,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl<'a, R> Cancellable<'a, R> {
+    pub fn new(inner: R, cancel: Option<&'a AtomicBool>) -> Self {
+        Cancellable { inner, cancel }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(std::io::Error::other("the job was cancelled"));
+        }
+        self.inner.read(buf)
     }
 }
 
@@ -127,6 +161,7 @@ pub trait Task: Send + Sync {
             destination: None,
             outputs: None,
             elsewhere: None,
+            cancel: None,
         })
     }
     /// Processes one file with its full context.
@@ -436,6 +471,7 @@ mod tests {
                 destination: Some(dest.path()),
                 outputs: None,
                 elsewhere: None,
+                cancel: None,
             });
             let result: serde_json::Value = serde_json::from_str(&outcome.result.unwrap()).unwrap();
             let written = result["output"].as_str().unwrap();
@@ -483,6 +519,7 @@ mod tests {
                 destination: None,
                 outputs: None,
                 elsewhere: None,
+                cancel: None,
             });
             assert_eq!(outcome.result.ok(), by_name, "{name} {rel}");
             let settled = FileOutcome::settled_by_name(task.as_ref(), rel.as_bytes(), Some(22));

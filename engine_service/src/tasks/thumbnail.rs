@@ -680,6 +680,7 @@ mod tests {
                 destination: Some(dest),
                 outputs: None,
                 elsewhere: None,
+                cancel: None,
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())
