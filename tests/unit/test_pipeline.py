@@ -96,6 +96,56 @@ def test_bad_pipeline_files_are_usage_errors(tmp_path: Path, text: str, needle: 
         build_steps(["hash"], [], path)
 
 
+def _billion_laughs() -> str:
+    """Nine levels of nine aliases: 9**9 values once expanded, 1 kB as text."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 9):
+        refs = ", ".join([f"*l{level - 1}"] * 9)
+        lines.append(f"l{level}: &l{level} [{refs}]")
+    lines.append("steps: [{task: hash, options: {algorithm: *l8}}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (_billion_laughs().encode(), "expands to more than 10,000 values"),
+        (b"- task: hash\n  options: {algorithm: \xff}\n", "is not UTF-8 text"),
+        (b"- hash\n" + b"#" * (1 << 20), "is larger than 1 MiB"),
+    ],
+    ids=["yaml-alias-bomb", "not-utf8", "too-big"],
+)
+def test_hostile_pipeline_files_are_refused_before_use(
+    tmp_path: Path, content: bytes, needle: str
+) -> None:
+    """Each of these once hung the CLI or ended in a traceback."""
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    with pytest.raises(CliUsageError, match=needle):
+        build_steps([], [], path)
+
+
+def test_a_pipeline_file_that_is_a_folder_or_missing_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(CliUsageError, match="cannot be read: Is a directory"):
+        build_steps([], [], tmp_path)
+    with pytest.raises(CliUsageError, match="cannot be read: No such file"):
+        build_steps([], [], tmp_path / "missing.yaml")
+
+
+def test_aliases_that_share_options_between_steps_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "common: &common {existing: skip}\n"
+        "steps:\n"
+        "  - {task: extract, options: *common}\n"
+        "  - {task: thumbnail, options: {<<: *common, width: 64}}\n"
+    )
+    assert build_steps([], [], path) == [
+        {"task": "extract", "options": {"existing": "skip"}},
+        {"task": "thumbnail", "options": {"existing": "skip", "width": 64}},
+    ]
+
+
 def _create(body: dict[str, Any]) -> JobCreate:
     return JobCreate.model_validate({"source": "/d", **body})
 

@@ -146,16 +146,36 @@ def resolve_source(source: str) -> str:
     return str(path.resolve())
 
 
+# A pipeline is a short list of steps: a file above this size, or a document
+# that YAML aliases expand to more values than this, is refused before it is
+# used (`--pipeline /dev/zero`, a "billion laughs" file).
+MAX_PIPELINE_FILE_BYTES = 1 << 20
+MAX_PIPELINE_VALUES = 10_000
+
+
 def load_pipeline_file(path: Path) -> list[dict[str, Any]]:
     """Steps from a YAML (or JSON, a subset) file: a list of {task, options}, or {steps: [...]}."""
     import yaml
 
+    name = f"--pipeline {str(path)!r}"
     try:
-        document = yaml.safe_load(path.read_text("utf-8"))
+        with path.open("rb") as file:
+            raw = file.read(MAX_PIPELINE_FILE_BYTES + 1)
     except OSError as exc:
-        raise CliUsageError(f"--pipeline {str(path)!r} cannot be read: {exc.strerror}") from None
+        raise CliUsageError(f"{name} cannot be read: {exc.strerror}") from None
+    if len(raw) > MAX_PIPELINE_FILE_BYTES:
+        raise CliUsageError(f"{name} is larger than {MAX_PIPELINE_FILE_BYTES >> 20} MiB")
+    try:
+        document = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CliUsageError(f"{name} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise CliUsageError(f"--pipeline {str(path)!r} is not valid YAML: {exc}") from None
+        raise CliUsageError(f"{name} is not valid YAML: {exc}") from None
+    if _values_beyond(document, MAX_PIPELINE_VALUES):
+        raise CliUsageError(
+            f"{name} expands to more than {MAX_PIPELINE_VALUES:,} values "
+            "(through YAML aliases?); a pipeline is a short list of steps"
+        )
     if isinstance(document, dict) and "steps" in document:
         document = document["steps"]
     if not isinstance(document, list) or not document:
@@ -177,6 +197,27 @@ def load_pipeline_file(path: Path) -> list[dict[str, Any]]:
             raise CliUsageError(f"--pipeline step {i}: 'options' must be a mapping")
         steps.append({"task": step["task"], "options": options})
     return steps
+
+
+def _values_beyond(document: Any, limit: int) -> bool:
+    """Whether `document` holds more than `limit` values once aliases are expanded.
+
+    Counts by walking, and stops at the limit, so a document whose aliases
+    expand to billions of values costs `limit` steps.
+    """
+    pending = [document]
+    seen = 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def build_steps(
