@@ -202,7 +202,7 @@ pub fn process_object(
         Ok(s) => s,
         Err(f) => return failed(known_size, f),
     };
-    let size = match download(&store, &key, &mut file) {
+    let size = match download(&store, &key, &mut file, cancel) {
         Ok(n) => n,
         Err(f) => return failed(known_size, f),
     };

@@ -12,6 +12,7 @@
 //! such readers rarely wait on a request. [`download`] streams an object into a local file chunk by chunk
 //! (memory stays flat whatever the object's size).
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -226,7 +227,14 @@ pub fn prefetch_heads(
 }
 
 /// Streams object `key` into `out`; returns the bytes written.
-pub fn download(store: &AmazonS3, key: &str, out: &mut std::fs::File) -> Result<u64, FileFailure> {
+/// Stops between network chunks once `cancel` is raised, so a cancelled job
+/// does not finish downloading a large object first.
+pub fn download(
+    store: &AmazonS3,
+    key: &str,
+    out: &mut std::fs::File,
+    cancel: &AtomicBool,
+) -> Result<u64, FileFailure> {
     let path = object_path(key)?;
     s3::block_on(async {
         let result = store
@@ -238,6 +246,12 @@ pub fn download(store: &AmazonS3, key: &str, out: &mut std::fs::File) -> Result<
         let mut written = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| s3::classify(&e, "downloading the object"))?;
+            if cancel.load(Ordering::Relaxed) {
+                return Err(FileFailure::new(
+                    FailureKind::Io,
+                    "the job was cancelled while the object was downloaded",
+                ));
+            }
             // A local write of at most one network chunk; fine on this runtime.
             out.write_all(&chunk)
                 .map_err(|e| crate::output::write_failure(&e, "staging the object locally"))?;
