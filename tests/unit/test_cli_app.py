@@ -48,3 +48,27 @@ def test_unreachable_server_exits_1_naming_the_url() -> None:
     result = runner.invoke(app, ["jobs", "--server", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "cannot reach the Pravah server at http://127.0.0.1:9" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--server", "127.0.0.1:8000"], "must be an http:// or https:// URL"),
+        (["--server", "ftp://host"], "must be an http:// or https:// URL"),
+        (["--server", "http://[::1"], "is not a valid URL: Invalid IPv6 URL"),
+        (["--server", "http://host:99999"], "is not a valid URL: Port out of range"),
+        (["--server", "https://127.0.0.1:9", "--ca-file", "{missing}"], "cannot be read"),
+        (["--server", "https://127.0.0.1:9", "--ca-file", "{not_pem}"], "holds no PEM certificate"),
+    ],
+    ids=["no-scheme", "ftp", "broken-ipv6", "port-out-of-range", "ca-missing", "ca-not-pem"],
+)
+def test_a_bad_server_url_or_ca_file_exits_2_naming_it(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    """Each of these was a traceback or an 'unreachable' failure (exit 1) before."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    values = {"missing": str(tmp_path / "missing.pem"), "not_pem": str(not_pem)}
+    result = runner.invoke(app, ["jobs", *[a.format(**values) for a in args]])
+    assert result.exit_code == 2, result.output
+    assert needle in " ".join(result.output.split())

@@ -27,7 +27,7 @@ from pravah.cli.common import (
     handle_errors,
     out_console,
 )
-from pravah.cli.options import build_job_request, check_output_file
+from pravah.cli.options import CliUsageError, build_job_request, check_output_file
 from pravah.cli.output import not_written, write_jsonl_atomic
 from pravah.cli.params import (
     DEFAULT_SERVER,
@@ -109,6 +109,23 @@ def detail_message(response: httpx.Response) -> str:
     return str(detail)
 
 
+def server_url(server: str) -> str:
+    """`server` as a base URL, or a usage error that says what is wrong with it."""
+    from urllib.parse import urlsplit
+
+    url = server.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as exc:
+        raise CliUsageError(f"--server {server!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliUsageError(
+            f"--server {server!r} must be an http:// or https:// URL, e.g. http://127.0.0.1:8000"
+        )
+    return url
+
+
 class ApiClient:
     """A thin httpx wrapper that turns transport and API errors into CliFailure."""
 
@@ -124,16 +141,27 @@ class ApiClient:
         # `pravah run`, the command most often typed, never talks HTTP.
         import httpx
 
-        self.server = server.rstrip("/")
+        self.server = server_url(server)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         verify: Any = True
         if ca_file:
             import ssl
 
-            verify = ssl.create_default_context(cafile=ca_file)
-        self.http = httpx.Client(
-            base_url=self.server, timeout=timeout, headers=headers, verify=verify
-        )
+            try:
+                verify = ssl.create_default_context(cafile=ca_file)
+            except ssl.SSLError:  # an OSError too: first
+                raise CliUsageError(
+                    f"--ca-file {ca_file!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                ) from None
+            except OSError as exc:
+                why = exc.strerror
+                raise CliUsageError(f"--ca-file {ca_file!r} cannot be read: {why}") from None
+        try:
+            self.http = httpx.Client(
+                base_url=self.server, timeout=timeout, headers=headers, verify=verify
+            )
+        except httpx.InvalidURL as exc:
+            raise CliUsageError(f"--server {server!r} is not a valid URL: {exc}") from None
 
     def __enter__(self) -> ApiClient:
         return self
