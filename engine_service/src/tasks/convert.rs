@@ -14,8 +14,16 @@
 //! rows, so memory is bounded by one row group whatever the file size. Only
 //! the arrow crates the reader and writer need are compiled (no compute
 //! kernels).
+//!
+//! Every input is read through [`LineLimit`]: a line (a CSV record or a
+//! JSON line) longer than `max_line_bytes` fails the file. Without it a file
+//! with no line breaks (a dump, binary data named `.csv`) was one record,
+//! held whole several times over: a 400 MB line took 2.4 GB on its way to
+//! Parquet, and a big enough one would take the engine down with every job
+//! on it.
+use std::cell::Cell;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -60,6 +68,8 @@ fn options_schema() -> serde_json::Value {
             "delimiter": {"description": "CSV delimiter (input or output).", "enum": [",", ";", "\t", "|"], "default": ","},
             "infer_types": {"description": "CSV to JSONL: numbers, booleans and empty fields become JSON numbers, booleans and null.",
                             "type": "boolean", "default": false},
+            "max_line_bytes": {"description": "Longest line (CSV record or JSON line) read; a longer one fails the file, so that a file without line breaks cannot take the engine's memory.",
+                               "type": "integer", "minimum": 1024, "maximum": 1073741824, "default": DEFAULT_MAX_LINE_BYTES},
             "existing": existing_schema()
         }
     })
@@ -110,6 +120,7 @@ struct Options {
     types: std::collections::BTreeMap<String, ColumnType>,
     sample_rows: usize,
     compression: Compression,
+    max_line_bytes: usize,
 }
 
 impl Default for Options {
@@ -122,9 +133,50 @@ impl Default for Options {
             types: Default::default(),
             sample_rows: 1000,
             compression: Compression::Snappy,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
 }
+
+/// 16 MiB: far above real records, and with the readers' copies of a
+/// record, about 100 MB per thread at worst.
+const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
+
+/// A reader that fails once `max` bytes pass without a line break, and says
+/// so in `tripped` (the CSV and Arrow readers wrap the error in their own).
+struct LineLimit<'a, R> {
+    inner: R,
+    max: usize,
+    /// Bytes since the last `\n`.
+    run: usize,
+    tripped: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for LineLimit<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        // Every line that ends in this chunk, then the one it leaves open.
+        let mut start = 0;
+        let mut longest = 0;
+        for end in memchr::memchr_iter(b'\n', &buf[..n]) {
+            longest = longest.max(self.run + end - start);
+            self.run = 0;
+            start = end + 1;
+        }
+        self.run += n - start;
+        if longest.max(self.run) > self.max {
+            self.tripped.set(true);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "line longer than max_line_bytes",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// A convert input: buffered, cancellable, with a bound on line length.
+type Input<'a> = BufReader<LineLimit<'a, Cancellable<'a, File>>>;
 
 struct Convert {
     o: Options,
@@ -142,6 +194,9 @@ fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
     };
     if o.sample_rows == 0 {
         return Err("sample_rows must be at least 1".into());
+    }
+    if !(1024..=1 << 30).contains(&o.max_line_bytes) {
+        return Err("max_line_bytes must be between 1024 and 1073741824".into());
     }
     Ok(Arc::new(Convert { o, delimiter }))
 }
@@ -170,10 +225,32 @@ fn bad(msg: impl std::fmt::Display) -> FileFailure {
 }
 
 impl Convert {
-    fn csv_to_jsonl(&self, ctx: &FileCtx<'_>, w: &mut impl Write) -> Result<u64, FileFailure> {
-        let file = crate::sandbox::open_regular(ctx.path)
-            .map(|f| ctx.cancellable(f))
+    /// The input, read through [`FileCtx::cancellable`] and [`LineLimit`].
+    fn open<'a>(
+        &self,
+        ctx: &FileCtx<'a>,
+        tripped: &'a Cell<bool>,
+    ) -> Result<Input<'a>, FileFailure> {
+        let f = crate::sandbox::open_regular(ctx.path)
             .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+        Ok(BufReader::with_capacity(
+            256 * 1024,
+            LineLimit {
+                inner: ctx.cancellable(f),
+                max: self.o.max_line_bytes,
+                run: 0,
+                tripped,
+            },
+        ))
+    }
+
+    fn csv_to_jsonl(
+        &self,
+        ctx: &FileCtx<'_>,
+        tripped: &Cell<bool>,
+        w: &mut impl Write,
+    ) -> Result<u64, FileFailure> {
+        let file = self.open(ctx, tripped)?;
         let mut r = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .flexible(false)
@@ -208,13 +285,14 @@ impl Convert {
         Ok(rows)
     }
 
-    fn csv_to_parquet(&self, ctx: &FileCtx<'_>, out: &mut File) -> Result<u64, FileFailure> {
+    fn csv_to_parquet(
+        &self,
+        ctx: &FileCtx<'_>,
+        tripped: &Cell<bool>,
+        out: &mut File,
+    ) -> Result<u64, FileFailure> {
         use arrow_schema::{DataType, Field, Schema};
-        let open = || -> Result<BufReader<Cancellable<'_, File>>, FileFailure> {
-            let f = crate::sandbox::open_regular(ctx.path)
-                .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
-            Ok(BufReader::with_capacity(256 * 1024, ctx.cancellable(f)))
-        };
+        let open = || self.open(ctx, tripped);
         let format = arrow_csv::reader::Format::default()
             .with_header(true)
             .with_delimiter(self.delimiter);
@@ -282,12 +360,13 @@ impl Convert {
         Ok(rows)
     }
 
-    fn jsonl_to_csv(&self, ctx: &FileCtx<'_>, w: &mut impl Write) -> Result<u64, FileFailure> {
-        let open = || -> Result<BufReader<Cancellable<'_, File>>, FileFailure> {
-            let f = crate::sandbox::open_regular(ctx.path)
-                .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
-            Ok(BufReader::with_capacity(256 * 1024, ctx.cancellable(f)))
-        };
+    fn jsonl_to_csv(
+        &self,
+        ctx: &FileCtx<'_>,
+        tripped: &Cell<bool>,
+        w: &mut impl Write,
+    ) -> Result<u64, FileFailure> {
+        let open = || self.open(ctx, tripped);
         let mut columns: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, line) in open()?.lines().enumerate() {
@@ -370,18 +449,34 @@ impl Convert {
             return Err(ctx.exists_failure(&out_path));
         }
         let mut out = AtomicFile::create(&out_path)?;
-        let rows = if self.o.to == To::Parquet {
-            self.csv_to_parquet(ctx, out.file())?
+        let tripped = Cell::new(false);
+        let converted = if self.o.to == To::Parquet {
+            self.csv_to_parquet(ctx, &tripped, out.file())
         } else {
             let mut w = BufWriter::with_capacity(256 * 1024, out.file());
-            let rows = if out_ext == "jsonl" {
-                self.csv_to_jsonl(ctx, &mut w)?
+            if out_ext == "jsonl" {
+                self.csv_to_jsonl(ctx, &tripped, &mut w)
             } else {
-                self.jsonl_to_csv(ctx, &mut w)?
-            };
-            w.flush()
-                .map_err(|e| write_failure(&e, "writing the output"))?;
-            rows
+                self.jsonl_to_csv(ctx, &tripped, &mut w)
+            }
+            .and_then(|rows| {
+                w.flush()
+                    .map_err(|e| write_failure(&e, "writing the output"))?;
+                Ok(rows)
+            })
+        };
+        let rows = match converted {
+            Err(_) if tripped.get() => {
+                return Err(FileFailure::new(
+                    FailureKind::LimitExceeded,
+                    format!(
+                        "a line is longer than max_line_bytes ({} bytes): not line-based text? \
+                         (raise max_line_bytes to convert it anyway)",
+                        self.o.max_line_bytes
+                    ),
+                ))
+            }
+            other => other?,
         };
         let skipped_result = skipped_exists(&out_rel);
         if out.publish(ctx.outputs, self.o.existing, skipped_result.clone(), None)?
@@ -467,6 +562,75 @@ mod tests {
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())
+    }
+
+    #[test]
+    fn a_line_longer_than_max_line_bytes_fails_the_file_in_every_direction() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        let long = "x".repeat(3000);
+        // The long line comes after a good one, past the first read's start.
+        std::fs::write(src.path().join("t.csv"), format!("a,b\n1,2\n3,{long}\n")).unwrap();
+        std::fs::write(
+            src.path().join("t.jsonl"),
+            format!("{{\"a\":1}}\n{{\"a\":\"{long}\"}}\n"),
+        )
+        .unwrap();
+        for (to, rel) in [("jsonl", "t.csv"), ("parquet", "t.csv"), ("csv", "t.jsonl")] {
+            let options = format!(r#"{{"to":"{to}","max_line_bytes":2048}}"#);
+            let failure = run(&options, src.path(), rel, &dest).unwrap_err();
+            assert_eq!(
+                failure.kind,
+                FailureKind::LimitExceeded,
+                "{to}: {}",
+                failure.message
+            );
+            assert!(
+                failure.message.contains("max_line_bytes (2048 bytes)"),
+                "{}",
+                failure.message
+            );
+            // Within the limit, the same file converts.
+            let options = format!(r#"{{"to":"{to}","max_line_bytes":4096}}"#);
+            assert_eq!(
+                run(&options, src.path(), rel, &dest).unwrap()["rows"],
+                2,
+                "{to}"
+            );
+            for entry in std::fs::read_dir(&dest).unwrap() {
+                std::fs::remove_file(entry.unwrap().path()).unwrap();
+            }
+        }
+        assert!(build(r#"{"max_line_bytes":10}"#).is_err());
+    }
+
+    #[test]
+    fn line_limit_counts_bytes_since_the_last_line_break_across_reads() {
+        let tripped = Cell::new(false);
+        // Lines of 999 bytes, read 700 bytes at a time: never 1000 in a row.
+        let text = format!("{}\n", "y".repeat(999)).repeat(20);
+        let mut r = LineLimit {
+            inner: std::io::Cursor::new(text.clone()),
+            max: 1000,
+            run: 0,
+            tripped: &tripped,
+        };
+        let mut buf = [0u8; 700];
+        let mut total = 0;
+        while let n @ 1.. = r.read(&mut buf).unwrap() {
+            total += n;
+        }
+        assert_eq!(total, text.len());
+        assert!(!tripped.get());
+        let mut r = LineLimit {
+            inner: std::io::Cursor::new("z".repeat(1001)),
+            max: 1000,
+            run: 0,
+            tripped: &tripped,
+        };
+        assert!(std::io::copy(&mut r, &mut std::io::sink()).is_err());
+        assert!(tripped.get());
     }
 
     #[test]
