@@ -85,6 +85,19 @@ def test_summary_table_names_every_schema_with_counts_examples_and_errors() -> N
     assert "ok.csv" not in text
 
 
+def test_a_schema_table_of_headerless_files_shows_the_first_20_and_counts_the_rest() -> None:
+    """Headerless CSVs make one schema per file: 100,000 table rows took a minute."""
+    console, buffer = _console()
+    schemas = [{"columns": [f"row {i}"], "files": 1, "example": f"{i}.csv"} for i in range(25)]
+    render_summary(console, {**JOB, "summary": {"schemas": schemas}})
+    text = buffer.getvalue()
+    assert "25 distinct schemas" in text
+    assert "19.csv" in text
+    assert "20.csv" not in text
+    # The caption wraps at the table's width.
+    assert "and 5 more (--json or --output list them all)" in " ".join(text.split())
+
+
 HASH_JOB = {
     **JOB,
     "task": "hash",

@@ -254,6 +254,10 @@ def error_message(line: Mapping[str, Any]) -> str | None:
     return str(error)
 
 
+# Schemas shown, most files first; the rest are counted.
+MAX_SCHEMA_ROWS = 20
+
+
 def _columns_text(columns: Sequence[Any]) -> str:
     if not columns:
         return "(no columns)"
@@ -277,16 +281,23 @@ def render_summary(
 
     schemas = summary.get("schemas") if isinstance(summary, Mapping) else None
     if isinstance(schemas, list):
+        # Headerless files make one "schema" each: 100,000 rows took a
+        # minute to print and told nobody anything.
+        more = len(schemas) - MAX_SCHEMA_ROWS
         table = Table(
-            title=f"{len(schemas)} distinct schema{'s' if len(schemas) != 1 else ''}",
+            title=f"{len(schemas):,} distinct schema{'s' if len(schemas) != 1 else ''}",
             title_justify="left",
             show_lines=False,
+            caption=(
+                Text(f"and {more:,} more (--json or --output list them all)") if more > 0 else None
+            ),
+            caption_justify="left",
         )
         table.add_column("#", justify="right", style="dim")
         table.add_column("Columns", overflow="fold")
         table.add_column("Files", justify="right")
         table.add_column("Example", overflow="fold", style="cyan")
-        for index, schema in enumerate(schemas, start=1):
+        for index, schema in enumerate(schemas[:MAX_SCHEMA_ROWS], start=1):
             if not isinstance(schema, Mapping):
                 continue
             columns = schema.get("columns") or []
