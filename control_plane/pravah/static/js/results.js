@@ -20,6 +20,10 @@ function totals(pairs) {
   );
 }
 
+// Schema rows drawn at once: headerless files make one schema per file, and
+// 100,000 table rows froze the page; the search box reaches the others.
+const MAX_SCHEMA_ROWS = 500;
+
 // csv-header: {"schemas": [{"columns", "files", "example"}], "distinct_schemas", "files", "failed"}
 function csvHeader(job, summary) {
   const schemas = summary.schemas;
@@ -31,7 +35,7 @@ function csvHeader(job, summary) {
     const q = search.value.trim().toLowerCase();
     const rows = schemas.filter((sch) => !q || sch.columns.some((c) => c.toLowerCase().includes(q)) || String(sch.example || "").toLowerCase().includes(q));
     body.replaceChildren(
-      ...rows.map((sch, i) =>
+      ...rows.slice(0, MAX_SCHEMA_ROWS).map((sch, i) =>
         h(
           "tr",
           { "data-files": sch.files },
@@ -42,7 +46,10 @@ function csvHeader(job, summary) {
         ),
       ),
     );
-    shown.textContent = `${rows.length} of ${schemas.length} schemas shown.`;
+    shown.textContent =
+      rows.length > MAX_SCHEMA_ROWS
+        ? `${fmt.count(MAX_SCHEMA_ROWS)} of ${fmt.count(rows.length)} matching schemas shown (${fmt.count(schemas.length)} in all); search to narrow.`
+        : `${fmt.count(rows.length)} of ${fmt.count(schemas.length)} schemas shown.`;
   };
   search.addEventListener("input", fill);
   fill();
