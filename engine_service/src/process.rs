@@ -466,6 +466,26 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                 Ok(r) => r,
                 Err(f) => return item_failed(shared, &id, f),
             };
+            // The walk runs while outputs are published: a destination
+            // inside the walked folder would have its outputs taken as
+            // inputs (thumbnails of thumbnails). Listed work is fixed
+            // before it starts, so only a walk is refused this way.
+            if let (Root::Local(dir), Some(dest)) = (&root, &shared.io.destination) {
+                if dest.starts_with(dir) {
+                    return item_failed(
+                        shared,
+                        &id,
+                        FileFailure::new(
+                            FailureKind::InvalidData,
+                            format!(
+                                "the destination {} is inside the source {}: its outputs would be walked as inputs; choose a folder outside the source",
+                                dest.display(),
+                                dir.display()
+                            ),
+                        ),
+                    );
+                }
+            }
             let fspec: FilterSpec = spec.filters.as_ref().map(Into::into).unwrap_or_default();
             match Filters::compile(&fspec) {
                 Ok(filters) => (root, Err(Arc::new(filters))),

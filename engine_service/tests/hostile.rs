@@ -91,3 +91,37 @@ fn process_of_a_missing_or_non_folder_source_fails_with_the_reason() {
         assert!(out.stdout.is_empty(), "no summary for {source:?}");
     }
 }
+
+/// A walk writing into a folder it walks would take its own outputs as
+/// inputs (thumbnails of thumbnails, growing with every run); the control
+/// plane refuses such a job, and now so does the engine for its direct
+/// callers. Outside the source, the same destination works.
+#[test]
+fn process_refuses_a_destination_inside_the_walked_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("logs");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.log"), "line\n".repeat(100)).unwrap();
+    let run = |dest: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_pravah-engine"))
+            .arg("process")
+            .arg(&src)
+            .args(["--task", "compress", "--destination"])
+            .arg(dest)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap()
+    };
+    let out = run(&src.join("archive"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is inside the source"), "{stderr}");
+    assert!(!src.join("archive/a.log.gz").exists());
+    let out = run(&dir.path().join("archive"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("archive/a.log.gz").exists());
+}
