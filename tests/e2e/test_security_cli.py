@@ -68,6 +68,22 @@ def test_keys_create_rejects_unknown_role(cli: Cli) -> None:
     assert result.returncode == 2 and "unknown role" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("expires", "needle"),
+    [
+        ("99999999d", "longer than 100 years"),
+        ("-1d", "invalid --expires"),
+        ("1.5h", "invalid --expires"),
+    ],
+)
+def test_keys_create_rejects_a_lifetime_it_cannot_use(cli: Cli, expires: str, needle: str) -> None:
+    # 99999999d ended in an OverflowError traceback (past year 9999).
+    result = cli.run("keys", "create", "--expires", expires)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert "pvh_" not in result.stdout  # no key was made
+
+
 def test_https_only_when_a_certificate_is_configured(cli: Cli, tmp_path: Path) -> None:
     ca, other = trustme.CA(), trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
