@@ -107,7 +107,9 @@ class JobFilters(BaseModel):
     modified_before: datetime | None = Field(default=None, description="Exclusive, ISO 8601.")
     include_hidden: bool = False
     follow_symlinks: bool = False
-    max_depth: int | None = Field(default=None, ge=0, description="0 or null: no limit.")
+    max_depth: int | None = Field(
+        default=None, ge=0, le=2**32 - 1, description="0 or null: no limit."
+    )
 
     @field_validator("min_size", "max_size", mode="before")
     @classmethod

@@ -50,7 +50,7 @@ def parse_size(value: str | int) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"invalid size {value}: sizes cannot be negative")
-        return value
+        return _at_most_max(value, value)
     if not isinstance(value, str):
         raise ValueError(f"invalid size {value!r}: expected a number of bytes or e.g. '100MB'")
     match = _SIZE_RE.match(value)
@@ -66,7 +66,18 @@ def parse_size(value: str | int) -> int:
             "use B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)"
         )
     number = float(match.group("num"))
-    return round(number * _UNITS[unit])
+    return _at_most_max(round(number * _UNITS[unit]), value)
+
+
+# No file is larger: the engine's sizes are 64-bit, and a bigger bound
+# failed the job inside the gRPC client instead of the request.
+MAX_SIZE = 2**64 - 1
+
+
+def _at_most_max(size: int, value: str | int) -> int:
+    if size > MAX_SIZE:
+        raise ValueError(f"invalid size {value!r}: larger than any file can be (16 EiB)")
+    return size
 
 
 def format_size(n: int | float) -> str:
@@ -104,4 +115,7 @@ def parse_datetime(value: str | datetime | date) -> datetime:
         raise ValueError(f"invalid datetime {value!r}: expected ISO 8601 text")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is in the year 10000 in UTC
+        raise ValueError(f"invalid datetime {value!r}: out of range once in UTC") from None

@@ -180,6 +180,11 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         (["run", "{tree}", "--task", "csv-header", "--option", "novalue"], ["KEY=VALUE"]),
         (["run", "{tree}", "--task", "csv-header", "-o", "delimiter=x"], ["delimiter"]),
         (["run", "{tree}", "--task", "csv-header", "--min-size", "12XB"], ["--min-size", "12XB"]),
+        (
+            ["run", "{tree}", "--task", "csv-header", "--min-size", "99999999999999999999999"],
+            ["--min-size", "larger than any file can be"],
+        ),
+        (["run", "{tree}", "--task", "csv-header", "--max-depth", "99999999999"], ["--max-depth"]),
         (["run", "{tree}"], ["--task"]),
         (
             ["run", "{tree}", "--task", "csv-header", "--include", "*.csv", "--include", "[a"],
@@ -207,6 +212,8 @@ def test_include_exclude_ext_size_and_hidden_filters_select_files(cli: Cli, csv_
         "malformed-option",
         "bad-option-value",
         "bad-size",
+        "size-past-64-bits",
+        "depth-past-32-bits",
         "no-task",
         "unclosed-include-glob",
         "reversed-exclude-range",

@@ -37,6 +37,10 @@ def test_parse_size_accepts_decimal_and_binary_units(text: str | int, expected: 
         ("-5", "expected a number"),
         (-5, "cannot be negative"),
         ("1.2.3MB", "expected a number"),
+        # Past 64 bits the job used to fail inside the gRPC client, retried 3 times.
+        ("99999999999999999999999", "larger than any file can be"),
+        (2**64, "larger than any file can be"),
+        ("20000000TB", "larger than any file can be"),
     ],
 )
 def test_parse_size_rejects_bad_values_with_clear_message(text: str | int, needle: str) -> None:
@@ -63,6 +67,9 @@ def test_parse_datetime_forms_are_utc_aware() -> None:
 def test_parse_datetime_rejects_garbage_naming_the_value() -> None:
     with pytest.raises(ValueError, match=r"invalid datetime 'yesterday-ish'.*ISO 8601"):
         parse_datetime("yesterday-ish")
+    # Valid ISO 8601, but in the year 10000 once in UTC: was an OverflowError.
+    with pytest.raises(ValueError, match="out of range once in UTC"):
+        parse_datetime("9999-12-31T23:00:00-05:00")
 
 
 def test_format_size_uses_binary_units() -> None:

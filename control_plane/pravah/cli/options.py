@@ -304,8 +304,8 @@ def build_job_request(
     max_bytes = parse_size(max_size, flag="--max-size") if max_size is not None else None
     if min_bytes is not None and max_bytes is not None and min_bytes > max_bytes:
         raise CliUsageError(f"--min-size ({min_size}) is larger than --max-size ({max_size})")
-    if max_depth is not None and max_depth < 0:
-        raise CliUsageError("--max-depth must be 0 (no limit) or more")
+    if max_depth is not None and not 0 <= max_depth < 2**32:
+        raise CliUsageError("--max-depth must be 0 (no limit) or a depth below 2**32")
     for flag, globs in (("--include", include), ("--exclude", exclude)):
         for glob in globs:
             reason = glob_error(glob)
