@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -235,9 +236,14 @@ WorkSpec = ChunkWork | FilesWork | SourceWork
 
 
 def filters_to_proto(filters: JobFilters | None) -> pb.Filters:
-    """The engine's Filters message for the job's filters."""
+    """The engine's Filters message for the job's filters.
+
+    Ages still in `filters` count back from now; a job's runner resolves
+    them from the job's creation first (JobFilters.resolved).
+    """
     if filters is None:
         return pb.Filters()
+    filters = filters.resolved(datetime.now(UTC))
     msg = pb.Filters(
         include=filters.include,
         exclude=filters.exclude,

@@ -11,7 +11,7 @@ stores naive text) hand them back aware as well.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -29,7 +29,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from pravah.globs import glob_error
-from pravah.units import parse_datetime, parse_size
+from pravah.units import MAX_DURATION, parse_datetime, parse_duration, parse_size
 
 
 def utcnow() -> datetime:
@@ -105,6 +105,18 @@ class JobFilters(BaseModel):
     max_size: int | None = Field(default=None, description="Bytes, or e.g. '100MB', '1.5GiB'.")
     modified_after: datetime | None = Field(default=None, description="Inclusive, ISO 8601.")
     modified_before: datetime | None = Field(default=None, description="Exclusive, ISO 8601.")
+    min_age: timedelta | None = Field(
+        default=None,
+        description=(
+            "Only files last modified at least this long before the job was created: "
+            "'1d', '12h', '90m', '2w', seconds or ISO 8601 ('P1D'). A schedule keeps "
+            "the age, so each of its jobs counts back from its own creation."
+        ),
+    )
+    max_age: timedelta | None = Field(
+        default=None,
+        description="Only files last modified at most this long before the job was created.",
+    )
     include_hidden: bool = False
     follow_symlinks: bool = False
     max_depth: int | None = Field(
@@ -128,6 +140,26 @@ class JobFilters(BaseModel):
         if value is None:
             return None
         return parse_datetime(value)
+
+    @field_validator("min_age", "max_age", mode="before")
+    @classmethod
+    def _parse_age(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            age = parse_duration(value)
+            if age is not None:
+                return age
+            text = value.strip()
+            if (text and text[0] in "Pp") or text.replace(".", "", 1).isdigit():
+                return text  # ISO 8601 or seconds: pydantic's own parsing
+            raise ValueError(f"invalid age {value!r}: use e.g. 90m, 12h, 1d, 2w or ISO 8601 'P1D'")
+        return value
+
+    @field_validator("min_age", "max_age")
+    @classmethod
+    def _positive_age(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not timedelta(0) < value <= MAX_DURATION:
+            raise ValueError("an age must be longer than zero and at most 100 years")
+        return value
 
     @field_validator("include", "exclude", "extensions")
     @classmethod
@@ -167,7 +199,22 @@ class JobFilters(BaseModel):
             and self.modified_after >= self.modified_before
         ):
             raise ValueError("modified_after must be earlier than modified_before")
+        if self.min_age is not None and self.max_age is not None and self.min_age > self.max_age:
+            raise ValueError("min_age is longer than max_age; no file could match")
         return self
+
+    def resolved(self, now: datetime) -> JobFilters:
+        """These filters with the ages turned into modification times counted
+        back from `now` (a job's creation), so that the engine sees dates only."""
+        if self.min_age is None and self.max_age is None:
+            return self
+        before, after = self.modified_before, self.modified_after
+        if self.min_age is not None:
+            before = min(filter(None, (before, now - self.min_age)))
+        if self.max_age is not None:
+            after = max(filter(None, (after, now - self.max_age)))
+        ages = {"min_age": None, "max_age": None}
+        return self.model_copy(update={"modified_before": before, "modified_after": after, **ages})
 
 
 class PipelineStep(BaseModel):

@@ -286,7 +286,9 @@ class _JobRun:
         for i, step in enumerate(steps, start=1):
             last = i == len(steps)
             if i == 1:
-                source, filters = job.source, JobFilters.model_validate(job.filters or {})
+                # Ages count back from the job's creation, the same on a retry.
+                filters = JobFilters.model_validate(job.filters or {}).resolved(job.created_at)
+                source = job.source
             else:
                 source, filters = str(steps_dir / str(i - 1)), JobFilters()
             # An intermediate folder is created by the engine when the step starts.

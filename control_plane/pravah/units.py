@@ -1,14 +1,20 @@
-"""Parsing of human-friendly sizes and datetimes used in job filters.
+"""Parsing of human-friendly sizes, durations and datetimes used in job filters.
 
-Why: users write `--min-size 100MB` or `"modified_after": "2024-05-01"` in the
-CLI and in JSON bodies alike; one parser keeps both front ends consistent and
-gives the same clear error for the same mistake.
+Why: users write `--min-size 100MB`, `--older-than 1d` or
+`"modified_after": "2024-05-01"` in the CLI and in JSON bodies alike; one
+parser keeps both front ends consistent and gives the same clear error for
+the same mistake.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+
+_DURATION_RE = re.compile(r"^\s*(?P<num>\d+)\s*(?P<unit>[smhdw])\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Longer is "forever" in all but name, and past year 9999 datetimes overflow.
+MAX_DURATION = timedelta(days=100 * 365)
 
 _SIZE_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
 
@@ -119,3 +125,20 @@ def parse_datetime(value: str | datetime | date) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is in the year 10000 in UTC
         raise ValueError(f"invalid datetime {value!r}: out of range once in UTC") from None
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """'45s', '90m', '12h', '30d', '2w' as a timedelta; None for any other text.
+
+    Raises ValueError for a duration of this form that is zero or longer
+    than MAX_DURATION.
+    """
+    match = _DURATION_RE.match(text)
+    if match is None:
+        return None
+    seconds = int(match.group("num")) * _DURATION_UNITS[match.group("unit").lower()]
+    if seconds == 0:
+        raise ValueError(f"invalid duration {text.strip()!r}: it must be longer than zero")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"invalid duration {text.strip()!r}: longer than 100 years")
+    return timedelta(seconds=seconds)

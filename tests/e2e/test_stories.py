@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -80,6 +81,36 @@ def test_story2_nightly_compress_of_big_logs_through_cli(cli: Cli, tmp_path: Pat
     again = cli.run("run", str(root), "--task", "compress", *flags, "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["progress"]["files_total"] == 0
+
+
+def test_story2_leaves_the_log_still_being_written_with_older_than(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Compressing a log the application still writes to, with the original
+    removed, loses what it writes next (into the deleted file): the nightly
+    line skips logs modified within the last day."""
+    root = tmp_path / "var-log"
+    root.mkdir()
+    rotated, live = root / "app.log.1.log", root / "app.log"
+    rotated.write_bytes(b"yesterday\n" * 20_000)
+    live.write_bytes(b"today\n" * 20_000)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(rotated, (two_days_ago, two_days_ago))
+    flags = ("--include", "*.log", "--option", "keep_original=false", "--json")
+
+    done = cli.run("run", str(root), "--task", "compress", "--older-than", "1d", *flags)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["filters"] == {"min_age": "P1D", "include": ["*.log"]}
+    assert job["summary"]["written"] == 1
+    assert sorted(p.name for p in root.iterdir()) == ["app.log", "app.log.1.log.gz"]
+    assert gzip.decompress((root / "app.log.1.log.gz").read_bytes()) == b"yesterday\n" * 20_000
+
+    # The other way round, and with a date: only what changed since.
+    newer = cli.run("run", str(root), "--task", "hash", "--newer-than", "12h", "--json")
+    assert json.loads(newer.stdout)["progress"]["files_total"] == 1  # app.log
+    dated = cli.run("run", str(root), "--task", "hash", "--older-than", "2000-01-01", "--json")
+    assert json.loads(dated.stdout)["progress"]["files_total"] == 0
 
 
 def jpeg(size: tuple[int, int], orientation: int | None = None) -> bytes:

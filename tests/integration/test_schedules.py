@@ -96,3 +96,36 @@ def test_next_tick_reads_cron_in_utc_and_rejects_nonsense() -> None:
     assert (nxt.hour, nxt.minute) == (3, 0) and nxt > start
     with pytest.raises(InvalidRequestError):
         schedules.next_tick("every day", start)
+
+
+async def test_a_schedule_keeps_an_age_so_each_run_counts_back_from_itself(
+    api: httpx.AsyncClient, db_settings: Settings, tmp_path: Path
+) -> None:
+    """`--older-than 1d` on a nightly schedule must mean a day before each run,
+    not a day before the schedule was made: the age is stored, not a date."""
+    body = {
+        "cron": "0 3 * * *",
+        "job": {"source": str(tmp_path), "task": "csv-header", "filters": {"min_age": "1d"}},
+    }
+    created = await api.post("/schedules", json=body)
+    assert created.status_code == 201, created.text
+    schedule = created.json()
+    assert schedule["job"]["filters"]["min_age"] == "P1D"
+    assert schedule["job"]["filters"]["modified_before"] is None
+    db = Database(db_settings)
+    try:
+        async with db.session() as session:
+            row = await session.get(Schedule, schedule["id"])
+            assert row is not None
+            row.next_run_at = utcnow() - timedelta(seconds=1)
+            session.add(row)
+            await session.commit()
+            assert len(await schedules.fire_due(session)) == 1
+            job = (await session.exec(select(Job))).one()
+        assert job.filters == {"min_age": "P1D"}
+    finally:
+        await db.dispose()
+    bad = await api.post(
+        "/schedules", json={**body, "job": {**body["job"], "filters": {"min_age": "1y"}}}
+    )
+    assert bad.status_code == 422 and "invalid age '1y'" in bad.text

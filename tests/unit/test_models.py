@@ -76,6 +76,10 @@ def test_filters_parse_human_sizes_and_dates() -> None:
         ({"max_depth": 2**32}, "less than or equal to 4294967295"),
         ({"max_size": 2**64}, "larger than any file can be"),
         ({"modified_before": "9999-12-31T23:00:00-05:00"}, "out of range once in UTC"),
+        ({"min_age": "1y"}, "invalid age '1y'"),
+        ({"min_age": "0d"}, "longer than zero"),
+        ({"max_age": -60}, "longer than zero"),
+        ({"min_age": "2d", "max_age": "1d"}, "min_age is longer than max_age"),
         ({"include": ["*.csv", "*.{csv"]}, 'invalid glob "*.{csv": unclosed alternate group'),
         ({"exclude": ["a}"]}, 'invalid glob "a}": unopened alternate group'),
     ],
@@ -130,3 +134,18 @@ def test_public_progress_unknown_totals_before_listing() -> None:
     assert public.progress.percent is None
     assert public.progress.eta_seconds is None
     assert public.status == JobStatus.pending
+
+
+def test_ages_become_modification_times_counted_back_from_the_job() -> None:
+    created = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    filters = JobFilters.model_validate(
+        {"min_age": "1d", "max_age": "P7D", "modified_before": "2026-11-20"}
+    )
+    # Stored as ISO 8601 durations, read back the same (a schedule's template).
+    assert JobFilters.model_validate(filters.model_dump(mode="json")) == filters
+    resolved = filters.resolved(created)
+    # The earlier bound of the two "before"s wins, as both must hold.
+    assert resolved.modified_before == datetime(2026, 11, 20, tzinfo=UTC)
+    assert resolved.modified_after == datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    assert resolved.min_age is None and resolved.max_age is None
+    assert JobFilters().resolved(created) == JobFilters()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-from pravah.units import format_size, parse_datetime, parse_size
+from pravah.units import format_size, parse_datetime, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,16 @@ def test_format_size_uses_binary_units() -> None:
     assert format_size(10) == "10 B"
     assert format_size(1536) == "1.5 KiB"
     assert format_size(3 * 1024**3) == "3.0 GiB"
+
+
+def test_parse_duration_reads_short_ages_and_leaves_other_text() -> None:
+    assert parse_duration("45s") == timedelta(seconds=45)
+    assert parse_duration(" 90m ") == timedelta(minutes=90)
+    assert parse_duration("1D") == timedelta(days=1)
+    assert parse_duration("2w") == timedelta(weeks=2)
+    for other in ("2024-05-01", "P1D", "1y", "1.5h", "-1d", ""):
+        assert parse_duration(other) is None, other
+    with pytest.raises(ValueError, match="longer than zero"):
+        parse_duration("0h")
+    with pytest.raises(ValueError, match="longer than 100 years"):
+        parse_duration("99999999d")

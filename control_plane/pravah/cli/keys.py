@@ -28,27 +28,18 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-# A longer lifetime is "never" in all but name (and past year 9999 it was
-# an OverflowError traceback).
-_MAX_TTL = timedelta(days=100 * 365)
-
 
 def parse_ttl(text: str) -> timedelta:
     """'30d', '12h', '90m', '2w' as a timedelta."""
-    text = text.strip().lower()
-    if len(text) >= 2 and text[-1] in _UNITS and text[:-1].isdigit() and int(text[:-1]) > 0:
-        seconds = int(text[:-1]) * _UNITS[text[-1]]
-        if seconds > _MAX_TTL.total_seconds():
-            fail(
-                f"--expires {text!r} is longer than 100 years; leave --expires out for a key "
-                "that never expires",
-                EXIT_USAGE,
-            )
-        return timedelta(seconds=seconds)
-    fail(f"invalid --expires {text!r}: use e.g. 90m, 12h, 30d or 2w", EXIT_USAGE)
+    from pravah.units import parse_duration
+
+    try:
+        ttl = parse_duration(text)
+    except ValueError as exc:
+        fail(f"--expires: {exc}; leave --expires out for a key that never expires", EXIT_USAGE)
+    if ttl is None or ttl < timedelta(minutes=1):
+        fail(f"invalid --expires {text!r}: use e.g. 90m, 12h, 30d or 2w", EXIT_USAGE)
+    return ttl
 
 
 async def _with_session(settings: Settings, action: Any) -> Any:

@@ -199,6 +199,20 @@ def load_pipeline_file(path: Path) -> list[dict[str, Any]]:
     return steps
 
 
+def _age_or_date(flag: str, value: str, age_key: str, date_key: str) -> tuple[str, str]:
+    """The filter `value` sets: an age ('1d') under `age_key`, a date under `date_key`."""
+    from pravah.units import parse_datetime, parse_duration
+
+    try:
+        if parse_duration(value) is not None:
+            return age_key, value.strip()
+        return date_key, parse_datetime(value).isoformat()
+    except ValueError as exc:
+        raise CliUsageError(
+            f"{flag} {value!r}: {exc}; give an age (12h, 1d, 2w) or a date (2024-05-01)"
+        ) from None
+
+
 def _values_beyond(document: Any, limit: int) -> bool:
     """Whether `document` holds more than `limit` values once aliases are expanded.
 
@@ -284,6 +298,8 @@ def build_job_request(
     extensions: Sequence[str] = (),
     min_size: str | None = None,
     max_size: str | None = None,
+    older_than: str | None = None,
+    newer_than: str | None = None,
     hidden: bool = False,
     follow_symlinks: bool = False,
     max_depth: int | None = None,
@@ -324,6 +340,13 @@ def build_job_request(
         filters["min_size"] = min_bytes
     if max_bytes is not None:
         filters["max_size"] = max_bytes
+    for flag, value, age_key, date_key in (
+        ("--older-than", older_than, "min_age", "modified_before"),
+        ("--newer-than", newer_than, "max_age", "modified_after"),
+    ):
+        if value is not None:
+            key, text = _age_or_date(flag, value, age_key, date_key)
+            filters[key] = text
     if hidden:
         filters["include_hidden"] = True
     if follow_symlinks:

@@ -159,6 +159,29 @@ MaxSize = Annotated[
         show_default=False,
     ),
 ]
+OlderThan = Annotated[
+    str | None,
+    typer.Option(
+        "--older-than",
+        metavar="AGE|DATE",
+        help=(
+            "Only files last modified before this: an age counted back from when the job "
+            "is made (12h, 1d, 2w; a schedule counts from each run) or a date (2024-05-01)."
+        ),
+        rich_help_panel=FILTER_PANEL,
+        show_default=False,
+    ),
+]
+NewerThan = Annotated[
+    str | None,
+    typer.Option(
+        "--newer-than",
+        metavar="AGE|DATE",
+        help="Only files last modified at or after this: an age (12h, 7d) or a date.",
+        rich_help_panel=FILTER_PANEL,
+        show_default=False,
+    ),
+]
 MaxDepth = Annotated[
     int | None,
     typer.Option(
