@@ -14,6 +14,13 @@ from the same few shapes, which merge without knowing the task:
   (`files`, else `size`, else `bytes`), largest first, as the engine does, and
   keeps at most as many entries as the longest input list had when that list
   looked capped (a "largest N" list);
+- a list with an `omitted_<list>` count next to it was capped by the engine
+  (csv-header's `schemas`: headerless files make one schema per file): the
+  merged list is capped the same way, at MAX_LISTED entries, and what is cut
+  is added to `omitted_<list>` and `files_in_omitted_<list>`; its
+  `distinct_<list>` then counts listed and omitted entries. An entry omitted
+  by one chunk and listed by another is counted in both places: beyond the
+  cap, counts are an overview, and every file's own result is exact;
 - anything else (strings, floats, nested lists of scalars) keeps the first
   value.
 """
@@ -26,6 +33,8 @@ from typing import Any
 
 _ORDER_KEYS = ("files", "size", "bytes", "count")
 _CAPPED_LISTS = {"largest"}
+# The engine's csv_header::MAX_LISTED_SCHEMAS.
+MAX_LISTED = 1000
 
 
 def _group_key(item: dict[str, Any]) -> str:
@@ -81,11 +90,20 @@ def _merge_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = first
     for key in list(out):
+        omitted = f"omitted_{key}"
+        if isinstance(out[key], list) and isinstance(out.get(omitted), int):
+            cut = out[key][MAX_LISTED:]
+            out[key] = out[key][:MAX_LISTED]
+            out[omitted] += len(cut)
+            files = f"files_in_omitted_{key}"
+            if isinstance(out.get(files), int):
+                out[files] += sum(int(i.get("files", 0)) for i in cut if isinstance(i, dict))
+    for key in list(out):
         if key.startswith("distinct_"):
             counted = key[len("distinct_") :]
             lists = [v for k, v in out.items() if isinstance(v, list) and k != key]
             if counted in out and isinstance(out[counted], list):
-                out[key] = len(out[counted])
+                out[key] = len(out[counted]) + int(out.get(f"omitted_{counted}", 0))
             elif len(lists) == 1:
                 out[key] = len(lists[0])
     if (

@@ -294,22 +294,24 @@ def test_a_job_with_more_schemas_than_rows_drawn_stays_searchable(
     web: Watched, server: Server, tmp_path: Path
 ) -> None:
     # Headerless files make one schema per file; 100,000 table rows froze
-    # the page. It draws the first 500 and the search reaches the rest.
+    # the page. It draws the first 500, the search reaches the rest of the
+    # summary's 1,000, and the page says the others are in the results.
     source = tmp_path / "headerless"
     source.mkdir()
-    for i in range(600):
-        (source / f"{i:03}.csv").write_text(f"row {i:03},{i * 7}\n")
+    for i in range(1100):
+        (source / f"{i:04}.csv").write_text(f"row {i:04},{i * 7}\n")
     job = httpx.post(
         f"{server.url}/jobs", json={"source": str(source), "task": "csv-header"}, headers=AUTH
     ).json()
     page = web.page
     page.goto(f"/ui/#/jobs/{job['id']}")
     expect(page.locator(".status-slot .badge")).to_have_text("completed")
-    expect(page.locator('[data-stat="distinct"]')).to_have_text("600")
+    expect(page.locator('[data-stat="distinct"]')).to_have_text("1,100")
     rows = page.locator("table.schemas tbody tr")
     expect(rows).to_have_count(500)
-    expect(page.get_by_text("500 of 600 matching schemas shown (600 in all)")).to_be_visible()
-    page.locator("#schema-search").fill("row 599")
+    expect(page.get_by_text("500 of 1,000 matching schemas shown (1,000 in all)")).to_be_visible()
+    expect(page.get_by_text("100 more are in the per-file results")).to_be_visible()
+    page.locator("#schema-search").fill("row 0999")
     expect(rows).to_have_count(1)
-    expect(rows.first).to_contain_text("599.csv")
-    expect(page.get_by_text("1 of 600 schemas shown.")).to_be_visible()
+    expect(rows.first).to_contain_text("0999.csv")
+    expect(page.get_by_text("1 of 1,000 schemas shown.")).to_be_visible()

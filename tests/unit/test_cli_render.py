@@ -97,6 +97,14 @@ def test_a_schema_table_of_headerless_files_shows_the_first_20_and_counts_the_re
     # The caption wraps at the table's width.
     assert "and 5 more (--json or --output list them all)" in " ".join(text.split())
 
+    # Beyond what the engine lists, the count comes from the summary.
+    console, buffer = _console()
+    summary = {"schemas": schemas, "distinct_schemas": 1025, "omitted_schemas": 1000}
+    render_summary(console, {**JOB, "summary": summary})
+    text = " ".join(buffer.getvalue().split())
+    assert "1,025 distinct schemas" in text
+    assert "and 1,005 more (--json lists the 25 most common, --output every file's columns)" in text
+
 
 HASH_JOB = {
     **JOB,

@@ -283,14 +283,21 @@ def render_summary(
     if isinstance(schemas, list):
         # Headerless files make one "schema" each: 100,000 rows took a
         # minute to print and told nobody anything.
-        more = len(schemas) - MAX_SCHEMA_ROWS
+        # The engine lists at most 1,000 schemas and counts the rest.
+        listing: Mapping[str, Any] = summary if isinstance(summary, Mapping) else {}
+        distinct = _int(listing.get("distinct_schemas")) or len(schemas)
+        omitted = _int(listing.get("omitted_schemas")) or 0
+        more = distinct - min(len(schemas), MAX_SCHEMA_ROWS)
+        where = (
+            f"--json lists the {len(schemas):,} most common, --output every file's columns"
+            if omitted
+            else "--json or --output list them all"
+        )
         table = Table(
-            title=f"{len(schemas):,} distinct schema{'s' if len(schemas) != 1 else ''}",
+            title=f"{distinct:,} distinct schema{'s' if distinct != 1 else ''}",
             title_justify="left",
             show_lines=False,
-            caption=(
-                Text(f"and {more:,} more (--json or --output list them all)") if more > 0 else None
-            ),
+            caption=Text(f"and {more:,} more ({where})") if more > 0 else None,
             caption_justify="left",
         )
         table.add_column("#", justify="right", style="dim")

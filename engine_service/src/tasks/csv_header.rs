@@ -22,6 +22,15 @@ use crate::results::{push_json_str, FailureKind, FileFailure};
 /// Bytes read first; enough for nearly every header.
 const FIRST_READ: usize = 16 * 1024;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Most schemas a summary lists, most files first, and most bytes of their
+/// columns and examples. Headerless files make one schema per file: 500,000
+/// of them made a summary of some 80 MB, above the gRPC message limit, and
+/// the job failed at its very end. The rest are counted
+/// (`omitted_schemas`, `files_in_omitted_schemas`); every file's columns
+/// are in its own result. The control plane caps its merge of chunk
+/// summaries at the same count (pravah.summaries).
+pub const MAX_LISTED_SCHEMAS: usize = 1000;
+const MAX_LISTED_BYTES: usize = 4 << 20;
 /// Delimiters `auto` chooses among, in tie-break order.
 const CANDIDATES: [u8; 4] = [b',', b';', b'\t', b'|'];
 
@@ -214,7 +223,16 @@ impl Task for CsvHeader {
             })
             .collect();
         groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let schemas: Vec<_> = groups
+        let mut listed_bytes = 0;
+        let listed = groups
+            .iter()
+            .take(MAX_LISTED_SCHEMAS)
+            .take_while(|(columns, _, example)| {
+                listed_bytes += columns.iter().map(|c| c.len() + 4).sum::<usize>() + example.len();
+                listed_bytes <= MAX_LISTED_BYTES
+            })
+            .count();
+        let schemas: Vec<_> = groups[..listed]
             .iter()
             .map(
                 |(columns, n, example)| json!({"columns": columns, "files": n, "example": example}),
@@ -223,6 +241,8 @@ impl Task for CsvHeader {
         json!({
             "schemas": schemas,
             "distinct_schemas": groups.len(),
+            "omitted_schemas": groups.len() - listed,
+            "files_in_omitted_schemas": groups[listed..].iter().map(|g| g.1).sum::<u64>(),
             "files": agg.files,
             "failed": agg.failed,
         })
@@ -662,5 +682,45 @@ mod tests {
         assert_eq!(s["schemas"][0]["files"], 2);
         assert_eq!(s["schemas"][1]["columns"][0], "a");
         assert_eq!(s["schemas"][2]["example"], "1.csv");
+        assert_eq!(s["omitted_schemas"], 0);
+    }
+
+    #[test]
+    fn a_summary_lists_the_most_common_schemas_and_counts_the_rest() {
+        let task = CsvHeader::from_json("").unwrap();
+        let mut agg = Aggregate::default();
+        // Headerless files: a "schema" each, and one real header shared by 3.
+        for i in 0..MAX_LISTED_SCHEMAS + 50 {
+            let result = format!(r#"{{"columns":["row {i:05}","{i}"]}}"#);
+            agg.add(format!("{i}.csv").as_bytes(), &Ok(result));
+        }
+        for i in 0..3 {
+            agg.add(
+                format!("h{i}.csv").as_bytes(),
+                &Ok(r#"{"columns":["id"]}"#.into()),
+            );
+        }
+        let s = task.summarize(&agg);
+        assert_eq!(s["distinct_schemas"], MAX_LISTED_SCHEMAS + 51);
+        let listed = s["schemas"].as_array().unwrap();
+        assert_eq!(listed.len(), MAX_LISTED_SCHEMAS);
+        assert_eq!(listed[0]["columns"][0], "id");
+        assert_eq!(s["omitted_schemas"], 51);
+        assert_eq!(s["files_in_omitted_schemas"], 51);
+        assert!(s.to_string().len() < 100_000);
+
+        // Long headers: the byte budget stops the list first.
+        let mut agg = Aggregate::default();
+        let long = "c".repeat(MAX_LISTED_BYTES / 10);
+        for i in 0..20 {
+            agg.add(
+                format!("{i}.csv").as_bytes(),
+                &Ok(format!(r#"{{"columns":["{long}{i}"]}}"#)),
+            );
+        }
+        let s = task.summarize(&agg);
+        let listed = s["schemas"].as_array().unwrap().len();
+        assert!((8..10).contains(&listed), "{listed}");
+        assert_eq!(s["omitted_schemas"], 20 - listed);
     }
 }

@@ -47,9 +47,12 @@ function csvHeader(job, summary) {
       ),
     );
     shown.textContent =
-      rows.length > MAX_SCHEMA_ROWS
+      (rows.length > MAX_SCHEMA_ROWS
         ? `${fmt.count(MAX_SCHEMA_ROWS)} of ${fmt.count(rows.length)} matching schemas shown (${fmt.count(schemas.length)} in all); search to narrow.`
-        : `${fmt.count(rows.length)} of ${fmt.count(schemas.length)} schemas shown.`;
+        : `${fmt.count(rows.length)} of ${fmt.count(schemas.length)} schemas shown.`) +
+      (summary.omitted_schemas
+        ? ` The summary lists the ${fmt.count(schemas.length)} most common; ${fmt.count(summary.omitted_schemas)} more are in the per-file results.`
+        : "");
   };
   search.addEventListener("input", fill);
   fill();
