@@ -13,6 +13,7 @@ small job.
 from __future__ import annotations
 
 import asyncio
+import errno
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -51,11 +52,28 @@ async def retrying(fn: Callable[[], Awaitable[T]], *, within: float = 30.0) -> T
     while True:
         try:
             return await fn()
-        except (DBAPIError, OSError):
-            if loop.time() + delay > deadline:
+        except (DBAPIError, OSError) as exc:
+            # A full disk does not come back in seconds as a restarted
+            # database does: the run fails now, saying so (store_full).
+            if loop.time() + delay > deadline or store_full(exc) is not None:
                 raise
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
+
+
+def store_full(exc: BaseException) -> str | None:
+    """What ran out of space, when `exc` (or what caused it) is a full disk."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return "no space left on device"
+        text = str(seen)
+        if "database or disk is full" in text:  # SQLite
+            return "database or disk is full"
+        if "could not extend file" in text or "No space left on device" in text:  # PostgreSQL
+            return "no space left on device"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _ensure_sqlite_dir(url: str) -> None:

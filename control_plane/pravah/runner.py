@@ -65,7 +65,7 @@ import structlog
 from opentelemetry.trace import Span, StatusCode
 
 from pravah import chunks, engine_pool, incremental, metrics, queue, telemetry
-from pravah.db import Database, retrying
+from pravah.db import Database, retrying, store_full
 from pravah.engine_client import (
     Capabilities,
     ChunkInfo,
@@ -184,6 +184,9 @@ class _JobRun:
         self.capabilities: dict[str, Capabilities] = {}
         self.workspace = workspace_of(settings, job_id)
         self.log = log.bind(job_id=job_id, engines=self.engine_urls)
+        # The error progress could last not be stored with, logged once: a
+        # full disk used to log the same warning twice a second.
+        self._persist_error: str | None = None
 
     # ----------------------------------------------------------- lifecycle
 
@@ -798,6 +801,12 @@ class _JobRun:
 
     # ------------------------------------------------------------- records
 
+    def _store_name(self) -> str:
+        """Where this run's state lives, as a user would look for it."""
+        if self.settings.is_sqlite:
+            return f"the job store in {str(self.settings.state_dir)!r}"
+        return "the job store's database"
+
     def _copy_counters(self, job: Job) -> None:
         s = self.state
         job.files_total = s.files_total
@@ -828,8 +837,15 @@ class _JobRun:
                 await session.commit()
                 await session.refresh(job)
         except Exception as exc:  # a busy DB must not kill the run; try again next tick
-            self.log.warning("could not persist progress", error=str(exc))
+            if str(exc) != self._persist_error:
+                self._persist_error = str(exc)
+                self.log.warning(
+                    "could not persist progress; trying again every tick", error=str(exc)
+                )
             return None
+        if self._persist_error is not None:
+            self._persist_error = None
+            self.log.info("progress persisted again")
         self._notify(job)
         return "cancel" if job.cancel_requested else None
 
@@ -872,9 +888,14 @@ class _JobRun:
         except PravahError as exc:
             status, error, retry = JobStatus.failed, str(exc), True
         except Exception as exc:
-            self.log.exception("job run crashed")
-            status, error = JobStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
-            retry = True
+            full = store_full(exc)
+            if full is None:
+                self.log.exception("job run crashed")
+                error = f"internal error: {type(exc).__name__}: {exc}"
+            else:
+                self.log.error("job store full", error=str(exc))
+                error = f"{self._store_name()} is full ({full}); free space there"
+            status, retry = JobStatus.failed, True
         stopped = self.state.stopped or stopped
         if stopped == "lost":
             return await self._lost()
@@ -948,7 +969,8 @@ class _JobRun:
                     outcome = "retry"
                 else:
                     job.status = status.value
-                    job.error = f"{error} (after {job.attempts} attempts)" if retry else error
+                    tries = f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}"
+                    job.error = f"{error} (after {tries})" if retry else error
                     job.summary = summary
                     job.results_available = results_available
                     job.finished_at = now

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -349,6 +350,50 @@ def test_sigint_inside_big_files_stops_them_and_leaves_no_temporary_file(
     assert sorted(p.name for p in logs.iterdir()) == ["a.log", "b.log"]
     for name, digest in originals.items():
         assert hashlib.sha256((logs / name).read_bytes()).hexdigest() == digest
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs: a disk that really fills up (needs root, as CI has)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_state_disk_fails_the_run_once_with_where_to_free_space(
+    cli: Cli, tmp_path: Path, small_disk: Path
+) -> None:
+    """The job store's disk fills up mid-run: one clear reason and exit 1.
+    Before, the same JSON warning was logged twice a second, the job ended
+    'pending ... retrying' although no worker was left to retry it, and the
+    reason was an 'internal error' with SQLAlchemy's help link, given after
+    30 s of retrying writes as if the database had only restarted."""
+    source = tmp_path / "headerless"
+    source.mkdir()
+    row = ",".join(["a value that is not a column name"] * 6)
+    for i in range(15_000):  # about 4 MB of results
+        (source / f"{i:05}.csv").write_text(f"{i},{row}\n")
+    state = small_disk / "state"
+    result = cli.run(
+        "run", str(source), "--task", "csv-header", extra_env={"PRAVAH_STATE_DIR": str(state)}
+    )
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "failed csv-header" in text, text[-2000:]
+    assert f"the job store in {str(state)!r} is full" in text, text[-2000:]
+    assert "retrying" not in text and "Traceback" not in text
+    assert result.stderr.count("could not persist progress") <= 1
 
 
 def _is_engine_of(proc: Path, cli: Cli) -> bool:

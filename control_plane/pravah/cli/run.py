@@ -231,6 +231,10 @@ async def run_embedded(
         from pravah.runner import workspace_of
 
         data = JobCreate.model_validate(request)  # same model, same errors as POST /jobs
+        if data.max_attempts is None:
+            # No worker is left to retry it once this command exits: one
+            # attempt, and its real outcome, not "pending ... retrying".
+            data = data.model_copy(update={"max_attempts": 1})
         db = Database(settings)
         await migrate(settings, db=db)
         url = await engine.address()
