@@ -49,6 +49,32 @@ def test_run_json_reports_exact_schemas_and_counts(cli: Cli, csv_dir: Path) -> N
     assert by_columns[("a", "b")] == "tabs.tsv"
 
 
+def test_output_dash_pipes_the_results_and_reports_on_stderr(cli: Cli, csv_dir: Path) -> None:
+    """`--output -` was a file named '-' in the current folder."""
+    result = cli.run("run", str(csv_dir), "--task", "csv-header", "--output", "-")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # nothing else on stdout
+    assert {line["path"] for line in lines} == set(TREE_RESULTS)
+    assert "completed" in result.stderr and "distinct schema" in result.stderr
+    assert not (cli.cwd / "-").exists()
+    both = cli.run("run", str(csv_dir), "--task", "csv-header", "--output", "-", "--json")
+    assert_usage_error(both, "--json and --output - both write to standard output")
+
+
+def test_a_reader_that_stops_early_is_not_an_error(cli: Cli, large_tree: Path) -> None:
+    """`pravah run ... --output - | head -1`: the closed pipe ends the output quietly."""
+    process = cli.popen("run", str(large_tree), "--task", "csv-header", "--output", "-")
+    assert process.stdout is not None and process.stderr is not None
+    first = json.loads(process.stdout.readline())
+    assert first["columns"]
+    process.stdout.close()
+    with process.stderr:
+        err = process.stderr.read()
+    assert process.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err
+    assert "completed" in err
+
+
 def test_run_output_has_one_line_per_file_with_columns_or_errors(
     cli: Cli, csv_dir: Path, tmp_path: Path
 ) -> None:

@@ -59,6 +59,9 @@ def test_submit_wait_status_results_jobs_and_cancel_against_a_server(
     assert {line["path"]: line.get("columns", line.get("error_kind")) for line in lines} == {
         path: expected for path, expected in TREE_RESULTS.items()
     }
+    piped = cli.run("results", job["id"], "--output", "-", *remote)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == output.read_text()  # the same lines, on standard output
     # An --output that cannot be written: said at once, nothing submitted.
     unwritable = cli.run("results", job["id"], "--output", "/proc/r.jsonl", *remote)
     assert_usage_error(unwritable, "--output '/proc/r.jsonl': no file can be created")
@@ -86,6 +89,13 @@ def test_submit_wait_status_results_jobs_and_cancel_against_a_server(
     missing = cli.run("status", "00000000-0000-4000-8000-000000000000", *remote)
     assert missing.returncode == 1
     assert "no job with id" in missing.stderr
+
+    # --wait with --output -: the lines on standard output, the report on stderr.
+    waited = cli.run("submit", str(csv_dir), "--task", "csv-header", "--wait", "--output", "-",
+                     *remote)  # fmt: skip
+    assert waited.returncode == 0, waited.stderr
+    assert len(waited.stdout.splitlines()) == len(TREE_RESULTS)
+    assert "completed" in waited.stderr
 
 
 def test_cancel_of_a_queued_job_marks_it_cancelled(

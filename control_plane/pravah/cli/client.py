@@ -28,7 +28,7 @@ from pravah.cli.common import (
     out_console,
 )
 from pravah.cli.options import CliUsageError, build_job_request, check_output_file
-from pravah.cli.output import not_written, write_jsonl_atomic
+from pravah.cli.output import is_stdout, not_written, write_jsonl
 from pravah.cli.params import (
     DEFAULT_SERVER,
     ApiKey,
@@ -254,13 +254,15 @@ def wait_for_job(api: ApiClient, job: dict[str, Any], *, show_progress: bool) ->
     return job
 
 
-def finish_report(api: ApiClient, job: dict[str, Any], *, json_output: bool) -> int:
+def finish_report(
+    api: ApiClient, job: dict[str, Any], *, json_output: bool, to_stderr: bool = False
+) -> int:
     """Prints the ended job (table or JSON) and returns the exit code."""
     if json_output:
         dump_json(job)
     else:
         errors = api.first_errors(_job_id(job)) if job_counts(job).files_failed else []
-        render_summary(out_console, job, errors)
+        render_summary(err_console if to_stderr else out_console, job, errors)
     return 0 if job.get("status") == "completed" else EXIT_FAILED
 
 
@@ -320,7 +322,7 @@ def submit_command(
             sse_kms_key_id=sse_kms_key_id,
         )
         if wait:
-            check_output_file(output)
+            check_output_file(output, json_output=json_output)
         with ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
             job: dict[str, Any] = api.request("POST", "/jobs", json=body)
             if not wait:
@@ -342,7 +344,7 @@ def submit_command(
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             if output is not None:
                 _download_results(api, _job_id(job), output, quiet=quiet or json_output)
-            code = finish_report(api, job, json_output=json_output)
+            code = finish_report(api, job, json_output=json_output, to_stderr=is_stdout(output))
         if code:
             raise typer.Exit(code)
 
@@ -366,13 +368,13 @@ def status_command(
 def _download_results(api: ApiClient, job_id: str, output: Path, *, quiet: bool) -> int:
     lines = api.stream_lines(f"/jobs/{job_id}/results", params={"format": "jsonl"})
     try:
-        count = write_jsonl_atomic(output, lines)
+        count = write_jsonl(output, lines)
     except OSError as exc:  # checked before; the disk may still fill up
         raise CliFailure(
             f"{not_written(output, exc)}; they stay on the server "
             f"(pravah results {job_id} --output FILE)"
         ) from None
-    if not quiet:
+    if not quiet and not is_stdout(output):
         err_console.print(f"wrote {count:,} result lines to {output}")
     return count
 
@@ -394,7 +396,7 @@ def results_command(
     """Show a job's results summary, or save every per-file line with --output."""
     with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         if output is not None:
-            check_output_file(output)
+            check_output_file(output, json_output=json_output)
             _download_results(api, job_id, output, quiet=quiet or json_output)
             if not json_output:
                 return

@@ -1,22 +1,38 @@
-"""Atomic output files for ``--output``.
+"""Atomic output files for ``--output``, or standard output for ``--output -``.
 
 Why: a results file is often consumed by another program watching for it; a
 crash or Ctrl-C half-way must never leave a truncated file under the final
 name. Lines go to a temporary file in the same directory (same filesystem,
 so the rename is atomic), which is fsynced and then renamed over the target.
+``-`` is standard output, as for most Unix tools: the lines can be piped
+into `jq` or another program, and the commands print their report on
+standard error instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_writer", "check_writable", "not_written", "write_jsonl_atomic"]
+__all__ = [
+    "atomic_writer",
+    "check_writable",
+    "is_stdout",
+    "not_written",
+    "write_jsonl",
+    "write_jsonl_atomic",
+]
+
+
+def is_stdout(path: Path | None) -> bool:
+    """Whether ``--output`` names standard output (``-``)."""
+    return path is not None and str(path) == "-"
 
 
 def not_written(path: Path, exc: OSError) -> str:
@@ -62,23 +78,63 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+def write_jsonl(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> int:
+    """:func:`write_jsonl_atomic`, or the lines on standard output for ``-``."""
+    if not is_stdout(path):
+        return write_jsonl_atomic(path, lines)
+    out = _CountingWriter(sys.stdout.buffer)
+    try:
+        _write_lines(out, lines)
+        out.flush()
+    except BrokenPipeError:
+        # The reader stopped (`| head`): as for other Unix tools, not an
+        # error. Standard output goes to /dev/null, so that the exit's
+        # flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return out.lines
+
+
+class _CountingWriter:
+    """Counts the lines handed to a binary stream (all of them, if the pipe closes)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.lines = 0
+
+    def write(self, data: bytes) -> int:
+        written = self.stream.write(data)
+        self.lines += 1
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def write_jsonl_atomic(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> int:
     """Writes one JSON document per line; returns the number of lines written.
 
     Lines may be dicts (serialized here) or already-serialized text/bytes
     (passed through, so lines streamed from the server stay byte-identical).
     """
-    count = 0
     with atomic_writer(path) as handle:
-        for line in lines:
-            if isinstance(line, bytes):
-                data = line.rstrip(b"\n")
-            elif isinstance(line, str):
-                data = line.rstrip("\n").encode()
-            else:
-                data = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode()
-            if not data:
-                continue
-            handle.write(data + b"\n")
-            count += 1
+        return _write_lines(handle, lines)
+
+
+def _write_lines(
+    handle: BinaryIO | _CountingWriter, lines: Iterable[Mapping[str, Any] | str | bytes]
+) -> int:
+    count = 0
+    for line in lines:
+        if isinstance(line, bytes):
+            data = line.rstrip(b"\n")
+        elif isinstance(line, str):
+            data = line.rstrip("\n").encode()
+        else:
+            data = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode()
+        if not data:
+            continue
+        handle.write(data + b"\n")
+        count += 1
     return count

@@ -213,7 +213,10 @@ OutputFile = Annotated[
     typer.Option(
         "--output",
         metavar="FILE",
-        help="Write the per-file results as JSON lines to FILE (atomically).",
+        help=(
+            "Write the per-file results as JSON lines to FILE (atomically), or to standard "
+            "output with '-' (the report then goes to standard error)."
+        ),
         rich_help_panel=OUTPUT_PANEL,
         dir_okay=False,
         show_default=False,

@@ -43,7 +43,7 @@ from pravah.cli.common import (
     out_console,
 )
 from pravah.cli.options import build_job_request, check_output_file
-from pravah.cli.output import not_written, write_jsonl_atomic
+from pravah.cli.output import is_stdout, not_written, write_jsonl
 from pravah.cli.params import (
     Destination,
     DryRun,
@@ -270,7 +270,7 @@ async def run_embedded(
     workspace = workspace_of(settings, job.id)
     if output is not None:
         try:
-            outcome.lines_written = write_jsonl_atomic(output, result_lines(workspace))
+            outcome.lines_written = write_jsonl(output, result_lines(workspace))
         except OSError as exc:  # checked before the job; the disk may still fill up
             outcome.output_error = (
                 f"{not_written(output, exc)}; the job's per-file results stay in {str(workspace)!r}"
@@ -422,7 +422,7 @@ def run_command(
             sse_kms_key_id=sse_kms_key_id,
         )
         if not dry:
-            check_output_file(output)
+            check_output_file(output, json_output=json_output)
         settings = load_settings()
         configure_cli_logging(settings)
         from pravah import metrics
@@ -449,6 +449,8 @@ def run_command(
         job = outcome.job
         if json_output:
             dump_json(job)
+        elif is_stdout(output):  # standard output holds the result lines
+            render_summary(err_console, job, outcome.errors)
         else:
             render_summary(out_console, job, outcome.errors)
             if outcome.lines_written is not None and not quiet:
