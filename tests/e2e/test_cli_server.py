@@ -7,6 +7,7 @@ stops it with SIGINT and asserts a clean exit (status 0, no traceback).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -147,3 +148,19 @@ def test_unreachable_server_is_named_and_exits_1(cli: Cli) -> None:
     via_env = cli.run("status", "x", extra_env={"PRAVAH_SERVER": url})
     assert via_env.returncode == 1
     assert url in via_env.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_before_starting_anything(cli: Cli) -> None:
+    """It was one JSON log line from uvicorn, after the store was migrated and
+    an engine started (and stopped again), with exit status 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli.run("serve", "--port", str(port), timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
+    assert "engine started" not in result.stderr and "Traceback" not in result.stderr
+    unknown = cli.run("serve", "--host", "no-such-host.invalid", "--allow-unauthenticated")
+    assert unknown.returncode == 1
+    assert "--host 'no-such-host.invalid' is not an address or name" in unknown.stderr

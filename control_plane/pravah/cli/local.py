@@ -61,6 +61,7 @@ def serve_command(
         configure_logging(settings.log_level)
         if not allow_unauthenticated:
             check_exposure(settings, host)
+        check_listen(host, port)
         # The app migrates on start too (a no-op then); done here first, a
         # store that cannot be reached is one line, not uvicorn's traceback.
         from pravah.db import migrate
@@ -100,6 +101,38 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: assume it is reachable from elsewhere
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail now, in one line, when the server could not listen on `host`:`port`.
+
+    uvicorn would find out only after the store and the engine had started,
+    and say it as one JSON log line among theirs. A bind that succeeds here is
+    closed at once (with SO_REUSEADDR, as uvicorn binds), so it is a check,
+    not a reservation; port 0 always works.
+    """
+    import errno
+    import socket
+
+    where = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        fail(f"--host {host!r} is not an address or name this machine knows ({exc.strerror})")
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                why = {
+                    errno.EADDRINUSE: "the port is in use (another pravah serve?); "
+                    "choose another with --port",
+                    errno.EACCES: "ports below 1024 need privileges; use e.g. --port 8000",
+                    errno.EADDRNOTAVAIL: "that address is not one of this machine's; "
+                    "use --host 127.0.0.1 or 0.0.0.0",
+                }.get(exc.errno or 0, exc.strerror or str(exc))
+                fail(f"cannot listen on {where}: {why}")
 
 
 def check_exposure(settings: Settings, host: str) -> None:
