@@ -233,6 +233,19 @@ const KEEP_PIXELS: usize = 32 << 20;
 
 /// A buffer of exactly `len` bytes, reusing this thread's (not zeroed again
 /// where a previous image already wrote).
+/// RGB from CMYK as a JPEG stores it. Adobe software, which writes nearly
+/// every CMYK JPEG, stores it inverted (255 is no ink), and Pillow and
+/// libvips read it so; the conversion is the naive one, without a colour
+/// profile: `R = C' x K' / 255` on the stored values.
+fn adobe_cmyk_to_rgb(cmyk: &[u8], rgb: &mut [u8]) {
+    for (p, out) in cmyk.chunks_exact(4).zip(rgb.chunks_exact_mut(3)) {
+        let k = u16::from(p[3]);
+        for (o, &c) in out.iter_mut().zip(&p[..3]) {
+            *o = (u16::from(c) * k / 255) as u8;
+        }
+    }
+}
+
 fn pixel_buffer(len: usize) -> Vec<u8> {
     let mut buf = PIXELS.take();
     buf.resize(len, 0);
@@ -359,9 +372,9 @@ impl Thumbnail {
     }
 
     /// Decodes a JPEG at the smallest DCT scale (M/8, M = 1..8) still at
-    /// least the target size: with libjpeg-turbo, or, for what it cannot
-    /// turn into RGB (CMYK) or refuses (damaged files it only warns about),
-    /// with `jpeg-decoder`, whose verdict then stands.
+    /// least the target size: with libjpeg-turbo, or, for what it refuses
+    /// (damaged files it only warns about), with `jpeg-decoder`, whose
+    /// verdict then stands.
     fn decode_jpeg(
         &self,
         bytes: &[u8],
@@ -387,12 +400,11 @@ impl Thumbnail {
             }
             let dec = slot.as_mut().expect("set above");
             let header = dec.read_header(bytes).map_err(invalid)?;
-            if matches!(
+            // Print files (CMYK or YCCK): decoded to CMYK, then to RGB.
+            let cmyk = matches!(
                 header.colorspace,
                 turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
-            ) {
-                return Err(invalid("CMYK"));
-            }
+            );
             let (w, h) = (
                 u32::try_from(header.width).map_err(invalid)?,
                 u32::try_from(header.height).map_err(invalid)?,
@@ -402,18 +414,34 @@ impl Thumbnail {
             let factor = jpeg_scale(header.width, header.height, rw, rh);
             dec.set_scaling_factor(factor).map_err(invalid)?;
             let scaled = header.scaled(factor);
+            let (format, depth) = if cmyk {
+                (turbojpeg::PixelFormat::CMYK, 4)
+            } else {
+                (turbojpeg::PixelFormat::RGB, 3)
+            };
             let mut image = turbojpeg::Image {
-                pixels: pixel_buffer(3 * scaled.width * scaled.height),
+                pixels: if cmyk {
+                    vec![0; depth * scaled.width * scaled.height]
+                } else {
+                    pixel_buffer(depth * scaled.width * scaled.height)
+                },
                 width: scaled.width,
-                pitch: 3 * scaled.width,
+                pitch: depth * scaled.width,
                 height: scaled.height,
-                format: turbojpeg::PixelFormat::RGB,
+                format,
             };
             if let Err(e) = dec.decompress(bytes, image.as_deref_mut()) {
                 recycle_pixels(image.pixels);
                 return Err(invalid(e));
             }
-            let img = RgbImage::from_raw(scaled.width as u32, scaled.height as u32, image.pixels)
+            let pixels = if cmyk {
+                let mut rgb = pixel_buffer(3 * scaled.width * scaled.height);
+                adobe_cmyk_to_rgb(&image.pixels, &mut rgb);
+                rgb
+            } else {
+                image.pixels
+            };
+            let img = RgbImage::from_raw(scaled.width as u32, scaled.height as u32, pixels)
                 .ok_or_else(|| invalid("short pixel buffer"))?;
             Ok((img, orientation, (w, h)))
         })
@@ -441,13 +469,13 @@ impl Thumbnail {
                 .chunks_exact(2)
                 .flat_map(|c| [c[0], c[0], c[0]])
                 .collect(),
-            jpeg_decoder::PixelFormat::CMYK32 => pixels
-                .chunks_exact(4)
-                .flat_map(|p| {
-                    let k = u16::from(p[3]);
-                    [p[0], p[1], p[2]].map(|c| (u16::from(c) * k / 255) as u8)
-                })
-                .collect(),
+            jpeg_decoder::PixelFormat::CMYK32 => {
+                // jpeg-decoder hands back 255 minus what the file stores.
+                let stored: Vec<u8> = pixels.iter().map(|&v| 255 - v).collect();
+                let mut rgb = vec![0; stored.len() / 4 * 3];
+                adobe_cmyk_to_rgb(&stored, &mut rgb);
+                rgb
+            }
         };
         let img = RgbImage::from_raw(dw, dh, rgb).ok_or_else(|| invalid("short pixel buffer"))?;
         Ok((img, orientation, (w, h)))
@@ -684,6 +712,41 @@ mod tests {
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())
+    }
+
+    #[test]
+    fn a_cmyk_jpeg_keeps_its_colours_by_both_decoders() {
+        // Stored as Adobe software stores CMYK (inverted: 255 is no ink):
+        // no cyan, half magenta, more yellow, no black, the colour Pillow
+        // reads as (255, 205, 155). It came out black before.
+        let (w, h) = (64usize, 48usize);
+        let stored: Vec<u8> = [255u8, 205, 155, 255].repeat(w * h);
+        let jpeg = turbojpeg::Compressor::new()
+            .and_then(|mut c| {
+                c.set_quality(95)?;
+                c.set_subsamp(turbojpeg::Subsamp::None)?;
+                c.compress_to_vec(turbojpeg::Image {
+                    pixels: stored.as_slice(),
+                    width: w,
+                    pitch: 4 * w,
+                    height: h,
+                    format: turbojpeg::PixelFormat::CMYK,
+                })
+            })
+            .unwrap();
+        let task = Thumbnail {
+            o: parse_options(r#"{"width":32,"height":32}"#).unwrap(),
+            background: [255, 255, 255],
+        };
+        let (turbo, _, size) = task.decode_jpeg_turbo(&jpeg).unwrap();
+        let (rust, _, _) = task.decode_jpeg_rust(&jpeg).unwrap();
+        assert_eq!(size, (64, 48));
+        for img in [turbo, rust] {
+            let px = img.get_pixel(img.width() / 2, img.height() / 2).0;
+            for (got, want) in px.iter().zip([255u8, 205, 155]) {
+                assert!(got.abs_diff(want) <= 3, "{px:?}");
+            }
+        }
     }
 
     fn gradient(w: u32, h: u32) -> RgbImage {
