@@ -74,7 +74,7 @@ fn options_schema() -> serde_json::Value {
             "format": {"description": "Output format.", "enum": ["jpeg", "png", "webp"], "default": "jpeg"},
             "quality": {"description": "JPEG quality (WebP output is lossless).", "type": "integer", "minimum": 1, "maximum": 100, "default": 85},
             "upscale": {"description": "Enlarge images smaller than the target.", "type": "boolean", "default": false},
-            "background": {"description": "Pad colour as #rrggbb.", "type": "string", "pattern": "^#[0-9a-fA-F]{6}$", "default": "#ffffff"},
+            "background": {"description": "Colour as #rrggbb of the padding (pad mode) and under transparent pixels (thumbnails have no alpha channel).", "type": "string", "pattern": "^#[0-9a-fA-F]{6}$", "default": "#ffffff"},
             "max_pixels": {"description": "Largest source width x height accepted (decompression-bomb limit).",
                            "type": "integer", "minimum": 1, "default": 200000000},
             "existing": existing_schema()
@@ -233,6 +233,23 @@ const KEEP_PIXELS: usize = 32 << 20;
 
 /// A buffer of exactly `len` bytes, reusing this thread's (not zeroed again
 /// where a previous image already wrote).
+/// `img` over a `background` colour. Dropping the alpha channel instead
+/// showed what transparent pixels happen to hold, black in most exports:
+/// a logo on a transparent PNG became a logo on black.
+fn flatten(img: &image::RgbaImage, background: [u8; 3]) -> RgbImage {
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let [r, g, b, a] = img.get_pixel(x, y).0;
+        let a = u16::from(a);
+        let mix =
+            |c: u8, bg: u8| ((u16::from(c) * a + u16::from(bg) * (255 - a) + 127) / 255) as u8;
+        image::Rgb([
+            mix(r, background[0]),
+            mix(g, background[1]),
+            mix(b, background[2]),
+        ])
+    })
+}
+
 /// RGB from CMYK as a JPEG stores it. Adobe software, which writes nearly
 /// every CMYK JPEG, stores it inverted (255 is no ink), and Pillow and
 /// libvips read it so; the conversion is the naive one, without a colour
@@ -508,7 +525,12 @@ impl Thumbnail {
             }
             other => invalid(other),
         })?;
-        Ok((img.to_rgb8(), orientation, (w, h)))
+        let rgb = if img.color().has_alpha() {
+            flatten(&img.to_rgba8(), self.background)
+        } else {
+            img.to_rgb8()
+        };
+        Ok((rgb, orientation, (w, h)))
     }
 
     fn render(&self, ctx: &FileCtx<'_>, size: u64) -> Result<String, FileFailure> {
@@ -712,6 +734,44 @@ mod tests {
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())
+    }
+
+    #[test]
+    fn transparent_pixels_take_the_background_colour() {
+        // Transparent black around an opaque red square, as image editors
+        // export a logo; half-transparent blue in one corner.
+        let mut img = image::RgbaImage::from_pixel(100, 100, image::Rgba([0, 0, 0, 0]));
+        for (x, y, px) in img.enumerate_pixels_mut() {
+            if (25..75).contains(&x) && (25..75).contains(&y) {
+                *px = image::Rgba([255, 0, 0, 255]);
+            } else if x < 10 && y < 10 {
+                *px = image::Rgba([0, 0, 255, 128]);
+            }
+        }
+        let src = tempfile::tempdir().unwrap();
+        img.save(src.path().join("logo.png")).unwrap();
+        for (options, background) in [
+            (r#"{"width":50,"height":50}"#, [255u8, 255, 255]),
+            (
+                r##"{"width":50,"height":50,"background":"#00ff00"}"##,
+                [0, 255, 0],
+            ),
+        ] {
+            let dest = tempfile::tempdir().unwrap();
+            let dest = dest.path().canonicalize().unwrap();
+            run(options, src.path(), "logo.png", &dest).unwrap();
+            let out = image::open(dest.join("logo.png.jpg")).unwrap().to_rgb8();
+            let near =
+                |p: [u8; 3], want: [u8; 3]| p.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 8);
+            let edge = out.get_pixel(45, 25).0;
+            assert!(near(edge, background), "{options}: {edge:?}");
+            let centre = out.get_pixel(25, 25).0;
+            assert!(near(centre, [255, 0, 0]), "{centre:?}");
+            let half = out.get_pixel(1, 1).0;
+            let mixed = background.map(|c| ((u16::from(c) * 127) / 255) as u8);
+            let want = [mixed[0], mixed[1], mixed[2].saturating_add(128)];
+            assert!(near(half, want), "{options}: {half:?} vs {want:?}");
+        }
     }
 
     #[test]
