@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use fast_image_resize as fir;
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageEncoder, RgbImage};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -233,6 +233,75 @@ const KEEP_PIXELS: usize = 32 << 20;
 
 /// A buffer of exactly `len` bytes, reusing this thread's (not zeroed again
 /// where a previous image already wrote).
+/// An image's embedded ICC colour profile, if any.
+type Icc = Option<Vec<u8>>;
+
+/// Larger profiles are dropped: real ones are a few kilobytes (sRGB, Display
+/// P3) to a few hundred (printer profiles).
+const MAX_ICC_BYTES: usize = 1 << 20;
+const ICC_MARKER: &[u8] = b"ICC_PROFILE\0";
+/// Profile bytes per APP2 segment: 65,535 less the length and the header.
+const ICC_CHUNK: usize = 65_535 - 2 - 14;
+
+/// The ICC profile of a JPEG, from its APP2 `ICC_PROFILE` segments in
+/// sequence order, or None (also when a segment is missing). Thumbnails
+/// carry it over, as libvips does: without it a wide-gamut photo (Display
+/// P3 from a phone, Adobe RGB from a camera) is read as sRGB and looks dull.
+fn jpeg_icc_profile(bytes: &[u8]) -> Icc {
+    let mut chunks: Vec<(u8, &[u8])> = Vec::new();
+    let mut count = 0;
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
+        let marker = bytes[i + 1];
+        if marker == 0xDA || marker == 0xD9 {
+            break; // the image data: no more metadata
+        }
+        if marker == 0x01 || (0xD0..=0xD8).contains(&marker) || marker == 0xFF {
+            i += if marker == 0xFF { 1 } else { 2 };
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        let payload = bytes.get(i + 4..i + 2 + len.max(2))?;
+        if marker == 0xE2 && payload.len() > 14 && payload.starts_with(ICC_MARKER) {
+            count = payload[13];
+            chunks.push((payload[12], &payload[14..]));
+        }
+        i += 2 + len;
+    }
+    chunks.sort_by_key(|c| c.0);
+    let complete = count > 0
+        && chunks.len() == usize::from(count)
+        && chunks
+            .iter()
+            .enumerate()
+            .all(|(n, c)| usize::from(c.0) == n + 1);
+    let profile: Vec<u8> = chunks.iter().flat_map(|c| c.1.iter().copied()).collect();
+    (complete && profile.len() <= MAX_ICC_BYTES).then_some(profile)
+}
+
+/// `jpeg` with `profile` in APP2 segments after SOI (and JFIF's APP0).
+fn with_jpeg_icc(jpeg: &[u8], profile: &[u8]) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = profile.chunks(ICC_CHUNK).collect();
+    let Ok(count) = u8::try_from(chunks.len()) else {
+        return jpeg.to_vec();
+    };
+    let mut at = 2;
+    if jpeg.get(2..4) == Some(&[0xFF, 0xE0]) && jpeg.len() >= 6 {
+        at += 2 + usize::from(u16::from_be_bytes([jpeg[4], jpeg[5]]));
+    }
+    let mut out = Vec::with_capacity(jpeg.len() + profile.len() + 18 * chunks.len());
+    out.extend_from_slice(&jpeg[..at]);
+    for (n, chunk) in chunks.iter().enumerate() {
+        out.extend_from_slice(&[0xFF, 0xE2]);
+        out.extend_from_slice(&((2 + ICC_MARKER.len() + 2 + chunk.len()) as u16).to_be_bytes());
+        out.extend_from_slice(ICC_MARKER);
+        out.extend_from_slice(&[n as u8 + 1, count]);
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(&jpeg[at..]);
+    out
+}
+
 /// `img` over a `background` colour. Dropping the alpha channel instead
 /// showed what transparent pixels happen to hold, black in most exports:
 /// a logo on a transparent PNG became a logo on black.
@@ -498,10 +567,11 @@ impl Thumbnail {
         Ok((img, orientation, (w, h)))
     }
 
+    /// Any other format, with its ICC profile (see [`jpeg_icc_profile`]).
     fn decode_other(
         &self,
         path: &Path,
-    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
+    ) -> Result<(RgbImage, Orientation, (u32, u32), Icc), FileFailure> {
         let file = crate::sandbox::open_regular(path)
             .map_err(|e| FileFailure::from_io(&e, "opening the image"))?;
         let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
@@ -519,6 +589,11 @@ impl Thumbnail {
         let (w, h) = dec.dimensions();
         self.too_big(w, h)?;
         let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
+        let icc = dec
+            .icc_profile()
+            .ok()
+            .flatten()
+            .filter(|p| p.len() <= MAX_ICC_BYTES);
         let img = DynamicImage::from_decoder(dec).map_err(|e| match e {
             image::ImageError::Limits(_) => {
                 FileFailure::new(FailureKind::LimitExceeded, format!("image refused: {e}"))
@@ -530,7 +605,7 @@ impl Thumbnail {
         } else {
             img.to_rgb8()
         };
-        Ok((rgb, orientation, (w, h)))
+        Ok((rgb, orientation, (w, h), icc))
     }
 
     fn render(&self, ctx: &FileCtx<'_>, size: u64) -> Result<String, FileFailure> {
@@ -553,13 +628,14 @@ impl Thumbnail {
             }
             return Err(ctx.exists_failure(&out_path));
         }
-        let (img, orientation, (sw, sh)) = if matches!(ext.as_str(), "jpg" | "jpeg" | "jpe") {
+        let (img, orientation, (sw, sh), icc) = if matches!(ext.as_str(), "jpg" | "jpeg" | "jpe") {
             // Read once, in one allocation of the file's size.
             let mut bytes = Vec::with_capacity(size.min(1 << 30) as usize + 1);
             crate::sandbox::open_regular(ctx.path)
                 .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
                 .map_err(|e| FileFailure::from_io(&e, "reading the image"))?;
-            self.decode_jpeg(&bytes)?
+            let (img, orientation, size) = self.decode_jpeg(&bytes)?;
+            (img, orientation, size, jpeg_icc_profile(&bytes))
         } else {
             self.decode_other(ctx.path)?
         };
@@ -641,15 +717,27 @@ impl Thumbnail {
                             format!("encoding the thumbnail: {e}"),
                         )
                     })?;
+                    let jpeg = match &icc {
+                        Some(profile) => with_jpeg_icc(&jpeg, profile),
+                        None => jpeg,
+                    };
                     w.write_all(&jpeg)
                         .map_err(|e| write_failure(&e, "writing the thumbnail"))?;
                 }
-                OutFormat::Png => out_img
-                    .write_to(&mut w, image::ImageFormat::Png)
-                    .map_err(enc_err)?,
-                OutFormat::Webp => out_img
-                    .write_with_encoder(image::codecs::webp::WebPEncoder::new_lossless(&mut w))
-                    .map_err(enc_err)?,
+                OutFormat::Png => {
+                    let mut enc = image::codecs::png::PngEncoder::new(&mut w);
+                    if let Some(profile) = icc {
+                        let _ = enc.set_icc_profile(profile);
+                    }
+                    out_img.write_with_encoder(enc).map_err(enc_err)?
+                }
+                OutFormat::Webp => {
+                    let mut enc = image::codecs::webp::WebPEncoder::new_lossless(&mut w);
+                    if let Some(profile) = icc {
+                        let _ = enc.set_icc_profile(profile);
+                    }
+                    out_img.write_with_encoder(enc).map_err(enc_err)?
+                }
             }
             w.flush()
                 .map_err(|e| write_failure(&e, "writing the thumbnail"))?;
@@ -734,6 +822,76 @@ mod tests {
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())
+    }
+
+    #[test]
+    fn icc_profiles_go_into_jpeg_app2_segments_and_come_back_whole() {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+            .encode_image(&gradient(32, 32))
+            .unwrap();
+        assert_eq!(jpeg_icc_profile(&jpeg), None);
+        // One segment, and one that needs three (65,519 bytes each at most).
+        for len in [600, 150_000] {
+            let profile: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let tagged = with_jpeg_icc(&jpeg, &profile);
+            assert_eq!(jpeg_icc_profile(&tagged).as_deref(), Some(&profile[..]));
+            // Still a JPEG every decoder reads.
+            assert_eq!(image::load_from_memory(&tagged).unwrap().width(), 32);
+        }
+        // A profile missing one of its segments is not used.
+        let profile = vec![7u8; 150_000];
+        let tagged = with_jpeg_icc(&jpeg, &profile);
+        let second = tagged
+            .windows(14)
+            .position(|w| w == b"ICC_PROFILE\0\x02\x03")
+            .unwrap();
+        let mut broken = tagged.clone();
+        broken[second + 12] = 9; // sequence number 9 of 3
+        assert_eq!(jpeg_icc_profile(&broken), None);
+    }
+
+    #[test]
+    fn a_thumbnail_keeps_its_source_colour_profile_in_every_format() {
+        // Not a real profile: what matters is that the bytes go across.
+        let profile: Vec<u8> = (0..3000).map(|i| (i % 253) as u8).collect();
+        let src = tempfile::tempdir().unwrap();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&gradient(300, 200))
+            .unwrap();
+        std::fs::write(src.path().join("p3.jpg"), with_jpeg_icc(&jpeg, &profile)).unwrap();
+        let mut png = image::codecs::png::PngEncoder::new(
+            std::fs::File::create(src.path().join("p3.png")).unwrap(),
+        );
+        png.set_icc_profile(profile.clone()).unwrap();
+        png.write_image(
+            gradient(300, 200).as_raw(),
+            300,
+            200,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+        for format in ["jpeg", "png", "webp"] {
+            let dest = tempfile::tempdir().unwrap();
+            let dest = dest.path().canonicalize().unwrap();
+            let options = format!(r#"{{"width":100,"height":100,"format":"{format}"}}"#);
+            for rel in ["p3.jpg", "p3.png"] {
+                let out = run(&options, src.path(), rel, &dest).unwrap();
+                let path = dest.join(out["output"].as_str().unwrap());
+                let mut dec = image::ImageReader::open(&path)
+                    .unwrap()
+                    .with_guessed_format()
+                    .unwrap()
+                    .into_decoder()
+                    .unwrap();
+                assert_eq!(
+                    dec.icc_profile().unwrap(),
+                    Some(profile.clone()),
+                    "{rel} -> {format}"
+                );
+            }
+        }
     }
 
     #[test]
