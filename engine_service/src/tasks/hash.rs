@@ -89,9 +89,9 @@ impl Hash {
     }
 
     fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String), FileFailure> {
-        let mut file = crate::sandbox::open_regular(ctx.path)
-            .map(|f| ctx.cancellable(f))
+        let (opened, before) = crate::sandbox::open_regular_with_meta(ctx.path)
             .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+        let mut file = ctx.cancellable(&opened);
         let mut buf = vec![0u8; 256 * 1024];
         let mut sha = sha2::Sha256::new();
         let mut b3 = blake3::Hasher::new();
@@ -112,6 +112,20 @@ impl Hash {
                 }
                 Algorithm::Xxh3 => x3.update(&buf[..n]),
             }
+        }
+        // A file written to while it was read has a hash of no version of
+        // it: said, not summed into the duplicate groups.
+        let after = opened
+            .metadata()
+            .map_err(|e| FileFailure::from_io(&e, "checking the file after reading it"))?;
+        if total != before.len()
+            || after.len() != before.len()
+            || after.modified().ok() != before.modified().ok()
+        {
+            return Err(FileFailure::new(
+                crate::results::FailureKind::Io,
+                "the file changed while it was read; hash it again once it is stable",
+            ));
         }
         let h = match self.algorithm {
             Algorithm::Sha256 => hex(&sha.finalize()),
@@ -215,5 +229,41 @@ mod tests {
             assert_eq!(s["duplicates"][0]["files"], 2);
         }
         assert!(build(r#"{"algorithm":"md5"}"#).is_err());
+    }
+
+    #[test]
+    fn a_file_written_to_while_it_is_hashed_is_a_failure_not_a_hash() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("growing.log");
+        std::fs::write(&path, vec![b'x'; 16 << 20]).unwrap();
+        let task = build(r#"{"algorithm":"sha256"}"#).unwrap();
+        let stop = AtomicBool::new(false);
+        let outcome = std::thread::scope(|s| {
+            // A logger appending the whole time the file is read.
+            s.spawn(|| {
+                let mut log = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    log.write_all(b"line\n").unwrap();
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            });
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let outcome = task.process_file(&path, None);
+            stop.store(true, Ordering::Relaxed);
+            outcome
+        });
+        let failure = outcome.result.unwrap_err();
+        assert!(
+            failure.message.contains("changed while it was read"),
+            "{}",
+            failure.message
+        );
+        // Once it is still, the same file hashes.
+        assert!(task.process_file(&path, None).result.is_ok());
     }
 }
