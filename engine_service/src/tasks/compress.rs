@@ -485,11 +485,66 @@ fn decoder<'a, R: std::io::BufRead + 'a>(
     r: R,
 ) -> std::io::Result<Box<dyn Read + 'a>> {
     Ok(match format {
-        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Format::Gzip => Box::new(GzMembers {
+            current: Some(flate2::bufread::GzDecoder::new(r)),
+            ended: 0,
+        }),
         Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
         Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
         Format::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
     })
+}
+
+/// Every member of a gzip file, in order, and zero bytes after the last
+/// one ignored, as `gzip -d` does: files stored on block devices or tapes
+/// are padded with zeros, and `MultiGzDecoder` took the padding for a
+/// broken member header. Anything else after a member must be a member.
+struct GzMembers<R: std::io::BufRead> {
+    current: Option<flate2::bufread::GzDecoder<R>>,
+    /// Members read to their end, for the error after the last of them.
+    ended: usize,
+}
+
+impl<R: std::io::BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(member) = self.current.as_mut() else {
+                return Ok(0);
+            };
+            let n = match member.read(buf) {
+                Ok(n) => n,
+                Err(e) if self.ended > 0 => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "after {} complete member(s), what follows is not gzip ({e})",
+                            self.ended
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            self.ended += 1;
+            // This member has ended: what follows is the end, padding, or
+            // the next member.
+            let mut rest = self.current.take().expect("set above").into_inner();
+            loop {
+                let ahead = rest.fill_buf()?;
+                if ahead.is_empty() {
+                    return Ok(0);
+                }
+                let zeros = ahead.iter().take_while(|&&b| b == 0).count();
+                if zeros == 0 {
+                    break;
+                }
+                rest.consume(zeros);
+            }
+            self.current = Some(flate2::bufread::GzDecoder::new(rest));
+        }
+    }
 }
 
 /// What removes the original once its output is durable under its final
@@ -1001,6 +1056,35 @@ mod tests {
         (0..200_000u32)
             .flat_map(|i| format!("line {i} level=info\n").into_bytes())
             .collect()
+    }
+
+    #[test]
+    fn gzip_members_are_all_read_and_zero_padding_after_them_ignored() {
+        let gz = |text: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        };
+        let read = |data: Vec<u8>| {
+            let mut out = Vec::new();
+            decoder(Format::Gzip, &data[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .map(|_| out)
+        };
+        let two = [gz(b"hello\n"), gz(b"world\n")].concat();
+        assert_eq!(read(two.clone()).unwrap(), b"hello\nworld\n");
+        // Padded to a block, as on tapes and block devices: gzip -d accepts it.
+        let padded = [two.clone(), vec![0; 512]].concat();
+        assert_eq!(read(padded).unwrap(), b"hello\nworld\n");
+        // Zeros, then something else: not padding.
+        let garbage = [two, vec![0; 10], b"GARBAGE!!!!!".to_vec()].concat();
+        let err = read(garbage).unwrap_err().to_string();
+        assert!(err.contains("after 2 complete member(s)"), "{err}");
+        assert!(
+            read(vec![0; 64]).is_err(),
+            "zeros alone are not a gzip file"
+        );
     }
 
     #[test]
