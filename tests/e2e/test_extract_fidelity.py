@@ -132,3 +132,35 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _windows_zip(path: Path, names: list[str]) -> None:
+    """A ZIP as Windows PowerShell's Compress-Archive writes it: made on MS-DOS
+    (host 0), folders separated by backslashes."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name in names:
+            info = zipfile.ZipInfo(name, date_time=(2024, 5, 1, 12, 0, 0))
+            info.create_system = 0
+            z.writestr(info, name.encode())
+
+
+def test_a_zip_from_windows_with_backslashes_extracts_into_folders(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # Taken literally, 'photos\2024\a.jpg' was one file of that name, and a
+    # thumbnail pipeline mirrored nothing of the folders.
+    (tmp_path / "in").mkdir()
+    _windows_zip(tmp_path / "in" / "upload.zip", ["photos\\2024\\a.jpg", "photos\\b.jpg"])
+    _windows_zip(tmp_path / "in" / "slip.zip", ["ok.txt", "..\\..\\evil.txt"])
+    # Made on Unix, a backslash is part of a name, as for unzip.
+    with zipfile.ZipFile(tmp_path / "in" / "unix.zip", "w") as z:
+        info = zipfile.ZipInfo("back\\slash.txt")
+        info.create_system = 3
+        z.writestr(info, b"u")
+    extract(cli, tmp_path / "in", tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "upload" / "photos" / "2024" / "a.jpg").read_bytes() == b"photos\\2024\\a.jpg"
+    assert (out / "upload" / "photos" / "b.jpg").is_file()
+    assert (out / "unix" / "back\\slash.txt").read_bytes() == b"u"
+    assert not (out / "slip").exists()  # refused whole: '..\..\' escapes as '../../' does
+    assert not any("evil" in p.name for p in tmp_path.rglob("*"))

@@ -241,6 +241,28 @@ fn refused(name: &str, why: &str) -> FileFailure {
     )
 }
 
+/// A ZIP entry's name with `/` between its folders. Archives written on
+/// Windows by some tools (Windows PowerShell's `Compress-Archive`, .NET
+/// before 4.6.1) separate them with `\`, against the ZIP specification;
+/// taken literally, `photos\a.jpg` was one file of that name. As `unzip`
+/// does, a backslash is a separator in an entry not made on Unix (where it
+/// may be part of a name); the converted name is then checked like any
+/// other, so `..\..\x` is refused as `../../x` is.
+fn zip_entry_name<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Vec<u8> {
+    use zip::HasZipMetadata;
+    let mut name = entry.name_raw().to_vec();
+    // The "made by" host (the zip crate does not export its enum).
+    const UNIX: u8 = 3;
+    if entry.get_metadata().system as u8 != UNIX {
+        for b in &mut name {
+            if *b == b'\\' {
+                *b = b'/';
+            }
+        }
+    }
+    name
+}
+
 /// Checks an entry name and joins it under the staging folder.
 fn entry_path(stage: &Path, name: &[u8]) -> Result<PathBuf, FileFailure> {
     let shown = String::from_utf8_lossy(name).into_owned();
@@ -519,7 +541,7 @@ impl Entries<'_> {
         } = *self;
         let mut entry = zip.by_index(i).map_err(zip_error)?;
         budget.entry()?;
-        let name = entry.name_raw().to_vec();
+        let name = zip_entry_name(&entry);
         if entry.is_dir() && names_the_folder(&name) {
             return Ok(());
         }
