@@ -102,6 +102,7 @@ fn result_schema() -> serde_json::Value {
             "output": {"type": "string", "description": "The archive's folder, relative to the destination."},
             "format": {"type": "string"},
             "entries": {"type": "integer"},
+            "special_entries_skipped": {"type": "integer", "description": "Devices and FIFOs in a tar, not created (only when there were some)."},
             "bytes_out": {"type": "integer"},
             "skipped": {"type": "string"}
         }
@@ -184,6 +185,8 @@ fn sniff(head: &[u8], name: &str) -> Option<(Kind, usize)> {
 struct Budget<'a> {
     /// Bytes written so far by every thread of this archive.
     written: AtomicU64,
+    /// Device and FIFO entries skipped.
+    special: AtomicU64,
     entries: AtomicU64,
     max_bytes: u64,
     max_entries: u64,
@@ -638,10 +641,20 @@ fn extract_tar(
             | tar::EntryType::XHeader
             | tar::EntryType::GNULongName
             | tar::EntryType::GNULongLink => {}
+            // A backup of /dev or a folder with a named pipe: as a user
+            // running tar would have, the rest without them. A FIFO among
+            // the outputs would hang whatever reads the folder next, and a
+            // device node is not something a job should create.
+            tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                budget.special.fetch_add(1, Ordering::Relaxed);
+            }
             other => {
-                return Err(refused(
-                    &String::from_utf8_lossy(&name),
-                    &format!("entries of type {other:?} (devices, fifos) are not extracted"),
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    format!(
+                        "entry {:?} has a type this engine does not know ({other:?}); nothing was extracted",
+                        String::from_utf8_lossy(&name)
+                    ),
                 ))
             }
         }
@@ -728,6 +741,7 @@ impl Extract {
             .map_err(|e| write_failure(&e, "resolving the output folder"))?;
         let budget = Budget {
             written: AtomicU64::new(0),
+            special: AtomicU64::new(0),
             entries: AtomicU64::new(0),
             max_bytes: self
                 .o
@@ -802,13 +816,17 @@ impl Extract {
         {
             return Ok(skipped_result);
         }
-        Ok(json!({
+        let mut result = json!({
             "output": out_rel.to_string_lossy(),
             "format": kind.name(),
             "entries": entries,
             "bytes_out": budget.written.load(Ordering::Relaxed),
-        })
-        .to_string())
+        });
+        let special = budget.special.load(Ordering::Relaxed);
+        if special > 0 {
+            result["special_entries_skipped"] = json!(special);
+        }
+        Ok(result.to_string())
     }
 }
 
@@ -925,6 +943,37 @@ mod tests {
         let dest = tempfile::tempdir().unwrap();
         let canon = dest.path().canonicalize().unwrap();
         (src, dest, canon)
+    }
+
+    #[test]
+    fn device_and_fifo_entries_are_skipped_and_counted_the_rest_extracted() {
+        // A backup of a folder with a named pipe, or of /dev, was refused
+        // whole (with error kind outside_root).
+        let (src, _d, dest) = dirs();
+        let mut b = tar::Builder::new(File::create(src.path().join("backup.tar")).unwrap());
+        for (name, kind) in [
+            ("run/app.fifo", tar::EntryType::Fifo),
+            ("dev/null", tar::EntryType::Char),
+            ("dev/sda", tar::EntryType::Block),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            b.append_data(&mut h, name, std::io::empty()).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "etc/hosts", &b"hosts"[..]).unwrap();
+        b.into_inner().unwrap();
+        let v = run("", src.path(), "backup.tar", &dest).unwrap();
+        assert_eq!(v["special_entries_skipped"], 3);
+        assert_eq!(
+            std::fs::read(dest.join("backup/etc/hosts")).unwrap(),
+            b"hosts"
+        );
+        assert!(!dest.join("backup/run/app.fifo").exists());
+        assert!(!dest.join("backup/dev").exists());
     }
 
     #[test]
