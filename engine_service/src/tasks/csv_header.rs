@@ -19,6 +19,28 @@ use serde_json::json;
 use super::{Aggregate, FileOutcome, Task, TaskInfo};
 use crate::results::{push_json_str, FailureKind, FileFailure};
 
+/// Whether `head` starts with a UTF-16 byte order mark: Some(little endian).
+fn utf16_bom(head: &[u8]) -> Option<bool> {
+    match head {
+        [0xFF, 0xFE, ..] => Some(true),
+        [0xFE, 0xFF, ..] => Some(false),
+        _ => None,
+    }
+}
+
+fn utf16_to_utf8(bytes: &[u8], little_endian: bool) -> String {
+    let units = bytes.chunks_exact(2).map(|p| {
+        if little_endian {
+            u16::from_le_bytes([p[0], p[1]])
+        } else {
+            u16::from_be_bytes([p[0], p[1]])
+        }
+    });
+    char::decode_utf16(units)
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect()
+}
+
 /// Bytes read first; enough for nearly every header.
 const FIRST_READ: usize = 16 * 1024;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -299,6 +321,43 @@ fn detect_delimiter(record: &[u8]) -> u8 {
 }
 
 impl CsvHeader {
+    /// The header of a UTF-16 file (Excel's "Unicode Text" export, with a
+    /// byte order mark), which read as binary before (its ASCII has NUL
+    /// bytes): read up to twice `max_header_bytes`, decoded to UTF-8 (an
+    /// unpaired surrogate becomes U+FFFD), then parsed as any header.
+    fn read_utf16_header(
+        &self,
+        file: &mut dyn std::io::Read,
+        read: &mut Read,
+        s: &mut Scratch,
+        mut bytes: Vec<u8>,
+        little_endian: bool,
+    ) -> Result<String, FileFailure> {
+        let limit = 2 * (self.max_header_bytes + 2);
+        let mut want = (4 * FIRST_READ).min(limit);
+        let text = loop {
+            let text = utf16_to_utf8(&bytes[2..bytes.len() & !1], little_endian);
+            if record_end(text.as_bytes()).is_some() || bytes.len() >= limit {
+                break text;
+            }
+            let before = bytes.len();
+            let mut more = std::io::Read::take(&mut *file, (want.max(before) - before) as u64);
+            std::io::Read::read_to_end(&mut more, &mut bytes)
+                .map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
+            if bytes.len() == before || read.known_size.is_some_and(|n| bytes.len() as u64 >= n) {
+                read.eof_at = Some(bytes.len() as u64);
+                break utf16_to_utf8(&bytes[2..bytes.len() & !1], little_endian);
+            }
+            want = (want * 4).min(limit);
+        };
+        let len = text.len() as u64;
+        let mut inner = Read {
+            known_size: Some(len),
+            eof_at: None,
+        };
+        self.read_header(&mut std::io::Cursor::new(text.into_bytes()), &mut inner, s)
+    }
+
     fn header(&self, path: &Path, known_size: Option<u64>, s: &mut Scratch) -> FileOutcome {
         let mut file = match crate::sandbox::open_regular(path) {
             Ok(f) => f,
@@ -346,6 +405,12 @@ impl CsvHeader {
                     Err(e) => return Err(FileFailure::from_io(&e, "reading the file")),
                 }
             };
+            if filled == 0 {
+                if let Some(little_endian) = utf16_bom(&s.buf[..n]) {
+                    let head = s.buf[..n].to_vec();
+                    return self.read_utf16_header(file, read, s, head, little_endian);
+                }
+            }
             if let Some(pos) = memchr::memchr(0, &s.buf[filled..filled + n]) {
                 return Err(FileFailure::new(
                     FailureKind::InvalidData,
@@ -538,6 +603,39 @@ mod tests {
 
     fn header(bytes: &[u8]) -> Result<Vec<String>, FileFailure> {
         header_with("", bytes)
+    }
+
+    fn utf16(text: &str, little_endian: bool) -> Vec<u8> {
+        std::iter::once('\u{feff}')
+            .chain(text.chars())
+            .collect::<String>()
+            .encode_utf16()
+            .flat_map(|u| {
+                if little_endian {
+                    u.to_le_bytes()
+                } else {
+                    u.to_be_bytes()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn utf16_files_with_a_byte_order_mark_are_read_as_text() {
+        // Excel's "Unicode Text": UTF-16LE, tabs, CRLF. It read as binary.
+        let excel = utf16("name\tcity\tprix €\r\nA\tB\t1\r\n", true);
+        assert_eq!(header(&excel).unwrap(), ["name", "city", "prix €"]);
+        let quoted = utf16("\"a,\nb\",c\n1,2\n", false);
+        assert_eq!(header(&quoted).unwrap(), ["a,\nb", "c"]);
+        // Longer than the first read, and past max_header_bytes.
+        let long: Vec<String> = (0..20_000).map(|i| format!("col{i}")).collect();
+        let wide = utf16(&format!("{}\n1\n", long.join(",")), true);
+        assert_eq!(header(&wide).unwrap(), long);
+        let err = header_with(r#"{"max_header_bytes":1000}"#, &wide).unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded);
+        // Without a byte order mark, NUL bytes still mean binary.
+        let bare: Vec<u8> = "a,b\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(header(&bare).unwrap_err().message.contains("binary file"));
     }
 
     #[test]
