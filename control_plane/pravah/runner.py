@@ -184,8 +184,9 @@ class _JobRun:
         self.capabilities: dict[str, Capabilities] = {}
         self.workspace = workspace_of(settings, job_id)
         self.log = log.bind(job_id=job_id, engines=self.engine_urls)
-        # The error progress could last not be stored with, logged once: a
-        # full disk used to log the same warning twice a second.
+        # The error that keeps progress from being stored, logged when it
+        # first appears, not on every tick (a full disk logged the same
+        # warning twice a second).
         self._persist_error: str | None = None
 
     # ----------------------------------------------------------- lifecycle

@@ -115,11 +115,15 @@ def check_listen(host: str, port: int) -> None:
     import socket
 
     where = f"{host}:{port}"
+    # The address family uvicorn binds: IPv6 for a host with a colon.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            host.strip("[]"), port, family, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except socket.gaierror as exc:
         fail(f"--host {host!r} is not an address or name this machine knows ({exc.strerror})")
-    for family, kind, proto, _, address in infos:
+    for family, kind, proto, _, address in infos[:1]:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

@@ -91,10 +91,10 @@ def parse_size(text: str, *, flag: str = "size") -> int:
 
 def check_output_file(path: Path | None, *, json_output: bool = False) -> None:
     """``--output`` checked before any work is done: a new file must be possible there."""
-    if json_output and path is not None and str(path) == "-":
-        raise CliUsageError("--json and --output - both write to standard output; choose one")
     from pravah.cli.output import check_writable, is_stdout
 
+    if json_output and is_stdout(path):
+        raise CliUsageError("--json and --output - both write to standard output; choose one")
     if path is None or is_stdout(path):
         return
     from pravah.sandbox import nearest_existing
