@@ -13,7 +13,7 @@ import httpx
 import pytest
 from cli_harness import AUTH, Server, make_cli_tree
 from conftest import ARTIFACTS, Watched
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 pytestmark = pytest.mark.browser
 
@@ -205,6 +205,16 @@ def test_sign_in_with_a_viewer_key_hides_what_the_role_cannot_do(
         context.close()
 
 
+def _completed_job_page(web: Watched, server: Server, body: dict[str, object]) -> Page:
+    """Submits `body` through the API and opens the job's page once it has completed."""
+    job = httpx.post(f"{server.url}/jobs", json=body, headers=AUTH).json()
+    assert "id" in job, job
+    page = web.page
+    page.goto(f"/ui/#/jobs/{job['id']}")
+    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    return page
+
+
 def test_hash_job_shows_its_duplicate_groups(web: Watched, server: Server, tmp_path: Path) -> None:
     # Regression: the page looked for duplicate groups under the first key
     # naming "dup" (a count), so hash jobs fell back to the raw JSON view.
@@ -213,14 +223,9 @@ def test_hash_job_shows_its_duplicate_groups(web: Watched, server: Server, tmp_p
     for name in ("a.txt", "b.txt", "sub/c.txt"):
         (source / name).write_text("same bytes\n")
     (source / "unique.txt").write_text("other\n")
-    job = httpx.post(
-        f"{server.url}/jobs",
-        json={"source": str(source), "task": "hash", "options": {"algorithm": "sha256"}},
-        headers=AUTH,
-    ).json()
-    page = web.page
-    page.goto(f"/ui/#/jobs/{job['id']}")
-    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    page = _completed_job_page(
+        web, server, {"source": str(source), "task": "hash", "options": {"algorithm": "sha256"}}
+    )
     group = page.get_by_role("region", name="Duplicate groups")
     expect(group.locator('[data-stat="groups"]')).to_have_text("1")
     expect(group.locator('[data-stat="files"]')).to_have_text("3")
@@ -242,12 +247,7 @@ def test_csv_header_job_shows_the_bytes_seen_without_a_total(
     source.mkdir()
     (source / "a.csv").write_text("x,y\n1,2\n")
     (source / "b.csv").write_text("x,y\n")
-    job = httpx.post(
-        f"{server.url}/jobs", json={"source": str(source), "task": "csv-header"}, headers=AUTH
-    ).json()
-    page = web.page
-    page.goto(f"/ui/#/jobs/{job['id']}")
-    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    page = _completed_job_page(web, server, {"source": str(source), "task": "csv-header"})
     expect(page.locator('.stats [data-stat="bytes"]')).to_have_text("12 B")
     expect(page.locator('.stats [data-stat="files"]')).to_have_text("2 of 2")
 
@@ -300,12 +300,7 @@ def test_a_job_with_more_schemas_than_rows_drawn_stays_searchable(
     source.mkdir()
     for i in range(1100):
         (source / f"{i:04}.csv").write_text(f"row {i:04},{i * 7}\n")
-    job = httpx.post(
-        f"{server.url}/jobs", json={"source": str(source), "task": "csv-header"}, headers=AUTH
-    ).json()
-    page = web.page
-    page.goto(f"/ui/#/jobs/{job['id']}")
-    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    page = _completed_job_page(web, server, {"source": str(source), "task": "csv-header"})
     expect(page.locator('[data-stat="distinct"]')).to_have_text("1,100")
     rows = page.locator("table.schemas tbody tr")
     expect(rows).to_have_count(500)
