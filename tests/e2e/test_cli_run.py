@@ -49,6 +49,23 @@ def test_run_json_reports_exact_schemas_and_counts(cli: Cli, csv_dir: Path) -> N
     assert by_columns[("a", "b")] == "tabs.tsv"
 
 
+def test_a_source_named_in_another_encoding_is_a_usage_error_with_a_way_round(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A folder named in Latin-1 reached pydantic as lone surrogates: 'source:
+    Input should be a valid string, unable to parse raw data as a unicode string'."""
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")
+    os.mkdir(latin1)
+    (Path(latin1) / "menu.csv").write_text("dish,price\n")
+    refused = cli.run("run", latin1, "--task", "csv-header")
+    assert_usage_error(refused, "SOURCE", "caf\\xe9' is not valid UTF-8", "match such names")
+    # The way round it names: the parent folder, and ? for the odd byte.
+    found = cli.run("run", str(tmp_path), "--task", "csv-header", "--include", "caf?/*.csv",
+                    "--json")  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["progress"]["files_done"] == 1
+
+
 def test_output_dash_pipes_the_results_and_reports_on_stderr(cli: Cli, csv_dir: Path) -> None:
     """`--output -` was a file named '-' in the current folder."""
     result = cli.run("run", str(csv_dir), "--task", "csv-header", "--output", "-")

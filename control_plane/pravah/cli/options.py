@@ -202,6 +202,22 @@ def load_pipeline_file(path: Path) -> list[dict[str, Any]]:
     return steps
 
 
+def _check_utf8(flag: str, values: Iterable[str]) -> None:
+    """Paths and globs travel as UTF-8 (JSON, gRPC); a name in another encoding
+    (Latin-1 from an old system) reached Python as lone surrogates and was
+    refused as 'Input should be a valid string'."""
+    for value in values:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise CliUsageError(
+                f"{flag} '{shown}' is not valid UTF-8; Pravah needs the source, destination "
+                "and globs in UTF-8 (file names inside the source may be in any encoding): "
+                "give a parent folder, and match such names with ? or *"
+            ) from None
+
+
 def _age_or_date(flag: str, value: str, age_key: str, date_key: str) -> tuple[str, str]:
     """The filter `value` sets: an age ('1d') under `age_key`, a date under `date_key`."""
     from pravah.units import parse_datetime, parse_duration
@@ -319,6 +335,10 @@ def build_job_request(
     defaults.
     """
     steps = build_steps([task] if isinstance(task, str) else task, options, pipeline_file)
+    _check_utf8("SOURCE", [source])
+    _check_utf8("--include", include)
+    _check_utf8("--exclude", exclude)
+    _check_utf8("--dest", [destination] if destination else [])
     min_bytes = parse_size(min_size, flag="--min-size") if min_size is not None else None
     max_bytes = parse_size(max_size, flag="--max-size") if max_size is not None else None
     if min_bytes is not None and max_bytes is not None and min_bytes > max_bytes:
