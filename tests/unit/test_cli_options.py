@@ -86,6 +86,8 @@ def test_local_source_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     assert resolve_source("data") == str(tmp_path / "data")
     assert resolve_source(f"file://{tmp_path / 'data'}") == str(tmp_path / "data")
+    (tmp_path / "my data").mkdir()
+    assert resolve_source(f"file://{tmp_path}/my%20data") == str(tmp_path / "my data")
 
 
 def test_missing_source_is_a_usage_error(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pravah.globs import glob_error
 
@@ -129,7 +129,9 @@ def resolve_source(source: str) -> str:
         raise CliUsageError("SOURCE must not be empty")
     parsed = urlparse(source)
     if parsed.scheme == "file":
-        path = Path(parsed.path)
+        # A file URI is percent-encoded (RFC 8089): "my%20dir" is "my dir",
+        # as the server reads it (pravah.sandbox.local_path).
+        path = Path(unquote(parsed.path))
     elif parsed.scheme and len(parsed.scheme) > 1:
         # s3://bucket/prefix and friends: the engine decides what it can read.
         return source
