@@ -127,11 +127,15 @@ class Worker:
                 self._job_ids.add(job_id)
                 task.add_done_callback(self._running.discard)
         finally:
-            await self._shutdown()
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.close(timeout=2)
-            heartbeat.cancel()
+            try:
+                await self._shutdown()
+            finally:
+                # Even when the shutdown itself is cancelled: the LISTEN
+                # connection is outside the pool, and left open it was
+                # closed only by the garbage collector.
+                heartbeat.cancel()
+                if listener is not None:
+                    await _close_listener(listener)
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             if own_db:
@@ -239,3 +243,15 @@ class Worker:
                     self.notify()
             except Exception as exc:
                 self.log.warning("heartbeat failed", error=str(exc))
+
+
+async def _close_listener(conn: Any) -> None:
+    """Closes the LISTEN connection; at once (no goodbye to the server) when
+    the close fails or is itself cancelled."""
+    try:
+        await conn.close(timeout=2)
+    except asyncio.CancelledError:
+        conn.terminate()
+        raise
+    except Exception:
+        conn.terminate()
