@@ -79,13 +79,13 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
 
 
 def write_jsonl(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> int:
-    """:func:`write_jsonl_atomic`, or the lines on standard output for ``-``."""
+    """:func:`write_jsonl_atomic`, or the lines on standard output for ``-``
+    (then the count is 0 when the reader stopped early; no command shows it)."""
     if not is_stdout(path):
         return write_jsonl_atomic(path, lines)
-    out = _CountingWriter(sys.stdout.buffer)
     try:
-        _write_lines(out, lines)
-        out.flush()
+        count = _write_lines(sys.stdout.buffer, lines)
+        sys.stdout.buffer.flush()
     except BrokenPipeError:
         # The reader stopped (`| head`): as for other Unix tools, not an
         # error. Standard output goes to /dev/null, so that the exit's
@@ -93,23 +93,8 @@ def write_jsonl(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) ->
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    return out.lines
-
-
-class _CountingWriter:
-    """Counts the lines handed to a binary stream (all of them, if the pipe closes)."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-        self.lines = 0
-
-    def write(self, data: bytes) -> int:
-        written = self.stream.write(data)
-        self.lines += 1
-        return written
-
-    def flush(self) -> None:
-        self.stream.flush()
+        return 0
+    return count
 
 
 def write_jsonl_atomic(path: Path, lines: Iterable[Mapping[str, Any] | str | bytes]) -> int:
@@ -122,9 +107,7 @@ def write_jsonl_atomic(path: Path, lines: Iterable[Mapping[str, Any] | str | byt
         return _write_lines(handle, lines)
 
 
-def _write_lines(
-    handle: BinaryIO | _CountingWriter, lines: Iterable[Mapping[str, Any] | str | bytes]
-) -> int:
+def _write_lines(handle: BinaryIO, lines: Iterable[Mapping[str, Any] | str | bytes]) -> int:
     count = 0
     for line in lines:
         if isinstance(line, bytes):

@@ -244,39 +244,14 @@ const ICC_MARKER: &[u8] = b"ICC_PROFILE\0";
 const ICC_CHUNK: usize = 65_535 - 2 - 14;
 
 /// The ICC profile of a JPEG, from its APP2 `ICC_PROFILE` segments in
-/// sequence order, or None (also when a segment is missing). Thumbnails
-/// carry it over, as libvips does: without it a wide-gamut photo (Display
-/// P3 from a phone, Adobe RGB from a camera) is read as sRGB and looks dull.
+/// sequence order, or None (also when a segment is missing), as
+/// `jpeg-decoder` assembles it from the headers. Thumbnails carry it over,
+/// as libvips does: without it a wide-gamut photo (Display P3 from a phone,
+/// Adobe RGB from a camera) is read as sRGB and looks dull.
 fn jpeg_icc_profile(bytes: &[u8]) -> Icc {
-    let mut chunks: Vec<(u8, &[u8])> = Vec::new();
-    let mut count = 0;
-    let mut i = 2; // after SOI
-    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
-        let marker = bytes[i + 1];
-        if marker == 0xDA || marker == 0xD9 {
-            break; // the image data: no more metadata
-        }
-        if marker == 0x01 || (0xD0..=0xD8).contains(&marker) || marker == 0xFF {
-            i += if marker == 0xFF { 1 } else { 2 };
-            continue;
-        }
-        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
-        let payload = bytes.get(i + 4..i + 2 + len.max(2))?;
-        if marker == 0xE2 && payload.len() > 14 && payload.starts_with(ICC_MARKER) {
-            count = payload[13];
-            chunks.push((payload[12], &payload[14..]));
-        }
-        i += 2 + len;
-    }
-    chunks.sort_by_key(|c| c.0);
-    let complete = count > 0
-        && chunks.len() == usize::from(count)
-        && chunks
-            .iter()
-            .enumerate()
-            .all(|(n, c)| usize::from(c.0) == n + 1);
-    let profile: Vec<u8> = chunks.iter().flat_map(|c| c.1.iter().copied()).collect();
-    (complete && profile.len() <= MAX_ICC_BYTES).then_some(profile)
+    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    dec.read_info().ok()?;
+    dec.icc_profile().filter(|p| p.len() <= MAX_ICC_BYTES)
 }
 
 /// `jpeg` with `profile` in APP2 segments after SOI (and JFIF's APP0).
