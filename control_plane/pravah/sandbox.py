@@ -4,7 +4,9 @@ Why one module: every front end (REST, CLI, schedules) validates job paths
 the same way before anything is stored, and the engine repeats the root
 check on its side (`engine_service/src/sandbox.rs`) for direct gRPC clients.
 
-- Local paths are resolved first (`..`, symlinks, `file://` and
+- Local paths must be absolute (a relative one would be read against the
+  service's working folder, not the caller's: clients make them absolute).
+  They are resolved (`..`, symlinks, `file://` and
   percent-encoding undone), then must lie inside one of
   `PRAVAH_ALLOWED_ROOTS` (when set). Upload folders are always allowed as
   sources: they are the service's own.
@@ -81,11 +83,27 @@ def is_s3(text: str) -> bool:
 def local_path(text: str, what: str) -> Path:
     """The resolved local path a path or file:// URI names (symlinks and '..' resolved)."""
     if text.startswith("file://"):
-        text = unquote(urlparse(text).path)
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise InvalidRequestError(
+                f"{what} {text!r} names the host {parsed.netloc!r}; a file:// URI must name "
+                "a local path (file:///folder)",
+                field=what,
+            )
+        text = unquote(parsed.path)
         if "\x00" in text:
             raise InvalidRequestError(f"{what} contains a NUL byte", field=what)
+    path = Path(text)
+    if not path.is_absolute():
+        # Resolved here it would name a folder under the server's working
+        # directory (or its user's home, for "~"), not the caller's.
+        raise InvalidRequestError(
+            f"{what} {text!r} is a relative path; give an absolute path (the service "
+            "does not know the folder the caller is in)",
+            field=what,
+        )
     try:
-        return Path(text).expanduser().resolve(strict=False)
+        return path.resolve(strict=False)
     except (OSError, RuntimeError) as exc:  # symlink loops end here
         raise InvalidRequestError(f"{what} cannot be resolved: {exc}", field=what) from exc
 

@@ -315,7 +315,19 @@ async def test_cancel_running_big_job_ends_cancelled(
         ),
         (lambda d: {"source": str(d / "missing"), "task": "csv-header"}, 422, "does not exist"),
         (lambda d: {"source": str(d / "f.csv"), "task": "csv-header"}, 422, "not a directory"),
-        (lambda d: {"source": "../../../../../../etc/passwd", "task": "csv-header"}, 422, "not a"),
+        (
+            lambda d: {"source": "../../../../../../etc/passwd", "task": "csv-header"},
+            422,
+            "is a relative path",
+        ),
+        (lambda d: {"source": "/../../etc/passwd", "task": "csv-header"}, 422, "not a directory"),
+        # Read against the server's own folder or home, not the caller's.
+        (lambda d: {"source": "~", "task": "csv-header"}, 422, "source '~' is a relative path"),
+        (
+            lambda d: {"source": str(d), "task": "compress", "destination": "out"},
+            422,
+            "destination 'out' is a relative path",
+        ),
         (lambda d: {"source": str(d), "task": "csv-header", "extra": 1}, 422, "extra"),
         (
             lambda d: {"source": str(d), "pipeline": [{"task": "extract"}, {"task": "nope"}]},

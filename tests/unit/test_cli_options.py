@@ -90,6 +90,29 @@ def test_local_source_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Monke
     assert resolve_source(f"file://{tmp_path}/my%20data") == str(tmp_path / "my data")
 
 
+def test_paths_sent_to_a_server_are_made_absolute_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `pravah submit` does not check the source (it may exist only on the
+    # server) but names it absolutely: the server refuses relative paths.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    request = build_job_request(
+        source="only-on-server", task="compress", destination="~/out", check_source=False
+    )
+    assert request["source"] == str(tmp_path / "only-on-server")
+    assert request["destination"] == str(tmp_path / "home" / "out")
+    uris = build_job_request(
+        source="s3://b/in", task="compress", destination="s3://b/out", check_source=False
+    )
+    assert (uris["source"], uris["destination"]) == ("s3://b/in", "s3://b/out")
+
+
+def test_file_uri_naming_another_host_is_a_usage_error() -> None:
+    with pytest.raises(CliUsageError, match="names the host 'server'"):
+        resolve_source("file://server/data")
+
+
 def test_missing_source_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(CliUsageError, match="does not exist"):
         resolve_source(str(tmp_path / "nope"))

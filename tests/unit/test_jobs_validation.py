@@ -8,6 +8,8 @@ import pytest
 from pravah.engine_client import Capabilities, TaskInfo
 from pravah.errors import InvalidRequestError
 from pravah.jobs import get_task, resolve_source, validate_options
+from pravah.sandbox import check_destination
+from pravah.settings import Settings
 
 CAPS = Capabilities(
     engine_version="0.0.0",
@@ -69,6 +71,25 @@ def test_source_file_uri_and_dotdot_are_resolved(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     assert resolve_source(f"file://{tmp_path}/a") == tmp_path / "a"
     assert resolve_source(str(tmp_path / "a" / "b" / "..")) == tmp_path / "a"
+
+
+def test_relative_paths_and_remote_file_uris_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The folder exists under the service's working directory and home: a
+    # relative path must still not be read against them.
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for relative in ("data", "./data", "~/data", "file:data"):
+        with pytest.raises(InvalidRequestError, match="is a relative path; give an absolute"):
+            resolve_source(relative)
+    with pytest.raises(InvalidRequestError, match="names the host 'server'"):
+        resolve_source(f"file://server{tmp_path}/data")
+    assert resolve_source(f"file://localhost{tmp_path}/data") == tmp_path / "data"
+    settings = Settings(state_dir=tmp_path / "state")
+    with pytest.raises(InvalidRequestError, match="destination 'out' is a relative path"):
+        check_destination("out", tmp_path / "data", settings)
 
 
 def test_source_outside_roots_is_rejected(tmp_path: Path) -> None:

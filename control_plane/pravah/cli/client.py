@@ -298,10 +298,11 @@ def submit_command(
     """Queue a job on a server; print its id (or, with --wait, its outcome)."""
     with handle_errors():
         # The server validates the source on its own filesystem; a local
-        # check here would wrongly reject paths that only exist there. It is
-        # still made absolute when it exists here (same-machine servers).
+        # check here would wrongly reject paths that only exist there. A
+        # relative path is made absolute against this folder (the server
+        # refuses relative paths).
         body = build_job_request(
-            source=str(Path(source).resolve()) if Path(source).exists() else source,
+            source=source,
             task=task or [],
             options=option or [],
             include=include or [],

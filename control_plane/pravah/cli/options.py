@@ -119,6 +119,19 @@ def glob_literal(name: str) -> str:
     return re.sub(r"([\\*?\[\]{}])", r"\\\1", name)
 
 
+def absolute_local(text: str) -> str:
+    """A local path made absolute against this process's folder (``~`` expanded);
+    URIs (s3://, file://) pass unchanged.
+
+    Why: the server refuses relative paths (it cannot know the caller's
+    folder), so a client names the folder it means. Symlinks and ".." are
+    left for the server to resolve on its own file system.
+    """
+    if "://" in text or not text.strip():
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
 def resolve_source(source: str) -> str:
     """Checks a local source and makes it absolute; other URIs pass unchanged.
 
@@ -129,6 +142,11 @@ def resolve_source(source: str) -> str:
         raise CliUsageError("SOURCE must not be empty")
     parsed = urlparse(source)
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise CliUsageError(
+                f"source {source!r} names the host {parsed.netloc!r}; a file:// URI must name "
+                "a local path (file:///folder)"
+            )
         # A file URI is percent-encoded (RFC 8089): "my%20dir" is "my dir",
         # as the server reads it (pravah.sandbox.local_path).
         path = Path(unquote(parsed.path))
@@ -379,7 +397,9 @@ def build_job_request(
     if max_depth:
         filters["max_depth"] = max_depth
 
-    request: dict[str, Any] = {"source": resolve_source(source) if check_source else source}
+    request: dict[str, Any] = {
+        "source": resolve_source(source) if check_source else absolute_local(source)
+    }
     if len(steps) == 1 and pipeline_file is None:
         request["task"] = steps[0]["task"]
         request["options"] = steps[0]["options"]
@@ -390,7 +410,7 @@ def build_job_request(
     if filters:
         request["filters"] = filters
     if destination:
-        request["destination"] = destination
+        request["destination"] = absolute_local(destination)
     encryption = _encryption(sse, sse_kms_key_id)
     if encryption is not None:
         if not (destination or "").startswith("s3://"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -77,7 +76,7 @@ def add_command(
     """Run TASK over SOURCE at every tick of CRON."""
     with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         job = build_job_request(
-            source=str(Path(source).resolve()) if Path(source).exists() else source,
+            source=source,
             task=task or [],
             options=option or [],
             include=include or [],
