@@ -50,7 +50,10 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// the job failed at its very end. The rest are counted
 /// (`omitted_schemas`, `files_in_omitted_schemas`); every file's columns
 /// are in its own result. The control plane caps its merge of chunk
-/// summaries at the same count (pravah.summaries).
+/// summaries at the same count (pravah.summaries). Schemas beyond the
+/// aggregate's budget of kept results ([`super::GROUP_BYTES_KEPT`]) are
+/// counted only, so a schema first seen after that is not listed even if
+/// it turns out common.
 pub const MAX_LISTED_SCHEMAS: usize = 1000;
 const MAX_LISTED_BYTES: usize = 4 << 20;
 /// Delimiters `auto` chooses among, in tie-break order.
@@ -262,9 +265,9 @@ impl Task for CsvHeader {
             .collect();
         json!({
             "schemas": schemas,
-            "distinct_schemas": groups.len(),
-            "omitted_schemas": groups.len() - listed,
-            "files_in_omitted_schemas": groups[listed..].iter().map(|g| g.1).sum::<u64>(),
+            "distinct_schemas": agg.distinct(),
+            "omitted_schemas": agg.distinct() - listed,
+            "files_in_omitted_schemas": groups[listed..].iter().map(|g| g.1).sum::<u64>() + agg.unkept_files(),
             "files": agg.files,
             "failed": agg.failed,
         })
@@ -806,6 +809,13 @@ mod tests {
         assert_eq!(s["omitted_schemas"], 51);
         assert_eq!(s["files_in_omitted_schemas"], 51);
         assert!(s.to_string().len() < 100_000);
+        // Schemas past the aggregate's budget, counted by hash only.
+        agg.unkept.insert(1, 7);
+        agg.unkept.insert(2, 1);
+        let s = task.summarize(&agg);
+        assert_eq!(s["distinct_schemas"], MAX_LISTED_SCHEMAS + 53);
+        assert_eq!(s["omitted_schemas"], 53);
+        assert_eq!(s["files_in_omitted_schemas"], 59);
 
         // Long headers: the byte budget stops the list first.
         let mut agg = Aggregate::default();

@@ -17,6 +17,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use xxhash_rust::xxh3::xxh3_128;
+
 use crate::error::{EngineError, Result};
 use crate::results::FileFailure;
 
@@ -315,10 +317,22 @@ pub fn build(name: &str, options_json: &str) -> Result<Arc<dyn Task>> {
 
 /// Identical results grouped, for the summary; built per batch on worker
 /// threads and merged once per batch.
+///
+/// Results grouped by [`Aggregate::add`] are kept whole up to
+/// [`GROUP_BYTES_KEPT`] bytes of distinct results; beyond that, a new one is
+/// counted under a 128-bit hash only (`unkept`). Why: csv-header groups by
+/// header, and headerless or generated files can give every file its own
+/// header of up to `max_header_bytes` (1 MiB), so 100,000 such files held
+/// whole would take some 100 GB. Summaries list kept groups only and count
+/// the others; every file's own result is in the result files either way.
 #[derive(Debug, Default)]
 pub struct Aggregate {
     /// result JSON -> (files, example path)
     pub groups: HashMap<String, (u64, String)>,
+    /// Bytes of the keys in `groups` (and their examples).
+    group_bytes: usize,
+    /// Distinct results beyond [`GROUP_BYTES_KEPT`]: their hash -> files.
+    pub unkept: HashMap<u128, u64>,
     pub files: u64,
     pub failed: u64,
     /// Named totals a task keeps (bytes written, files skipped, ...).
@@ -330,19 +344,43 @@ pub struct Aggregate {
 /// How many of the largest files an aggregate keeps.
 pub const LARGEST_KEPT: usize = 20;
 
+/// Most bytes of distinct results (and their example paths) an aggregate
+/// keeps whole; see [`Aggregate`].
+pub const GROUP_BYTES_KEPT: usize = 64 << 20;
+
 impl Aggregate {
     pub fn add(&mut self, rel: &[u8], result: &std::result::Result<String, FileFailure>) {
         self.files += 1;
         match result {
             Ok(json) => match self.groups.get_mut(json.as_str()) {
                 Some(g) => g.0 += 1,
-                None => {
-                    let example = String::from_utf8_lossy(rel).into_owned();
-                    self.groups.insert(json.clone(), (1, example));
-                }
+                None => self.new_group(json.clone(), 1, rel),
             },
             Err(_) => self.failed += 1,
         }
+    }
+
+    /// Starts the group `key` with `n` files: whole while the budget lasts,
+    /// else counted by its hash.
+    fn new_group(&mut self, key: String, n: u64, example: &[u8]) {
+        let bytes = key.len() + example.len();
+        if self.unkept.is_empty() && self.group_bytes + bytes <= GROUP_BYTES_KEPT {
+            self.group_bytes += bytes;
+            let example = String::from_utf8_lossy(example).into_owned();
+            self.groups.insert(key, (n, example));
+        } else {
+            *self.unkept.entry(xxh3_128(key.as_bytes())).or_default() += n;
+        }
+    }
+
+    /// Distinct results, kept or not.
+    pub fn distinct(&self) -> usize {
+        self.groups.len() + self.unkept.len()
+    }
+
+    /// Files whose results were counted by hash only.
+    pub fn unkept_files(&self) -> u64 {
+        self.unkept.values().sum()
     }
 
     /// Adds `n` to a named counter.
@@ -391,10 +429,31 @@ impl Aggregate {
             self.offer_largest(size, path.as_bytes());
         }
         for (key, (n, example)) in other.groups {
-            self.groups
-                .entry(key)
-                .and_modify(|g| g.0 += n)
-                .or_insert((n, example));
+            match self.groups.get_mut(key.as_str()) {
+                Some(g) => g.0 += n,
+                None => self.new_group(key, n, example.as_bytes()),
+            }
+        }
+        if other.unkept.is_empty() {
+            return;
+        }
+        // A result `other` counted by hash may be one kept whole here.
+        let kept: HashMap<u128, &str> = self
+            .groups
+            .keys()
+            .map(|k| (xxh3_128(k.as_bytes()), k.as_str()))
+            .collect();
+        let mut found: Vec<(String, u64)> = Vec::new();
+        for (hash, n) in other.unkept {
+            match kept.get(&hash) {
+                Some(key) => found.push(((*key).to_owned(), n)),
+                None => *self.unkept.entry(hash).or_default() += n,
+            }
+        }
+        for (key, n) in found {
+            if let Some(g) = self.groups.get_mut(key.as_str()) {
+                g.0 += n;
+            }
         }
     }
 }
@@ -403,6 +462,38 @@ impl Aggregate {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Distinct results past the budget are counted, not kept, whatever
+    /// the order batches are merged in; results seen again stay one group.
+    #[test]
+    fn distinct_results_past_the_budget_are_counted_by_hash() {
+        let big = "h".repeat(1 << 20);
+        let result = |i: usize| Ok(format!(r#"{{"columns":["{big}","{i}"]}}"#));
+        let kept = GROUP_BYTES_KEPT >> 20; // about this many 1 MiB results fit
+        let mut a = Aggregate::default();
+        for i in 0..kept + 30 {
+            a.add(format!("{i}.csv").as_bytes(), &result(i));
+        }
+        assert!(a.group_bytes <= GROUP_BYTES_KEPT);
+        assert!(a.groups.len() < kept && a.groups.len() > kept - 3);
+        assert_eq!(a.distinct(), kept + 30);
+        assert_eq!(a.unkept_files(), (kept + 30 - a.groups.len()) as u64);
+        // The same results again, in another batch: no new distinct ones.
+        let mut b = Aggregate::default();
+        for i in (0..kept + 30).rev() {
+            b.add(format!("again-{i}.csv").as_bytes(), &result(i));
+        }
+        let mut merged = Aggregate::default();
+        merged.merge(b);
+        merged.merge(a);
+        assert_eq!(merged.distinct(), kept + 30);
+        assert_eq!(merged.files, 2 * (kept as u64 + 30));
+        assert_eq!(
+            merged.groups.values().map(|g| g.0).sum::<u64>() + merged.unkept_files(),
+            merged.files
+        );
+        assert!(merged.group_bytes <= GROUP_BYTES_KEPT);
+    }
 
     /// A PNG of 4x3 pixels.
     fn png() -> Vec<u8> {
