@@ -72,3 +72,29 @@ def test_a_bad_server_url_or_ca_file_exits_2_naming_it(
     result = runner.invoke(app, ["jobs", *[a.format(**values) for a in args]])
     assert result.exit_code == 2, result.output
     assert needle in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["submit"], ["jobs"], ["keys", "create"], ["schedule", "add"]]
+)
+def test_help_shows_the_values_options_take_and_none_for_flags(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # A flag takes no value, so help must not suggest one.
+    help_line = next(line for line in lines if "--help" in line)
+    assert help_line.split()[1:4] == ["--help", "-h", "Show"], help_line
+    assert "<bool>" not in result.output
+    assert "<str>" not in result.output
+    assert "<list[str]>" not in result.output
+
+
+def test_options_are_labelled_by_their_value() -> None:
+    run = " ".join(runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "--task -t TASK" in run
+    assert "--option -o KEY=VALUE" in run
+    assert "--json Print" in run  # a flag: no label
+    keys = " ".join(
+        runner.invoke(app, ["keys", "create", "--help"], env={"COLUMNS": "200"}).output.split()
+    )
+    assert "--expires EXPIRES" in keys

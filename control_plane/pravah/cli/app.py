@@ -27,6 +27,38 @@ from pravah.cli.roles import migrate_command, worker_command
 from pravah.cli.run import run_command
 from pravah.cli.schedule import schedule_app
 
+
+def _help_labels_as_values() -> None:
+    """Help labels an option with the value it takes, a flag with nothing.
+
+    Typer 0.29 labels every parameter with its Python type: `--json <bool>`
+    read as if the flag took a value (`--json true` is then an unexpected
+    extra argument), and `--server <str>`, `SOURCE <str>` say nothing a
+    user can act on. Here a flag has no label, an option without its own
+    metavar is labelled with its name (`--server SERVER`, as argparse does),
+    choices keep their list, and an argument's name is its label.
+    tests/unit/test_cli_app.py checks the rendered help.
+    """
+    from typer.core import TyperArgument, TyperOption
+
+    typed = TyperOption.display_type_rich
+
+    def option_label(self: TyperOption, ctx: typer.Context) -> str | None:
+        if self.is_flag:
+            return None
+        if self.metavar is None and not self.type_descriptor.is_choice:
+            return (self.name or "value").upper()
+        return typed(self, ctx)
+
+    def argument_label(self: TyperArgument, ctx: typer.Context) -> str | None:
+        return None
+
+    TyperOption.display_type_rich = option_label  # type: ignore[method-assign,assignment]
+    TyperArgument.display_type_rich = argument_label  # type: ignore[method-assign,assignment]
+
+
+_help_labels_as_values()
+
 app = typer.Typer(
     name="pravah",
     help="Pravah: process a directory of files with a task, tracked as a job.",
