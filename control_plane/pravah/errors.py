@@ -42,6 +42,10 @@ class ConflictError(PravahError):
     """The request is valid but not in the thing's current state (cancel a finished job)."""
 
 
+class GoneError(PravahError):
+    """The thing existed but was removed on purpose (results past their retention)."""
+
+
 class ConfigurationError(PravahError):
     """A setting names something unusable, such as a state folder that cannot be made."""
 

@@ -22,8 +22,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from pravah import metrics, queue, sandbox, telemetry, uploads
 from pravah.engine_client import Capabilities, TaskInfo
-from pravah.errors import ConflictError, InvalidRequestError, NotFoundError
+from pravah.errors import ConflictError, GoneError, InvalidRequestError, NotFoundError
 from pravah.models import TERMINAL_STATUSES, Job, JobCreate, JobStatus, utcnow
+from pravah.retention import removed
 from pravah.settings import Settings
 
 
@@ -359,6 +360,8 @@ async def create_retry_job(
         raise ConflictError(f"job {parent.id} is still {parent.status}; retry it once it ended")
     if not parent.files_failed:
         raise ConflictError(f"job {parent.id} has no failed files to retry")
+    if parent.results_removed_at is not None:
+        raise GoneError(f"{removed(parent.id, parent.results_removed_at)}; nothing to retry")
     if not failed_entries(settings_jobs_dir / parent.id):
         raise ConflictError(f"job {parent.id} kept no per-file results; nothing to retry")
     now = utcnow()

@@ -354,7 +354,7 @@ class Job(SQLModel, table=True):
         default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
     )
     finished_at: datetime | None = SQLField(
-        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True, index=True)
     )
     updated_at: datetime = SQLField(
         default_factory=utcnow, sa_column=sa.Column(UTCDateTime, nullable=False)
@@ -384,6 +384,11 @@ class Job(SQLModel, table=True):
     results_available: bool = SQLField(
         default=False,
         sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()),
+    )
+    # When the workspace (per-file results, listing chunks) was removed,
+    # PRAVAH_RESULTS_RETENTION after the job finished (pravah.retention).
+    results_removed_at: datetime | None = SQLField(
+        default=None, sa_column=sa.Column(UTCDateTime, nullable=True)
     )
     attempts: int = SQLField(
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
@@ -547,6 +552,7 @@ class JobPublic(BaseModel):
     error: str | None
     summary: dict[str, Any] | None
     results_available: bool
+    results_removed_at: datetime | None = None
     attempts: int
     cancel_requested: bool
     owner: str | None = None
@@ -578,6 +584,7 @@ class JobPublic(BaseModel):
             error=job.error,
             summary=job.summary,
             results_available=job.results_available,
+            results_removed_at=job.results_removed_at,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             owner=job.owner,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pravah.units import parse_duration
 
 
 def default_state_dir() -> Path:
@@ -122,6 +125,11 @@ class Settings(BaseSettings):
     retry_backoff_max: float = Field(default=300.0, ge=0, description="Longest retry delay.")
     job_timeout: float | None = Field(
         default=None, gt=0, description="Seconds one attempt may run (jobs may set their own)."
+    )
+    results_retention: timedelta | None = Field(
+        default=timedelta(days=30),
+        description="How long a finished job's per-file results are kept (30d, 12h, 2w); "
+        "'never' keeps them. The job itself, its counts and summary are kept.",
     )
     engine_window: int = Field(
         default=0,
@@ -236,6 +244,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_allowed_roots(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("results_retention", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.lower() in ("never", "forever", "off"):
+            return None
+        parsed = parse_duration(text)
+        if parsed is None:
+            raise ValueError(
+                f"invalid retention {value!r}: give a duration such as 30d, 12h or 2w, or never"
+            )
+        return parsed
 
     @field_validator("log_level")
     @classmethod

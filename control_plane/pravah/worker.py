@@ -12,7 +12,8 @@ Why this shape (procrastinate's worker is the model):
 - a heartbeat task renews the leases of this worker's running jobs,
   recovers jobs whose worker died (stale lease -> pending, or failed once
   out of attempts), and fires due schedules (pravah.schedules: each tick is
-  claimed in the database, so it fires once across all instances);
+  claimed in the database, so it fires once across all instances), and
+  hourly removes the workspaces of jobs past PRAVAH_RESULTS_RETENTION;
 - on stop, running jobs get `shutdown_timeout` seconds to finish; then they
   are cancelled, which cancels their engine calls and puts them back to
   `pending` for another worker.
@@ -37,13 +38,17 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from pravah import queue, schedules
+from pravah import queue, retention, schedules
 from pravah.db import Database
 from pravah.log import get_logger
+from pravah.models import utcnow
 from pravah.runner import ProgressCallback, run_job
 from pravah.settings import Settings
 
 log = get_logger(__name__)
+
+# Seconds between two sweeps for expired results (pravah.retention).
+PRUNE_INTERVAL = 3600.0
 
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
@@ -82,6 +87,8 @@ class Worker:
         # Their ids: the heartbeat renews exactly these leases, so a job this
         # process no longer runs (whatever went wrong) is never kept alive.
         self._job_ids: set[str] = set()
+        # When (event loop time) the heartbeat next sweeps expired results.
+        self._next_prune = 0.0
         self.log = log.bind(worker_id=self.worker_id)
 
     def notify(self) -> None:
@@ -241,8 +248,19 @@ class Worker:
                 if fired:
                     self.log.info("schedules fired", jobs=fired)
                     self.notify()
+                await self._prune(db)
             except Exception as exc:
                 self.log.warning("heartbeat failed", error=str(exc))
+
+    async def _prune(self, db: Database) -> None:
+        """Expires old results: on the first heartbeat, then every PRUNE_INTERVAL,
+        sooner while a sweep still finds a full batch."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_prune:
+            return
+        async with db.session() as session:
+            expired = await retention.prune_results(session, self.settings, utcnow())
+        self._next_prune = loop.time() + (0 if expired >= retention.BATCH else PRUNE_INTERVAL)
 
 
 async def _close_listener(conn: Any) -> None:

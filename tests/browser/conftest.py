@@ -76,7 +76,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, engine_bin: Path) -> Iterat
     port = free_port()
     log = base / "serve.log"
     process = cli.popen("serve", "--port", str(port), log=log)
-    running = Server(url=f"http://127.0.0.1:{port}", process=process, log=log)
+    running = Server(
+        url=f"http://127.0.0.1:{port}", process=process, log=log, state_dir=base / "state"
+    )
     import httpx
     from cli_harness import wait_for
 

@@ -6,7 +6,9 @@ story end to end and saves screenshots under tests/browser/artifacts/.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -310,3 +312,48 @@ def test_a_job_with_more_schemas_than_rows_drawn_stays_searchable(
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("0999.csv")
     expect(page.get_by_text("1 of 1,000 schemas shown.")).to_be_visible()
+
+
+def test_a_job_whose_results_expired_keeps_its_summary_and_says_why(
+    web: Watched, server: Server, tmp_path: Path
+) -> None:
+    source = tmp_path / "expiring"
+    source.mkdir()
+    (source / "a.csv").write_text("when,what\n")
+    page = _completed_job_page(web, server, {"source": str(source), "task": "csv-header"})
+    expect(page.locator("#download-results")).to_be_visible()
+    job_id = page.url.rsplit("/", 1)[-1]
+    assert server.state_dir is not None
+    # Playwright's sync API runs an event loop in this thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _expire(server.state_dir, job_id)).result()
+    page.reload()
+    expect(page.locator(".status-slot .badge")).to_have_text("completed")
+    expect(page.locator("#results-removed")).to_contain_text("were removed on")
+    expect(page.locator("#download-results")).to_have_count(0)
+    expect(page.locator("body")).to_contain_text("when")  # the schema, from the summary
+    web.shot("results-expired")
+
+
+async def _expire(state_dir: Path, job_id: str) -> None:
+    """Ages the job past the retention and sweeps the server's store, as its
+    worker would an hour later."""
+    from datetime import timedelta
+
+    from pravah.db import Database
+    from pravah.models import Job, utcnow
+    from pravah.retention import prune_results
+    from pravah.settings import Settings
+
+    settings = Settings(state_dir=state_dir, database_url="")
+    db = Database(settings)
+    try:
+        async with db.session() as session:
+            job = await session.get(Job, job_id)
+            assert job is not None
+            job.finished_at = utcnow() - timedelta(days=31)
+            session.add(job)
+            await session.commit()
+            assert await prune_results(session, settings, utcnow()) == 1
+    finally:
+        await db.dispose()

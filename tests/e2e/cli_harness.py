@@ -154,6 +154,7 @@ class Server:
     url: str
     process: subprocess.Popen[str]
     log: Path
+    state_dir: Path | None = None
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
         """SIGINT, then wait; returns the exit code and the server's stderr."""

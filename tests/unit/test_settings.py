@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from pravah.settings import Settings, default_state_dir, normalize_database_url
+from pydantic import ValidationError
 
 
 @pytest.mark.parametrize(
@@ -85,3 +86,21 @@ def test_log_level_standard_name_and_validation(monkeypatch: pytest.MonkeyPatch)
 def test_run_worker_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRAVAH_RUN_WORKER", "false")
     assert Settings().run_worker is False
+
+
+def test_results_retention_reads_durations_and_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    monkeypatch.delenv("PRAVAH_RESULTS_RETENTION", raising=False)
+    assert Settings(state_dir=tmp_path).results_retention == timedelta(days=30)
+    for text, expected in (("12h", timedelta(hours=12)), ("2w", timedelta(weeks=2))):
+        monkeypatch.setenv("PRAVAH_RESULTS_RETENTION", text)
+        assert Settings(state_dir=tmp_path).results_retention == expected
+    monkeypatch.setenv("PRAVAH_RESULTS_RETENTION", "never")
+    assert Settings(state_dir=tmp_path).results_retention is None
+    for bad, needle in (("soon", "give a duration such as 30d"), ("0d", "longer than zero")):
+        monkeypatch.setenv("PRAVAH_RESULTS_RETENTION", bad)
+        with pytest.raises(ValidationError, match=needle):
+            Settings(state_dir=tmp_path)

@@ -223,6 +223,7 @@ async def run_embedded(
     engine = _EarlyEngine(settings, engine_url)
     await engine.spawn()
     db: Database | None = None
+    pruning: asyncio.Task[None] | None = None
     try:
         from pravah.db import Database, migrate
         from pravah.engine_client import EngineClient
@@ -242,6 +243,9 @@ async def run_embedded(
             capabilities = await client.capabilities()
         async with db.session() as session:
             job = await create_job(session, data, capabilities, settings=settings)
+        # While the engine works: a nightly cron line is the usual way old
+        # jobs pile up in this state folder, and nothing else sweeps it.
+        pruning = asyncio.create_task(_prune_results(db, settings))
 
         def on_progress(public: JobPublic) -> None:
             progress.update(public.model_dump(mode="json"))
@@ -252,7 +256,12 @@ async def run_embedded(
             # After an interrupt the row is read again: the runner settled it.
             final = JobPublic.from_job(ended) if ended is not None else await _public(db, job.id)
             progress.update(final.model_dump(mode="json"))
+        await pruning
     finally:
+        if pruning is not None and not pruning.done():  # the run was cut short
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
         # Both wait on something outside this process (SQLite's checkpoint of
         # the WAL when its last connection closes, the engine's exit).
         stopped = await asyncio.gather(
@@ -278,6 +287,19 @@ async def run_embedded(
     if want_errors and final.progress.files_failed:
         outcome.errors = first_errors(result_lines(workspace))
     return outcome
+
+
+async def _prune_results(db: Database, settings: Settings) -> None:
+    """Expires old jobs' results (pravah.retention); a failure only warns."""
+    from pravah.log import get_logger
+    from pravah.models import utcnow
+    from pravah.retention import prune_results
+
+    try:
+        async with db.session() as session:
+            await prune_results(session, settings, utcnow())
+    except Exception as exc:  # the run's own outcome matters more
+        get_logger(__name__).warning("could not remove expired job results", error=str(exc))
 
 
 async def _public(db: Database, job_id: str) -> JobPublic:

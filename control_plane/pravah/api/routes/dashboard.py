@@ -40,8 +40,9 @@ from pravah.api.deps import (
     ViewerDep,
 )
 from pravah.engine_client import ChunkInfo
-from pravah.errors import ConflictError, NotFoundError
+from pravah.errors import ConflictError, GoneError, NotFoundError
 from pravah.models import JobCreate, JobList, JobPublic, JobStatus
+from pravah.retention import removed
 
 router = APIRouter(tags=["dashboard"])
 
@@ -123,6 +124,8 @@ async def job_errors(
     job = await service.get_job(session, job_id, caller.owner_filter)
     if not JobStatus(job.status).is_terminal:
         raise ConflictError(f"job {job.id} is {job.status}; its errors are listed once it ends")
+    if job.results_removed_at is not None:
+        raise GoneError(removed(job.id, job.results_removed_at))
     workspace = Path(job.workspace or ".")
     parts = results.load_parts(workspace) if job.workspace else None
     if parts is None:

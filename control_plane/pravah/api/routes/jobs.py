@@ -25,8 +25,9 @@ from pravah.api.deps import (
     StateDep,
     ViewerDep,
 )
-from pravah.errors import ConflictError, InvalidRequestError
+from pravah.errors import ConflictError, GoneError, InvalidRequestError
 from pravah.models import JobCreate, JobList, JobPublic, JobStatus
+from pravah.retention import removed
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -162,6 +163,8 @@ async def get_results(
         raise ConflictError(
             f"job {job.id} is {job_status.value}; its results are available once it finishes"
         )
+    if job.results_removed_at is not None:
+        raise GoneError(removed(job.id, job.results_removed_at))
     parts = results.load_parts(Path(job.workspace)) if job.workspace else None
     if parts is None:
         reason = f": {job.error}" if job.error else ""

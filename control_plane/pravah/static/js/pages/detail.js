@@ -109,6 +109,14 @@ export async function render(main, params) {
     // the job says so, and the page does not ask for what is not there.
     const page = job.results_available ? await get(`/jobs/${job.id}/results?limit=100`) : null;
     if (page) parts.push(h("p.actions", {}, link));
+    if (job.results_removed_at) {
+      // Past PRAVAH_RESULTS_RETENTION: the counts and summary above stay.
+      const when = new Date(job.results_removed_at).toLocaleString();
+      parts.push(h("p.muted", { id: "results-removed", text: `Per-file results and errors were removed on ${when} (results retention).` }));
+      if (job.summary) parts.push(resultsView(job, { summary: job.summary, items: [], total: 0 }));
+      after.replaceChildren(...parts);
+      return;
+    }
     let errors = { items: [], total: 0 };
     errors = await get(`/jobs/${job.id}/errors?limit=200`);
     const listingErrors = job.summary?.listing?.error_examples || [];
