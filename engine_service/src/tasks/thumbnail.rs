@@ -69,11 +69,11 @@ fn options_schema() -> serde_json::Value {
         "properties": {
             "width": {"description": "Target width in pixels.", "type": "integer", "minimum": 1, "maximum": 16384, "default": 1024},
             "height": {"description": "Target height in pixels.", "type": "integer", "minimum": 1, "maximum": 16384, "default": 1024},
-            "mode": {"description": "fit: inside WxH, aspect kept; fill: cover then centre-crop to exactly WxH; pad: fit then pad to exactly WxH.",
+            "mode": {"description": "fit: inside WxH, aspect kept; fill: cover then centre-crop to exactly WxH (a side shorter than the target stays as it is unless upscale); pad: fit then pad to exactly WxH.",
                      "enum": ["fit", "fill", "pad"], "default": "fit"},
             "format": {"description": "Output format.", "enum": ["jpeg", "png", "webp"], "default": "jpeg"},
             "quality": {"description": "JPEG quality (WebP output is lossless).", "type": "integer", "minimum": 1, "maximum": 100, "default": 85},
-            "upscale": {"description": "Enlarge images smaller than the target.", "type": "boolean", "default": false},
+            "upscale": {"description": "Enlarge images smaller than the target (fit, fill); without it, fill crops a small image without enlarging it and pad pads it.", "type": "boolean", "default": false},
             "background": {"description": "Colour as #rrggbb of the padding (pad mode) and under transparent pixels (thumbnails have no alpha channel).", "type": "string", "pattern": "^#[0-9a-fA-F]{6}$", "default": "#ffffff"},
             "max_pixels": {"description": "Largest source width x height accepted (decompression-bomb limit).",
                            "type": "integer", "minimum": 1, "default": 200000000},
