@@ -12,8 +12,9 @@ Why this shape (procrastinate's worker is the model):
 - a heartbeat task renews the leases of this worker's running jobs,
   recovers jobs whose worker died (stale lease -> pending, or failed once
   out of attempts), and fires due schedules (pravah.schedules: each tick is
-  claimed in the database, so it fires once across all instances), and
-  hourly removes the workspaces of jobs past PRAVAH_RESULTS_RETENTION;
+  claimed in the database, so it fires once across all instances);
+- a sweeper task removes, hourly, the workspaces of jobs past
+  PRAVAH_RESULTS_RETENTION (pravah.retention);
 - on stop, running jobs get `shutdown_timeout` seconds to finish; then they
   are cancelled, which cancels their engine calls and puts them back to
   `pending` for another worker.
@@ -87,8 +88,6 @@ class Worker:
         # Their ids: the heartbeat renews exactly these leases, so a job this
         # process no longer runs (whatever went wrong) is never kept alive.
         self._job_ids: set[str] = set()
-        # When (event loop time) the heartbeat next sweeps expired results.
-        self._next_prune = 0.0
         self.log = log.bind(worker_id=self.worker_id)
 
     def notify(self) -> None:
@@ -106,6 +105,7 @@ class Worker:
         db = self._db if self._db is not None else Database(self.settings)
         slots = asyncio.Semaphore(self.settings.worker_concurrency)
         heartbeat = asyncio.create_task(self._heartbeat(db, stop), name="worker-heartbeat")
+        sweeper = asyncio.create_task(self._sweep(db, stop), name="worker-results-sweep")
         listener = await self._listen(db)
         self.log.info(
             "worker started",
@@ -141,10 +141,12 @@ class Worker:
                 # connection is outside the pool, and left open it was
                 # closed only by the garbage collector.
                 heartbeat.cancel()
+                sweeper.cancel()
                 if listener is not None:
                     await _close_listener(listener)
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for housekeeping in (heartbeat, sweeper):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await housekeeping
             if own_db:
                 await db.dispose()
             self.log.info("worker stopped")
@@ -248,19 +250,23 @@ class Worker:
                 if fired:
                     self.log.info("schedules fired", jobs=fired)
                     self.notify()
-                await self._prune(db)
             except Exception as exc:
                 self.log.warning("heartbeat failed", error=str(exc))
 
-    async def _prune(self, db: Database) -> None:
-        """Expires old results: on the first heartbeat, then every PRUNE_INTERVAL,
-        sooner while a sweep still finds a full batch."""
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._next_prune:
-            return
-        async with db.session() as session:
-            expired = await retention.prune_results(session, self.settings, utcnow())
-        self._next_prune = loop.time() + (0 if expired >= retention.BATCH else PRUNE_INTERVAL)
+    async def _sweep(self, db: Database, stop: asyncio.Event) -> None:
+        """Expires old results at start, then every PRUNE_INTERVAL (at once
+        again while a sweep still finds a full batch). A task of its own:
+        removing folders must never delay a heartbeat, whose leases expire."""
+        while not stop.is_set():
+            expired = 0
+            try:
+                async with db.session() as session:
+                    expired = await retention.prune_results(session, self.settings, utcnow())
+            except Exception as exc:
+                self.log.warning("could not remove expired job results", error=str(exc))
+            wait = 0.0 if expired >= retention.BATCH else PRUNE_INTERVAL
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
 
 
 async def _close_listener(conn: Any) -> None:

@@ -222,12 +222,12 @@ async def test_pravah_run_sweeps_its_state_folder(
     assert (settings.jobs_dir / second).is_dir()  # its own results stay
 
 
-async def test_the_worker_sweeps_on_its_heartbeat(db_settings: Settings, engine_url: str) -> None:
+async def test_the_worker_sweeps_when_it_starts(db_settings: Settings, engine_url: str) -> None:
     import asyncio
 
     from pravah.worker import Worker
 
-    settings = db_settings.model_copy(update={"heartbeat_interval": 0.05})
+    settings = db_settings
     await migrate(settings)
     db = Database(settings)
     stop = asyncio.Event()
