@@ -428,10 +428,17 @@ impl Aggregate {
         for (size, path) in other.largest {
             self.offer_largest(size, path.as_bytes());
         }
+        // Only results grouped by `add` count against the budget; groups a
+        // task keeps itself (hash's duplicates, inventory's folders) are
+        // merged whole, as its summary needs every one.
+        let budgeted = other.group_bytes > 0 || !other.unkept.is_empty();
         for (key, (n, example)) in other.groups {
             match self.groups.get_mut(key.as_str()) {
                 Some(g) => g.0 += n,
-                None => self.new_group(key, n, example.as_bytes()),
+                None if budgeted => self.new_group(key, n, example.as_bytes()),
+                None => {
+                    self.groups.insert(key, (n, example));
+                }
             }
         }
         if other.unkept.is_empty() {
@@ -493,6 +500,22 @@ mod tests {
             merged.files
         );
         assert!(merged.group_bytes <= GROUP_BYTES_KEPT);
+    }
+
+    /// Groups a task keeps itself (hash, inventory) are not results of
+    /// `add`: merging keeps every one of them, past the budget too.
+    #[test]
+    fn groups_kept_by_tasks_are_merged_whole() {
+        let big = "k".repeat(1 << 20);
+        let mut batch = Aggregate::default();
+        let groups = (GROUP_BYTES_KEPT >> 20) + 10;
+        for i in 0..groups {
+            batch.group(&format!("{big}{i}"), 1, b"f");
+        }
+        let mut call = Aggregate::default();
+        call.merge(batch);
+        assert_eq!(call.groups.len(), groups);
+        assert!(call.unkept.is_empty());
     }
 
     /// A PNG of 4x3 pixels.
