@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from auth_helpers import AUTH
-from pravah.api.app import create_app
+from api_helpers import api_client
 from pravah.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,13 +26,8 @@ async def api(sqlite_settings: Settings, engine_url: str) -> AsyncIterator[httpx
     settings = sqlite_settings.model_copy(
         update={"engine_urls": [engine_url], "upload_max_bytes": 1000}
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://pravah", headers=AUTH
-        ) as client:
-            yield client
+    async with api_client(settings) as client:
+        yield client
 
 
 async def _finished(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:

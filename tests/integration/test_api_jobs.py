@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from auth_helpers import AUTH
-from pravah.api.app import create_app
+from api_helpers import api_client
 from pravah.engine_client import EngineClient
 from pravah.settings import Settings
 
@@ -26,21 +25,11 @@ if TYPE_CHECKING:
 POLL_TIMEOUT = 60.0
 
 
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://pravah", headers=AUTH
-        ) as client:
-            yield client
-
-
 @pytest.fixture
 async def api(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The API with a worker, on each backend."""
     settings = db_settings.model_copy(update={"engine_urls": [engine_url]})
-    async for client in _client(settings):
+    async with api_client(settings) as client:
         yield client
 
 
@@ -48,7 +37,7 @@ async def api(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.Asy
 async def api_no_worker(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The API without a worker: jobs stay pending."""
     settings = db_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
-    async for client in _client(settings):
+    async with api_client(settings) as client:
         yield client
 
 
@@ -408,7 +397,7 @@ async def test_source_outside_allowed_roots_is_rejected(
     settings = db_settings.model_copy(
         update={"engine_urls": [engine_url], "run_worker": False, "allowed_roots": [root]}
     )
-    async for api in _client(settings):
+    async with api_client(settings) as api:
         escaped = str(root / "data" / ".." / ".." / "..")
         resp = await api.post("/jobs", json={"source": escaped, "task": "csv-header"})
         assert resp.status_code == 422
@@ -456,7 +445,7 @@ async def test_unreadable_file_and_directory_are_per_file_errors(
     (source / "sealed").chmod(0)
     settings = db_settings.model_copy(update={"engine_urls": [unprivileged_engine_url]})
     try:
-        async for api in _client(settings):
+        async with api_client(settings) as api:
             created = await api.post("/jobs", json={"source": str(source), "task": "csv-header"})
             job = await wait_for_status(api, created.json()["id"], finished)
             results = (await api.get(f"/jobs/{job['id']}/results")).json()
@@ -500,7 +489,7 @@ async def test_readiness_is_503_without_an_engine(sqlite_settings: Settings) -> 
     settings = sqlite_settings.model_copy(
         update={"engine_urls": ["127.0.0.1:1"], "run_worker": False}
     )
-    async for api in _client(settings):
+    async with api_client(settings) as api:
         resp = await api.get("/readyz")
         assert resp.status_code == 503
         assert "engine" in resp.json()["detail"]

@@ -19,8 +19,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from auth_helpers import AUTH
-from pravah.api.app import create_app
+from api_helpers import api_client
 from pravah.settings import Settings
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "hostile_paths.txt"
@@ -51,23 +50,16 @@ async def setup(
     settings = db_settings.model_copy(
         update={"engine_urls": [engine_url], "allowed_roots": [root], "upload_max_bytes": 100}
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://pravah", headers=AUTH
-        ) as client:
-            job = (
-                await client.post(
-                    "/jobs", json={"source": str(root / "data"), "task": "csv-header"}
-                )
-            ).json()
-            for _ in range(300):
-                got = (await client.get(f"/jobs/{job['id']}")).json()
-                if got["status"] == "completed":
-                    break
-                await asyncio.sleep(0.05)
-            yield client, tmp_path, job["id"]
+    async with api_client(settings) as client:
+        job = (
+            await client.post("/jobs", json={"source": str(root / "data"), "task": "csv-header"})
+        ).json()
+        for _ in range(300):
+            got = (await client.get(f"/jobs/{job['id']}")).json()
+            if got["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        yield client, tmp_path, job["id"]
 
 
 def _ok_or_4xx(resp: httpx.Response, what: str) -> None:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from auth_helpers import AUTH
-from pravah.api.app import create_app
+from api_helpers import api_client
 from pravah.cli.options import build_job_request
 from pravah.cli.render import JobProgress
 from pravah.cli.run import run_embedded
@@ -137,13 +136,8 @@ async def test_a_sweep_takes_at_most_one_batch(sqlite_settings: Settings) -> Non
 @pytest.fixture
 async def api(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = db_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://pravah", headers=AUTH
-        ) as client:
-            yield client
+    async with api_client(settings) as client:
+        yield client
 
 
 async def test_the_api_says_when_results_were_removed(

@@ -19,8 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from auth_helpers import AUTH
-from pravah.api.app import create_app
+from api_helpers import api_client
 from pravah.engine_launcher import LocalEngineSync
 from pravah.settings import Settings
 from s3_helpers import (
@@ -54,19 +53,9 @@ def s3_settings(base: Settings, engine: str, **update: Any) -> Settings:
     return base.model_copy(update=values)
 
 
-async def _api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://pravah", headers=AUTH
-        ) as client:
-            yield client
-
-
 @pytest.fixture
 async def api(sqlite_settings: Settings, s3_engine: str) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in _api(s3_settings(sqlite_settings, s3_engine)):
+    async with api_client(s3_settings(sqlite_settings, s3_engine)) as client:
         yield client
 
 
@@ -156,7 +145,7 @@ async def test_missing_bucket_fails_the_job_with_a_clear_error(
     env = engine_env(moto_url, PRAVAH_ALLOWED_BUCKETS="pravah-gone")
     with LocalEngineSync(engine_bin, start_timeout=30, env=env) as engine:
         settings = s3_settings(sqlite_settings, engine, allowed_buckets=["pravah-gone"])
-        async for api in _api(settings):
+        async with api_client(settings) as api:
             job = await run_job(api, {"source": "s3://pravah-gone/x", "task": "csv-header"})
     assert job["status"] == "failed"
     assert "bucket does not exist" in job["error"]
@@ -167,7 +156,7 @@ async def test_unreachable_endpoint_fails_the_job_without_hanging(
 ) -> None:
     env = engine_env(f"http://127.0.0.1:{free_port()}")
     with LocalEngineSync(engine_bin, start_timeout=30, env=env) as engine:
-        async for api in _api(s3_settings(sqlite_settings, engine)):
+        async with api_client(s3_settings(sqlite_settings, engine)) as api:
             job = await run_job(
                 api, {"source": "s3://pravah-in/x", "task": "csv-header", "max_attempts": 1}
             )
@@ -183,7 +172,7 @@ async def test_sse_kms_from_the_settings_is_on_written_objects(
     key_id = client(moto_url, "kms").create_key()["KeyMetadata"]["KeyId"]
     put_objects(s3, "pravah-in", {"t/a.txt": b"a" * 1000})
     settings = s3_settings(sqlite_settings, s3_engine, s3_sse="sse-kms", s3_sse_kms_key_id=key_id)
-    async for api in _api(settings):
+    async with api_client(settings) as api:
         job = await run_job(
             api,
             {
@@ -258,7 +247,7 @@ async def test_upload_a_zip_then_extract_and_thumbnail_into_s3_with_sse(
 
     sizes = {"photos/a.jpg": (2400, 1600), "photos/b.jpg": (1200, 1800), "c.jpg": (3000, 3000)}
     settings = s3_settings(sqlite_settings, s3_engine, s3_sse="sse-s3")
-    async for api in _api(settings):
+    async with api_client(settings) as api:
         resp = await api.post(
             "/uploads", params={"filename": "photos.zip"}, content=_zip_of_images(sizes)
         )
@@ -299,7 +288,7 @@ async def test_a_jobs_own_encryption_overrides_the_default(
         "task": "compress",
         "options": {"format": "gzip"},
     }
-    async for api in _api(s3_settings(sqlite_settings, s3_engine, s3_sse="sse-s3")):
+    async with api_client(s3_settings(sqlite_settings, s3_engine, s3_sse="sse-s3")) as api:
         local = str(sqlite_settings.state_dir.parent / "local-out")
         resp = await api.post(
             "/jobs",

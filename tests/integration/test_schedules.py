@@ -9,9 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from auth_helpers import AUTH
+from api_helpers import api_client
 from pravah import schedules
-from pravah.api.app import create_app
 from pravah.db import Database, migrate
 from pravah.errors import InvalidRequestError
 from pravah.models import Job, Schedule, utcnow
@@ -22,13 +21,8 @@ from sqlmodel import select
 @pytest.fixture
 async def api(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = db_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://pravah", headers=AUTH
-        ) as client:
-            yield client
+    async with api_client(settings) as client:
+        yield client
 
 
 async def test_schedules_are_created_listed_paused_resumed_and_deleted(

@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from pravah.globs import glob_error
 
@@ -142,14 +142,14 @@ def resolve_source(source: str) -> str:
         raise CliUsageError("SOURCE must not be empty")
     parsed = urlparse(source)
     if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise CliUsageError(
-                f"source {source!r} names the host {parsed.netloc!r}; a file:// URI must name "
-                "a local path (file:///folder)"
-            )
-        # A file URI is percent-encoded (RFC 8089): "my%20dir" is "my dir",
-        # as the server reads it (pravah.sandbox.local_path).
-        path = Path(unquote(parsed.path))
+        # Read as the server reads it: percent-decoded (RFC 8089), local host only.
+        from pravah.errors import InvalidRequestError
+        from pravah.sandbox import local_path
+
+        try:
+            path = local_path(source, "source")
+        except InvalidRequestError as exc:
+            raise CliUsageError(str(exc)) from None
     elif parsed.scheme and len(parsed.scheme) > 1:
         # s3://bucket/prefix and friends: the engine decides what it can read.
         return source
