@@ -50,6 +50,9 @@ log = get_logger(__name__)
 
 # Seconds between two sweeps for expired results (pravah.retention).
 PRUNE_INTERVAL = 3600.0
+# Seconds a housekeeping step (heartbeat, sweep batch) may take to finish at
+# shutdown before it is cancelled.
+HOUSEKEEPING_GRACE = 10.0
 
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
@@ -104,9 +107,11 @@ class Worker:
         own_db = self._db is None
         db = self._db if self._db is not None else Database(self.settings)
         slots = asyncio.Semaphore(self.settings.worker_concurrency)
+        # Connected before the loops start, so a run cancelled while it
+        # connects leaves no loop behind.
+        listener = await self._listen(db)
         heartbeat = asyncio.create_task(self._heartbeat(db, stop), name="worker-heartbeat")
         sweeper = asyncio.create_task(self._sweep(db, stop), name="worker-results-sweep")
-        listener = await self._listen(db)
         self.log.info(
             "worker started",
             concurrency=self.settings.worker_concurrency,
@@ -140,13 +145,11 @@ class Worker:
                 # Even when the shutdown itself is cancelled: the LISTEN
                 # connection is outside the pool, and left open it was
                 # closed only by the garbage collector.
-                heartbeat.cancel()
-                sweeper.cancel()
-                if listener is not None:
-                    await _close_listener(listener)
-            for housekeeping in (heartbeat, sweeper):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await housekeeping
+                try:
+                    if listener is not None:
+                        await _close_listener(listener)
+                finally:
+                    await _wind_down((heartbeat, sweeper), stop)
             if own_db:
                 await db.dispose()
             self.log.info("worker stopped")
@@ -267,6 +270,24 @@ class Worker:
             wait = 0.0 if expired >= retention.BATCH else PRUNE_INTERVAL
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
+
+
+async def _wind_down(tasks: tuple[asyncio.Task[None], ...], stop: asyncio.Event) -> None:
+    """Ends the housekeeping loops. Once `stop` is set each ends by itself
+    after the step it is in, and gets HOUSEKEEPING_GRACE seconds to. Cancelled
+    inside a query, a loop made asyncpg open a second connection to cancel
+    it on the server, in a task of its own that could outlive the event loop
+    and leave that socket to the garbage collector (the sweep queries as soon
+    as the worker starts, so a worker stopped at once met it there). Without
+    `stop` (the worker's own run was cancelled or failed) they are cancelled
+    at once."""
+    try:
+        if stop.is_set():
+            await asyncio.wait(tasks, timeout=HOUSEKEEPING_GRACE)
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op on a task that ended
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _close_listener(conn: Any) -> None:

@@ -239,3 +239,39 @@ async def test_the_worker_sweeps_when_it_starts(db_settings: Settings, engine_ur
     finally:
         stop.set()
         await db.dispose()
+
+
+async def test_a_worker_stopped_mid_sweep_lets_the_sweep_end_its_step(
+    db_settings: Settings, engine_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled inside a query, the sweep made asyncpg open a connection to
+    cancel it, which could outlive the event loop and end as an unclosed
+    socket at some later garbage collection; a worker stopped while it
+    sweeps now lets the sweep finish its step."""
+    import asyncio
+
+    from pravah import retention
+    from pravah.worker import Worker
+
+    started = asyncio.Event()
+    ended: list[str] = []
+
+    async def slow_prune(*_: object) -> int:
+        started.set()
+        await asyncio.sleep(0.3)
+        ended.append("swept")
+        return 0
+
+    monkeypatch.setattr(retention, "prune_results", slow_prune)
+    await migrate(db_settings)
+    db = Database(db_settings)
+    stop = asyncio.Event()
+    try:
+        running = asyncio.create_task(Worker(db_settings, [engine_url], db=db).run(stop))
+        await asyncio.wait_for(started.wait(), 30)
+        stop.set()
+        await asyncio.wait_for(running, 30)
+        assert ended == ["swept"]
+    finally:
+        stop.set()
+        await db.dispose()
