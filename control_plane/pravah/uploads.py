@@ -24,7 +24,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +34,12 @@ from pravah import sandbox
 from pravah.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 
 META_NAME = ".upload.json"
+# An upload's folder is renamed to this prefix plus its id before it is
+# removed: gone from listings and sources at once, even if the removal stops.
+DELETING = ".deleting-"
+# A folder with no finished upload in it and nothing written for this long
+# is what a server stopped mid-upload left behind.
+ABANDONED_AFTER = timedelta(days=1)
 _FLUSH = 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]")
 
@@ -161,7 +167,10 @@ def list_uploads(uploads_dir: Path, limit: int = 100, owner: str | None = None) 
     found = [
         u
         for d in uploads_dir.iterdir()
-        if d.is_dir() and (u := _load(d)) is not None and _visible(u, owner)
+        if not d.name.startswith(".")
+        and d.is_dir()
+        and (u := _load(d)) is not None
+        and _visible(u, owner)
     ]
     found.sort(key=lambda u: u.created_at, reverse=True)
     return found[:limit]
@@ -174,6 +183,47 @@ def get_upload(uploads_dir: Path, upload_id: str, owner: str | None = None) -> U
         if found is not None and _visible(found, owner):
             return found
     raise NotFoundError(f"no upload with id {upload_id!r}")
+
+
+def delete_upload(uploads_dir: Path, upload: Upload) -> None:
+    """Removes `upload`: renamed out of sight first (atomic), then removed.
+    What a failed removal leaves is swept by `remove_abandoned`."""
+    doomed = uploads_dir / f"{DELETING}{upload.id}"
+    Path(upload.path).rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_abandoned(uploads_dir: Path, now: datetime) -> list[str]:
+    """Removes what no request will finish: folders of deletes that stopped
+    part way, and folders of uploads cut off by a server stop (no upload in
+    them, nothing written for ABANDONED_AFTER). Returns the folder names."""
+    removed: list[str] = []
+    if not uploads_dir.is_dir():
+        return removed
+    cutoff = (now - ABANDONED_AFTER).timestamp()
+    for folder in uploads_dir.iterdir():
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            doomed = folder.name.startswith(DELETING) or (
+                _load(folder) is None and _last_write(folder) < cutoff
+            )
+        except OSError:  # removed meanwhile
+            continue
+        if doomed:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def _last_write(folder: Path) -> float:
+    """The newest modification time of `folder` and the files directly in it."""
+    return max(
+        [
+            folder.stat().st_mtime,
+            *(f.stat(follow_symlinks=False).st_mtime for f in folder.iterdir()),
+        ]
+    )
 
 
 def check_owner(text: str | None, uploads_dir: Path, owner: str | None, what: str) -> None:

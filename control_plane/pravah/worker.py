@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from pravah import queue, retention, schedules
+from pravah import queue, retention, schedules, uploads
 from pravah.db import Database
 from pravah.log import get_logger
 from pravah.models import utcnow
@@ -257,8 +257,9 @@ class Worker:
                 self.log.warning("heartbeat failed", error=str(exc))
 
     async def _sweep(self, db: Database, stop: asyncio.Event) -> None:
-        """Expires old results at start, then every PRUNE_INTERVAL (at once
-        again while a sweep still finds a full batch). A task of its own:
+        """Expires old results and removes abandoned uploads at start, then
+        every PRUNE_INTERVAL (at once again while a sweep still finds a full
+        batch of results). A task of its own:
         removing folders must never delay a heartbeat, whose leases expire."""
         while not stop.is_set():
             expired = 0
@@ -267,6 +268,14 @@ class Worker:
                     expired = await retention.prune_results(session, self.settings, utcnow())
             except Exception as exc:
                 self.log.warning("could not remove expired job results", error=str(exc))
+            try:
+                gone = await asyncio.to_thread(
+                    uploads.remove_abandoned, self.settings.uploads_dir, utcnow()
+                )
+                if gone:
+                    self.log.info("removed abandoned upload folders", folders=gone)
+            except OSError as exc:
+                self.log.warning("could not remove abandoned uploads", error=str(exc))
             wait = 0.0 if expired >= retention.BATCH else PRUNE_INTERVAL
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)

@@ -182,6 +182,43 @@ def test_upload_a_dropped_file_and_run_a_job_on_it(web: Watched, server: Server)
     expect(page.locator(".bar-list .bar")).to_have_attribute("data-label", "city, country")
 
 
+def test_delete_an_upload_once_no_schedule_needs_it(web: Watched, server: Server) -> None:
+    upload = httpx.post(
+        f"{server.url}/uploads",
+        params={"filename": "towns.csv"},
+        content=b"town\nNashik\n",
+        headers=AUTH,
+    ).json()
+    schedule = httpx.post(
+        f"{server.url}/schedules",
+        json={
+            "name": "towns nightly",
+            "cron": "0 3 * * *",
+            "job": {"source": upload["path"], "task": "csv-header"},
+        },
+        headers=AUTH,
+    ).json()
+    web.expect_http_error(rf"/uploads/{upload['id']}$", 409)
+    page = web.page
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.goto("/ui/#/uploads")
+    row = page.locator(f'li.upload[data-upload-id="{upload["id"]}"]')
+    expect(row).to_be_visible()
+    expect(page.locator("main")).not_to_contain_text("null")  # once drawn for "no empty note"
+    row.get_by_role("button", name="Delete towns.csv").click()
+    expect(row.get_by_role("alert")).to_contain_text("schedule 'towns nightly'")
+    web.shot("upload-held")
+    httpx.delete(f"{server.url}/schedules/{schedule['id']}", headers=AUTH)
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete towns.csv").click()
+    expect(row).to_have_count(0)
+    gone = httpx.get(f"{server.url}/uploads/{upload['id']}", headers=AUTH)
+    assert gone.status_code == 404
+    page.reload()
+    expect(page.get_by_role("heading", name="Uploads")).to_be_visible()
+    expect(row).to_have_count(0)
+
+
 def test_sign_in_with_a_viewer_key_hides_what_the_role_cannot_do(
     browser: Browser, server: Server
 ) -> None:

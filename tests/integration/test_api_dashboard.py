@@ -95,6 +95,47 @@ async def test_upload_needs_a_usable_file_name(api: httpx.AsyncClient) -> None:
     assert (await api.post("/uploads", content=b"x")).status_code == 422
 
 
+async def test_an_upload_is_deleted_once_no_unfinished_job_or_schedule_needs_it(
+    sqlite_settings: Settings, engine_url: str
+) -> None:
+    # No worker: a job stays pending, as one queued behind others would.
+    settings = sqlite_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
+    async with api_client(settings) as api:
+        upload = (
+            await api.post("/uploads", params={"filename": "a.csv"}, content=b"a,b\n1,2\n")
+        ).json()
+        folder = Path(upload["path"])
+        job = (await api.post("/jobs", json={"source": upload["uri"], "task": "csv-header"})).json()
+        schedule = await api.post(
+            "/schedules",
+            json={
+                "name": "nightly",
+                "cron": "0 3 * * *",
+                "job": {"source": upload["path"], "task": "csv-header"},
+            },
+        )
+        assert schedule.status_code == 201, schedule.text
+
+        refused = await api.delete(f"/uploads/{upload['id']}")
+        assert refused.status_code == 409
+        detail = refused.json()["detail"]
+        assert f"job {job['id']}" in detail and "schedule 'nightly'" in detail
+        assert (folder / "a.csv").is_file()  # nothing lost
+
+        await api.post(f"/jobs/{job['id']}/cancel")
+        await api.delete(f"/schedules/{schedule.json()['id']}")
+        gone = await api.delete(f"/uploads/{upload['id']}")
+        assert gone.status_code == 204, gone.text
+        assert not folder.exists()  # noqa: ASYNC240
+        assert list(settings.uploads_dir.iterdir()) == []
+        assert (await api.get(f"/uploads/{upload['id']}")).status_code == 404
+        assert (await api.get("/uploads")).json()["items"] == []
+        assert (await api.delete(f"/uploads/{upload['id']}")).status_code == 404
+        # Ids are never paths.
+        for hostile in ("..%2F..%2Fjobs", "%2Fetc", ".deleting-x", "x" * 300):
+            assert (await api.delete(f"/uploads/{hostile}")).status_code == 404, hostile
+
+
 async def test_dry_run_counts_files_and_bytes_without_storing_a_job(
     api: httpx.AsyncClient, csv_tree: CsvTree
 ) -> None:

@@ -8,6 +8,7 @@ the reason. `pravah run` sweeps its own state folder while its job runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -227,13 +228,21 @@ async def test_the_worker_sweeps_when_it_starts(db_settings: Settings, engine_ur
     stop = asyncio.Event()
     try:
         old = await _add(db, settings, status=JobStatus.completed, finished_days_ago=31)
+        # What a server stopped mid-upload two days ago left.
+        cut_off = settings.uploads_dir / "22222222-2222-2222-2222-222222222222"
+        cut_off.mkdir(parents=True)
+        (cut_off / ".big.zip.part").write_bytes(b"PK")
+        two_days_ago = (utcnow() - timedelta(days=2)).timestamp()
+        for path in (cut_off / ".big.zip.part", cut_off):
+            os.utime(path, (two_days_ago, two_days_ago))
         worker = Worker(settings, [engine_url], db=db)
         running = asyncio.create_task(worker.run(stop))
         for _ in range(200):
-            if not _has_results(old):
+            if not _has_results(old) and not cut_off.exists():
                 break
             await asyncio.sleep(0.05)
         assert not _has_results(old)
+        assert not cut_off.exists()
         stop.set()
         await asyncio.wait_for(running, 30)
     finally:

@@ -378,7 +378,7 @@ async def test_every_route_with_an_id_hides_other_owners_things(
                 resp = await client.request(method, url, headers=bearer(key))
                 assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
             walked += 1
-        assert walked == 12  # jobs 7, schedules 4, uploads 1
+        assert walked == 13  # jobs 7, schedules 4, uploads 2
         # The lists leave alice's things out for bob, and show them to alice and admins.
         assert (await client.get("/jobs", headers=bearer(bob))).json()["total"] == 0
         assert (await client.get("/schedules", headers=bearer(bob))).json() == []

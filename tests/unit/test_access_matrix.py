@@ -42,6 +42,7 @@ MATRIX: dict[tuple[str, str], Role] = {
     ("POST", "/uploads"): Role.operator,
     ("GET", "/uploads"): Role.operator,
     ("GET", "/uploads/{upload_id}"): Role.operator,
+    ("DELETE", "/uploads/{upload_id}"): Role.operator,
     ("GET", "/keys/me"): Role.viewer,
     ("GET", "/keys"): Role.admin,
     ("POST", "/keys"): Role.admin,

@@ -6,17 +6,22 @@ travels in `?filename=`, and the body is streamed to disk as it arrives,
 with no multipart parser and no temporary copy held in memory.
 
 Access: operators and admins; an upload belongs to the caller's owner and
-other owners get 404 for it, as for jobs (admins see all).
+other owners get 404 for it, as for jobs (admins see all). Uploads stay
+until deleted: they are the user's input, and a finished job can be run
+again over them.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from pravah import upload_refs
 from pravah import uploads as service
-from pravah.api.deps import OperatorDep, SettingsDep
+from pravah.api.deps import OperatorDep, SessionDep, SettingsDep
+from pravah.errors import ConflictError
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 
@@ -64,3 +69,19 @@ async def get_upload(caller: OperatorDep, upload_id: str, settings: SettingsDep)
     return service.as_dict(
         service.get_upload(settings.uploads_dir, upload_id, owner=caller.owner_filter)
     )
+
+
+@router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_upload(
+    caller: OperatorDep, upload_id: str, settings: SettingsDep, session: SessionDep
+) -> None:
+    """Remove an upload and its file. 409 while an unfinished job or a
+    schedule reads it or writes into it (pravah.upload_refs)."""
+    upload = service.get_upload(settings.uploads_dir, upload_id, owner=caller.owner_filter)
+    held_by = await upload_refs.holders(session, Path(upload.path))
+    if held_by:
+        raise ConflictError(
+            f"upload {upload.id} ({upload.filename}) is used by {', '.join(held_by)}; "
+            "cancel or delete those first"
+        )
+    service.delete_upload(settings.uploads_dir, upload)

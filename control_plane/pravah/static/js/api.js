@@ -68,6 +68,7 @@ export async function request(method, path, body, { raw = false } = {}) {
 
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body);
+export const del = (path) => request("DELETE", path);
 
 // Read a server-sent event stream; call onEvent(name, data) per event.
 // Reconnects after a dropped connection (every `retryMs`) until `signal`

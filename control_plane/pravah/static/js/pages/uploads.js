@@ -1,23 +1,53 @@
 // Uploads: drop files (or pick them) to send them to POST /uploads with a
-// progress bar each; every upload is a folder usable as a job source.
+// progress bar each; every upload is a folder usable as a job source, kept
+// until deleted here (the service refuses while a job or schedule needs it).
 
-import { ApiError, get, upload } from "../api.js";
+import { ApiError, del, get, upload } from "../api.js";
 import { h } from "../dom.js";
 import * as fmt from "../format.js";
 
 function uploadRow(u) {
-  return h(
+  const problem = h("p.error", { role: "alert", hidden: true });
+  const remove = h("button", { type: "button", text: "Delete", "aria-label": `Delete ${u.filename}` });
+  const row = h(
     "li.upload",
     { "data-upload-id": u.id },
     h("div", {}, h("strong", { text: u.filename }), ` ${fmt.bytes(u.size)} · ${fmt.time(u.created_at)}`),
     h("div", {}, h("code", { text: u.path })),
-    h("a.button", { href: `#/new?source=${encodeURIComponent(u.path)}`, text: "Use as job source" }),
+    h(
+      "div.actions",
+      {},
+      h("a.button", { href: `#/new?source=${encodeURIComponent(u.path)}`, text: "Use as job source" }),
+      remove,
+    ),
+    problem,
   );
+  remove.addEventListener("click", async () => {
+    if (!window.confirm(`Delete ${u.filename} (${fmt.bytes(u.size)})? This cannot be undone.`)) return;
+    remove.disabled = true;
+    try {
+      await del(`/uploads/${encodeURIComponent(u.id)}`);
+      const list = row.parentElement;
+      row.remove();
+      list?.dispatchEvent(new Event("pravah:rows"));
+    } catch (err) {
+      problem.textContent = err instanceof ApiError ? err.message : String(err);
+      problem.hidden = false;
+      remove.disabled = false;
+    }
+  });
+  return row;
 }
 
 export async function render(main) {
   const listing = await get("/uploads");
   const list = h("ul.uploads", {}, listing.items.map(uploadRow));
+  const empty = h("p.muted", { text: "Nothing uploaded yet." });
+  const showEmpty = () => {
+    empty.hidden = list.children.length > 0;
+  };
+  list.addEventListener("pravah:rows", showEmpty);
+  showEmpty();
   const progress = h("ul.upload-progress", { "aria-live": "polite" });
   const input = h("input", { type: "file", id: "upload-input", multiple: true, class: "visually-hidden" });
   const zone = h(
@@ -42,6 +72,7 @@ export async function render(main) {
       note.textContent = "done";
       item.classList.add("done");
       list.prepend(uploadRow(u));
+      showEmpty();
     } catch (err) {
       item.classList.add("failed");
       note.textContent = err instanceof ApiError ? err.message : String(err);
@@ -75,7 +106,7 @@ export async function render(main) {
     zone,
     progress,
     h("h2", { text: "Uploaded" }),
-    listing.items.length ? null : h("p.muted", { text: "Nothing uploaded yet." }),
+    empty,
     list,
   );
 }

@@ -1,0 +1,59 @@
+"""Which unfinished jobs and which schedules still need an upload.
+
+Why: deleting an upload that a pending or running job reads (or writes
+into), or that a schedule will read at its next tick, would turn a user's
+delete into a failed job later, far from its cause. The delete is refused
+instead, naming what holds the upload, so the user cancels or deletes that
+first. Finished jobs do not hold it: their results stay in the job store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from pravah import sandbox
+from pravah.errors import InvalidRequestError
+from pravah.models import Job, JobStatus, Schedule
+
+
+def names_folder(text: object, folder: Path) -> bool:
+    """Whether the stored job path `text` is `folder` or lies inside it."""
+    if not isinstance(text, str) or ("://" in text and not text.startswith("file://")):
+        return False  # s3:// and the like: never an upload
+    try:
+        path = sandbox.local_path(text, "path")
+    except InvalidRequestError:
+        return False
+    return path.is_relative_to(folder)
+
+
+async def holders(session: AsyncSession, folder: Path) -> list[str]:
+    """'job <id>' and 'schedule <name>' for each unfinished job and each
+    schedule whose source or destination is in `folder`, at most ten."""
+    named: list[tuple[str, object, object]] = []
+    jobs = await session.exec(
+        select(Job.id, Job.source, Job.destination).where(
+            col(Job.status).in_([JobStatus.pending, JobStatus.running])
+        )
+    )
+    named += [(f"job {job_id}", source, dest) for job_id, source, dest in jobs]
+    schedules = await session.exec(select(Schedule.name, Schedule.job))
+    for name, request in schedules:
+        spec: dict[str, Any] = request if isinstance(request, dict) else {}
+        named.append((f"schedule {name!r}", spec.get("source"), spec.get("destination")))
+    # Resolving paths touches the file system: off the event loop.
+    return await asyncio.to_thread(_in_folder, named, folder)
+
+
+def _in_folder(named: list[tuple[str, object, object]], folder: Path) -> list[str]:
+    folder = folder.resolve()
+    return [
+        who
+        for who, source, destination in named
+        if names_folder(source, folder) or names_folder(destination, folder)
+    ][:10]
