@@ -81,6 +81,31 @@ def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
     _stop_server(running)
 
 
+class Servers:
+    """Starts servers on the test's state folder, one after the other if
+    need be (a restart); each is stopped cleanly by `stop` or at the end."""
+
+    def __init__(self, cli: Cli, folder: Path) -> None:
+        self.cli, self.folder, self.running = cli, folder, list[Server]()
+
+    def start(self, env: dict[str, str]) -> Server:
+        started = _start_server(self.cli, self.folder / f"serve-{len(self.running)}.log", env)
+        self.running.append(started)
+        return started
+
+    def stop(self, running: Server) -> None:
+        self.running.remove(running)
+        _stop_server(running)
+
+
+@pytest.fixture
+def servers(cli: Cli, tmp_path: Path) -> Iterator[Servers]:
+    started = Servers(cli, tmp_path)
+    yield started
+    for running in list(started.running):
+        started.stop(running)
+
+
 @pytest.fixture
 def s3_server(cli: Cli, tmp_path: Path, moto_url: str) -> Iterator[Server]:
     """`pravah serve` whose engines reach the test S3 server (standard variables only)."""

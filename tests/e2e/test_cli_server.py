@@ -10,9 +10,13 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cli_harness import TREE_RESULTS, Cli, Server, assert_usage_error, free_port
+
+if TYPE_CHECKING:
+    from conftest import Servers
 
 pytestmark = pytest.mark.e2e
 
@@ -164,3 +168,42 @@ def test_serve_on_a_port_in_use_says_so_before_starting_anything(cli: Cli) -> No
     unknown = cli.run("serve", "--host", "no-such-host.invalid", "--allow-unauthenticated")
     assert unknown.returncode == 1
     assert "--host 'no-such-host.invalid' is not an address or name" in unknown.stderr
+
+
+def test_a_job_whose_results_expired_still_shows_its_summary_and_says_why(
+    cli: Cli, servers: Servers, csv_dir: Path, tmp_path: Path
+) -> None:
+    """Per-file results expire (PRAVAH_RESULTS_RETENTION); the summary and
+    counts stay in the job. `pravah results` used to fail with a 410 there,
+    though its summary view needs nothing that was removed."""
+    keep_one_second = {"PRAVAH_RESULTS_RETENTION": "1s"}
+    first = servers.start(keep_one_second)
+    remote = ("--server", first.url)
+    done = cli.run("submit", str(csv_dir), "--task", "csv-header", "--wait", "--json", *remote)
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["id"]
+    servers.stop(first)
+    time.sleep(1.1)
+    # The worker sweeps when it starts.
+    second = servers.start(keep_one_second)
+    remote = ("--server", second.url)
+    deadline = time.monotonic() + 30
+    while True:
+        job = json.loads(cli.run("status", job_id, "--json", *remote).stdout)
+        if job["results_removed_at"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    status = cli.run("status", job_id, *remote)
+    assert status.returncode == 0, status.stderr
+    assert "per-file results removed at" in status.stdout
+
+    summary = cli.run("results", job_id, *remote)
+    assert summary.returncode == 0, summary.stderr
+    assert "4 distinct schemas" in summary.stdout
+    assert "last, first, age" in summary.stdout
+    assert "per-file results removed at" in summary.stderr
+
+    lines = cli.run("results", job_id, "--output", str(tmp_path / "r.jsonl"), *remote)
+    assert lines.returncode == 1
+    assert "per-file results were removed" in lines.stderr
+    assert "Traceback" not in lines.stderr

@@ -66,7 +66,9 @@ from pravah.cli.render import (
     render_job_line,
     render_jobs_table,
     render_summary,
+    results_removed,
 )
+from pravah.cli.visible import data
 
 __all__ = [
     "ApiClient",
@@ -404,11 +406,17 @@ def results_command(
         params: dict[str, Any] = {"offset": offset}
         if limit is not None:
             params["limit"] = limit
+        if not json_output:
+            job = api.get_job(job_id)
+            if job.get("results_removed_at"):
+                # The summary is in the job; only the per-file lines are gone.
+                render_summary(out_console, job)
+                err_console.print(data(results_removed(job), style="yellow"))
+                return
         page: dict[str, Any] = api.request("GET", f"/jobs/{job_id}/results", params=params)
         if json_output:
             dump_json(page)
             return
-        job = api.get_job(job_id)
         if page.get("summary") is not None:
             job = {**job, "summary": page["summary"]}
         errors = [i for i in page.get("items", []) if isinstance(i, dict) and error_message(i)]

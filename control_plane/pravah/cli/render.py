@@ -356,6 +356,14 @@ def render_summary(
         console.print(Text(f"  ... and {counts.files_failed - shown:,} more", style="dim"))
 
 
+def results_removed(job: Mapping[str, Any]) -> str:
+    """What a job whose per-file results expired says about them."""
+    return (
+        f"per-file results removed at {job.get('results_removed_at')} "
+        "(older than the server's PRAVAH_RESULTS_RETENTION); the counts and summary stay"
+    )
+
+
 def render_job_line(console: Console, job: Mapping[str, Any]) -> None:
     """One job in a few lines, for `pravah status`."""
     counts = job_counts(job)
@@ -370,6 +378,8 @@ def render_job_line(console: Console, job: Mapping[str, Any]) -> None:
     for key in ("created_at", "started_at", "finished_at"):
         if job.get(key):
             console.print(data(f"  {key.replace('_', ' ')}: {job[key]}"))
+    if job.get("results_removed_at"):
+        console.print(data(f"  {results_removed(job)}", style="yellow"))
     reason = job.get("error") or job.get("failure_reason")
     if reason:
         console.print(data(f"  reason: {reason}", style="red"))
