@@ -98,3 +98,24 @@ def test_options_are_labelled_by_their_value() -> None:
         runner.invoke(app, ["keys", "create", "--help"], env={"COLUMNS": "200"}).output.split()
     )
     assert "--expires EXPIRES" in keys
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        (["schedule", "add"], "Usage: pravah schedule add [OPTIONS] CRON SOURCE"),
+        (["retry"], "Usage: pravah retry [OPTIONS] JOB_ID"),
+        (["run"], "Usage: pravah run [OPTIONS] SOURCE"),
+    ],
+)
+def test_usage_names_arguments_as_unix_tools_do(command: list[str], usage: str) -> None:
+    # Typer 0.29 wrote `{cron} {source}`: read as a template left unfilled.
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert usage in result.output
+    assert "{" not in result.output.splitlines()[1]
+
+
+def test_a_missing_argument_is_named_as_the_usage_line_names_it() -> None:
+    result = runner.invoke(app, ["retry"])
+    assert result.exit_code == 2
+    assert "Missing argument 'JOB_ID'" in result.output

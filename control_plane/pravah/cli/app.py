@@ -36,7 +36,9 @@ def _help_labels_as_values() -> None:
     extra argument), and `--server <str>`, `SOURCE <str>` say nothing a
     user can act on. Here a flag has no label, an option without its own
     metavar is labelled with its name (`--server SERVER`, as argparse does),
-    choices keep their list, and an argument's name is its label.
+    choices keep their list, and an argument's name is its label. The
+    usage line names arguments as Unix tools do (`pravah retry JOB_ID`),
+    not as Typer's `{job_id}`, which reads like an unfilled template.
     tests/unit/test_cli_app.py checks the rendered help.
     """
     from typer.core import TyperArgument, TyperOption
@@ -53,8 +55,20 @@ def _help_labels_as_values() -> None:
     def argument_label(self: TyperArgument, ctx: typer.Context) -> str | None:
         return None
 
+    def argument_name(self: TyperArgument, *_: object) -> str:
+        return self.metavar or (self.name or "arg").upper()
+
+    def argument_usage(self: TyperArgument) -> str:
+        name = argument_name(self) if self.required else f"[{argument_name(self)}]"
+        return name if self.nargs == 1 else f"{name}..."
+
+    def argument_hint(self: TyperArgument, *_: object) -> str:
+        return f"'{argument_name(self)}'"  # "Missing argument 'JOB_ID'."
+
     TyperOption.display_type_rich = option_label  # type: ignore[method-assign,assignment]
     TyperArgument.display_type_rich = argument_label  # type: ignore[method-assign,assignment]
+    TyperArgument._usage_display_name = argument_usage  # type: ignore[method-assign]
+    TyperArgument.get_error_hint = argument_hint  # type: ignore[method-assign,assignment]
 
 
 _help_labels_as_values()
