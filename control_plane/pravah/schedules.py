@@ -29,7 +29,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from croniter import croniter  # type: ignore[import-untyped]
+from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -49,9 +49,31 @@ def next_tick(cron: str, after: datetime) -> datetime:
     """The first tick of `cron` strictly after `after` (UTC)."""
     try:
         value: datetime = croniter(cron, after).get_next(datetime)
+    except CroniterBadDateError as exc:  # '0 0 31 2 *'
+        raise InvalidRequestError(
+            f"cron expression {cron!r} matches no date, so it would never run", field="cron"
+        ) from exc
     except (ValueError, KeyError) as exc:
         raise InvalidRequestError(f"invalid cron expression {cron!r}: {exc}", field="cron") from exc
     return value
+
+
+def check_cron(cron: str) -> None:
+    """Standard five-field cron (or an alias such as '@daily'). croniter
+    also reads a sixth field as seconds: '* * * * * *', a typo away from
+    '* * * * *', would queue a job every heartbeat."""
+    if not croniter.is_valid(cron):
+        raise InvalidRequestError(
+            f"invalid cron expression {cron!r}; e.g. '0 3 * * *' (03:00 UTC daily)",
+            field="cron",
+        )
+    fields = cron.split()
+    if not cron.strip().startswith("@") and len(fields) != 5:
+        raise InvalidRequestError(
+            f"cron expression {cron!r} has {len(fields)} fields; give 5 (minute hour "
+            "day-of-month month day-of-week, in UTC), e.g. '0 3 * * *'",
+            field="cron",
+        )
 
 
 async def create_schedule(
@@ -68,11 +90,7 @@ async def create_schedule(
     `settings`, `owner` and `owner_filter` mean what they mean for
     pravah.jobs.create_job: the schedule and its jobs belong to `owner`.
     """
-    if not croniter.is_valid(data.cron):
-        raise InvalidRequestError(
-            f"invalid cron expression {data.cron!r}; e.g. '0 3 * * *' (03:00 UTC daily)",
-            field="cron",
-        )
+    check_cron(data.cron)
     schedule_id = str(uuid.uuid4())
     request = _with_lineage(data.job, schedule_id)
     check_request(request, capabilities, settings, owner_filter)

@@ -44,6 +44,16 @@ async def test_schedules_are_created_listed_paused_resumed_and_deleted(
     assert (await api.get(f"/schedules/{schedule['id']}")).status_code == 404
     bad = await api.post("/schedules", json={**body, "cron": "61 * * * *"})
     assert bad.status_code == 422 and "cron" in bad.text
+    # Seconds (a sixth field croniter accepts) would queue a job every heartbeat.
+    every_second = await api.post("/schedules", json={**body, "cron": "* * * * * *"})
+    assert every_second.status_code == 422
+    assert "has 6 fields; give 5" in every_second.json()["detail"]
+    never = await api.post("/schedules", json={**body, "cron": "0 0 31 2 *"})
+    assert never.status_code == 422
+    assert "matches no date, so it would never run" in never.json()["detail"]
+    daily = await api.post("/schedules", json={**body, "cron": "@daily"})
+    assert daily.status_code == 201, daily.text
+    assert (await api.get("/schedules")).json() == [daily.json()]  # nothing else was stored
 
 
 async def test_a_due_tick_fires_exactly_once_across_instances(
