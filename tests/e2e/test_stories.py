@@ -299,3 +299,29 @@ def test_convert_csv_to_parquet_reads_back_with_pyarrow(cli: Cli, tmp_path: Path
         {"id": r["id"], "city": r["city"], "amount": f"{r['amount']}"} for r in table.to_pylist()
     ]
     assert back == rows
+
+
+@pytest.mark.parametrize("to", ["jsonl", "parquet"])
+def test_convert_keeps_every_value_of_repeated_and_empty_header_names(
+    cli: Cli, tmp_path: Path, to: str
+) -> None:
+    """`a,a,b` kept one `a` per row and dropped the other, `,x` the same:
+    JSON objects and Parquet need distinct names, so they are made so."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "csvs"
+    src.mkdir()
+    (src / "dup.csv").write_text("a,a,b,\n1,2,3,4\n5,6,7,8\n")
+    dest = tmp_path / "out"
+    result = cli.run(
+        "run", str(src), "--task", "convert", "--option", f"to={to}", "--dest", str(dest), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["progress"]["files_failed"] == 0
+    if to == "jsonl":
+        got = [json.loads(line) for line in (dest / "dup.jsonl").read_text().splitlines()]
+    else:
+        got = pq.read_table(dest / "dup.parquet").to_pylist()
+    values = [[str(v) for v in row.values()] for row in got]
+    assert [list(row) for row in got] == [["a", "a_2", "b", "column_4"]] * 2
+    assert values == [["1", "2", "3", "4"], ["5", "6", "7", "8"]]

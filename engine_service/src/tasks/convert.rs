@@ -1,6 +1,9 @@
 //! Task `convert`: CSV to JSON Lines, CSV to Parquet and JSON Lines to CSV,
 //! streamed (flat memory), written atomically under the destination.
 //!
+//! From CSV, the header row names the keys or columns, made distinct first
+//! ([`distinct_names`]: `a,a` becomes `a`, `a_2`), so no value is dropped.
+//!
 //! CSV to JSONL: the header row names the keys; with `infer_types` values
 //! that parse as integers, floats or booleans become JSON numbers and
 //! booleans, empty fields null. JSONL to CSV reads the file twice: once for
@@ -201,6 +204,43 @@ fn build(options_json: &str) -> Result<Arc<dyn Task>, String> {
     Ok(Arc::new(Convert { o, delimiter }))
 }
 
+/// The header's names made distinct, so that no value is dropped: JSON
+/// objects and Parquet schemas need one name per column, and `a,a` kept one
+/// value of each row and lost the other without a word (an empty name, as
+/// in `,x`, the same). A repeated name gets `_2`, `_3`, ... and an empty one
+/// `column_N` (its 1-based position), each skipping names the header already
+/// has; the first of each name and every other name are kept as they are.
+fn distinct_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let names: Vec<&str> = names.into_iter().collect();
+    let mut taken = std::collections::HashSet::new();
+    let first: Vec<bool> = names
+        .iter()
+        .map(|n| !n.is_empty() && taken.insert((*n).to_owned()))
+        .collect();
+    names
+        .iter()
+        .zip(first)
+        .enumerate()
+        .map(|(i, (name, first))| {
+            if first {
+                return (*name).to_owned();
+            }
+            let base = if name.is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                (*name).to_owned()
+            };
+            let mut candidate = base.clone();
+            let mut k = 2;
+            while !taken.insert(candidate.clone()) {
+                candidate = format!("{base}_{k}");
+                k += 1;
+            }
+            candidate
+        })
+        .collect()
+}
+
 fn infer(s: &str) -> Value {
     if s.is_empty() {
         return Value::Null;
@@ -255,10 +295,11 @@ impl Convert {
             .delimiter(self.delimiter)
             .flexible(false)
             .from_reader(file);
-        let headers = r
-            .headers()
-            .map_err(|e| bad(format!("bad CSV header: {e}")))?
-            .clone();
+        let headers = distinct_names(
+            r.headers()
+                .map_err(|e| bad(format!("bad CSV header: {e}")))?
+                .iter(),
+        );
         let mut rows = 0u64;
         let mut record = csv::StringRecord::new();
         let mut line = Vec::with_capacity(1024);
@@ -273,7 +314,7 @@ impl Convert {
                 } else {
                     Value::String(v.to_owned())
                 };
-                obj.insert(k.to_owned(), v);
+                obj.insert(k.clone(), v);
             }
             line.clear();
             serde_json::to_writer(&mut line, &obj).map_err(bad)?;
@@ -299,6 +340,15 @@ impl Convert {
         let (inferred, _) = format
             .infer_schema(open()?, Some(self.o.sample_rows))
             .map_err(|e| bad(format!("cannot read the CSV: {e}")))?;
+        let names = distinct_names(inferred.fields().iter().map(|f| f.name().as_str()));
+        let inferred = Schema::new(
+            inferred
+                .fields()
+                .iter()
+                .zip(names)
+                .map(|(f, name)| f.as_ref().clone().with_name(name))
+                .collect::<Vec<Field>>(),
+        );
         for name in self.o.types.keys() {
             if inferred.field_with_name(name).is_err() {
                 return Err(bad(format!(
@@ -631,6 +681,17 @@ mod tests {
         };
         assert!(std::io::copy(&mut r, &mut std::io::sink()).is_err());
         assert!(tripped.get());
+    }
+
+    #[test]
+    fn repeated_and_empty_header_names_are_made_distinct() {
+        let names = |h: &[&str]| distinct_names(h.iter().copied());
+        assert_eq!(names(&["a", "a", "b", "a"]), ["a", "a_2", "b", "a_3"]);
+        assert_eq!(names(&["", "x", ""]), ["column_1", "x", "column_3"]);
+        // Names the header already has are skipped, wherever they stand.
+        assert_eq!(names(&["a", "a", "a_2"]), ["a", "a_3", "a_2"]);
+        assert_eq!(names(&["", "column_1"]), ["column_1_2", "column_1"]);
+        assert_eq!(names(&["id", "name"]), ["id", "name"]);
     }
 
     #[test]
