@@ -200,6 +200,15 @@ async def test_list_jobs_filters_by_status_and_pages_newest_first(
     assert bad.status_code == 422
     assert "status" in bad.json()["detail"]
 
+    # Past the database's integers: a 500 from SQLite and PostgreSQL alike.
+    far = {"offset": str(10**20)}
+    for path in ("/jobs", f"/jobs/{ids[1]}/results"):
+        beyond = await api.get(path, params=far)
+        assert beyond.status_code == 422, (path, beyond.text)
+        assert "offset" in beyond.json()["detail"]
+    last = (await api.get("/jobs", params={"offset": 2**53})).json()
+    assert last["items"] == [] and last["total"] == 5
+
 
 async def test_results_of_unfinished_job_are_409_and_unknown_ids_404(
     api_no_worker: httpx.AsyncClient, tmp_path: Path

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -127,3 +127,8 @@ def route_guards(dependant: Any) -> list[RequireRole]:
             found.append(node.call)
         stack.extend(node.dependencies)
     return found
+
+
+# Where a page starts. Bounded so the database never sees a number past its
+# 64-bit integers: offset=99999999999999999999 was a 500 from SQLite.
+OffsetQuery = Annotated[int, Query(ge=0, le=2**53, description="Items to skip (at most 2^53).")]

@@ -19,6 +19,7 @@ from pravah import jobs as service
 from pravah import results
 from pravah.api.deps import (
     CapabilitiesDep,
+    OffsetQuery,
     OperatorDep,
     SessionDep,
     SettingsDep,
@@ -73,7 +74,7 @@ async def list_jobs(
     settings: SettingsDep,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> JobList:
     """Jobs, newest first, optionally with one status; 422 for a limit above the maximum."""
     limit = service.page_limit(limit, settings)
@@ -154,7 +155,7 @@ async def get_results(
     settings: SettingsDep,
     format: Annotated[Literal["json", "jsonl"], Query()] = "json",
     limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> ResultsPage | StreamingResponse:
     """Per-file results: a page (json) or every line streamed (jsonl)."""
     job = await service.get_job(session, job_id, caller.owner_filter)
