@@ -189,7 +189,10 @@ def delete_upload(uploads_dir: Path, upload: Upload) -> None:
     """Removes `upload`: renamed out of sight first (atomic), then removed.
     What a failed removal leaves is swept by `remove_abandoned`."""
     doomed = uploads_dir / f"{DELETING}{upload.id}"
-    Path(upload.path).rename(doomed)
+    try:
+        Path(upload.path).rename(doomed)
+    except FileNotFoundError:  # a delete of the same upload got there first
+        raise NotFoundError(f"no upload with id {upload.id!r}") from None
     shutil.rmtree(doomed, ignore_errors=True)
 
 

@@ -4,12 +4,23 @@ written are left alone."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pravah.uploads import ABANDONED_AFTER, DELETING, list_uploads, remove_abandoned
+import pytest
+from pravah.errors import NotFoundError
+from pravah.uploads import (
+    ABANDONED_AFTER,
+    DELETING,
+    delete_upload,
+    list_uploads,
+    remove_abandoned,
+    store_upload,
+)
 
 
 def _aged(path: Path, age: timedelta, now: datetime) -> None:
@@ -65,3 +76,15 @@ def test_abandoned_and_half_deleted_folders_are_removed_and_nothing_else(
 
 def test_a_missing_uploads_folder_is_nothing_to_remove(tmp_path: Path) -> None:
     assert remove_abandoned(tmp_path / "none", datetime.now(UTC)) == []
+
+
+def test_a_second_delete_of_the_same_upload_is_not_found(tmp_path: Path) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a,b\n"
+
+    uploads = tmp_path / "uploads"
+    upload = asyncio.run(store_upload(uploads, "a.csv", body(), max_bytes=100))
+    delete_upload(uploads, upload)  # the first of two racing deletes
+    with pytest.raises(NotFoundError):
+        delete_upload(uploads, upload)
+    assert list(uploads.iterdir()) == []

@@ -13,6 +13,7 @@ again over them.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,4 +85,5 @@ async def delete_upload(
             f"upload {upload.id} ({upload.filename}) is used by {', '.join(held_by)}; "
             "cancel or delete those first"
         )
-    service.delete_upload(settings.uploads_dir, upload)
+    # Unlinking a file of gigabytes takes a while: off the event loop.
+    await asyncio.to_thread(service.delete_upload, settings.uploads_dir, upload)
