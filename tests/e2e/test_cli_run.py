@@ -472,3 +472,23 @@ def test_run_loads_none_of_the_servers_modules(cli: Cli, csv_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["status"] == "completed"
     assert result.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_compressed_csvs_give_their_headers_like_plain_ones(cli: Cli, tmp_path: Path) -> None:
+    """Data sets often ship as .csv.gz or .csv.zst; they were 'binary file'."""
+    import gzip
+
+    src = tmp_path / "shipped"
+    src.mkdir()
+    rows = "".join(f"{i},{i * 2}\n" for i in range(100_000))
+    (src / "2023.csv.gz").write_bytes(gzip.compress(f"id,value\n{rows}".encode()))
+    (src / "2024.csv").write_text(f"id,value\n{rows}")
+    (src / "broken.csv.gz").write_bytes(gzip.compress(b"id,value\n1,2\n")[:15])
+    result = cli.run("run", str(src), "--task", "csv-header", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    [schema] = report["summary"]["schemas"]
+    assert schema["columns"] == ["id", "value"] and schema["files"] == 2
+    assert report["progress"]["files_failed"] == 1
+    errors = cli.run("run", str(src), "--task", "csv-header", "--include", "broken*")
+    assert "broken.csv.gz: gzip file:" in " ".join(errors.stdout.split())

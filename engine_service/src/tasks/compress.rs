@@ -156,7 +156,7 @@ impl Format {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Format::Gzip => "gzip",
             Format::Zstd => "zstd",
@@ -480,7 +480,7 @@ fn digest_decompressed(path: &Path, format: Format) -> std::io::Result<(u64, u64
     }
 }
 
-fn decoder<'a, R: std::io::BufRead + 'a>(
+pub(crate) fn decoder<'a, R: std::io::BufRead + 'a>(
     format: Format,
     r: R,
 ) -> std::io::Result<Box<dyn Read + 'a>> {

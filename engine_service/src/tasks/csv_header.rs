@@ -9,6 +9,10 @@
 //! Parsing is done by `csv-core` (the `csv` crate's own parser, used without
 //! its allocating reader wrapper): quoted fields, delimiters and newlines
 //! inside quotes, CRLF. A UTF-8 BOM is stripped first.
+//!
+//! Compressed CSVs (`.csv.gz`, `.csv.zst`, bzip2, xz: how data sets are
+//! often shipped) are recognised by their first bytes and decompressed only
+//! as far as the first record ([`CsvHeader::read_compressed_header`]).
 use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::compress::{decoder, Format};
 use super::{Aggregate, FileOutcome, Task, TaskInfo};
 use crate::results::{push_json_str, FailureKind, FileFailure};
 
@@ -190,6 +195,10 @@ struct Read {
     known_size: Option<u64>,
     /// Set when the read reached the end of the file: its size.
     eof_at: Option<u64>,
+    /// Reading a decompressed stream: only a read of 0 bytes is its end (a
+    /// decoder returns short reads anywhere), and a compressed stream in it
+    /// is not opened in turn.
+    decompressed: bool,
 }
 
 /// Per-thread reusable state.
@@ -229,6 +238,7 @@ impl Task for CsvHeader {
             let mut read = Read {
                 known_size: Some(size),
                 eof_at: None,
+                decompressed: false,
             };
             let result = self.read_header(reader, &mut read, &mut s.borrow_mut());
             FileOutcome { size, result }
@@ -357,8 +367,33 @@ impl CsvHeader {
         let mut inner = Read {
             known_size: Some(len),
             eof_at: None,
+            decompressed: read.decompressed,
         };
         self.read_header(&mut std::io::Cursor::new(text.into_bytes()), &mut inner, s)
+    }
+
+    /// The header of a gzip, zstd, bzip2 or xz compressed CSV (`.csv.gz`
+    /// and the like, recognised by their first bytes): decompressed only as
+    /// far as the first record needs, so a 10 GB `.csv.gz` still costs a
+    /// few small reads. The limits hold on the decompressed bytes.
+    fn read_compressed_header(
+        &self,
+        file: &mut dyn std::io::Read,
+        s: &mut Scratch,
+        head: Vec<u8>,
+        format: Format,
+    ) -> Result<String, FileFailure> {
+        let compressed =
+            std::io::BufReader::new(std::io::Read::chain(std::io::Cursor::new(head), file));
+        let mut decoded = decoder(format, compressed)
+            .map_err(|e| FileFailure::from_io(&e, "opening the compressed stream"))?;
+        let mut inner = Read {
+            known_size: None,
+            eof_at: None,
+            decompressed: true,
+        };
+        self.read_header(&mut decoded, &mut inner, s)
+            .map_err(|f| FileFailure::new(f.kind, format!("{} file: {}", format.name(), f.message)))
     }
 
     fn header(&self, path: &Path, known_size: Option<u64>, s: &mut Scratch) -> FileOutcome {
@@ -374,6 +409,7 @@ impl CsvHeader {
         let mut read = Read {
             known_size,
             eof_at: None,
+            decompressed: false,
         };
         let result = self.read_header(&mut file, &mut read, s);
         // A small file's size is known from the short read that hit its end;
@@ -413,6 +449,10 @@ impl CsvHeader {
                     let head = s.buf[..n].to_vec();
                     return self.read_utf16_header(file, read, s, head, little_endian);
                 }
+                if let Some(format) = Format::sniff(&s.buf[..n]).filter(|_| !read.decompressed) {
+                    let head = s.buf[..n].to_vec();
+                    return self.read_compressed_header(file, s, head, format);
+                }
             }
             if let Some(pos) = memchr::memchr(0, &s.buf[filled..filled + n]) {
                 return Err(FileFailure::new(
@@ -429,7 +469,7 @@ impl CsvHeader {
             let eof = match read.known_size {
                 _ if n == 0 => true,
                 Some(size) => filled as u64 >= size,
-                None => n < requested,
+                None => !read.decompressed && n < requested,
             };
             if eof {
                 read.eof_at = Some(filled as u64);
@@ -602,6 +642,73 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(&json).unwrap();
             serde_json::from_value(v["columns"].clone()).unwrap()
         })
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A reader that counts what is taken from it.
+    struct Counted<'a> {
+        inner: &'a [u8],
+        taken: usize,
+    }
+
+    impl std::io::Read for Counted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::io::Read::read(&mut &self.inner[self.taken..], buf)?;
+            self.taken += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn compressed_csvs_are_read_as_far_as_their_header() {
+        assert_eq!(header(&gzip(b"id,name\n1,a\n")).unwrap(), ["id", "name"]);
+        let zst = zstd::encode_all(&b"x;y\n1;2\n"[..], 3).unwrap();
+        assert_eq!(header(&zst).unwrap(), ["x", "y"]);
+        // 64 MB of rows after the header: only the start is decompressed.
+        let mut big = b"a,b,c\n".to_vec();
+        for i in 0..4_000_000u32 {
+            big.extend_from_slice(format!("{i},{i},{i}\n").as_bytes());
+        }
+        let packed = gzip(&big);
+        let mut reader = Counted {
+            inner: &packed,
+            taken: 0,
+        };
+        let task = CsvHeader::from_json("").unwrap();
+        let out = task.process_reader(&mut reader, packed.len() as u64);
+        assert!(out.result.unwrap().contains(r#"["a","b","c"]"#));
+        assert!(reader.taken < 64 * 1024, "read {} bytes", reader.taken);
+    }
+
+    #[test]
+    fn a_compressed_file_is_opened_once_and_its_errors_say_what_it_is() {
+        // A gzip inside a gzip is not opened in turn: its bytes are binary.
+        let err = header(&gzip(&gzip(b"a,b\n"))).unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData);
+        assert!(
+            err.message.starts_with("gzip file: binary file"),
+            "{}",
+            err.message
+        );
+        // Cut short inside the stream.
+        let whole = gzip(b"a,b\n1,2\n");
+        let err = header(&whole[..12]).unwrap_err();
+        assert!(err.message.starts_with("gzip file: "), "{}", err.message);
+        // The header cap holds on the decompressed bytes (a bomb of one line).
+        let err = header_with(
+            r#"{"max_header_bytes": 1024}"#,
+            &gzip(&vec![b'a'; 10 << 20]),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded);
+        // Empty inside.
+        let err = header(&gzip(b"")).unwrap_err();
+        assert!(err.message.contains("empty file"), "{}", err.message);
     }
 
     fn header(bytes: &[u8]) -> Result<Vec<String>, FileFailure> {
