@@ -2,8 +2,10 @@
 //!
 //! Why it is fast: a file costs one open, one read of at most
 //! [`FIRST_READ`] bytes and one close (plus an fstat when the listing gave no
-//! size); more is read only while the first record is incomplete, up to
-//! `max_header_bytes`, so a 10 GB file costs one small read. Buffers and the
+//! size and the file is longer than that read; none to check its type, see
+//! [`crate::sandbox::open_bounded`]); more is read only while the first
+//! record is incomplete, up to `max_header_bytes`, so a 10 GB file costs one
+//! small read. Buffers and the
 //! CSV parsers live in thread-locals and are reused for every file.
 //!
 //! Parsing is done by `csv-core` (the `csv` crate's own parser, used without
@@ -397,7 +399,9 @@ impl CsvHeader {
     }
 
     fn header(&self, path: &Path, known_size: Option<u64>, s: &mut Scratch) -> FileOutcome {
-        let mut file = match crate::sandbox::open_regular(path) {
+        // Reads here are bounded by max_header_bytes, so a FIFO or device
+        // cannot hang them: no fstat to refuse one (open_bounded).
+        let mut file = match crate::sandbox::open_bounded(path) {
             Ok(f) => f,
             Err(e) => {
                 return FileOutcome {
@@ -871,6 +875,31 @@ mod tests {
         let task = CsvHeader::from_json("").unwrap();
         let out = task.process_file(Path::new("/nonexistent/pravah/x.csv"), None);
         assert_eq!(out.result.unwrap_err().kind, FailureKind::NotFound);
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_in_place_of_a_csv_fails_at_once() {
+        // No fstat refuses them (open_bounded): the bounded read must.
+        let task = CsvHeader::from_json("").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("swapped.csv");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = task.process_file(&fifo, None).result.unwrap_err();
+        assert_eq!(err.kind, FailureKind::InvalidData, "{}", err.message);
+        let zeros = task
+            .process_file(Path::new("/dev/zero"), None)
+            .result
+            .unwrap_err();
+        assert!(
+            zeros.message.starts_with("binary file"),
+            "{}",
+            zeros.message
+        );
+        let endless = CsvHeader::from_json(r#"{"max_header_bytes": 4096}"#).unwrap();
+        let urandom = endless.process_file(Path::new("/dev/urandom"), None).result;
+        assert!(urandom.is_err());
     }
 
     #[test]
