@@ -415,7 +415,12 @@ impl CsvHeader {
             eof_at: None,
             decompressed: false,
         };
-        let result = self.read_header(&mut file, &mut read, s);
+        let mut result = self.read_header(&mut file, &mut read, s);
+        if result.is_err() && file.metadata().is_ok_and(|m| !m.file_type().is_file()) {
+            // Said as open_regular says it, not as what the read met.
+            let e = crate::sandbox::not_regular();
+            result = Err(FileFailure::from_io(&e, "opening the file"));
+        }
         // A small file's size is known from the short read that hit its end;
         // only a file larger than what we read needs an fstat.
         let size = match (known_size, read.eof_at) {
@@ -879,27 +884,22 @@ mod tests {
 
     #[test]
     fn a_fifo_or_a_device_in_place_of_a_csv_fails_at_once() {
-        // No fstat refuses them (open_bounded): the bounded read must.
-        let task = CsvHeader::from_json("").unwrap();
+        // No fstat refuses them up front (open_bounded): the bounded read
+        // fails, and then they are named for what they are.
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("swapped.csv");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let err = task.process_file(&fifo, None).result.unwrap_err();
-        assert_eq!(err.kind, FailureKind::InvalidData, "{}", err.message);
-        let zeros = task
-            .process_file(Path::new("/dev/zero"), None)
-            .result
-            .unwrap_err();
-        assert!(
-            zeros.message.starts_with("binary file"),
-            "{}",
-            zeros.message
-        );
-        let endless = CsvHeader::from_json(r#"{"max_header_bytes": 4096}"#).unwrap();
-        let urandom = endless.process_file(Path::new("/dev/urandom"), None).result;
-        assert!(urandom.is_err());
+        let task = CsvHeader::from_json(r#"{"max_header_bytes": 4096}"#).unwrap();
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let err = task.process_file(path, None).result.unwrap_err();
+            assert!(
+                err.message.contains("not a regular file"),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]
