@@ -171,7 +171,7 @@ impl Format {
             Some(Format::Gzip)
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Some(Format::Zstd)
-        } else if head.starts_with(b"BZh") {
+        } else if is_bzip2(head) {
             Some(Format::Bzip2)
         } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
             Some(Format::Xz)
@@ -179,6 +179,18 @@ impl Format {
             None
         }
     }
+}
+
+/// bzip2's magic is plain text ("BZh"), so a text file could begin with it
+/// (a CSV whose first column is `BZh`): also required are the block size
+/// digit and the magic of the first block, or of the end of an empty stream.
+fn is_bzip2(head: &[u8]) -> bool {
+    const BLOCK: [u8; 6] = [0x31, 0x41, 0x59, 0x26, 0x53, 0x59];
+    const END: [u8; 6] = [0x17, 0x72, 0x45, 0x38, 0x50, 0x90];
+    head.len() >= 10
+        && head.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&head[3])
+        && (head[4..10] == BLOCK || head[4..10] == END)
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -695,6 +695,15 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_that_begins_like_a_compressed_file_is_still_a_csv() {
+        // bzip2's magic is "BZh": a header may start with it.
+        assert_eq!(header(b"BZh,BZh9\n1,2\n").unwrap(), ["BZh", "BZh9"]);
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        std::io::Write::write_all(&mut bz, b"k|v\n1|2\n").unwrap();
+        assert_eq!(header(&bz.finish().unwrap()).unwrap(), ["k", "v"]);
+    }
+
+    #[test]
     fn a_compressed_file_is_opened_once_and_its_errors_say_what_it_is() {
         // A gzip inside a gzip is not opened in turn: its bytes are binary.
         let err = header(&gzip(&gzip(b"a,b\n"))).unwrap_err();
