@@ -5,8 +5,8 @@
 //! size and the file is longer than that read; none to check its type, see
 //! [`crate::sandbox::open_bounded`]); more is read only while the first
 //! record is incomplete, up to `max_header_bytes`, so a 10 GB file costs one
-//! small read. Buffers and the
-//! CSV parsers live in thread-locals and are reused for every file.
+//! small read. Buffers and the CSV parsers live in thread-locals and are
+//! reused for every file.
 //!
 //! Parsing is done by `csv-core` (the `csv` crate's own parser, used without
 //! its allocating reader wrapper): quoted fields, delimiters and newlines
