@@ -12,15 +12,19 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from auth_helpers import TEST_ADMIN_KEY
 from pravah.engine_launcher import LocalEngineSync, repo_root
 from pravah.settings import Settings
 from s3_helpers import moto_url, s3, s3_env  # noqa: F401  (fixtures: a local S3 server)
+
+if TYPE_CHECKING:
+    import httpx
 
 PG_HOST = os.environ.get("PRAVAH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PRAVAH_TEST_PG_PORT", "5432"))
@@ -246,3 +250,13 @@ def make_csv_tree(root: Path, *, big_line: bool = True) -> CsvTree:
 def csv_tree(tmp_path: Path) -> CsvTree:
     """The edge-case CSV tree in a fresh folder."""
     return make_csv_tree(tmp_path / "data")
+
+
+@pytest.fixture
+async def api_no_worker(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API on each backend without a worker: jobs stay pending."""
+    from api_helpers import api_client
+
+    settings = db_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
+    async with api_client(settings) as client:
+        yield client

@@ -16,20 +16,14 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from pravah import sandbox
-from pravah.errors import InvalidRequestError
 from pravah.models import Job, JobStatus, Schedule
+from pravah.uploads import local_path_of
 
 
 def names_folder(text: object, folder: Path) -> bool:
     """Whether the stored job path `text` is `folder` or lies inside it."""
-    if not isinstance(text, str) or ("://" in text and not text.startswith("file://")):
-        return False  # s3:// and the like: never an upload
-    try:
-        path = sandbox.local_path(text, "path")
-    except InvalidRequestError:
-        return False
-    return path.is_relative_to(folder)
+    path = local_path_of(text, "path") if isinstance(text, str) else None
+    return path is not None and path.is_relative_to(folder)
 
 
 async def holders(session: AsyncSession, folder: Path) -> list[str]:

@@ -208,8 +208,10 @@ def remove_abandoned(uploads_dir: Path, now: datetime) -> list[str]:
         if folder.is_symlink() or not folder.is_dir():
             continue
         try:
+            # A stat, not a read of the metadata: a finished upload whose
+            # metadata cannot be parsed is kept, never taken for a cut one.
             doomed = folder.name.startswith(DELETING) or (
-                _load(folder) is None and _last_write(folder) < cutoff
+                not (folder / META_NAME).exists() and _last_write(folder) < cutoff
             )
         except OSError:  # removed meanwhile
             continue
@@ -229,6 +231,18 @@ def _last_write(folder: Path) -> float:
     )
 
 
+def local_path_of(text: str, what: str) -> Path | None:
+    """The resolved local path a job path names; None for s3:// and other
+    remote URIs (never an upload) and for text that is no valid path."""
+    try:
+        text = sandbox.check_text(text, what)
+        if "://" in text and not text.startswith("file://"):
+            return None
+        return sandbox.local_path(text, what)
+    except InvalidRequestError:
+        return None
+
+
 def check_owner(text: str | None, uploads_dir: Path, owner: str | None, what: str) -> None:
     """Refuse a job path `text` that reaches into uploads `owner` may not see.
 
@@ -241,13 +255,9 @@ def check_owner(text: str | None, uploads_dir: Path, owner: str | None, what: st
     """
     if owner is None or text is None:
         return
-    try:
-        text = sandbox.check_text(text, what)
-        if "://" in text and not text.startswith("file://"):
-            return  # s3:// and the like: never an upload
-        path = sandbox.local_path(text, what)
-    except InvalidRequestError:
-        return  # the caller's own validation reports it
+    path = local_path_of(text, what)
+    if path is None:
+        return  # remote, or invalid: the caller's own validation reports it
     root = uploads_dir.expanduser().resolve()
     if path.is_relative_to(root) and path != root:
         get_upload(uploads_dir, path.relative_to(root).parts[0], owner)

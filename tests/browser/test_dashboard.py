@@ -378,19 +378,16 @@ async def _expire(state_dir: Path, job_id: str) -> None:
     from datetime import timedelta
 
     from pravah.db import Database
-    from pravah.models import Job, utcnow
+    from pravah.models import utcnow
     from pravah.retention import prune_results
     from pravah.settings import Settings
+    from store_helpers import finished_ago
 
     settings = Settings(state_dir=state_dir, database_url="")
+    await finished_ago(settings, job_id, timedelta(days=31))
     db = Database(settings)
     try:
         async with db.session() as session:
-            job = await session.get(Job, job_id)
-            assert job is not None
-            job.finished_at = utcnow() - timedelta(days=31)
-            session.add(job)
-            await session.commit()
             assert await prune_results(session, settings, utcnow()) == 1
     finally:
         await db.dispose()

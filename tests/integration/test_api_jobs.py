@@ -33,14 +33,6 @@ async def api(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.Asy
         yield client
 
 
-@pytest.fixture
-async def api_no_worker(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The API without a worker: jobs stay pending."""
-    settings = db_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
-    async with api_client(settings) as client:
-        yield client
-
-
 async def wait_for_status(
     client: httpx.AsyncClient,
     job_id: str,

@@ -9,13 +9,11 @@ the reason. `pravah run` sweeps its own state folder while its job runs.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import api_client
 from pravah.cli.options import build_job_request
 from pravah.cli.render import JobProgress
 from pravah.cli.run import run_embedded
@@ -23,6 +21,7 @@ from pravah.db import Database, migrate
 from pravah.models import Job, JobStatus, utcnow
 from pravah.retention import BATCH, prune_results
 from pravah.settings import Settings
+from store_helpers import finished_ago
 
 
 def _workspace(settings: Settings, job_id: str) -> Path:
@@ -134,16 +133,10 @@ async def test_a_sweep_takes_at_most_one_batch(sqlite_settings: Settings) -> Non
         await db.dispose()
 
 
-@pytest.fixture
-async def api(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = db_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
-    async with api_client(settings) as client:
-        yield client
-
-
 async def test_the_api_says_when_results_were_removed(
-    api: httpx.AsyncClient, db_settings: Settings
+    api_no_worker: httpx.AsyncClient, db_settings: Settings
 ) -> None:
+    api = api_no_worker
     db = Database(db_settings)
     try:
         job = await _add(db, db_settings, status=JobStatus.completed, finished_days_ago=40)
@@ -202,16 +195,7 @@ async def test_pravah_run_sweeps_its_state_folder(
     first = await run()
     assert (settings.jobs_dir / first).is_dir()
     # Finished more than the retention ago: the next run removes it.
-    db = Database(settings)
-    try:
-        async with db.session() as session:
-            row = await session.get(Job, first)
-            assert row is not None
-            row.finished_at = utcnow() - timedelta(seconds=5)
-            session.add(row)
-            await session.commit()
-    finally:
-        await db.dispose()
+    await finished_ago(settings, first, timedelta(seconds=5))
     second = await run()
     assert not (settings.jobs_dir / first).exists()
     assert (settings.jobs_dir / second).is_dir()  # its own results stay

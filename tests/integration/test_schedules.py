@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from api_helpers import api_client
 from pravah import schedules
 from pravah.db import Database, migrate
 from pravah.errors import InvalidRequestError
@@ -18,16 +16,10 @@ from pravah.settings import Settings
 from sqlmodel import select
 
 
-@pytest.fixture
-async def api(db_settings: Settings, engine_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = db_settings.model_copy(update={"engine_urls": [engine_url], "run_worker": False})
-    async with api_client(settings) as client:
-        yield client
-
-
 async def test_schedules_are_created_listed_paused_resumed_and_deleted(
-    api: httpx.AsyncClient, tmp_path: Path
+    api_no_worker: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    api = api_no_worker
     body = {"cron": "0 3 * * *", "job": {"source": str(tmp_path), "task": "csv-header"}}
     created = await api.post("/schedules", json=body)
     assert created.status_code == 201, created.text
@@ -103,8 +95,9 @@ def test_next_tick_reads_cron_in_utc_and_rejects_nonsense() -> None:
 
 
 async def test_a_schedule_keeps_an_age_so_each_run_counts_back_from_itself(
-    api: httpx.AsyncClient, db_settings: Settings, tmp_path: Path
+    api_no_worker: httpx.AsyncClient, db_settings: Settings, tmp_path: Path
 ) -> None:
+    api = api_no_worker
     """`--older-than 1d` on a nightly schedule must mean a day before each run,
     not a day before the schedule was made: the age is stored, not a date."""
     body = {
