@@ -503,8 +503,42 @@ pub(crate) fn decoder<'a, R: std::io::BufRead + 'a>(
         }),
         Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
         Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
-        Format::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
+        Format::Xz => Box::new(XzBounded(liblzma::bufread::XzDecoder::new_stream(
+            r,
+            liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, liblzma::stream::CONCATENATED)
+                .map_err(std::io::Error::from)?,
+        ))),
     })
+}
+
+/// Most memory one xz stream may take to decode. An xz header declares its
+/// dictionary size (up to 1.5 GiB), and liblzma allocates it before the
+/// first byte comes out: without a limit, a 100-byte file per thread could
+/// take gigabytes. `xz -9` needs 65 MiB.
+pub(crate) const XZ_MEMLIMIT: u64 = 256 << 20;
+
+/// An xz decoder whose memory-limit error says what it means.
+struct XzBounded<R>(R);
+
+impl<R: Read> Read for XzBounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            let limit = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<liblzma::stream::Error>())
+                .is_some_and(|inner| matches!(inner, liblzma::stream::Error::MemLimit));
+            if !limit {
+                return e;
+            }
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!(
+                    "the xz stream needs more than {} MiB of memory to decode (its dictionary size), the most allowed",
+                    XZ_MEMLIMIT >> 20
+                ),
+            )
+        })
+    }
 }
 
 /// Every member of a gzip file, in order, and zero bytes after the last
@@ -994,6 +1028,12 @@ impl Decompress {
         };
         let (written, _) = match pumped {
             Ok(v) => v,
+            Err(PumpError::Read(e)) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                return Err(FileFailure::new(
+                    FailureKind::LimitExceeded,
+                    format!("{e}; nothing was written"),
+                ))
+            }
             Err(PumpError::Read(e)) => {
                 return Err(FileFailure::new(
                     FailureKind::InvalidData,
@@ -1220,6 +1260,45 @@ mod tests {
         run(task.as_ref(), src.path(), "b.xz", None).result.unwrap();
         assert_eq!(std::fs::read(src.path().join("a")).unwrap(), b"bzip2 data");
         assert_eq!(std::fs::read(src.path().join("b")).unwrap(), b"xz data");
+    }
+
+    /// CRC-32 (IEEE), for patching an xz block header in a test.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn xz_that_declares_a_huge_dictionary_fails_before_allocating_it() {
+        let src = tempfile::tempdir().unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(b"small payload").unwrap();
+        let mut file = xz.finish().unwrap();
+        // The block header follows the 12-byte stream header: size byte,
+        // flags, then LZMA2's filter flags (id 0x21, 1 property byte: the
+        // dictionary size) and a CRC-32 of the header. Declare 1 GiB.
+        let header_len = (usize::from(file[12]) + 1) * 4;
+        let header = &mut file[12..12 + header_len];
+        assert_eq!(&header[2..4], &[0x21, 0x01]);
+        header[4] = 36;
+        let crc = crc32(&header[..header_len - 4]);
+        header[header_len - 4..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(src.path().join("huge.xz"), &file).unwrap();
+
+        let task = build_decompress("").unwrap();
+        let err = run(task.as_ref(), src.path(), "huge.xz", None)
+            .result
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded, "{}", err.message);
+        assert!(err.message.contains("256 MiB"), "{}", err.message);
+        assert!(!src.path().join("huge").exists());
+        assert!(src.path().join("huge.xz").exists());
     }
 
     #[test]
