@@ -459,12 +459,24 @@ async def test_an_upload_is_a_job_source_only_for_its_owner(
         assert out.status_code == 404, out.text
         assert (await client.get("/jobs", headers=AUTH)).json()["total"] == 0  # nothing stored
         # Alice (and an admin) may use it.
+        job_ids = []
         for key in (alice, TEST_ADMIN_KEY):
             ok = await client.post(
                 "/jobs", json={"source": upload["uri"], "task": "csv-header"}, headers=bearer(key)
             )
             assert ok.status_code == 202, ok.text
             assert ok.json()["source"] == upload["path"]
+            job_ids.append(ok.json()["id"])
+        # While both jobs are pending, alice's delete is refused: it names
+        # her job and only counts the admin's, whose id is not hers to see.
+        held = await client.delete(f"/uploads/{upload['id']}", headers=bearer(alice))
+        assert held.status_code == 409, held.text
+        detail = held.json()["detail"]
+        assert f"job {job_ids[0]}" in detail and job_ids[1] not in detail, detail
+        assert "1 other user's job(s) or schedule(s)" in detail, detail
+        as_admin = await client.delete(f"/uploads/{upload['id']}", headers=AUTH)
+        assert as_admin.status_code == 409
+        assert all(f"job {i}" in as_admin.json()["detail"] for i in job_ids)
 
 
 async def _make_due(session: AsyncSession) -> None:

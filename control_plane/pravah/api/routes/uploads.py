@@ -79,7 +79,7 @@ async def delete_upload(
     """Remove an upload and its file. 409 while an unfinished job or a
     schedule reads it or writes into it (pravah.upload_refs)."""
     upload = service.get_upload(settings.uploads_dir, upload_id, owner=caller.owner_filter)
-    held_by = await upload_refs.holders(session, Path(upload.path))
+    held_by = await upload_refs.holders(session, Path(upload.path), caller.owner_filter)
     if held_by:
         raise ConflictError(
             f"upload {upload.id} ({upload.filename}) is used by {', '.join(held_by)}; "
