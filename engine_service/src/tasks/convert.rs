@@ -34,6 +34,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::csv_quotes::QuotesClosed;
 use super::{parse_options, Aggregate, Cancellable, FileCtx, FileOutcome, Task, TaskInfo};
 use crate::output::{
     existing_schema, output_for, skipped_exists, write_failure, AtomicFile, Committed, Existing,
@@ -181,6 +182,9 @@ impl<R: Read> Read for LineLimit<'_, R> {
 /// A convert input: buffered, cancellable, with a bound on line length.
 type Input<'a> = BufReader<LineLimit<'a, Cancellable<'a, File>>>;
 
+/// A CSV input: also fails when the file ends inside quotes.
+type CsvInput<'a> = BufReader<QuotesClosed<LineLimit<'a, Cancellable<'a, File>>>>;
+
 struct Convert {
     o: Options,
     delimiter: u8,
@@ -271,17 +275,37 @@ impl Convert {
         ctx: &FileCtx<'a>,
         tripped: &'a Cell<bool>,
     ) -> Result<Input<'a>, FileFailure> {
-        let f = crate::sandbox::open_regular(ctx.path)
-            .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
         Ok(BufReader::with_capacity(
             256 * 1024,
-            LineLimit {
-                inner: ctx.cancellable(f),
-                max: self.o.max_line_bytes,
-                run: 0,
-                tripped,
-            },
+            self.limited(ctx, tripped)?,
         ))
+    }
+
+    /// A CSV input: [`Convert::open`]'s, and [`QuotesClosed`].
+    fn open_csv<'a>(
+        &self,
+        ctx: &FileCtx<'a>,
+        tripped: &'a Cell<bool>,
+    ) -> Result<CsvInput<'a>, FileFailure> {
+        Ok(BufReader::with_capacity(
+            256 * 1024,
+            QuotesClosed::new(self.limited(ctx, tripped)?, self.delimiter),
+        ))
+    }
+
+    fn limited<'a>(
+        &self,
+        ctx: &FileCtx<'a>,
+        tripped: &'a Cell<bool>,
+    ) -> Result<LineLimit<'a, Cancellable<'a, File>>, FileFailure> {
+        let f = crate::sandbox::open_regular(ctx.path)
+            .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
+        Ok(LineLimit {
+            inner: ctx.cancellable(f),
+            max: self.o.max_line_bytes,
+            run: 0,
+            tripped,
+        })
     }
 
     fn csv_to_jsonl(
@@ -290,7 +314,7 @@ impl Convert {
         tripped: &Cell<bool>,
         w: &mut impl Write,
     ) -> Result<u64, FileFailure> {
-        let file = self.open(ctx, tripped)?;
+        let file = self.open_csv(ctx, tripped)?;
         let mut r = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .flexible(false)
@@ -332,8 +356,8 @@ impl Convert {
         tripped: &Cell<bool>,
         out: &mut File,
     ) -> Result<u64, FileFailure> {
-        use arrow_schema::{DataType, Field, Schema};
-        let open = || self.open(ctx, tripped);
+        use arrow_schema::{ArrowError, DataType, Field, Schema};
+        let open = || self.open_csv(ctx, tripped);
         let format = arrow_csv::reader::Format::default()
             .with_header(true)
             .with_delimiter(self.delimiter);
@@ -398,10 +422,11 @@ impl Convert {
             parquet::arrow::ArrowWriter::try_new(out, schema, Some(props)).map_err(werr)?;
         let mut rows = 0u64;
         for batch in reader {
-            let batch = batch.map_err(|e| {
-                bad(format!(
+            let batch = batch.map_err(|e| match e {
+                ArrowError::IoError(..) => bad(format!("cannot read the CSV after row {rows}: {e}")),
+                e => bad(format!(
                     "CSV record after row {rows} does not fit the column types: {e}; set the column's type with the types option"
-                ))
+                )),
             })?;
             rows += batch.num_rows() as u64;
             writer.write(&batch).map_err(werr)?;
@@ -653,6 +678,39 @@ mod tests {
             }
         }
         assert!(build(r#"{"max_line_bytes":10}"#).is_err());
+    }
+
+    #[test]
+    fn a_csv_that_ends_inside_quotes_fails_instead_of_losing_its_rows() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        // A stray quote in the header, and one in the last field of a row:
+        // both swallowed every following line without an error.
+        std::fs::write(src.path().join("head.csv"), "\"a,b\n1,2\n3,4\n").unwrap();
+        std::fs::write(src.path().join("row.csv"), "a,b\n1,\"2\n3,4\n5,6\n").unwrap();
+        std::fs::write(src.path().join("ok.csv"), "a,b\n1,\"2\n3\"\n5,6\n").unwrap();
+        for to in ["jsonl", "parquet"] {
+            let options = format!(r#"{{"to":"{to}"}}"#);
+            for rel in ["head.csv", "row.csv"] {
+                let failure = run(&options, src.path(), rel, &dest).unwrap_err();
+                assert_eq!(failure.kind, FailureKind::InvalidData, "{to} {rel}");
+                assert!(
+                    failure.message.contains("a quote is never closed"),
+                    "{to} {rel}: {}",
+                    failure.message
+                );
+            }
+            // A quoted field with a line break in it is fine.
+            assert_eq!(
+                run(&options, src.path(), "ok.csv", &dest).unwrap()["rows"],
+                2
+            );
+            assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 1, "{to}");
+            for entry in std::fs::read_dir(&dest).unwrap() {
+                std::fs::remove_file(entry.unwrap().path()).unwrap();
+            }
+        }
     }
 
     #[test]

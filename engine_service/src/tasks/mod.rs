@@ -25,6 +25,7 @@ use crate::results::FileFailure;
 pub mod compress;
 pub mod convert;
 pub mod csv_header;
+mod csv_quotes;
 pub mod extract;
 pub mod hash;
 pub mod inventory;
