@@ -289,11 +289,22 @@ impl Task for CsvHeader {
 /// Finds where the first record ends in `bytes`: the index of the first CR or
 /// LF outside quotes. A quote opens a quoted field only at a field start.
 fn record_end(bytes: &[u8]) -> Option<usize> {
+    scan_record(bytes).ok()
+}
+
+/// [`record_end`], or, when `bytes` hold no end of record, whether they end
+/// inside quotes: at the end of the file that means a quote never closed,
+/// which the CSV parser would take as closed there, making the rest of the
+/// file one column name.
+fn scan_record(bytes: &[u8]) -> Result<usize, bool> {
     let mut in_quotes = false;
     let mut i = 0;
     while i < bytes.len() {
         if in_quotes {
-            let j = memchr::memchr(b'"', &bytes[i..])? + i;
+            let Some(j) = memchr::memchr(b'"', &bytes[i..]) else {
+                return Err(true);
+            };
+            let j = j + i;
             if bytes.get(j + 1) == Some(&b'"') {
                 i = j + 2;
             } else {
@@ -301,16 +312,19 @@ fn record_end(bytes: &[u8]) -> Option<usize> {
                 i = j + 1;
             }
         } else {
-            let j = memchr::memchr3(b'"', b'\n', b'\r', &bytes[i..])? + i;
+            let Some(j) = memchr::memchr3(b'"', b'\n', b'\r', &bytes[i..]) else {
+                return Err(false);
+            };
+            let j = j + i;
             if bytes[j] != b'"' {
-                return Some(j);
+                return Ok(j);
             }
             let at_field_start = j == 0 || CANDIDATES.contains(&bytes[j - 1]);
             in_quotes = at_field_start;
             i = j + 1;
         }
     }
-    None
+    Err(in_quotes)
 }
 
 /// Picks the candidate delimiter occurring most often outside quotes.
@@ -505,6 +519,12 @@ impl CsvHeader {
                 ));
             }
             if eof {
+                if scan_record(&s.buf[start..filled]) == Err(true) {
+                    return Err(FileFailure::new(
+                        FailureKind::InvalidData,
+                        "the file ends inside a quoted field of the header: a quote is never closed",
+                    ));
+                }
                 break filled;
             }
             if filled == want {
@@ -807,6 +827,18 @@ mod tests {
             header_with(r#"{"delimiter":"\t"}"#, b"a b\tc\n").unwrap(),
             ["a b", "c"]
         );
+    }
+
+    #[test]
+    fn a_header_whose_quote_never_closes_is_invalid_not_one_long_name() {
+        for bytes in [&b"\"a,b\n1,2\n3,4\n"[..], b"a,\"b\nc\n", b"a,\"b\"\"\n"] {
+            let err = header(bytes).unwrap_err();
+            assert_eq!(err.kind, FailureKind::InvalidData, "{bytes:?}");
+            assert!(err.message.contains("never closed"), "{}", err.message);
+        }
+        // Closed at the very end, or quotes inside an unquoted name: fine.
+        assert_eq!(header(b"a,\"b\nc\"").unwrap(), ["a", "b\nc"]);
+        assert_eq!(header(b"a,b\"c").unwrap(), ["a", "b\"c"]);
     }
 
     #[test]
