@@ -430,7 +430,7 @@ pub struct Outputs {
     /// when its first output was staged: `syncfs` reports the write-back
     /// errors seen since its descriptor was opened, so it must be opened
     /// before the data it vouches for is written back.
-    filesystems: Mutex<Vec<(u64, File)>>,
+    filesystems: Mutex<Vec<(u64, u64, File)>>,
     /// The index in the batch of the input being processed.
     current: AtomicUsize,
 }
@@ -490,10 +490,10 @@ impl Outputs {
 
     fn push(&self, dev: u64, dir: &Path, mut staged: Staged) -> Result<(), FileFailure> {
         let mut filesystems = self.filesystems.lock().unwrap_or_else(|e| e.into_inner());
-        if !filesystems.iter().any(|(d, _)| *d == dev) {
+        if !filesystems.iter().any(|(d, _, _)| *d == dev) {
             let folder =
                 File::open(dir).map_err(|e| write_failure(&e, "opening the output folder"))?;
-            filesystems.push((dev, folder));
+            filesystems.push((dev, FOLDERS_OPENED.fetch_add(1, Ordering::Relaxed), folder));
         }
         staged.file = self.current.load(Ordering::Relaxed);
         self.staged
@@ -503,61 +503,95 @@ impl Outputs {
         Ok(())
     }
 
+    /// Whether nothing was staged: settling would do nothing.
+    pub fn is_empty(&self) -> bool {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Syncs, publishes and follows up every staged output (module doc);
     /// returns the inputs whose outcome changed, in batch order, at most
     /// one entry per input (its first failure).
     pub fn settle(self) -> Vec<(usize, Settled)> {
-        let staged = self.staged.into_inner().unwrap_or_else(|e| e.into_inner());
-        let filesystems = self
-            .filesystems
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut changed: Vec<(usize, Settled)> = Vec::new();
+        Self::settle_together(vec![self]).pop().unwrap_or_default()
+    }
+
+    /// [`Outputs::settle`] for several batches at once, as a group commit:
+    /// one `syncfs` per file system before publishing and one after,
+    /// however many batches wait. Returns each batch's changes, in the
+    /// order given. Per file system, the folder opened first vouches for
+    /// the group: `syncfs` reports every write-back error since its
+    /// descriptor was opened, so the oldest covers the others' data too.
+    pub fn settle_together(batches: Vec<Outputs>) -> Vec<Vec<(usize, Settled)>> {
+        let mut changed: Vec<Vec<(usize, Settled)>> = batches.iter().map(|_| Vec::new()).collect();
+        let mut filesystems: Vec<(u64, u64, File)> = Vec::new();
+        let mut staged: Vec<(usize, Staged)> = Vec::new();
+        for (batch, outputs) in batches.into_iter().enumerate() {
+            let opened = outputs
+                .filesystems
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner());
+            for (dev, order, folder) in opened {
+                match filesystems.iter_mut().find(|f| f.0 == dev) {
+                    Some(f) if f.1 > order => *f = (dev, order, folder),
+                    Some(_) => {}
+                    None => filesystems.push((dev, order, folder)),
+                }
+            }
+            let mine = outputs
+                .staged
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner());
+            staged.extend(mine.into_iter().map(|s| (batch, s)));
+        }
         if staged.is_empty() {
             return changed;
         }
-        let fail_all = |changed: &mut Vec<(usize, Settled)>, files: &[usize], f: FileFailure| {
-            for &i in files {
-                changed.push((i, Settled::Failed(f.clone())));
-            }
-        };
+        let fail_all =
+            |changed: &mut Vec<Vec<(usize, Settled)>>, files: &[(usize, usize)], f: FileFailure| {
+                for &(batch, i) in files {
+                    changed[batch].push((i, Settled::Failed(f.clone())));
+                }
+            };
         if let Err(e) = sync_filesystems(&filesystems) {
-            let files: Vec<usize> = staged.iter().map(|s| s.file).collect();
+            let files: Vec<(usize, usize)> = staged.iter().map(|(b, s)| (*b, s.file)).collect();
             fail_all(
                 &mut changed,
                 &files,
                 write_failure(&e, "syncing the outputs (nothing was published)"),
             );
-            return dedup(changed);
+            return changed.into_iter().map(dedup).collect();
         }
         let mut published = Vec::with_capacity(staged.len());
-        for s in staged {
+        for (batch, s) in staged {
             match (s.publish)() {
-                Ok(Committed::Written) => published.push((s.file, s.then)),
+                Ok(Committed::Written) => published.push((batch, s.file, s.then)),
                 Ok(Committed::Skipped) => {
-                    changed.push((s.file, Settled::Skipped(s.skipped_result)))
+                    changed[batch].push((s.file, Settled::Skipped(s.skipped_result)))
                 }
-                Err(f) => changed.push((s.file, Settled::Failed(f))),
+                Err(f) => changed[batch].push((s.file, Settled::Failed(f))),
             }
         }
         if published.is_empty() {
-            return dedup(changed);
+            return changed.into_iter().map(dedup).collect();
         }
         if let Err(e) = sync_filesystems(&filesystems) {
-            let files: Vec<usize> = published.iter().map(|p| p.0).collect();
+            let files: Vec<(usize, usize)> = published.iter().map(|p| (p.0, p.1)).collect();
             fail_all(
                 &mut changed,
                 &files,
                 write_failure(&e, "syncing the output folder (originals were kept)"),
             );
-            return dedup(changed);
+            return changed.into_iter().map(dedup).collect();
         }
-        for (file, then) in published {
+        for (batch, file, then) in published {
             if let Some(Err(f)) = then.map(|then| then()) {
-                changed.push((file, Settled::Failed(f)));
+                changed[batch].push((file, Settled::Failed(f)));
             }
         }
-        dedup(changed)
+        changed.into_iter().map(dedup).collect()
     }
 }
 
@@ -648,9 +682,12 @@ pub fn start_writeback(file: &File, len: u64) {
     }
 }
 
+/// Output folders opened for `syncfs`, in order: which was opened first.
+static FOLDERS_OPENED: AtomicU64 = AtomicU64::new(0);
+
 /// `syncfs(2)` on each file system, through the folder opened on it.
-fn sync_filesystems(filesystems: &[(u64, File)]) -> std::io::Result<()> {
-    for (_, folder) in filesystems {
+fn sync_filesystems(filesystems: &[(u64, u64, File)]) -> std::io::Result<()> {
+    for (_, _, folder) in filesystems {
         // SAFETY: syncfs only reads the descriptor, which `folder` keeps open.
         if unsafe { libc::syncfs(folder.as_raw_fd()) } != 0 {
             return Err(std::io::Error::last_os_error());
@@ -821,6 +858,46 @@ mod tests {
         );
         // No temp file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn batches_settled_together_each_get_their_own_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let stage = |outputs: &Outputs, index: usize, path: PathBuf| {
+            outputs.start_file(index);
+            let mut f = AtomicFile::create(&path).unwrap();
+            f.file().write_all(b"new").unwrap();
+            f.publish(Some(outputs), Existing::Fail, String::new(), None)
+                .unwrap();
+        };
+        let (first, second) = (Outputs::default(), Outputs::default());
+        stage(&first, 0, dir.path().join("a.out"));
+        stage(&first, 1, dir.path().join("b.out"));
+        stage(&second, 0, other.path().join("c.out"));
+        stage(&second, 1, dir.path().join("taken.out"));
+        std::fs::write(dir.path().join("taken.out"), b"theirs").unwrap();
+        let changed = Outputs::settle_together(vec![first, second]);
+        assert_eq!(changed.len(), 2);
+        assert!(changed[0].is_empty(), "{:?}", changed[0]);
+        // Input 1 of the second batch, not of the first, found its name taken.
+        assert!(
+            matches!(&changed[1][..], [(1, Settled::Failed(f))] if f.message.contains("already exists")),
+            "{:?}",
+            changed[1]
+        );
+        for path in [
+            dir.path().join("a.out"),
+            dir.path().join("b.out"),
+            other.path().join("c.out"),
+        ] {
+            assert_eq!(std::fs::read(&path).unwrap(), b"new", "{path:?}");
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("taken.out")).unwrap(),
+            b"theirs"
+        );
+        assert!(Outputs::settle_together(Vec::new()).is_empty());
     }
 
     #[test]

@@ -207,6 +207,9 @@ struct Shared {
     part_uris: Mutex<Vec<String>>,
     /// Syncs part files as they are written (with a results_dir).
     syncer: Option<Syncer>,
+    /// Settles and reports batches with outputs (a task that writes files
+    /// to local folders).
+    settler: Option<Settler>,
     permits: Permits,
     metrics: TaskMetrics,
     task_name: String,
@@ -304,6 +307,9 @@ pub fn run(
         s3_destination: config.s3_destination,
     };
     let syncer = config.results_dir.is_some().then(Syncer::start);
+    let settler = (writes_files && io.s3_destination.is_none())
+        .then(Settler::start)
+        .flatten();
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         task_name: config.task_name,
@@ -318,6 +324,7 @@ pub fn run(
         aggregate: Mutex::new(Aggregate::default()),
         part_uris: Mutex::new(Vec::new()),
         syncer,
+        settler,
         permits: Permits {
             in_flight: Mutex::new(0),
             changed: Condvar::new(),
@@ -698,6 +705,8 @@ pub(crate) fn record_walk_rate(files: u64, started: Instant) {
 }
 
 /// Spawns one batch job on the processing pool, waiting for a permit first.
+/// The permit is held until the batch is reported, by this job or, when it
+/// has outputs to settle, by the settler.
 fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
     shared.permits.acquire();
     state.pending.fetch_add(1, Ordering::AcqRel);
@@ -721,23 +730,115 @@ fn submit(shared: &Arc<Shared>, state: &Arc<ItemState>, batch: Vec<Job>) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_batch(&shared, &state, sequence, batch)
         }));
-        METRICS.batches_in_flight.dec();
         shared
             .metrics
             .batch_duration
             .observe(started.elapsed().as_secs_f64());
-        if outcome.is_err() {
-            shared.metrics.files_processed.inc_by(n);
-            shared.metrics.files_failed.inc_by(n);
-            tracing::error!(work_id = %state.id, sequence, "batch job panicked");
-            state.files.fetch_add(n, Ordering::Relaxed);
-            state.failed.fetch_add(n, Ordering::Relaxed);
-            shared.counters.files_done.fetch_add(n, Ordering::Relaxed);
-            shared.counters.files_failed.fetch_add(n, Ordering::Relaxed);
+        match outcome {
+            Ok(Some(processed)) => {
+                if let Some(settler) = &shared.settler {
+                    // The settler reports the batch and releases its permit.
+                    settler.hand_over(shared.clone(), processed);
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(_) => batch_panicked(&shared, &state, sequence, n),
         }
-        state.finish_one(&shared);
-        shared.permits.release();
+        batch_over(&shared, &state);
     });
+}
+
+/// Counts a batch whose job panicked as failed files.
+fn batch_panicked(shared: &Shared, state: &ItemState, sequence: u32, n: u64) {
+    shared.metrics.files_processed.inc_by(n);
+    shared.metrics.files_failed.inc_by(n);
+    tracing::error!(work_id = %state.id, sequence, "batch job panicked");
+    state.files.fetch_add(n, Ordering::Relaxed);
+    state.failed.fetch_add(n, Ordering::Relaxed);
+    shared.counters.files_done.fetch_add(n, Ordering::Relaxed);
+    shared.counters.files_failed.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The end of a batch, reported or not: its item may be done, and its
+/// permit goes back.
+fn batch_over(shared: &Shared, state: &ItemState) {
+    METRICS.batches_in_flight.dec();
+    state.finish_one(shared);
+    shared.permits.release();
+}
+
+/// Settles processed batches off the processing pool, so the pool's
+/// threads compress the next files while the disk catches up.
+///
+/// Why: settling a batch ([`Outputs::settle`]) waits for the disk twice,
+/// and it ran on the pool thread that processed the batch. With 10,000
+/// small outputs that wait was 1.5 s of the two pool threads' 9 s,
+/// cores idle while work was queued. One thread per Process call takes
+/// batches as they are processed, and settles all of those waiting
+/// together ([`Outputs::settle_together`]: two `syncfs` per group, not
+/// per batch), then reports them in the order they came. A batch's
+/// results are still reported only once its outputs are durable, and its
+/// permit is released only then, so batches in flight stay bounded.
+struct Settler {
+    queue: crossbeam_channel::Sender<(Arc<Shared>, Processed)>,
+}
+
+impl Settler {
+    /// Starts the thread; None when it cannot be spawned (batches are then
+    /// settled by their own jobs).
+    fn start() -> Option<Self> {
+        let (queue, batches) = crossbeam_channel::unbounded::<(Arc<Shared>, Processed)>();
+        std::thread::Builder::new()
+            .name("pravah-settler".into())
+            .spawn(move || {
+                while let Ok(first) = batches.recv() {
+                    let mut group = vec![first];
+                    group.extend(batches.try_iter());
+                    settle_group(group);
+                }
+            })
+            .ok()?;
+        Some(Settler { queue })
+    }
+
+    fn hand_over(&self, shared: Arc<Shared>, processed: Processed) {
+        if let Err(crossbeam_channel::SendError((shared, processed))) =
+            self.queue.send((shared, processed))
+        {
+            // The thread is gone (it panicked): settle here.
+            settle_group(vec![(shared, processed)]);
+        }
+    }
+}
+
+/// Settles a group of processed batches together, then reports each and
+/// ends it. A panic costs the group's files (counted failed), never the
+/// permits: every batch is ended whatever happens.
+fn settle_group(mut group: Vec<(Arc<Shared>, Processed)>) {
+    let outputs: Vec<Outputs> = group
+        .iter_mut()
+        .map(|(_, p)| std::mem::take(&mut p.outputs))
+        .collect();
+    let settled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Outputs::settle_together(outputs)
+    }));
+    let mut changes = settled.ok().map(Vec::into_iter);
+    for (shared, processed) in group {
+        let state = processed.state.clone();
+        let (sequence, n) = (processed.sequence, processed.done.len() as u64);
+        let reported = match changes.as_mut().and_then(Iterator::next) {
+            Some(changed) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                report_batch(&shared, processed, changed)
+            }))
+            .is_ok(),
+            None => false,
+        };
+        if !reported {
+            batch_panicked(&shared, &state, sequence, n);
+        }
+        batch_over(&shared, &state);
+    }
 }
 
 /// In debug builds only, a file with exactly this name makes the task panic,
@@ -818,13 +919,25 @@ fn process_local(
         })
 }
 
-fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>) {
-    let mut agg = Aggregate::default();
-    let mut part: Vec<u8> = Vec::new();
-    let mut streamed: Vec<pb::FileResult> = Vec::new();
-    let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
-    // Bytes of files whose size the discovery did not know (names-only walk).
-    let mut newly_sized = 0u64;
+/// A batch whose files are processed, waiting for its outputs to settle
+/// before its results are reported.
+struct Processed {
+    state: Arc<ItemState>,
+    sequence: u32,
+    done: Vec<(Vec<u8>, bool, tasks::FileOutcome)>,
+    outputs: Outputs,
+}
+
+/// Processes a batch's files. Returns None when the batch is over (it had
+/// no outputs to settle and is reported, or the call was cancelled and its
+/// temp outputs are gone); else the batch, for the settler
+/// ([`Settler`]) to settle and report while this thread goes on.
+fn run_batch(
+    shared: &Shared,
+    state: &Arc<ItemState>,
+    sequence: u32,
+    batch: Vec<Job>,
+) -> Option<Processed> {
     // Local files open beneath their root; staged S3 objects by path.
     let _beneath = match &state.root {
         Root::Local(dir) => Some(crate::beneath::BatchScope::enter(dir)),
@@ -852,7 +965,7 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
     for (index, job) in batch.into_iter().enumerate() {
         let head = heads.next().flatten();
         if shared.cancelled() {
-            return;
+            return None;
         }
         outputs.start_file(index);
         let size_was_known = job.size.is_some();
@@ -884,12 +997,46 @@ fn run_batch(shared: &Shared, state: &ItemState, sequence: u32, batch: Vec<Job>)
         };
         done.push((job.rel, size_was_known, outcome));
     }
-    for (index, settled) in outputs.settle() {
+    let processed = Processed {
+        state: state.clone(),
+        sequence,
+        done,
+        outputs,
+    };
+    if processed.outputs.is_empty() || shared.settler.is_none() {
+        report_batch(shared, processed, Vec::new());
+        return None;
+    }
+    Some(processed)
+}
+
+/// Applies what settling changed to a processed batch, then accounts for
+/// it, writes its part file and sends its BatchResult.
+fn report_batch(shared: &Shared, processed: Processed, changed: Vec<(usize, Settled)>) {
+    let Processed {
+        state,
+        sequence,
+        mut done,
+        outputs,
+    } = processed;
+    // Not yet settled (no settler: a test, or nothing to settle).
+    let changed = if outputs.is_empty() {
+        changed
+    } else {
+        outputs.settle()
+    };
+    for (index, settled) in changed {
         done[index].2.result = match settled {
             Settled::Skipped(result) => Ok(result),
             Settled::Failed(f) => Err(f),
         };
     }
+    let mut agg = Aggregate::default();
+    let mut part: Vec<u8> = Vec::new();
+    let mut streamed: Vec<pb::FileResult> = Vec::new();
+    let (mut files, mut failed, mut bytes, mut bytes_failed) = (0u64, 0u64, 0u64, 0u64);
+    // Bytes of files whose size the discovery did not know (names-only walk).
+    let mut newly_sized = 0u64;
     for (rel, size_was_known, outcome) in done {
         files += 1;
         bytes += outcome.size;
