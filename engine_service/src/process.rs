@@ -923,6 +923,8 @@ fn process_local(
 /// before its results are reported.
 struct Processed {
     state: Arc<ItemState>,
+    /// The batch's `process.batch` span: reporting records into it.
+    span: tracing::Span,
     sequence: u32,
     done: Vec<(Vec<u8>, bool, tasks::FileOutcome)>,
     outputs: Outputs,
@@ -999,6 +1001,7 @@ fn run_batch(
     }
     let processed = Processed {
         state: state.clone(),
+        span: tracing::Span::current(),
         sequence,
         done,
         outputs,
@@ -1015,10 +1018,12 @@ fn run_batch(
 fn report_batch(shared: &Shared, processed: Processed, changed: Vec<(usize, Settled)>) {
     let Processed {
         state,
+        span,
         sequence,
         mut done,
         outputs,
     } = processed;
+    let _entered = span.enter();
     // Not yet settled (no settler: a test, or nothing to settle).
     let changed = if outputs.is_empty() {
         changed
@@ -1099,7 +1104,6 @@ fn report_batch(shared: &Shared, processed: Processed, changed: Vec<(usize, Sett
     m.files_failed.inc_by(failed);
     m.bytes_processed.inc_by(bytes);
     m.bytes_failed.inc_by(bytes_failed);
-    let span = tracing::Span::current();
     span.record("pravah.files_failed", failed as i64);
     span.record("pravah.bytes", bytes as i64);
     c.bytes_discovered.fetch_add(newly_sized, Ordering::Relaxed);
