@@ -30,7 +30,9 @@
 //! and that name synced (when the batch settles, see
 //! [`crate::output::Outputs`]), and the input's size and mtime are
 //! unchanged since it was opened. A file that changes
-//! while it is read fails and its temp output is dropped.
+//! while it is read fails and its temp output is dropped. A file with other
+//! hard links is skipped when its original would be removed (its bytes
+//! would stay under the other names), as gzip does, unless `force`.
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -101,7 +103,7 @@ fn compress_schema() -> serde_json::Value {
             "keep_original": {"description": "Keep the original; when false it is removed only after the output is synced and verified.",
                               "type": "boolean", "default": true},
             "existing": existing_schema(),
-            "force": {"description": "Also compress files that are already compressed (by extension or magic bytes).",
+            "force": {"description": "Also compress files that are already compressed (by extension or magic bytes), and, with keep_original false, files with other hard links.",
                       "type": "boolean", "default": false}
         }
     })
@@ -741,6 +743,19 @@ impl Compress {
         if let Some(result) = self.skipped_by_name(rel) {
             return Ok(result);
         }
+        // Removing one name of a file with other hard links frees nothing:
+        // its bytes stay, uncompressed, under the other names. gzip leaves
+        // such a file alone unless forced, and so does this.
+        let links = std::os::unix::fs::MetadataExt::nlink(&input.meta);
+        if !self.keep_original && !self.force && links > 1 {
+            return Ok(json!({
+                "skipped": format!(
+                    "the file has {} other hard link(s), so removing it would free no space (set force to compress it anyway)",
+                    links - 1
+                )
+            })
+            .to_string());
+        }
         // A small input is read whole first (one `read`), and its first
         // bytes are sniffed from memory; other inputs are sniffed with a
         // positioned read that leaves the offset at 0.
@@ -1179,6 +1194,31 @@ mod tests {
         assert!(!src.path().join("a.log").exists());
         let data = zstd::decode_all(File::open(src.path().join("a.log.zst")).unwrap()).unwrap();
         assert_eq!(data, sample());
+    }
+
+    #[test]
+    fn a_hard_linked_file_is_left_alone_when_its_original_would_be_removed() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.log"), b"shared bytes").unwrap();
+        std::fs::hard_link(src.path().join("a.log"), src.path().join("b.log")).unwrap();
+        let removing = Compress::from_json(r#"{"keep_original":false}"#).unwrap();
+        let out = run(&removing, src.path(), "a.log", None).result.unwrap();
+        assert!(out.contains("1 other hard link"), "{out}");
+        assert!(src.path().join("a.log").exists());
+        assert!(!src.path().join("a.log.gz").exists());
+        // Keeping the original, or forced, it is compressed.
+        let keeping = Compress::from_json("{}").unwrap();
+        run(&keeping, src.path(), "a.log", None).result.unwrap();
+        assert!(src.path().join("a.log.gz").exists());
+        let forced =
+            Compress::from_json(r#"{"keep_original":false,"force":true,"existing":"overwrite"}"#)
+                .unwrap();
+        run(&forced, src.path(), "b.log", None).result.unwrap();
+        assert!(!src.path().join("b.log").exists());
+        assert_eq!(
+            std::fs::read(src.path().join("a.log")).unwrap(),
+            b"shared bytes"
+        );
     }
 
     #[test]
