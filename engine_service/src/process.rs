@@ -15,7 +15,9 @@
 //! batches in flight, so memory stays flat and discovery never runs far
 //! ahead. A batch
 //! job processes its files, writes its part file, sends its BatchResult and,
-//! if it was its work item's last, the WorkItemDone. When the item channel
+//! if it was its work item's last, the WorkItemDone; a batch with outputs
+//! to make durable hands those steps to the call's [`Settler`] thread,
+//! which holds its permit until they are done. When the item channel
 //! closes, the orchestrator waits for in-flight batches to drain, stops the
 //! progress ticker and sends the final Progress then the Summary.
 //!
