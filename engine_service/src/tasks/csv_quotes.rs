@@ -7,8 +7,9 @@
 //! rest of the file one field of the last row, with no error. A converted
 //! file that silently lost its rows is worse than a failed one, so this
 //! reader follows the quoting as `csv-core` does (its defaults: `"` quotes,
-//! doubled to escape, no escape character) and turns that end of file into
-//! an error that the readers pass on.
+//! doubled to escape, no escape character, a leading UTF-8 byte order mark
+//! skipped) and turns that end of file into an error that the readers pass
+//! on.
 use std::io::Read;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,12 @@ pub struct QuotesClosed<R> {
     /// Bytes read so far, and where the open quoted field started.
     offset: u64,
     opened_at: u64,
+    /// Whether the bytes so far are all a prefix of a UTF-8 byte order
+    /// mark, which csv-core skips: the first field starts after it.
+    in_bom: bool,
 }
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl<R: Read> QuotesClosed<R> {
     pub fn new(inner: R, delimiter: u8) -> Self {
@@ -41,10 +47,26 @@ impl<R: Read> QuotesClosed<R> {
             state: State::FieldStart,
             offset: 0,
             opened_at: 0,
+            in_bom: true,
         }
     }
 
-    fn follow(&mut self, bytes: &[u8]) {
+    fn follow(&mut self, mut bytes: &[u8]) {
+        // The byte order mark, possibly over several reads.
+        while self.in_bom && !bytes.is_empty() {
+            let at = self.offset as usize;
+            if at < BOM.len() && bytes[0] == BOM[at] {
+                self.offset += 1;
+                bytes = &bytes[1..];
+                self.in_bom = at + 1 < BOM.len();
+            } else {
+                // Not a mark after all: the bytes taken for one were text.
+                if at > 0 {
+                    self.state = State::Unquoted;
+                }
+                self.in_bom = false;
+            }
+        }
         let mut i = 0;
         while i < bytes.len() {
             match self.state {
@@ -140,18 +162,21 @@ mod tests {
             b"\"a\"x,b\n",       // text after a closing quote: csv-core reads on
             b"a,\"b\"",          // closing quote at the very end
             b"",
+            b"\xEF\xBB\xBF\"x,\"y\n", // quoted after a byte order mark
+            b"\xEF\xBB\"x\n",         // half a mark is text: quotes literal
         ];
         let open: &[&[u8]] = &[
             b"\"a,b\n1,2\n",
             b"a,b\n1,\"2\n3,4\n",
             b"a,b\n1,\"2\"\"",    // a doubled quote is not a closing one
             b"a;b\n1;\"x,\"\n\"", // the last line opens one
+            b"\xEF\xBB\xBF\"a,b\n",
         ];
         for chunk in [1, 2, 3, 64] {
             for data in closed {
                 assert_eq!(check(data, b',', chunk), Ok(()), "{data:?} by {chunk}");
             }
-            for data in &open[..3] {
+            for data in open.iter().filter(|d| d != &&open[3]) {
                 let err = check(data, b',', chunk).unwrap_err();
                 assert!(err.contains("never closed"), "{data:?} by {chunk}: {err}");
             }
