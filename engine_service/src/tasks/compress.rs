@@ -503,13 +503,22 @@ pub(crate) fn decoder<'a, R: std::io::BufRead + 'a>(
             current: Some(flate2::bufread::GzDecoder::new(r)),
             ended: 0,
         }),
-        Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        Format::Zstd => Box::new(Bounded {
+            inner: zstd::stream::read::Decoder::with_buffer(r)?,
+            format,
+        }),
         Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
-        Format::Xz => Box::new(XzBounded(liblzma::bufread::XzDecoder::new_stream(
-            r,
-            liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, liblzma::stream::CONCATENATED)
+        Format::Xz => Box::new(Bounded {
+            inner: liblzma::bufread::XzDecoder::new_stream(
+                r,
+                liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMLIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
                 .map_err(std::io::Error::from)?,
-        ))),
+            ),
+            format,
+        }),
     })
 }
 
@@ -517,28 +526,44 @@ pub(crate) fn decoder<'a, R: std::io::BufRead + 'a>(
 /// dictionary size (up to 1.5 GiB), and liblzma allocates it before the
 /// first byte comes out: without a limit, a 100-byte file per thread could
 /// take gigabytes. `xz -9` needs 65 MiB.
-pub(crate) const XZ_MEMLIMIT: u64 = 256 << 20;
+const XZ_MEMLIMIT: u64 = 256 << 20;
 
-/// An xz decoder whose memory-limit error says what it means.
-struct XzBounded<R>(R);
+/// The largest zstd window decoded: libzstd's default limit (window log
+/// 27), which `zstd -d` also keeps unless told `--long=N` or `--memory`.
+const ZSTD_WINDOW_MAX_MIB: u64 = 128;
 
-impl<R: Read> Read for XzBounded<R> {
+/// A zstd or xz decoder whose memory-limit error says what it means, with
+/// the kind `OutOfMemory` so callers tell it from corrupt data.
+struct Bounded<R> {
+    inner: R,
+    format: Format,
+}
+
+impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf).map_err(|e| {
-            let limit = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<liblzma::stream::Error>())
-                .is_some_and(|inner| matches!(inner, liblzma::stream::Error::MemLimit));
-            if !limit {
-                return e;
-            }
-            std::io::Error::new(
-                std::io::ErrorKind::OutOfMemory,
-                format!(
-                    "the xz stream needs more than {} MiB of memory to decode (its dictionary size), the most allowed",
-                    XZ_MEMLIMIT >> 20
-                ),
-            )
+        self.inner.read(buf).map_err(|e| {
+            let message = match self.format {
+                Format::Xz
+                    if e.get_ref()
+                        .and_then(|inner| inner.downcast_ref::<liblzma::stream::Error>())
+                        .is_some_and(|inner| {
+                            matches!(inner, liblzma::stream::Error::MemLimit)
+                        }) =>
+                {
+                    format!(
+                        "the xz stream needs more than {} MiB of memory to decode (its dictionary size), the most allowed",
+                        XZ_MEMLIMIT >> 20
+                    )
+                }
+                // libzstd's name for ZSTD_error_frameParameter_windowTooLarge.
+                Format::Zstd if e.to_string() == "Frame requires too much memory for decoding" => {
+                    format!(
+                        "the zstd frame needs a window larger than {ZSTD_WINDOW_MAX_MIB} MiB to decode, the most allowed (such frames come from zstd --long above 27)"
+                    )
+                }
+                _ => return e,
+            };
+            std::io::Error::new(std::io::ErrorKind::OutOfMemory, message)
         })
     }
 }
@@ -1312,6 +1337,29 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn zstd_with_a_window_past_the_limit_is_limit_exceeded_not_corrupt() {
+        let src = tempfile::tempdir().unwrap();
+        // A frame of unknown size with a 1 GiB window, as `zstd --long=30`
+        // writes from a pipe.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.window_log(30).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        enc.write_all(&b"long window ".repeat(1000)).unwrap();
+        std::fs::write(src.path().join("w.zst"), enc.finish().unwrap()).unwrap();
+        let task = build_decompress("").unwrap();
+        let err = run(task.as_ref(), src.path(), "w.zst", None)
+            .result
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded, "{}", err.message);
+        assert!(
+            err.message.contains("window larger than 128 MiB"),
+            "{}",
+            err.message
+        );
+        assert!(!src.path().join("w").exists());
     }
 
     #[test]
