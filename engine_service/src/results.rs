@@ -91,6 +91,10 @@ impl FileFailure {
                 FailureKind::PermissionDenied,
                 format!("permission denied while {doing}; grant the engine read access"),
             ),
+            // A decoder's memory limit (compress::Bounded), or the system's.
+            std::io::ErrorKind::OutOfMemory => {
+                FileFailure::new(FailureKind::LimitExceeded, err.to_string())
+            }
             _ => FileFailure::new(FailureKind::Io, format!("I/O error while {doing}: {err}")),
         }
     }

@@ -715,6 +715,22 @@ mod tests {
     }
 
     #[test]
+    fn a_compressed_csv_past_the_decoders_memory_limit_says_so() {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.window_log(30).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut enc, b"a,b\n1,2\n").unwrap();
+        let err = header(&enc.finish().unwrap()).unwrap_err();
+        assert_eq!(err.kind, FailureKind::LimitExceeded, "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("zstd file: the zstd frame needs a window"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn a_csv_that_begins_like_a_compressed_file_is_still_a_csv() {
         // bzip2's magic is "BZh": a header may start with it.
         assert_eq!(header(b"BZh,BZh9\n1,2\n").unwrap(), ["BZh", "BZh9"]);
