@@ -22,7 +22,10 @@
 //! batch wrote to (the data), then every output is published under its
 //! final name, then `syncfs(2)` again (the names); only then do the
 //! deferred follow-ups run (removing a compressed original), and only then
-//! are the batch's results reported. One `fsync` per output cost more than
+//! are the batch's results reported. A Process call settles on a thread of
+//! its own, several waiting batches at once ([`Outputs::settle_together`],
+//! from `crate::process`'s settler), so the disk waits overlap the next
+//! batches' work. One `fsync` per output cost more than
 //! the compression of a 50 KB file; two `syncfs` per 1,000 files cost
 //! little. Write-back is started early ([`start_writeback`]) only for
 //! outputs of at least [`EARLY_WRITEBACK_MIN`] bytes, such as an extracted
@@ -429,7 +432,8 @@ pub struct Outputs {
     /// One open folder per file system (device id) written to, opened
     /// when its first output was staged: `syncfs` reports the write-back
     /// errors seen since its descriptor was opened, so it must be opened
-    /// before the data it vouches for is written back.
+    /// before the data it vouches for is written back. Entries are
+    /// (device, order of opening among all folders, folder).
     filesystems: Mutex<Vec<(u64, u64, File)>>,
     /// The index in the batch of the input being processed.
     current: AtomicUsize,
