@@ -1026,7 +1026,8 @@ fn report_batch(shared: &Shared, processed: Processed, changed: Vec<(usize, Sett
         outputs,
     } = processed;
     let _entered = span.enter();
-    // Not yet settled (no settler: a test, or nothing to settle).
+    // Outputs still here were not settled by the settler (its thread could
+    // not be started): settle them now, before anything is reported.
     let changed = if outputs.is_empty() {
         changed
     } else {
