@@ -1001,7 +1001,7 @@ fn run_batch(
         };
         done.push((job.rel, size_was_known, outcome));
     }
-    let processed = Processed {
+    let mut processed = Processed {
         state: state.clone(),
         span: tracing::Span::current(),
         sequence,
@@ -1009,30 +1009,26 @@ fn run_batch(
         outputs,
     };
     if processed.outputs.is_empty() || shared.settler.is_none() {
-        report_batch(shared, processed, Vec::new());
+        // Nothing to wait for, or no settler thread could be started.
+        let changed = std::mem::take(&mut processed.outputs).settle();
+        report_batch(shared, processed, changed);
         return None;
     }
     Some(processed)
 }
 
-/// Applies what settling changed to a processed batch, then accounts for
-/// it, writes its part file and sends its BatchResult.
+/// Applies what settling changed to a processed batch (whose outputs are
+/// settled), then accounts for it, writes its part file and sends its
+/// BatchResult.
 fn report_batch(shared: &Shared, processed: Processed, changed: Vec<(usize, Settled)>) {
     let Processed {
         state,
         span,
         sequence,
         mut done,
-        outputs,
+        outputs: _,
     } = processed;
     let _entered = span.enter();
-    // Outputs still here were not settled by the settler (its thread could
-    // not be started): settle them now, before anything is reported.
-    let changed = if outputs.is_empty() {
-        changed
-    } else {
-        outputs.settle()
-    };
     for (index, settled) in changed {
         done[index].2.result = match settled {
             Settled::Skipped(result) => Ok(result),
