@@ -8,7 +8,9 @@
 //! that parse as integers, floats or booleans become JSON numbers and
 //! booleans, empty fields null. JSONL to CSV reads the file twice: once for
 //! the union of keys (in order of first appearance), once to write rows, so
-//! memory holds only the column names. Nested values are written as JSON.
+//! memory holds only the column names. Every value is written as it is in
+//! the line (numbers keep their digits, nested values their JSON text);
+//! strings are unescaped and null is an empty cell.
 //!
 //! CSV to Parquet: column types are inferred by `arrow-csv` from the first
 //! `sample_rows` records (integers, floats, booleans, dates, else strings),
@@ -32,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::csv_quotes::QuotesClosed;
@@ -245,12 +248,22 @@ fn distinct_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
+/// A CSV field as the JSON value it reads as. An integer too big for 64
+/// bits stays a string: as a float, an ID like `12345678901234567890123`
+/// came out as `1.2345678901234568e22`, other digits and all.
 fn infer(s: &str) -> Value {
     if s.is_empty() {
         return Value::Null;
     }
     if let Ok(i) = s.parse::<i64>() {
         return json!(i);
+    }
+    if let Ok(u) = s.parse::<u64>() {
+        return json!(u);
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Value::String(s.to_owned());
     }
     if let Ok(f) = s.parse::<f64>() {
         if f.is_finite() {
@@ -266,6 +279,111 @@ fn infer(s: &str) -> Value {
 
 fn bad(msg: impl std::fmt::Display) -> FileFailure {
     FileFailure::new(FailureKind::InvalidData, msg.to_string())
+}
+
+/// One JSON Lines object: its keys and values in the order written, each
+/// value as its own JSON text. A repeated key is kept twice; its users let
+/// the later one win, as `serde_json::Map` does.
+type RawObject<'a> = Vec<(String, &'a RawValue)>;
+
+/// Calls `f` with the 1-based line number and object of every non-blank
+/// line of `input`; a line that is not UTF-8, not JSON or not an object
+/// fails the file with its line number.
+fn for_each_object(
+    input: impl BufRead,
+    mut f: impl FnMut(usize, &RawObject<'_>) -> Result<(), FileFailure>,
+) -> Result<(), FileFailure> {
+    for (i, line) in input.split(b'\n').enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
+        let text = std::str::from_utf8(&line).map_err(|e| {
+            bad(format!(
+                "line {n}: not valid UTF-8 (byte {} of the line), which JSON must be",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let obj = match serde_json::from_str::<ObjectOrNot<'_>>(text) {
+            Ok(ObjectOrNot::Object(entries)) => entries,
+            Ok(ObjectOrNot::Other) => return Err(bad(format!("line {n}: not a JSON object"))),
+            Err(e) => return Err(bad(format!("line {n}: not JSON: {e}"))),
+        };
+        f(n, &obj)?;
+    }
+    Ok(())
+}
+
+/// A JSON line parsed only as far as its top level: the entries of an
+/// object with their values as raw text, or the fact that it is not one.
+enum ObjectOrNot<'a> {
+    Object(RawObject<'a>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectOrNot<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = ObjectOrNot<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut entries: RawObject<'a> = Vec::new();
+                while let Some(entry) = m.next_entry::<String, &'de RawValue>()? {
+                    entries.push(entry);
+                }
+                Ok(ObjectOrNot::Object(entries))
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: S,
+            ) -> Result<Self::Value, S::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ObjectOrNot::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ObjectOrNot::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ObjectOrNot::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ObjectOrNot::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ObjectOrNot::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ObjectOrNot::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ObjectOrNot::Other)
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+/// A CSV cell from a JSON value: a string unescaped, null (or no value) an
+/// empty cell, and anything else exactly as written in the line. Numbers
+/// keep their digits: through `f64`, `12345678901234567890123` became
+/// `1.2345678901234568e22` and `0.10` became `0.1`.
+fn cell_text(v: Option<&RawValue>) -> Result<std::borrow::Cow<'_, str>, serde_json::Error> {
+    let Some(v) = v else {
+        return Ok("".into());
+    };
+    let raw = v.get();
+    Ok(match raw.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<std::borrow::Cow<'_, str>>(raw)?,
+        Some(b'n') => "".into(), // null: the only value that starts with n
+        _ => raw.into(),
+    })
 }
 
 impl Convert {
@@ -443,23 +561,16 @@ impl Convert {
     ) -> Result<u64, FileFailure> {
         let open = || self.open(ctx, tripped);
         let mut columns: Vec<String> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (i, line) in open()?.lines().enumerate() {
-            let line = line.map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(&line)
-                .map_err(|e| bad(format!("line {}: not JSON: {e}", i + 1)))?;
-            let Value::Object(obj) = v else {
-                return Err(bad(format!("line {}: not a JSON object", i + 1)));
-            };
-            for k in obj.keys() {
-                if seen.insert(k.clone()) {
+        let mut index = std::collections::HashMap::new();
+        for_each_object(open()?, |_, obj| {
+            for (k, _) in obj {
+                if !index.contains_key(k.as_str()) {
+                    index.insert(k.clone(), columns.len());
                     columns.push(k.clone());
                 }
             }
-        }
+            Ok(())
+        })?;
         let mut out = csv::WriterBuilder::new()
             .delimiter(self.delimiter)
             .from_writer(w);
@@ -469,24 +580,31 @@ impl Convert {
         };
         out.write_record(&columns).map_err(werr)?;
         let mut rows = 0u64;
-        let mut fields: Vec<String> = Vec::with_capacity(columns.len());
-        for line in open()?.lines() {
-            let line = line.map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let v: Value = serde_json::from_str(&line).map_err(bad)?;
+        // Per column, the index in the line's object of its value.
+        let mut fields: Vec<Option<usize>> = Vec::with_capacity(columns.len());
+        for_each_object(open()?, |line, obj| {
             fields.clear();
-            for c in &columns {
-                fields.push(match v.get(c) {
-                    None | Some(Value::Null) => String::new(),
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                });
+            fields.resize(columns.len(), None);
+            for (j, (k, _)) in obj.iter().enumerate() {
+                // A key the first pass did not see: the file changed between
+                // the passes (which the caller's check also catches).
+                let i = *index.get(k.as_str()).ok_or_else(|| {
+                    bad(format!(
+                        "line {line}: key {k:?} appeared after the file was first read"
+                    ))
+                })?;
+                fields[i] = Some(j);
             }
-            out.write_record(&fields).map_err(werr)?;
+            let cells = fields
+                .iter()
+                .map(|j| cell_text(j.map(|j| obj[j].1)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("line {line}: {e}")))?;
+            out.write_record(cells.iter().map(|c| c.as_bytes()))
+                .map_err(werr)?;
             rows += 1;
-        }
+            Ok(())
+        })?;
         out.flush()
             .map_err(|e| write_failure(&e, "writing the output"))?;
         Ok(rows)
@@ -808,5 +926,64 @@ mod tests {
             FailureKind::InvalidData
         );
         assert!(!dest.join("bad.jsonl").exists());
+    }
+
+    #[test]
+    fn jsonl_to_csv_writes_every_value_as_written() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        std::fs::write(
+            src.path().join("n.jsonl"),
+            concat!(
+                r#"{"id":12345678901234567890123,"f":1e2,"g":0.10,"h":-0,"s":"a\"b\u00e9","n":null,"o":{"x": [1, 2]},"t":true}"#,
+                "\n\r\n",
+                r#"{"g":1,"g":2,"new":"x"}"#,
+                "\r\n",
+            ),
+        )
+        .unwrap();
+        let v = run(r#"{"to":"csv"}"#, src.path(), "n.jsonl", &dest).unwrap();
+        assert_eq!(v["rows"], 2);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("n.csv")).unwrap(),
+            concat!(
+                "id,f,g,h,s,n,o,t,new\n",
+                "12345678901234567890123,1e2,0.10,-0,\"a\"\"b\u{e9}\",,\"{\"\"x\"\": [1, 2]}\",true,\n",
+                ",,2,,,,,,x\n",
+            )
+        );
+    }
+
+    #[test]
+    fn a_jsonl_line_that_is_not_utf8_fails_with_its_line_number() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        std::fs::write(src.path().join("b.jsonl"), b"{\"a\":1}\n{\"a\":\"\xff\"}\n").unwrap();
+        let failure = run(r#"{"to":"csv"}"#, src.path(), "b.jsonl", &dest).unwrap_err();
+        assert_eq!(failure.kind, FailureKind::InvalidData);
+        assert!(
+            failure
+                .message
+                .starts_with("line 2: not valid UTF-8 (byte 7"),
+            "{}",
+            failure.message
+        );
+        assert!(!dest.join("b.csv").exists());
+    }
+
+    #[test]
+    fn inferred_integers_too_big_for_64_bits_stay_strings() {
+        assert_eq!(infer("-9223372036854775808"), json!(i64::MIN));
+        assert_eq!(infer("18446744073709551615"), json!(u64::MAX));
+        assert_eq!(infer("18446744073709551616"), json!("18446744073709551616"));
+        assert_eq!(
+            infer("-12345678901234567890123"),
+            json!("-12345678901234567890123")
+        );
+        assert_eq!(infer("1.5"), json!(1.5));
+        assert_eq!(infer("1e400"), json!("1e400"));
+        assert_eq!(infer("-"), json!("-"));
     }
 }
