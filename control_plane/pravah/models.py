@@ -217,6 +217,37 @@ class JobFilters(BaseModel):
         return self.model_copy(update={"modified_before": before, "modified_after": after, **ages})
 
 
+def _unicode_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options whose every key and string is text that can be stored and shown.
+
+    JSON may escape a lone surrogate (a half of a UTF-16 pair, "\\ud800"),
+    which Python decodes into a string no UTF-8 encoder takes. Typed fields
+    refuse it; options are free-form, so one such key was stored and then
+    made every GET /jobs that listed the job a 500.
+    """
+    pending: list[Any] = [options]
+    while pending:
+        value = pending.pop()
+        texts: list[Any] = []
+        if isinstance(value, dict):
+            texts, children = list(value), list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            texts, children = [value], []
+        for text in texts:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = text.encode("utf-8", "backslashreplace").decode("ascii")
+                    raise ValueError(
+                        f"'{shown}' is not valid Unicode text (it holds a lone UTF-16 surrogate)"
+                    ) from None
+        pending.extend(children)
+    return options
+
+
 class PipelineStep(BaseModel):
     """One step of a pipeline: a task and its options."""
 
@@ -224,6 +255,11 @@ class PipelineStep(BaseModel):
 
     task: str = Field(min_length=1, description="Task name, e.g. 'extract'.")
     options: dict[str, Any] = Field(default_factory=dict, description="The task's options.")
+
+    @field_validator("options")
+    @classmethod
+    def _unicode(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _unicode_options(value)
 
 
 MAX_PIPELINE_STEPS = 10
@@ -300,6 +336,11 @@ class JobCreate(BaseModel):
         description="'stat': only files new or changed (path, size, mtime) since the "
         "lineage's last successful run; 'hash': also compare content hashes.",
     )
+
+    @field_validator("options")
+    @classmethod
+    def _unicode(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _unicode_options(value)
 
     @model_validator(mode="after")
     def _task_or_pipeline(self) -> JobCreate:

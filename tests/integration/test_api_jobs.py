@@ -359,6 +359,27 @@ async def test_cancel_running_big_job_ends_cancelled(
             "invalid glob \"\\\": dangling '\\'",
         ),
         (lambda d: {"task": "csv-header"}, 422, "source"),
+        # A lone surrogate in free-form options: once stored, every GET /jobs
+        # that listed the job was a 500 (its JSON could not be encoded).
+        (
+            lambda d: {
+                "source": str(d),
+                "task": "convert",
+                "destination": str(d / "out"),
+                "options": {"to": "parquet", "types": {"\ud800": "string"}},
+            },
+            422,
+            "options: '\\ud800' is not valid Unicode text",
+        ),
+        (
+            lambda d: {
+                "source": str(d),
+                "destination": str(d / "out"),
+                "pipeline": [{"task": "convert", "options": {"to": ["x\udfff"]}}],
+            },
+            422,
+            "pipeline.0.options: 'x\\udfff' is not valid Unicode text",
+        ),
     ],
 )
 async def test_bad_requests_get_clear_4xx_and_store_nothing(
@@ -369,7 +390,11 @@ async def test_bad_requests_get_clear_4xx_and_store_nothing(
     needle: str,
 ) -> None:
     (tmp_path / "f.csv").write_text("a\n")
-    resp = await api_no_worker.post("/jobs", json=make_body(tmp_path))
+    # json.dumps escapes what is not ASCII, lone surrogates included.
+    body = json.dumps(make_body(tmp_path)).encode("ascii")
+    resp = await api_no_worker.post(
+        "/jobs", content=body, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == status, resp.text
     detail = resp.json()["detail"]
     assert isinstance(detail, str)
