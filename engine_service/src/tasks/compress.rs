@@ -60,8 +60,9 @@ pub const ONE_SHOT_MAX: u64 = 4 * 1024 * 1024;
 
 /// Extensions of files that are already compressed (or compressed media).
 const COMPRESSED_EXT: &[&str] = &[
-    "gz", "tgz", "zst", "zstd", "bz2", "xz", "txz", "lz4", "lzma", "zip", "7z", "rar", "br", "jpg",
-    "jpeg", "png", "gif", "webp", "mp3", "mp4", "mkv", "avif", "heic", "parquet",
+    "gz", "tgz", "zst", "zstd", "tzst", "bz2", "bz", "tbz2", "tbz", "xz", "txz", "lz4", "lzma",
+    "zip", "7z", "rar", "br", "jpg", "jpeg", "png", "gif", "webp", "mp3", "mp4", "mkv", "avif",
+    "heic", "parquet",
 ];
 
 pub const COMPRESS: TaskInfo = TaskInfo {
@@ -1020,17 +1021,18 @@ fn build_decompress(options_json: &str) -> Result<Arc<dyn Task>, String> {
 }
 
 /// The output name of compressed file `name`: its extension dropped
-/// (`a.log.gz` -> `a.log`, `b.tgz` -> `b.tar`), or `.out` added when it
-/// has none of the compressed extensions (the format was sniffed).
+/// (`a.log.gz` -> `a.log`, `b.tgz` -> `b.tar`, as gzip, zstd, bzip2 and
+/// xz name them), or `.out` added when it has none of the compressed
+/// extensions (the format was sniffed).
 fn decompressed_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
     let stem = Path::new(name).file_stem().unwrap_or(name).to_os_string();
     match ext_of(Path::new(name)).as_str() {
-        "tgz" | "txz" => {
+        "tgz" | "txz" | "tzst" | "tbz2" | "tbz" => {
             let mut s = stem;
             s.push(".tar");
             s
         }
-        "gz" | "zst" | "zstd" | "bz2" | "xz" => stem,
+        "gz" | "zst" | "zstd" | "bz2" | "bz" | "xz" => stem,
         _ => {
             let mut s = name.to_os_string();
             s.push(".out");
@@ -1148,6 +1150,33 @@ mod tests {
         (0..200_000u32)
             .flat_map(|i| format!("line {i} level=info\n").into_bytes())
             .collect()
+    }
+
+    #[test]
+    fn decompressed_names_follow_the_tools_that_made_them() {
+        let name = |n: &str| {
+            decompressed_name(std::ffi::OsStr::new(n))
+                .into_string()
+                .unwrap()
+        };
+        for (from, to) in [
+            ("a.log.gz", "a.log"),
+            ("B.GZ", "B"),
+            ("c.zst", "c"),
+            ("c.zstd", "c"),
+            ("d.bz2", "d"),
+            ("d.bz", "d"),
+            ("e.xz", "e"),
+            ("f.tgz", "f.tar"),
+            ("f.txz", "f.tar"),
+            ("f.tzst", "f.tar"),
+            ("f.tbz2", "f.tar"),
+            ("f.TBZ", "f.tar"),
+            ("sniffed.bin", "sniffed.bin.out"),
+            ("noext", "noext.out"),
+        ] {
+            assert_eq!(name(from), to, "{from}");
+        }
     }
 
     #[test]
