@@ -3,6 +3,8 @@
 //! when it has the output's extension and gets the output's extension
 //! appended otherwise (`a.jpg` -> `a.jpg`, `a.png` -> `a.png.jpg`, see
 //! [`thumbnail_name`]), so `a.jpg` and `a.png` in one folder never collide.
+//! A TIFF of floats or 32-bit integers (elevation models, detector counts)
+//! is shown stretched over its own range of values.
 //!
 //! Why it is fast: JPEGs are decoded by libjpeg-turbo (the `turbojpeg`
 //! crate, built from its bundled source and linked statically, so the
@@ -360,6 +362,31 @@ fn jpeg_scale(w: usize, h: usize, rw: u32, rh: u32) -> turbojpeg::ScalingFactor 
         .unwrap_or(turbojpeg::ScalingFactor::ONE)
 }
 
+/// `samples` mapped linearly from their smallest to their largest finite
+/// value onto 0-255 (all of them 0 when they are all one value); a NaN or
+/// an infinity is 0.
+fn stretch<T: Copy>(samples: &[T], value: impl Fn(T) -> f64) -> Vec<u8> {
+    let (lo, hi) = samples
+        .iter()
+        .map(|&s| value(s))
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+    samples
+        .iter()
+        .map(|&s| {
+            let v = value(s);
+            if v.is_finite() {
+                ((v - lo) * scale).round().clamp(0.0, 255.0) as u8
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
 fn invalid(msg: impl std::fmt::Display) -> FileFailure {
     FileFailure::new(
         FailureKind::InvalidData,
@@ -553,14 +580,23 @@ impl Thumbnail {
             .with_guessed_format()
             .map_err(|e| FileFailure::from_io(&e, "reading the image"))?;
         let mut limits = image::Limits::default();
-        limits.max_alloc = Some(self.o.max_pixels.saturating_mul(8).min(4 << 30));
+        limits.max_alloc = Some(self.max_alloc());
         reader.limits(limits);
-        let mut dec = reader.into_decoder().map_err(|e| match e {
-            image::ImageError::Limits(_) => {
-                FileFailure::new(FailureKind::LimitExceeded, format!("image refused: {e}"))
+        let tiff = reader.format() == Some(image::ImageFormat::Tiff);
+        let mut dec = match reader.into_decoder() {
+            Ok(dec) => dec,
+            Err(image::ImageError::Unsupported(_)) if tiff => {
+                let (img, orientation, size) = self.decode_tiff_samples(path)?;
+                return Ok((img, orientation, size, None));
             }
-            other => invalid(other),
-        })?;
+            Err(e @ image::ImageError::Limits(_)) => {
+                return Err(FileFailure::new(
+                    FailureKind::LimitExceeded,
+                    format!("image refused: {e}"),
+                ))
+            }
+            Err(other) => return Err(invalid(other)),
+        };
         let (w, h) = dec.dimensions();
         self.too_big(w, h)?;
         let orientation = dec.orientation().unwrap_or(Orientation::NoTransforms);
@@ -581,6 +617,76 @@ impl Thumbnail {
             img.to_rgb8()
         };
         Ok((rgb, orientation, (w, h), icc))
+    }
+
+    /// The most a decoder may allocate: 8 bytes for each pixel allowed.
+    fn max_alloc(&self) -> u64 {
+        self.o.max_pixels.saturating_mul(8).min(4 << 30)
+    }
+
+    /// A TIFF whose samples the image crate does not take: one band of
+    /// floats or of 32- and 64-bit integers (an elevation model, counts from
+    /// a detector), or RGB of those. Read with the `tiff` crate and
+    /// stretched from the smallest to the largest finite sample onto 0-255,
+    /// as a viewer's auto-contrast shows it: clipped to 0-255 instead, a
+    /// model in metres came out white and a 0-1 mask black.
+    fn decode_tiff_samples(
+        &self,
+        path: &Path,
+    ) -> Result<(RgbImage, Orientation, (u32, u32)), FileFailure> {
+        use tiff::decoder::{Decoder, DecodingResult as D, Limits};
+        let tiff_error = |e: tiff::TiffError| match e {
+            tiff::TiffError::LimitsExceeded => FileFailure::new(
+                FailureKind::LimitExceeded,
+                "image refused: the TIFF needs more memory to decode than max_pixels allows",
+            ),
+            tiff::TiffError::IoError(e) => FileFailure::from_io(&e, "reading the image"),
+            other => invalid(other),
+        };
+        let file = crate::sandbox::open_regular(path)
+            .map_err(|e| FileFailure::from_io(&e, "opening the image"))?;
+        let mut limits = Limits::default();
+        limits.decoding_buffer_size = usize::try_from(self.max_alloc()).unwrap_or(usize::MAX);
+        let mut dec = Decoder::new(std::io::BufReader::new(file))
+            .map_err(tiff_error)?
+            .with_limits(limits);
+        let (w, h) = dec.dimensions().map_err(tiff_error)?;
+        self.too_big(w, h)?;
+        let channels = match dec.colortype().map_err(tiff_error)? {
+            tiff::ColorType::Gray(_) | tiff::ColorType::Multiband { num_samples: 1, .. } => 1,
+            tiff::ColorType::RGB(_) => 3,
+            other => {
+                return Err(invalid(format!(
+                    "TIFF samples of {other:?} are not supported"
+                )))
+            }
+        };
+        let orientation = dec
+            .get_tag_u32(tiff::tags::Tag::Orientation)
+            .ok()
+            .and_then(|v| u8::try_from(v).ok())
+            .and_then(Orientation::from_exif)
+            .unwrap_or(Orientation::NoTransforms);
+        let bytes = match dec.read_image().map_err(tiff_error)? {
+            D::U8(v) => stretch(&v, f64::from),
+            D::U16(v) => stretch(&v, f64::from),
+            D::U32(v) => stretch(&v, f64::from),
+            D::U64(v) => stretch(&v, |x| x as f64),
+            D::F16(v) => stretch(&v, f64::from),
+            D::F32(v) => stretch(&v, f64::from),
+            D::F64(v) => stretch(&v, |x| x),
+            D::I8(v) => stretch(&v, f64::from),
+            D::I16(v) => stretch(&v, f64::from),
+            D::I32(v) => stretch(&v, f64::from),
+            D::I64(v) => stretch(&v, |x| x as f64),
+        };
+        let rgb = if channels == 1 {
+            image::GrayImage::from_raw(w, h, bytes).map(|g| DynamicImage::ImageLuma8(g).to_rgb8())
+        } else {
+            RgbImage::from_raw(w, h, bytes)
+        };
+        let rgb = rgb.ok_or_else(|| invalid("the TIFF holds fewer samples than its size needs"))?;
+        Ok((rgb, orientation, (w, h)))
     }
 
     fn render(&self, ctx: &FileCtx<'_>, size: u64) -> Result<String, FileFailure> {
@@ -1052,6 +1158,50 @@ mod tests {
         std::fs::write(src.path().join("notes.txt"), b"x").unwrap();
         assert!(run("", src.path(), "notes.txt", &dest).unwrap()["skipped"].is_string());
         assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn float_and_32_bit_tiffs_are_stretched_onto_their_own_range() {
+        use tiff::encoder::{colortype, TiffEncoder};
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        let (w, h) = (200u32, 100u32);
+        // An elevation model in metres, rising from west to east, with one
+        // pixel of no data (NaN); and the same ramp as signed 32-bit counts.
+        let mut dem: Vec<f32> = (0..w * h).map(|i| 1000.0 + (i % w) as f32 * 10.0).collect();
+        dem[5] = f32::NAN;
+        let counts: Vec<i32> = (0..w * h).map(|i| -70_000 + (i % w) as i32 * 700).collect();
+        let mut f = std::fs::File::create(src.path().join("dem.tif")).unwrap();
+        TiffEncoder::new(&mut f)
+            .unwrap()
+            .write_image::<colortype::Gray32Float>(w, h, &dem)
+            .unwrap();
+        let mut f = std::fs::File::create(src.path().join("counts.tiff")).unwrap();
+        TiffEncoder::new(&mut f)
+            .unwrap()
+            .write_image::<colortype::GrayI32>(w, h, &counts)
+            .unwrap();
+        for name in ["dem.tif", "counts.tiff"] {
+            let v = run(
+                r#"{"width":50,"height":50,"format":"png"}"#,
+                src.path(),
+                name,
+                &dest,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(
+                (v["width"].as_u64(), v["height"].as_u64()),
+                (Some(50), Some(25))
+            );
+            let out = image::open(dest.join(v["output"].as_str().unwrap()))
+                .unwrap()
+                .to_luma8();
+            let (west, east) = (out.get_pixel(0, 12)[0], out.get_pixel(49, 12)[0]);
+            assert!(west < 10 && east > 245, "{name}: west {west}, east {east}");
+        }
+        let v = run(r#"{"max_pixels":19999}"#, src.path(), "dem.tif", &dest);
+        assert_eq!(v.unwrap_err().kind, FailureKind::LimitExceeded);
     }
 
     #[test]
