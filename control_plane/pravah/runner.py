@@ -55,6 +55,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -64,7 +65,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Span, StatusCode
 
-from pravah import chunks, engine_pool, incremental, metrics, queue, telemetry
+from pravah import chunks, duplicates, engine_pool, incremental, metrics, queue, telemetry
 from pravah.db import Database, retrying, store_full
 from pravah.engine_client import (
     Capabilities,
@@ -120,6 +121,8 @@ class _RunState:
     stopped: str | None = None
     # One entry per finished step of a pipeline.
     step_summaries: list[dict[str, Any]] = field(default_factory=list)
+    # Finished chunks per step, of every run of the job.
+    chunks_done: dict[int, int] = field(default_factory=dict)
 
 
 def _size_independent_in(caps: Capabilities, task: str) -> bool:
@@ -766,6 +769,7 @@ class _JobRun:
         state = self.state
         state.parts = chunks.parts_of(rows)
         state.summary = merge_summaries(r.summary for r in rows if r.status == "done")
+        state.chunks_done = dict(Counter(r.step for r in rows if r.status == "done"))
         state.item_errors = [
             f"{chunks.work_id(r.idx, r.step)}: {r.error}" for r in rows if r.status == "failed"
         ]
@@ -945,6 +949,18 @@ class _JobRun:
             summary["steps"] = s.step_summaries
         if summary is not None and s.files_failed and self.state.parts:
             summary["failures"] = self._first_failures()
+        steps = steps_of(job_at_start)
+        if (
+            summary is not None
+            and steps[-1].task == "hash"
+            and s.chunks_done.get(len(steps), 0) > 1
+        ):
+            # Each chunk's summary grouped only its own files.
+            parts, workspace = self.state.parts, self.workspace
+            with contextlib.suppress(OSError, ValueError):
+                summary = await asyncio.to_thread(
+                    duplicates.regroup, summary, lambda: iter_jsonl(parts, workspace)
+                )
 
         async def write() -> Job | None:
             async with self.db.session() as session:

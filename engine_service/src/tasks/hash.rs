@@ -2,6 +2,13 @@
 //! 256 KiB buffer; the summary groups duplicates (same size and hash) with
 //! the bytes they waste.
 //!
+//! Hard links are names of one copy, not duplicates (as fdupes and jdupes
+//! count them): removing one frees nothing. A file with more than one link
+//! carries its `inode` (device:inode) in its result, and a group wastes the
+//! size of each copy beyond the first, however many names each copy has.
+//! The control plane regroups a job of several chunks from these results
+//! (each chunk's summary sees only its own files).
+//!
 //! The aggregate keeps one group per distinct (size, hash), so its memory
 //! grows with the number of distinct files; that is what finding duplicates
 //! needs (a 64-byte key and an example path per file).
@@ -45,7 +52,11 @@ fn result_schema() -> serde_json::Value {
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
-        "properties": {"algorithm": {"type": "string"}, "hash": {"type": "string", "description": "Lower-case hex."}}
+        "properties": {
+            "algorithm": {"type": "string"},
+            "hash": {"type": "string", "description": "Lower-case hex."},
+            "inode": {"type": "string", "description": "device:inode, only for a file with other hard links: names with one inode are one copy."}
+        }
     })
 }
 
@@ -88,7 +99,9 @@ impl Hash {
         }
     }
 
-    fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String), FileFailure> {
+    /// The file's size, its digest and, when it has other hard links, its
+    /// device:inode.
+    fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String, Option<String>), FileFailure> {
         let (opened, before) = crate::sandbox::open_regular_with_meta(ctx.path)
             .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
         let mut file = ctx.cancellable(&opened);
@@ -132,17 +145,25 @@ impl Hash {
             Algorithm::Blake3 => b3.finalize().to_hex().to_string(),
             Algorithm::Xxh3 => format!("{:032x}", x3.digest128()),
         };
-        Ok((total, h))
+        use std::os::unix::fs::MetadataExt;
+        let inode = (before.nlink() > 1).then(|| format!("{}:{}", before.dev(), before.ino()));
+        Ok((total, h, inode))
     }
 }
 
 impl Task for Hash {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         match self.digest(ctx) {
-            Ok((size, h)) => FileOutcome {
-                size,
-                result: Ok(json!({"algorithm": self.name(), "hash": h}).to_string()),
-            },
+            Ok((size, h, inode)) => {
+                let mut v = json!({"algorithm": self.name(), "hash": h});
+                if let Some(inode) = inode {
+                    v["inode"] = json!(inode);
+                }
+                FileOutcome {
+                    size,
+                    result: Ok(v.to_string()),
+                }
+            }
             Err(f) => FileOutcome {
                 size: ctx.known_size.unwrap_or(0),
                 result: Err(f),
@@ -156,12 +177,23 @@ impl Task for Hash {
             Err(_) => agg.failed += 1,
             Ok(json) => {
                 let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-                let key = format!("{size}:{}", v["hash"].as_str().unwrap_or(""));
+                // One entry per copy: hard links of one inode share theirs.
+                let mut key = format!("{size}:{}", v["hash"].as_str().unwrap_or(""));
+                if let Some(inode) = v["inode"].as_str() {
+                    key.push(':');
+                    key.push_str(inode);
+                }
+                let path = String::from_utf8_lossy(rel);
                 match agg.groups.get_mut(&key) {
-                    Some(g) => g.0 += 1,
+                    Some(g) => {
+                        g.0 += 1;
+                        // The first path in order, whichever file came first.
+                        if *path < *g.1 {
+                            g.1 = path.into_owned();
+                        }
+                    }
                     None => {
-                        agg.groups
-                            .insert(key, (1, String::from_utf8_lossy(rel).into_owned()));
+                        agg.groups.insert(key, (1, path.into_owned()));
                     }
                 }
                 agg.count("bytes", size);
@@ -170,17 +202,29 @@ impl Task for Hash {
     }
 
     fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
-        let mut dups: Vec<(u64, u64, &str, &str)> = agg
-            .groups
+        // (size, hash) -> (files, copies, example). An entry of `groups`
+        // with an inode is one copy, its count the names it has; without,
+        // each of its files is a copy of its own.
+        let mut by_content: std::collections::HashMap<(u64, &str), (u64, u64, &str)> =
+            std::collections::HashMap::new();
+        for (key, (n, example)) in &agg.groups {
+            let mut parts = key.splitn(3, ':');
+            let size: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let hash = parts.next().unwrap_or("");
+            let linked = parts.next().is_some();
+            let g = by_content.entry((size, hash)).or_insert((0, 0, example));
+            g.0 += n;
+            g.1 += if linked { 1 } else { *n };
+            g.2 = g.2.min(example.as_str());
+        }
+        let mut dups: Vec<(u64, u64, u64, &str, &str)> = by_content
             .iter()
-            .filter(|(_, (n, _))| *n > 1)
-            .map(|(key, (n, example))| {
-                let (size, hash) = key.split_once(':').unwrap_or(("0", ""));
-                let size: u64 = size.parse().unwrap_or(0);
-                (size * (n - 1), *n, hash, example.as_str())
+            .filter(|(_, (_, copies, _))| *copies > 1)
+            .map(|((size, hash), (files, copies, example))| {
+                (size * (copies - 1), *files, *size, *hash, *example)
             })
             .collect();
-        dups.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(b.2)));
+        dups.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.3.cmp(b.3)));
         let wasted: u64 = dups.iter().map(|d| d.0).sum();
         let dup_files: u64 = dups.iter().map(|d| d.1).sum();
         json!({
@@ -188,12 +232,12 @@ impl Task for Hash {
             "files": agg.files,
             "failed": agg.failed,
             "bytes": agg.counters.get("bytes").copied().unwrap_or(0),
-            "distinct": agg.groups.len(),
+            "distinct": by_content.len(),
             "duplicate_groups": dups.len(),
             "duplicate_files": dup_files,
             "wasted_bytes": wasted,
-            "duplicates": dups.iter().take(MAX_GROUPS).map(|(w, n, h, ex)| json!({
-                "hash": h, "files": n, "size": if *n > 1 { w / (n - 1) } else { 0 }, "wasted_bytes": w, "example": ex
+            "duplicates": dups.iter().take(MAX_GROUPS).map(|(w, n, size, h, ex)| json!({
+                "hash": h, "files": n, "size": size, "wasted_bytes": w, "example": ex
             })).collect::<Vec<_>>(),
         })
     }
@@ -229,6 +273,35 @@ mod tests {
             assert_eq!(s["duplicates"][0]["files"], 2);
         }
         assert!(build(r#"{"algorithm":"md5"}"#).is_err());
+    }
+
+    #[test]
+    fn hard_links_are_one_copy_and_waste_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a"), b"abcde").unwrap();
+        std::fs::hard_link(d.join("a"), d.join("a-link")).unwrap();
+        std::fs::hard_link(d.join("a"), d.join("a-link2")).unwrap();
+        std::fs::write(d.join("b"), b"xyz").unwrap();
+        std::fs::hard_link(d.join("b"), d.join("b-link")).unwrap();
+        std::fs::write(d.join("copy-of-a"), b"abcde").unwrap();
+        let task = build("").unwrap();
+        let mut agg = Aggregate::default();
+        for name in ["a", "a-link", "a-link2", "b", "b-link", "copy-of-a"] {
+            let out = task.process_file(&d.join(name), None);
+            let v: serde_json::Value = serde_json::from_str(out.result.as_ref().unwrap()).unwrap();
+            assert_eq!(v["inode"].is_string(), name != "copy-of-a", "{name}: {v}");
+            task.account(&mut agg, name.as_bytes(), out.size, &out.result);
+        }
+        let s = task.summarize(&agg);
+        // b and b-link: one copy, no duplicate. a's three names and its copy:
+        // two copies, one wasted.
+        assert_eq!(s["distinct"], 2, "{s}");
+        assert_eq!(s["duplicate_groups"], 1, "{s}");
+        assert_eq!(s["duplicate_files"], 4, "{s}");
+        assert_eq!(s["wasted_bytes"], 5, "{s}");
+        assert_eq!(s["duplicates"][0]["size"], 5, "{s}");
+        assert_eq!(s["duplicates"][0]["example"], "a", "{s}");
     }
 
     #[test]

@@ -1,0 +1,121 @@
+"""Duplicate groups of a `hash` job over all its files, from its result lines.
+
+Why: a job is processed in chunks (pravah.engine_pool), each with its own
+engine summary, and a chunk's summary groups only its own files. Two copies
+that fell into different chunks (10,000 files each by default) were never
+a group, and merging the summaries cannot find them: a chunk lists only its
+groups of more than one file. So a hash job of several chunks is regrouped
+here from every file's result line, the engine's rules unchanged (see the
+engine's `tasks/hash.rs`): files with one size and hash are one group; names
+of one inode are one copy; a group wastes its size for each copy beyond the
+first; its example is its first path in order.
+
+Memory stays small whatever the job's size: a first pass keeps one 64-bit
+key per file in an array and sorts it; the second groups in full only the
+lines whose key was seen more than once.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# The engine's hash::MAX_GROUPS: most groups listed, largest waste first.
+MAX_GROUPS = 100
+_KEY_BITS = 64
+
+
+@dataclass
+class _Group:
+    files: int = 0
+    copies: int = 0
+    inodes: set[str] = field(default_factory=set)
+    example: str | None = None
+
+
+def _hashed(raw: bytes) -> tuple[int, str, str | None, str] | None:
+    """(size, hash, inode, path) of a successful hash result line, else None."""
+    if b'"hash"' not in raw:
+        return None
+    line = json.loads(raw)
+    if not isinstance(line, dict) or line.get("error"):
+        return None
+    size, digest, path = line.get("size"), line.get("hash"), line.get("path")
+    if not isinstance(size, int) or not isinstance(digest, str) or not isinstance(path, str):
+        return None
+    inode = line.get("inode")
+    return size, digest, inode if isinstance(inode, str) else None, path
+
+
+def _key(size: int, digest: str) -> int:
+    """A 64-bit key of (size, hash): the hash's first 64 bits mixed with the size."""
+    try:
+        prefix = int(digest[: _KEY_BITS // 4], 16)
+    except ValueError:
+        prefix = hash(digest)
+    return (prefix ^ (size * 0x9E3779B97F4A7C15)) & ((1 << _KEY_BITS) - 1)
+
+
+def regroup(summary: dict[str, Any], lines: Callable[[], Iterable[bytes]]) -> dict[str, Any]:
+    """`summary` with its duplicate figures computed over every line of `lines()`.
+
+    `lines` is called twice (two passes over the results). The other fields
+    (files, failed, bytes, algorithm, ...) are kept as merged.
+    """
+    keys = array("Q")
+    for raw in lines():
+        found = _hashed(raw)
+        if found is not None:
+            keys.append(_key(found[0], found[1]))
+    ordered = sorted(keys)
+    del keys
+    distinct_keys = 0
+    repeated: set[int] = set()
+    previous: int | None = None
+    for key in ordered:
+        if key != previous:
+            distinct_keys += 1
+        else:
+            repeated.add(key)
+        previous = key
+    del ordered
+
+    groups: dict[tuple[int, str], _Group] = {}
+    for raw in lines():
+        found = _hashed(raw)
+        if found is None or _key(found[0], found[1]) not in repeated:
+            continue
+        size, digest, inode, path = found
+        group = groups.setdefault((size, digest), _Group())
+        group.files += 1
+        if inode is None:
+            group.copies += 1
+        elif inode not in group.inodes:
+            group.inodes.add(inode)
+            group.copies += 1
+        if group.example is None or path < group.example:
+            group.example = path
+
+    dups = [
+        (size * (g.copies - 1), g.files, size, digest, g.example)
+        for (size, digest), g in groups.items()
+        if g.copies > 1
+    ]
+    dups.sort(key=lambda d: (-d[0], d[3]))
+    # Keys that collided without being one content are counted once too
+    # few; at 64 bits that needs billions of files.
+    out = dict(summary)
+    out.update(
+        distinct=distinct_keys,
+        duplicate_groups=len(dups),
+        duplicate_files=sum(d[1] for d in dups),
+        wasted_bytes=sum(d[0] for d in dups),
+        duplicates=[
+            {"hash": h, "files": n, "size": size, "wasted_bytes": w, "example": ex}
+            for w, n, size, h, ex in dups[:MAX_GROUPS]
+        ],
+    )
+    return out
