@@ -11,9 +11,9 @@ from the same few shapes, which merge without knowing the task:
 - a list of objects is a grouping: entries with the same non-numeric fields
   (`columns`, `extension`, `path`, ...) are one group; their numbers add up,
   `example` keeps the first one seen; the list is ordered by its count
-  (`files`, else `size`, else `bytes`), largest first, as the engine does, and
-  keeps at most as many entries as the longest input list had when that list
-  looked capped (a "largest N" list);
+  (`files`, else `size`, else `bytes`), largest first, as the engine does; a
+  "largest N" list keeps the engine's N (or the longest input list, if
+  longer), whatever the chunks' own lengths;
 - a list with an `omitted_<list>` count next to it was capped by the engine
   (csv-header's `schemas`: headerless files make one schema per file): the
   merged list is capped the same way, at MAX_LISTED entries, and what is cut
@@ -33,6 +33,9 @@ from typing import Any
 
 _ORDER_KEYS = ("files", "size", "bytes", "count")
 _CAPPED_LISTS = {"largest"}
+# The engine's tasks::LARGEST_KEPT: how many entries a "largest N" list has
+# once its files are that many. A chunk of fewer files lists them all.
+LARGEST_KEPT = 20
 # The engine's csv_header::MAX_LISTED_SCHEMAS.
 MAX_LISTED = 1000
 
@@ -67,7 +70,7 @@ def _merge_groups(name: str, lists: list[list[Any]]) -> list[Any]:
     if order is not None:
         items.sort(key=lambda i: (-float(i[order]), _group_key(i)))
     if name in _CAPPED_LISTS:
-        items = items[: max(len(lst) for lst in lists)]
+        items = items[: max(LARGEST_KEPT, *(len(lst) for lst in lists))]
     return items
 
 

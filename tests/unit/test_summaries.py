@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pravah.summaries import MAX_LISTED, merge_summaries
+from pravah.summaries import LARGEST_KEPT, MAX_LISTED, merge_summaries
 
 
 def _csv_summary(schemas: list[tuple[str, int]], omitted: int = 0, in_omitted: int = 0) -> Any:
@@ -56,3 +56,15 @@ def test_lists_without_an_omitted_count_are_not_capped() -> None:
     merged = merge_summaries([big, {"by_extension": [{"extension": "x", "files": 2}]}])
     assert merged is not None
     assert len(merged["by_extension"]) == MAX_LISTED + 6
+
+
+def test_largest_files_of_small_chunks_are_all_kept_up_to_the_engines_count() -> None:
+    """Chunks of 2 files list 2 largest each; the job's list is not cut to 2."""
+    chunk = [
+        {"files": 2, "largest": [{"path": f"f{i}", "size": 100 - i}, {"path": f"g{i}", "size": i}]}
+        for i in range(15)
+    ]
+    largest = merge_summaries(chunk)["largest"]  # type: ignore[index]
+    assert len(largest) == LARGEST_KEPT
+    assert largest[0] == {"path": "f0", "size": 100}
+    assert [e["size"] for e in largest] == sorted((e["size"] for e in largest), reverse=True)

@@ -342,7 +342,8 @@ pub struct Aggregate {
     pub largest: Vec<(u64, String)>,
 }
 
-/// How many of the largest files an aggregate keeps.
+/// How many of the largest files an aggregate keeps (`pravah.summaries`
+/// keeps as many when it merges chunks).
 pub const LARGEST_KEPT: usize = 20;
 
 /// Most bytes of distinct results (and their example paths) an aggregate
