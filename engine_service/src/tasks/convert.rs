@@ -305,9 +305,12 @@ fn for_each_object(
         if text.trim().is_empty() {
             continue;
         }
-        let obj = match serde_json::from_str::<ObjectOrNot<'_>>(text) {
-            Ok(ObjectOrNot::Object(entries)) => entries,
-            Ok(ObjectOrNot::Other) => return Err(bad(format!("line {n}: not a JSON object"))),
+        let obj = match serde_json::from_str::<TopLevel<'_>>(text) {
+            Ok(TopLevel(entries)) => entries,
+            // Valid JSON of another type (an array, a string, ...).
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                return Err(bad(format!("line {n}: not a JSON object")))
+            }
             Err(e) => return Err(bad(format!("line {n}: not JSON: {e}"))),
         };
         f(n, &obj)?;
@@ -315,20 +318,17 @@ fn for_each_object(
     Ok(())
 }
 
-/// A JSON line parsed only as far as its top level: the entries of an
-/// object with their values as raw text, or the fact that it is not one.
-enum ObjectOrNot<'a> {
-    Object(RawObject<'a>),
-    Other,
-}
+/// A JSON object parsed only as far as its top level: its entries, with
+/// their values as raw text.
+struct TopLevel<'a>(RawObject<'a>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for ObjectOrNot<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = ObjectOrNot<'a>;
+            type Value = TopLevel<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
+                f.write_str("a JSON object")
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
@@ -338,35 +338,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectOrNot<'a> {
                 while let Some(entry) = m.next_entry::<String, &'de RawValue>()? {
                     entries.push(entry);
                 }
-                Ok(ObjectOrNot::Object(entries))
-            }
-            fn visit_seq<S: serde::de::SeqAccess<'de>>(
-                self,
-                mut s: S,
-            ) -> Result<Self::Value, S::Error> {
-                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(ObjectOrNot::Other)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(ObjectOrNot::Other)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(ObjectOrNot::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(ObjectOrNot::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(ObjectOrNot::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(ObjectOrNot::Other)
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(ObjectOrNot::Other)
+                Ok(TopLevel(entries))
             }
         }
-        d.deserialize_any(Visit(std::marker::PhantomData))
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
@@ -971,6 +946,34 @@ mod tests {
             failure.message
         );
         assert!(!dest.join("b.csv").exists());
+    }
+
+    #[test]
+    fn jsonl_lines_that_are_not_objects_fail_with_their_line() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        for (second, expected) in [
+            ("[1,2]", "line 2: not a JSON object"),
+            ("\"text\"", "line 2: not a JSON object"),
+            ("null", "line 2: not a JSON object"),
+            ("{\"a\":", "line 2: not JSON: EOF while parsing"),
+            ("{\"a\":1}}", "line 2: not JSON: trailing characters"),
+        ] {
+            std::fs::write(
+                src.path().join("x.jsonl"),
+                format!("{{\"a\":1}}\n{second}\n"),
+            )
+            .unwrap();
+            let failure = run(r#"{"to":"csv"}"#, src.path(), "x.jsonl", &dest).unwrap_err();
+            assert_eq!(failure.kind, FailureKind::InvalidData);
+            assert!(
+                failure.message.starts_with(expected),
+                "{second}: {}",
+                failure.message
+            );
+            assert!(!dest.join("x.csv").exists());
+        }
     }
 
     #[test]
