@@ -75,7 +75,8 @@ def test_summary_table_names_every_schema_with_counts_examples_and_errors() -> N
     render_summary(console, JOB, errors)
     text = buffer.getvalue()
     assert "2 distinct schemas" in text
-    assert "id, name, city, state" in text
+    # One column's name holds a comma: quoted, so it reads as one column.
+    assert 'id, name, "city, state"' in text
     assert "a/one.csv" in text
     assert "b.tsv" in text
     assert "completed" in text
@@ -83,6 +84,15 @@ def test_summary_table_names_every_schema_with_counts_examples_and_errors() -> N
     assert "empty.csv: the file is empty" in text
     assert "blob.csv: [invalid_data] binary" in text
     assert "ok.csv" not in text
+
+
+def test_column_names_that_would_read_ambiguously_are_quoted() -> None:
+    console, buffer = _console()
+    names = ["plain", "", " padded", 'say "hi"', "a,b", "ünïcode"]
+    job = {**JOB, "summary": {"schemas": [{"columns": names, "files": 1, "example": "x.csv"}]}}
+    render_summary(console, job)
+    text = re.sub(r"\s*│\s*", " ", buffer.getvalue())
+    assert 'plain, "", " padded", "say \\"hi\\"", "a,b", ünïcode' in text, text
 
 
 def test_a_schema_table_of_headerless_files_shows_the_first_20_and_counts_the_rest() -> None:

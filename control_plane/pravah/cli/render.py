@@ -258,10 +258,19 @@ def error_message(line: Mapping[str, Any]) -> str | None:
 MAX_SCHEMA_ROWS = 20
 
 
+def _column_name(column: Any) -> str:
+    """A column name as listed: quoted when it holds a comma or a quote or
+    is empty or padded, so `city, state` cannot read as two columns."""
+    name = str(column)
+    if not name or name != name.strip() or "," in name or '"' in name:
+        return json.dumps(name, ensure_ascii=False)
+    return name
+
+
 def _columns_text(columns: Sequence[Any]) -> str:
     if not columns:
         return "(no columns)"
-    return ", ".join(str(c) for c in columns)
+    return ", ".join(_column_name(c) for c in columns)
 
 
 def render_summary(
