@@ -163,6 +163,15 @@ def test_a_task_summary_is_tables_not_json() -> None:
     assert "x.bin" not in text
 
 
+def test_files_without_an_extension_are_a_named_row_of_an_inventory() -> None:
+    console, buffer = _console()
+    by_extension = [{"extension": "", "files": 3, "bytes": 10}, {"extension": "gz", "files": 1}]
+    job = {**JOB, "task": "inventory", "summary": {"files": 4, "by_extension": by_extension}}
+    render_summary(console, job)
+    row = next(line for line in buffer.getvalue().splitlines() if "(none)" in line)
+    assert row.split("│")[2].strip() == "3", row
+
+
 def test_a_pipeline_summary_lists_its_steps_without_their_nested_summaries() -> None:
     console, buffer = _console()
     steps = [

@@ -53,6 +53,8 @@ def _cell(key: str, value: Any, *, exact: bool = True) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     text = str(value)
+    if not text and key == "extension":  # files named without one (Makefile)
+        return "(none)"
     if len(text) >= 32 and set(text) <= HEX:  # a digest (sha256, blake3)
         return text[:DIGEST_SHOWN] + "…"
     return text
