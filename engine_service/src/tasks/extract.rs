@@ -181,6 +181,34 @@ fn sniff(head: &[u8], name: &str) -> Option<(Kind, usize)> {
     }
 }
 
+/// The names an archive may have; see [`folder_name`].
+const ARCHIVE_EXTS: &[&str] = &[".zip", ".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"];
+
+/// The folder archive `name` extracts to: its name less its archive
+/// extension (`photos.zip` -> `photos`), or its whole name and `.d` when
+/// it has none, or when another archive of that stem lies `beside` it (a
+/// local source's folder): releases ship `v1.zip` next to `v1.tar.gz`, and
+/// with both named `v1` the second was skipped as already extracted.
+fn folder_name(name: &str, ext_len: usize, beside: Option<&Path>) -> String {
+    if ext_len == 0 || ext_len >= name.len() {
+        return format!("{name}.d");
+    }
+    let (stem, ext) = name.split_at(name.len() - ext_len);
+    let sibling = |other: &&str| {
+        !other.eq_ignore_ascii_case(ext)
+            && beside.is_some_and(|dir| {
+                [other.to_string(), other.to_ascii_uppercase()]
+                    .iter()
+                    .any(|e| dir.join(format!("{stem}{e}")).is_file())
+            })
+    };
+    if ARCHIVE_EXTS.iter().any(|e| sibling(e)) {
+        format!("{name}.d")
+    } else {
+        stem.to_owned()
+    }
+}
+
 /// The byte, entry and ratio budget of one archive, shared by its threads.
 struct Budget<'a> {
     /// Bytes written so far by every thread of this archive.
@@ -702,11 +730,7 @@ impl Extract {
         let Some((kind, ext_len)) = sniff(&head[..got], &name) else {
             return Ok(json!({"skipped": "not a ZIP or tar archive"}).to_string());
         };
-        let folder = if ext_len > 0 && ext_len < name.len() {
-            name[..name.len() - ext_len].to_owned()
-        } else {
-            format!("{name}.d")
-        };
+        let folder = folder_name(&name, ext_len, local.then(|| ctx.path.parent()).flatten());
         let out_rel = rel.with_file_name(&folder);
         let (base, out) = match ctx.destination {
             Some(d) => (d.to_path_buf(), crate::output::contained_join(d, &out_rel)?),
@@ -1015,6 +1039,28 @@ mod tests {
             );
         }
         assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn archives_of_one_stem_side_by_side_extract_to_folders_of_their_own() {
+        let (src, _d, dest) = dirs();
+        make_zip(&src.path().join("v1.zip"), &[("from-zip.txt", b"z")]);
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "from-tar.txt", &b"t"[..]).unwrap();
+        std::fs::write(src.path().join("v1.TAR"), tar.into_inner().unwrap()).unwrap();
+        make_zip(&src.path().join("alone.zip"), &[("a.txt", b"a")]);
+        for (rel, folder, inside) in [
+            ("v1.zip", "v1.zip.d", "from-zip.txt"),
+            ("v1.TAR", "v1.TAR.d", "from-tar.txt"),
+            ("alone.zip", "alone", "a.txt"),
+        ] {
+            let v = run("", src.path(), rel, &dest).unwrap();
+            assert_eq!(v["output"], folder, "{rel}: {v}");
+            assert!(dest.join(folder).join(inside).is_file(), "{rel}");
+        }
     }
 
     #[test]
