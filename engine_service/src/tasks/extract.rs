@@ -202,7 +202,7 @@ fn folder_name(name: &str, ext_len: usize, beside: Option<&Path>) -> String {
                     .any(|e| dir.join(format!("{stem}{e}")).is_file())
             })
     };
-    if ARCHIVE_EXTS.iter().any(|e| sibling(e)) {
+    if ARCHIVE_EXTS.iter().any(sibling) {
         format!("{name}.d")
     } else {
         stem.to_owned()
