@@ -6,9 +6,10 @@ that fell into different chunks (10,000 files each by default) were never
 a group, and merging the summaries cannot find them: a chunk lists only its
 groups of more than one file. So a hash job of several chunks is regrouped
 here from every file's result line, the engine's rules unchanged (see the
-engine's `tasks/hash.rs`): files with one size and hash are one group; names
-of one inode are one copy; a group wastes its size for each copy beyond the
-first; its example is its first path in order.
+engine's `tasks/hash.rs`): files with one size and hash are one group;
+names of one inode (hard links, followed symlinks) are one copy; a group
+wastes its size for each copy beyond the first; its example is its first
+path in order.
 
 Memory stays small whatever the job's size: a first pass keeps one 64-bit
 key per file in an array and sorts it; the second groups in full only the

@@ -1,4 +1,4 @@
-"""A hash job's duplicate groups span its chunks, and hard links waste nothing.
+"""A hash job's duplicate groups span its chunks; hard links and symlinks waste nothing.
 
 Each chunk of a job has its own engine summary, which groups only that
 chunk's files; the job's groups are recomputed over all its results
@@ -28,6 +28,8 @@ def _tree(root: Path) -> Path:
     # Two more names of a's copy: one copy, three names.
     os.link(root / "a" / "copy0.txt", root / "z" / "link1.txt")
     os.link(root / "a" / "copy0.txt", root / "d" / "link2.txt")
+    # A symlink followed into the tree is one more name of it.
+    (root / "z" / "alias.txt").symlink_to("../b/copy1.txt")
     for i in range(8):
         (root / "d" / f"unique{i}.txt").write_bytes(b"unique %d\n" % i)
     return root
@@ -35,7 +37,7 @@ def _tree(root: Path) -> Path:
 
 async def _summary(settings: Settings, source: Path, chunk_files: int) -> dict[str, Any]:
     outcome = await run_embedded(
-        build_job_request(source=str(source), task=["hash"]),
+        build_job_request(source=str(source), task=["hash"], follow_symlinks=True),
         settings.model_copy(update={"chunk_files": chunk_files}),
         engine_url=None,
         progress=JobProgress(enabled=False),
@@ -56,13 +58,13 @@ async def test_copies_in_different_chunks_are_one_group_and_links_one_copy(
     source = _tree(tmp_path / "src")
     chunked = await _summary(settings, source, chunk_files=3)
     assert chunked["chunks"] == 5
-    assert chunked["files"] == 13
+    assert chunked["files"] == 14
     assert chunked["distinct"] == 9  # the copies' content and 8 unique files
     assert chunked["duplicate_groups"] == 1
     (group,) = chunked["duplicates"]
-    # 5 names, 3 copies: removing the two extra copies frees their bytes;
-    # removing a hard link frees nothing.
-    assert group["files"] == 5
+    # 6 names, 3 copies: removing the two extra copies frees their bytes;
+    # removing a hard link or the symlink frees nothing.
+    assert group["files"] == 6
     assert group["size"] == len(COPY)
     assert group["wasted_bytes"] == chunked["wasted_bytes"] == 2 * len(COPY)
     assert group["example"] == "a/copy0.txt"

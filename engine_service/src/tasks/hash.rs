@@ -2,10 +2,11 @@
 //! 256 KiB buffer; the summary groups duplicates (same size and hash) with
 //! the bytes they waste.
 //!
-//! Hard links are names of one copy, not duplicates (as fdupes and jdupes
-//! count them): removing one frees nothing. A file with more than one link
-//! carries its `inode` (device:inode) in its result, and a group wastes the
-//! size of each copy beyond the first, however many names each copy has.
+//! Names of one file are one copy, not duplicates (as fdupes and jdupes
+//! count them): removing a hard link, or a symlink followed into the tree,
+//! frees nothing. Each result carries the file's `inode` (device:inode),
+//! and a group wastes the size of each copy beyond the first, however many
+//! names each copy has.
 //! The control plane regroups a job of several chunks from these results
 //! (each chunk's summary sees only its own files).
 //!
@@ -55,7 +56,7 @@ fn result_schema() -> serde_json::Value {
         "properties": {
             "algorithm": {"type": "string"},
             "hash": {"type": "string", "description": "Lower-case hex."},
-            "inode": {"type": "string", "description": "device:inode, only for a file with other hard links: names with one inode are one copy."}
+            "inode": {"type": "string", "description": "device:inode: names (hard links, followed symlinks) with one inode are one copy."}
         }
     })
 }
@@ -99,9 +100,8 @@ impl Hash {
         }
     }
 
-    /// The file's size, its digest and, when it has other hard links, its
-    /// device:inode.
-    fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String, Option<String>), FileFailure> {
+    /// The file's size, its digest and its device:inode.
+    fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String, String), FileFailure> {
         let (opened, before) = crate::sandbox::open_regular_with_meta(ctx.path)
             .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
         let mut file = ctx.cancellable(&opened);
@@ -146,7 +146,7 @@ impl Hash {
             Algorithm::Xxh3 => format!("{:032x}", x3.digest128()),
         };
         use std::os::unix::fs::MetadataExt;
-        let inode = (before.nlink() > 1).then(|| format!("{}:{}", before.dev(), before.ino()));
+        let inode = format!("{}:{}", before.dev(), before.ino());
         Ok((total, h, inode))
     }
 }
@@ -155,10 +155,7 @@ impl Task for Hash {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         match self.digest(ctx) {
             Ok((size, h, inode)) => {
-                let mut v = json!({"algorithm": self.name(), "hash": h});
-                if let Some(inode) = inode {
-                    v["inode"] = json!(inode);
-                }
+                let v = json!({"algorithm": self.name(), "hash": h, "inode": inode});
                 FileOutcome {
                     size,
                     result: Ok(v.to_string()),
@@ -177,7 +174,7 @@ impl Task for Hash {
             Err(_) => agg.failed += 1,
             Ok(json) => {
                 let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-                // One entry per copy: hard links of one inode share theirs.
+                // One entry per copy: names of one inode share theirs.
                 let mut key = format!("{size}:{}", v["hash"].as_str().unwrap_or(""));
                 if let Some(inode) = v["inode"].as_str() {
                     key.push(':');
@@ -203,8 +200,8 @@ impl Task for Hash {
 
     fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
         // (size, hash) -> (files, copies, example). An entry of `groups`
-        // with an inode is one copy, its count the names it has; without,
-        // each of its files is a copy of its own.
+        // with an inode is one copy, its count the names it has; without
+        // (a result of an engine before inodes), each file is a copy.
         let mut by_content: std::collections::HashMap<(u64, &str), (u64, u64, &str)> =
             std::collections::HashMap::new();
         for (key, (n, example)) in &agg.groups {
@@ -276,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn hard_links_are_one_copy_and_waste_nothing() {
+    fn names_of_one_file_are_one_copy_and_waste_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("a"), b"abcde").unwrap();
@@ -284,18 +281,28 @@ mod tests {
         std::fs::hard_link(d.join("a"), d.join("a-link2")).unwrap();
         std::fs::write(d.join("b"), b"xyz").unwrap();
         std::fs::hard_link(d.join("b"), d.join("b-link")).unwrap();
+        // A symlink followed into the tree names the same file too.
+        std::os::unix::fs::symlink("b", d.join("b-sym")).unwrap();
         std::fs::write(d.join("copy-of-a"), b"abcde").unwrap();
         let task = build("").unwrap();
         let mut agg = Aggregate::default();
-        for name in ["a", "a-link", "a-link2", "b", "b-link", "copy-of-a"] {
+        for name in [
+            "a",
+            "a-link",
+            "a-link2",
+            "b",
+            "b-link",
+            "b-sym",
+            "copy-of-a",
+        ] {
             let out = task.process_file(&d.join(name), None);
             let v: serde_json::Value = serde_json::from_str(out.result.as_ref().unwrap()).unwrap();
-            assert_eq!(v["inode"].is_string(), name != "copy-of-a", "{name}: {v}");
+            assert!(v["inode"].is_string(), "{name}: {v}");
             task.account(&mut agg, name.as_bytes(), out.size, &out.result);
         }
         let s = task.summarize(&agg);
-        // b and b-link: one copy, no duplicate. a's three names and its copy:
-        // two copies, one wasted.
+        // b, b-link and b-sym: one copy, no duplicate. a's three names and
+        // its copy: two copies, one wasted.
         assert_eq!(s["distinct"], 2, "{s}");
         assert_eq!(s["duplicate_groups"], 1, "{s}");
         assert_eq!(s["duplicate_files"], 4, "{s}");
