@@ -916,6 +916,7 @@ fn process_local(
                 outputs,
                 elsewhere,
                 cancel: Some(shared.cancel.as_ref()),
+                staged: false,
             };
             process_guarded(task, &ctx)
         })
@@ -1146,6 +1147,7 @@ mod tests {
             outputs: None,
             elsewhere: None,
             cancel: None,
+            staged: false,
         };
         process_guarded(task, &ctx)
     }

@@ -324,6 +324,23 @@ def test_hash_and_s3_to_local(stub: pb_grpc.EngineServiceStub, s3: Any, tmp_path
     put_objects(s3, "pravah-in", {"h/a.bin": b"same", "h/b.bin": b"same", "h/c.bin": b"other"})
     _, done = process(stub, "hash", "s3://pravah-in/h", results_dir=str(tmp_path / "res"))
     assert done[0].files == 3 and done[0].failed == 0
+    # Each object is a copy of its own: the inode of its staged local copy,
+    # which the next copy may be given too, says nothing about it.
+    start = pb.ProcessStart(task="hash", options_json="{}")
+    work = pb.WorkItem(id="w1", source=pb.SourceSpec(source="s3://pravah-in/h"))
+    reqs = [pb.ProcessRequest(start=start), pb.ProcessRequest(work=work)]
+    events = list(stub.Process(iter(reqs), timeout=120))
+    results = [
+        json.loads(r.result_json)
+        for m in events
+        if m.WhichOneof("event") == "batch"
+        for r in m.batch.results
+    ]
+    assert len(results) == 3 and not any("inode" in r for r in results), results
+    (summary,) = [
+        json.loads(m.summary.summary_json) for m in events if m.WhichOneof("event") == "summary"
+    ]
+    assert (summary["duplicate_groups"], summary["wasted_bytes"]) == (1, 4), summary
     dest = tmp_path / "out"
     put_objects(s3, "pravah-in", {"t/x.txt": b"hello " * 100})
     _, done = process(

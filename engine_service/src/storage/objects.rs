@@ -175,6 +175,7 @@ pub fn process_object(
                     outputs: None,
                     elsewhere,
                     cancel: Some(cancel),
+                    staged: true,
                 },
                 Arc::new(source),
             )
@@ -221,6 +222,7 @@ pub fn process_object(
                 outputs: None,
                 elsewhere,
                 cancel: Some(cancel),
+                staged: true,
             })
         },
     )

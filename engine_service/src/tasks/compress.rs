@@ -1143,6 +1143,7 @@ mod tests {
             outputs: None,
             elsewhere: None,
             cancel: None,
+            staged: false,
         })
     }
 
@@ -1510,6 +1511,7 @@ mod tests {
                 outputs: None,
                 elsewhere: None,
                 cancel: Some(&cancel),
+                staged: false,
             });
             let failure = out.result.unwrap_err();
             assert!(failure.message.contains("cancelled"), "{}", failure.message);
@@ -1539,6 +1541,7 @@ mod tests {
                 outputs: Some(&outputs),
                 elsewhere: None,
                 cancel: None,
+                staged: false,
             });
             out.result.unwrap();
         }
@@ -1743,6 +1746,7 @@ mod tests {
                 outputs: None,
                 elsewhere: None,
                 cancel: None,
+                staged: false,
             };
             let err = task.run(&ctx, &input).unwrap_err();
             assert!(

@@ -727,6 +727,7 @@ mod tests {
                 outputs: None,
                 elsewhere: None,
                 cancel: None,
+                staged: false,
             })
             .result
             .map(|j| serde_json::from_str(&j).unwrap())

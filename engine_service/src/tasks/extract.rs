@@ -929,6 +929,7 @@ mod tests {
             outputs: None,
             elsewhere: None,
             cancel: None,
+            staged: false,
         })
         .result
         .map(|j| serde_json::from_str(&j).unwrap())
@@ -1029,6 +1030,7 @@ mod tests {
                     outputs: None,
                     elsewhere: None,
                     cancel: Some(&cancel),
+                    staged: false,
                 })
                 .result
                 .unwrap_err();
@@ -1503,6 +1505,7 @@ mod tests {
                     outputs: Some(&outputs),
                     elsewhere: None,
                     cancel: None,
+                    staged: false,
                 })
                 .result;
             results.push(r);

@@ -4,9 +4,9 @@
 //!
 //! Names of one file are one copy, not duplicates (as fdupes and jdupes
 //! count them): removing a hard link, or a symlink followed into the tree,
-//! frees nothing. Each result carries the file's `inode` (device:inode),
-//! and a group wastes the size of each copy beyond the first, however many
-//! names each copy has.
+//! frees nothing. Each result carries the file's `inode` (device:inode;
+//! not an object's: each is a copy), and a group wastes the size of each
+//! copy beyond the first, however many names each copy has.
 //! The control plane regroups a job of several chunks from these results
 //! (each chunk's summary sees only its own files).
 //!
@@ -100,8 +100,9 @@ impl Hash {
         }
     }
 
-    /// The file's size, its digest and its device:inode.
-    fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String, String), FileFailure> {
+    /// The file's size, its digest and its device:inode (none for a staged
+    /// object: a copy's inode, which the next copy may get too).
+    fn digest(&self, ctx: &FileCtx<'_>) -> Result<(u64, String, Option<String>), FileFailure> {
         let (opened, before) = crate::sandbox::open_regular_with_meta(ctx.path)
             .map_err(|e| FileFailure::from_io(&e, "opening the file"))?;
         let mut file = ctx.cancellable(&opened);
@@ -146,7 +147,7 @@ impl Hash {
             Algorithm::Xxh3 => format!("{:032x}", x3.digest128()),
         };
         use std::os::unix::fs::MetadataExt;
-        let inode = format!("{}:{}", before.dev(), before.ino());
+        let inode = (!ctx.staged).then(|| format!("{}:{}", before.dev(), before.ino()));
         Ok((total, h, inode))
     }
 }
@@ -155,7 +156,10 @@ impl Task for Hash {
     fn process(&self, ctx: &FileCtx<'_>) -> FileOutcome {
         match self.digest(ctx) {
             Ok((size, h, inode)) => {
-                let v = json!({"algorithm": self.name(), "hash": h, "inode": inode});
+                let mut v = json!({"algorithm": self.name(), "hash": h});
+                if let Some(inode) = inode {
+                    v["inode"] = json!(inode);
+                }
                 FileOutcome {
                     size,
                     result: Ok(v.to_string()),
@@ -201,7 +205,8 @@ impl Task for Hash {
     fn summarize(&self, agg: &Aggregate) -> serde_json::Value {
         // (size, hash) -> (files, copies, example). An entry of `groups`
         // with an inode is one copy, its count the names it has; without
-        // (a result of an engine before inodes), each file is a copy.
+        // (an object, or a result of an engine before inodes), each file
+        // is a copy.
         let mut by_content: std::collections::HashMap<(u64, &str), (u64, u64, &str)> =
             std::collections::HashMap::new();
         for (key, (n, example)) in &agg.groups {

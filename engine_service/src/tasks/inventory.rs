@@ -187,6 +187,7 @@ mod tests {
                 outputs: None,
                 elsewhere: None,
                 cancel: None,
+                staged: false,
             });
             task.account(&mut agg, rel.as_bytes(), out.size, &out.result);
         }

@@ -94,6 +94,9 @@ pub struct FileCtx<'a> {
     /// The call's cancel flag (None when nothing can cancel, as in tests);
     /// tasks that stream a file read it through [`FileCtx::cancellable`].
     pub cancel: Option<&'a AtomicBool>,
+    /// `path` is a local copy of an object-store object: its inode and
+    /// times are the copy's, and a later copy may get the same inode.
+    pub staged: bool,
 }
 
 impl<'a> FileCtx<'a> {
@@ -165,6 +168,7 @@ pub trait Task: Send + Sync {
             outputs: None,
             elsewhere: None,
             cancel: None,
+            staged: false,
         })
     }
     /// Processes one file with its full context.
@@ -588,6 +592,7 @@ mod tests {
                 outputs: None,
                 elsewhere: None,
                 cancel: None,
+                staged: false,
             });
             let result: serde_json::Value = serde_json::from_str(&outcome.result.unwrap()).unwrap();
             let written = result["output"].as_str().unwrap();
@@ -636,6 +641,7 @@ mod tests {
                 outputs: None,
                 elsewhere: None,
                 cancel: None,
+                staged: false,
             });
             assert_eq!(outcome.result.ok(), by_name, "{name} {rel}");
             let settled = FileOutcome::settled_by_name(task.as_ref(), rel.as_bytes(), Some(22));
