@@ -86,6 +86,19 @@ def test_summary_table_names_every_schema_with_counts_examples_and_errors() -> N
     assert "ok.csv" not in text
 
 
+def test_a_schema_table_says_what_the_listing_could_not_read() -> None:
+    console, buffer = _console()
+    listing = {
+        "files": 2,
+        "errors": 3,
+        "error_examples": [{"path": "a/etc", "message": "symlink points outside the source root"}],
+    }
+    job = {**JOB, "summary": {**JOB["summary"], "listing": listing}}  # type: ignore[dict-item]
+    render_summary(console, job)
+    text = " ".join(buffer.getvalue().split())
+    assert "listing: 3 entries could not be read, e.g. a/etc: symlink points outside" in text
+
+
 def test_column_names_that_would_read_ambiguously_are_quoted() -> None:
     console, buffer = _console()
     names = ["plain", "", " padded", 'say "hi"', "a,b", "ünïcode"]

@@ -293,9 +293,9 @@ def render_summary(
         # Headerless files make one "schema" each: 100,000 rows took a
         # minute to print and told nobody anything.
         # The engine lists at most 1,000 schemas and counts the rest.
-        listing: Mapping[str, Any] = summary if isinstance(summary, Mapping) else {}
-        distinct = _int(listing.get("distinct_schemas")) or len(schemas)
-        omitted = _int(listing.get("omitted_schemas")) or 0
+        whole: Mapping[str, Any] = summary if isinstance(summary, Mapping) else {}
+        distinct = _int(whole.get("distinct_schemas")) or len(schemas)
+        omitted = _int(whole.get("omitted_schemas")) or 0
         more = distinct - min(len(schemas), MAX_SCHEMA_ROWS)
         where = (
             f"--json lists the {len(schemas):,} most common, --output every file's columns"
@@ -324,6 +324,9 @@ def render_summary(
                 data(schema.get("example", "")),
             )
         console.print(table)
+        from pravah.cli.summary_tables import render_listing_problems
+
+        render_listing_problems(console, whole)
     elif isinstance(summary, Mapping) and summary:
         from pravah.cli.summary_tables import render_task_summary
 

@@ -106,6 +106,11 @@ def render_task_summary(console: Console, summary: Mapping[str, Any]) -> None:
     console.print(totals)
     for key, rows in lists:
         console.print(_rows_table(key, rows))
+    render_listing_problems(console, summary)
+
+
+def render_listing_problems(console: Console, summary: Mapping[str, Any]) -> None:
+    """One line for entries the listing could not read or follow, if any."""
     listing = summary.get("listing")
     if isinstance(listing, Mapping) and listing.get("errors"):
         examples = listing.get("error_examples") or []
