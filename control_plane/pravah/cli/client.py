@@ -453,9 +453,13 @@ def retry_command(
     ca_file: CaFile = None,
 ) -> None:
     """Start a new job over exactly the files that failed in JOB."""
-    with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
+    with handle_errors():
         if not failed:
-            raise typer.BadParameter("say what to retry: --failed", param_hint="--failed")
+            raise CliUsageError(
+                f"add --failed: `pravah retry {job_id} --failed` starts a new job over "
+                "exactly the files that failed (the one kind of retry there is for now)"
+            )
+    with handle_errors(), ApiClient(server, api_key=api_key, ca_file=ca_file) as api:
         job: dict[str, Any] = api.request("POST", f"/jobs/{job_id}/retry-failed")
         if json_output:
             dump_json(job)
