@@ -12,8 +12,8 @@ wastes its size for each copy beyond the first; its example is its first
 path in order.
 
 Memory stays small whatever the job's size: a first pass keeps one 64-bit
-key per file in an array and sorts it; the second groups in full only the
-lines whose key was seen more than once.
+key per line in an array and sorts a copy; the second groups in full only
+the lines whose key was seen more than once.
 """
 
 from __future__ import annotations
@@ -37,10 +37,42 @@ class _Group:
     example: str | None = None
 
 
-def _hashed(raw: bytes) -> tuple[int, str, str | None, str] | None:
-    """(size, hash, inode, path) of a successful hash result line, else None."""
+# Keys are 63 bits, so that NO_KEY is none of them.
+_MASK = (1 << (_KEY_BITS - 1)) - 1
+NO_KEY = 1 << (_KEY_BITS - 1)
+
+
+def _key_of(size: int, digest: bytes | str) -> int:
+    """A 63-bit key of (size, hash): the hash's first 64 bits mixed with the
+    size. Equal files have equal keys; two different files share one about
+    once in 2^63 pairs."""
+    return (int(digest[: _KEY_BITS // 4], 16) ^ (size * 0x9E3779B97F4A7C15)) & _MASK
+
+
+def _key(raw: bytes) -> int | None:
+    """The key of a hash result line, or None for another line.
+
+    The engine writes its lines compactly (`"size":12,...,"hash":"ab..."`),
+    so both fields are found with `bytes.find`, without parsing the line: a
+    JSON-escaped path cannot hold them, its quotes being escaped. A line
+    written otherwise is parsed.
+    """
+    at = raw.find(b'"hash":"')
+    size_at = raw.find(b'"size":')
+    if at >= 0 and size_at >= 0:
+        end = raw.find(b",", size_at)
+        try:
+            return _key_of(int(raw[size_at + 7 : end]), raw[at + 8 : at + 8 + _KEY_BITS // 4])
+        except ValueError:
+            pass
     if b'"hash"' not in raw:
         return None
+    found = _hashed(raw)
+    return None if found is None else _key_of(found[0], found[1])
+
+
+def _hashed(raw: bytes) -> tuple[int, str, str | None, str] | None:
+    """(size, hash, inode, path) of a successful hash result line, else None."""
     line = json.loads(raw)
     if not isinstance(line, dict) or line.get("error"):
         return None
@@ -51,43 +83,33 @@ def _hashed(raw: bytes) -> tuple[int, str, str | None, str] | None:
     return size, digest, inode if isinstance(inode, str) else None, path
 
 
-def _key(size: int, digest: str) -> int:
-    """A 64-bit key of (size, hash): the hash's first 64 bits mixed with the size."""
-    try:
-        prefix = int(digest[: _KEY_BITS // 4], 16)
-    except ValueError:
-        prefix = hash(digest)
-    return (prefix ^ (size * 0x9E3779B97F4A7C15)) & ((1 << _KEY_BITS) - 1)
-
-
 def regroup(summary: dict[str, Any], lines: Callable[[], Iterable[bytes]]) -> dict[str, Any]:
     """`summary` with its duplicate figures computed over every line of `lines()`.
 
     `lines` is called twice (two passes over the results). The other fields
     (files, failed, bytes, algorithm, ...) are kept as merged.
     """
-    keys = array("Q")
-    for raw in lines():
-        found = _hashed(raw)
-        if found is not None:
-            keys.append(_key(found[0], found[1]))
-    ordered = sorted(keys)
-    del keys
+    # One key per line, in line order (NO_KEY for a line of no hash), so
+    # the second pass reads the key instead of finding it again.
+    keys = array("Q", (NO_KEY if (k := _key(raw)) is None else k for raw in lines()))
     distinct_keys = 0
     repeated: set[int] = set()
     previous: int | None = None
-    for key in ordered:
+    for key in sorted(keys):
+        if key == NO_KEY:
+            break  # sorted last
         if key != previous:
             distinct_keys += 1
         else:
             repeated.add(key)
         previous = key
-    del ordered
 
     groups: dict[tuple[int, str], _Group] = {}
-    for raw in lines():
+    for raw, key in zip(lines(), keys, strict=False):
+        if key not in repeated:
+            continue
         found = _hashed(raw)
-        if found is None or _key(found[0], found[1]) not in repeated:
+        if found is None:
             continue
         size, digest, inode, path = found
         group = groups.setdefault((size, digest), _Group())
