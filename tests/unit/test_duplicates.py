@@ -35,3 +35,23 @@ def test_failed_lines_and_other_steps_lines_are_not_files_of_a_group() -> None:
     ]
     assert out["wasted_bytes"] == 10
     assert out["duplicate_files"] == 2
+
+
+def test_a_path_that_spells_size_and_hash_is_read_as_a_path() -> None:
+    """The engine's compact lines are searched, not parsed, on the first pass."""
+    h = "ef" * 32
+    tricky = 'x"size":1,"hash":"' + "00" * 32 + '".bin'
+    compact = (",", ":")
+    lines = [
+        json.dumps(
+            {"path": tricky, "size": 7, "algorithm": "blake3", "hash": h}, separators=compact
+        ),
+        json.dumps(
+            {"path": "plain", "size": 7, "algorithm": "blake3", "hash": h}, separators=compact
+        ),
+    ]
+    out = regroup({}, lambda: (line.encode() for line in lines))
+    assert out["distinct"] == 1
+    assert out["duplicates"] == [
+        {"hash": h, "files": 2, "size": 7, "wasted_bytes": 7, "example": "plain"}
+    ]
