@@ -10,9 +10,9 @@
 //! The control plane regroups a job of several chunks from these results
 //! (each chunk's summary sees only its own files).
 //!
-//! The aggregate keeps one group per distinct (size, hash), so its memory
-//! grows with the number of distinct files; that is what finding duplicates
-//! needs (a 64-byte key and an example path per file).
+//! The aggregate keeps one entry per copy (size, hash and inode), so its
+//! memory grows with the number of files; that is what finding duplicates
+//! needs (a key of about 100 bytes and an example path per file).
 use std::io::Read;
 use std::sync::Arc;
 
