@@ -38,7 +38,7 @@ def test_submit_wait_status_results_jobs_and_cancel_against_a_server(
     table = cli.run("submit", str(csv_dir), "--task", "csv-header", "--wait", *remote)
     assert table.returncode == 0, table.stderr
     assert "4 distinct schemas" in table.stdout
-    assert "last, first, age" in table.stdout
+    assert '"last, first", age' in table.stdout
 
     # Without --wait: just the id on stdout.
     queued = cli.run("submit", str(csv_dir), "--task", "csv-header", "--ext", "tsv", *remote)
@@ -200,7 +200,7 @@ def test_a_job_whose_results_expired_still_shows_its_summary_and_says_why(
     summary = cli.run("results", job_id, *remote)
     assert summary.returncode == 0, summary.stderr
     assert "4 distinct schemas" in summary.stdout
-    assert "last, first, age" in summary.stdout
+    assert '"last, first", age' in summary.stdout
     assert "per-file results removed at" in summary.stderr
 
     lines = cli.run("results", job_id, "--output", str(tmp_path / "r.jsonl"), *remote)
