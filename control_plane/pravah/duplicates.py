@@ -128,8 +128,8 @@ def regroup(summary: dict[str, Any], lines: Callable[[], Iterable[bytes]]) -> di
         if g.copies > 1
     ]
     dups.sort(key=lambda d: (-d[0], d[3]))
-    # Keys that collided without being one content are counted once too
-    # few; at 64 bits that needs billions of files.
+    # Two contents whose keys collide count as one distinct content (their
+    # groups stay apart); at 63 bits that needs billions of files.
     out = dict(summary)
     out.update(
         distinct=distinct_keys,
