@@ -44,6 +44,14 @@ def test_missing_source_exits_2(tmp_path: Path) -> None:
     assert "does not exist" in result.output
 
 
+def test_retry_without_failed_says_how_to_call_it_before_asking_a_server() -> None:
+    # Port 9 (discard) answers nobody: asking it would be exit status 1.
+    result = runner.invoke(app, ["retry", "abc", "--server", "http://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "add --failed: `pravah retry abc --failed` starts a new job" in text, text
+
+
 def test_unreachable_server_exits_1_naming_the_url() -> None:
     result = runner.invoke(app, ["jobs", "--server", "http://127.0.0.1:9"])
     assert result.exit_code == 1
