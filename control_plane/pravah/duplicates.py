@@ -32,8 +32,9 @@ _KEY_BITS = 64
 @dataclass
 class _Group:
     files: int = 0
-    copies: int = 0
-    inodes: set[str] = field(default_factory=set)
+    # One entry per copy: its inode, or for a file without one (an object)
+    # its own path.
+    copies: set[str] = field(default_factory=set)
     example: str | None = None
 
 
@@ -114,18 +115,14 @@ def regroup(summary: dict[str, Any], lines: Callable[[], Iterable[bytes]]) -> di
         size, digest, inode, path = found
         group = groups.setdefault((size, digest), _Group())
         group.files += 1
-        if inode is None:
-            group.copies += 1
-        elif inode not in group.inodes:
-            group.inodes.add(inode)
-            group.copies += 1
+        group.copies.add(f"inode {inode}" if inode is not None else f"path {path}")
         if group.example is None or path < group.example:
             group.example = path
 
     dups = [
-        (size * (g.copies - 1), g.files, size, digest, g.example)
+        (size * (len(g.copies) - 1), g.files, size, digest, g.example)
         for (size, digest), g in groups.items()
-        if g.copies > 1
+        if len(g.copies) > 1
     ]
     dups.sort(key=lambda d: (-d[0], d[3]))
     # Two contents whose keys collide count as one distinct content (their

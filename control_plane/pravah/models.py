@@ -228,23 +228,19 @@ def _unicode_options(options: dict[str, Any]) -> dict[str, Any]:
     pending: list[Any] = [options]
     while pending:
         value = pending.pop()
-        texts: list[Any] = []
         if isinstance(value, dict):
-            texts, children = list(value), list(value.values())
+            pending.extend(value)  # the keys
+            pending.extend(value.values())
         elif isinstance(value, list):
-            children = value
-        else:
-            texts, children = [value], []
-        for text in texts:
-            if isinstance(text, str):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    shown = text.encode("utf-8", "backslashreplace").decode("ascii")
-                    raise ValueError(
-                        f"'{shown}' is not valid Unicode text (it holds a lone UTF-16 surrogate)"
-                    ) from None
-        pending.extend(children)
+            pending.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = value.encode("utf-8", "backslashreplace").decode("ascii")
+                raise ValueError(
+                    f"'{shown}' is not valid Unicode text (it holds a lone UTF-16 surrogate)"
+                ) from None
     return options
 
 
