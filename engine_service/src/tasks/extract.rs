@@ -511,21 +511,41 @@ fn extract_zip(
         .max(MIN_ENTRIES_PER_RANGE);
     let ranges: Vec<(usize, usize)> = (0..n).step_by(per).map(|s| (s, (s + per).min(n))).collect();
     let links = Mutex::new(Vec::new());
+    let claims = Claims::default();
+    let entries = Entries {
+        stage,
+        budget,
+        max_ratio,
+        folders,
+        links: &links,
+        claims: &claims,
+        ordered: false,
+    };
     ranges
         .into_par_iter()
         .with_max_len(1)
         .try_for_each(|(from, to)| {
             let mut zip = first.clone();
             let mut buf = vec![0u8; 256 * 1024];
-            let entries = Entries {
-                stage,
-                budget,
-                max_ratio,
-                folders,
-                links: &links,
-            };
             (from..to).try_for_each(|i| entries.extract(&mut zip, i, &mut buf))
         })?;
+    // Entries whose file another entry claimed first, in archive order:
+    // the last of a name is the one left, as unzip leaves it, whichever
+    // range ran first.
+    let mut waiting =
+        std::mem::take(&mut *claims.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+    if !waiting.is_empty() {
+        waiting.sort_unstable();
+        let entries = Entries {
+            ordered: true,
+            ..entries
+        };
+        let mut zip = first.clone();
+        let mut buf = vec![0u8; 256 * 1024];
+        for i in waiting {
+            entries.extract(&mut zip, i, &mut buf)?;
+        }
+    }
     // Symlinks last, in archive order, as unzip makes them: the ranges run
     // in any order, and an entry must never be written through a link
     // another range may or may not have made yet.
@@ -546,12 +566,56 @@ struct PendingLink {
 }
 
 /// What every range of one ZIP extraction shares.
+#[derive(Clone, Copy)]
 struct Entries<'a> {
     stage: &'a Path,
     budget: &'a Budget<'a>,
     max_ratio: u64,
     folders: &'a Folders,
     links: &'a Mutex<Vec<PendingLink>>,
+    claims: &'a Claims,
+    /// The ordered pass over the entries that found their file claimed.
+    ordered: bool,
+}
+
+/// Which entry writes each file of a ZIP. Ranges run in parallel, so two
+/// entries of one name (`a.txt` and `./a.txt`, or a name repeated) would
+/// otherwise race, and the one left would depend on the threads. The
+/// first entry to reach a path claims it; the others wait for an ordered
+/// pass after all ranges, where an entry replaces the file only if it
+/// comes later in the archive than the one that wrote it.
+#[derive(Default)]
+struct Claims {
+    writer: Mutex<std::collections::HashMap<PathBuf, usize>>,
+    waiting: Mutex<Vec<usize>>,
+}
+
+impl Claims {
+    /// Whether entry `i` writes `path` now.
+    fn take(&self, path: &Path, i: usize, ordered: bool) -> bool {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match writer.get_mut(path) {
+            None => {
+                writer.insert(path.to_path_buf(), i);
+                true
+            }
+            Some(holder) if ordered => {
+                let later = *holder < i;
+                if later {
+                    *holder = i;
+                }
+                later
+            }
+            Some(_) => {
+                drop(writer);
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(i);
+                false
+            }
+        }
+    }
 }
 
 impl Entries<'_> {
@@ -569,9 +633,13 @@ impl Entries<'_> {
             max_ratio,
             folders,
             links,
+            claims,
+            ordered,
         } = *self;
         let mut entry = zip.by_index(i).map_err(zip_error)?;
-        budget.entry()?;
+        if !ordered {
+            budget.entry()?;
+        }
         let name = zip_entry_name(&entry);
         if entry.is_dir() && names_the_folder(&name) {
             return Ok(());
@@ -614,6 +682,9 @@ impl Entries<'_> {
                     name,
                     target,
                 });
+            return Ok(());
+        }
+        if !claims.take(&path, i, ordered) {
             return Ok(());
         }
         write_entry(stage, &path, &mut entry, budget, buf, meta)
@@ -1445,6 +1516,44 @@ mod tests {
         let err = run("", src.path(), "clash.tar", &dest).unwrap_err();
         assert!(err.message.contains("make a folder"), "{}", err.message);
         assert!(!dest.join("clash").exists());
+    }
+
+    #[test]
+    fn in_a_zip_the_last_entry_of_a_name_wins_whichever_range_runs_first() {
+        let (src, _d, dest) = dirs();
+        // Big stored entries first keep one thread busy while another
+        // takes the later ranges, which hold the later copies of each name.
+        let big = vec![7u8; 300_000];
+        let mut z = zip::ZipWriter::new(File::create(src.path().join("dup.zip")).unwrap());
+        let stored =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let mut add = |name: &str, data: &[u8]| {
+            z.start_file(name, stored).unwrap();
+            z.write_all(data).unwrap();
+        };
+        for i in 0..40 {
+            add(&format!("big{i}.bin"), &big);
+        }
+        add("a.txt", b"FIRST");
+        add("b.txt", b"one");
+        for i in 0..400 {
+            add(&format!("f{i}.txt"), b"x");
+        }
+        add("./a.txt", b"LAST");
+        add("./b.txt", b"two");
+        for i in 0..400 {
+            add(&format!("g{i}.txt"), b"x");
+        }
+        add("././b.txt", b"three");
+        z.finish().unwrap();
+        for _ in 0..3 {
+            let v = run(r#"{"existing":"overwrite"}"#, src.path(), "dup.zip", &dest).unwrap();
+            assert_eq!(v["entries"], 845);
+            let out = dest.join("dup");
+            assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"LAST");
+            assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"three");
+            assert_eq!(std::fs::read(out.join("big39.bin")).unwrap(), big);
+        }
     }
 
     #[test]
