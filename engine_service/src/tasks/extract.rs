@@ -723,6 +723,7 @@ fn extract_tar(
                 folders.note(path, meta);
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                refuse_pax_sparse(&mut entry, &name)?;
                 write_entry(stage, &path, &mut entry, budget, &mut buf, meta)?
             }
             tar::EntryType::Symlink => {
@@ -759,6 +760,42 @@ fn extract_tar(
         }
     }
     Ok(n)
+}
+
+/// Refuses a sparse file stored in the PAX format (`GNU.sparse.*` keys,
+/// which `tar --sparse --format=pax` and bsdtar write): the tar crate reads
+/// only the old GNU sparse headers, and would extract such an entry as its
+/// sparse map and data blocks, under a made-up `GNUSparseFile.N/` name,
+/// with no error. Refused whole, as other entries this engine cannot
+/// extract faithfully are.
+fn refuse_pax_sparse<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    name: &[u8],
+) -> Result<(), FileFailure> {
+    let mut sparse = false;
+    let mut real_name = None;
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for e in pax.flatten() {
+            if e.key_bytes().starts_with(b"GNU.sparse.") {
+                sparse = true;
+                if e.key_bytes() == b"GNU.sparse.name" {
+                    real_name = Some(e.value_bytes().to_vec());
+                }
+            }
+        }
+    }
+    if sparse {
+        return Err(FileFailure::new(
+            FailureKind::InvalidData,
+            format!(
+                "entry {:?} is a sparse file in the PAX format (GNU.sparse), which this engine \
+                 cannot extract; nothing was extracted (GNU tar or bsdtar can, or an archive \
+                 made without --sparse)",
+                String::from_utf8_lossy(real_name.as_deref().unwrap_or(name))
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Removes a staging folder when dropped (on failure and on success after
@@ -1554,6 +1591,48 @@ mod tests {
             assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"three");
             assert_eq!(std::fs::read(out.join("big39.bin")).unwrap(), big);
         }
+    }
+
+    #[test]
+    fn a_sparse_file_in_pax_format_is_refused_not_extracted_as_its_map() {
+        let (src, _d, dest) = dirs();
+        let record = |k: &str, v: &str| {
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            format!("{len}{body}")
+        };
+        let pax: String = [
+            record("GNU.sparse.major", "1"),
+            record("GNU.sparse.minor", "0"),
+            record("GNU.sparse.name", "sp.bin"),
+            record("GNU.sparse.realsize", "1048579"),
+        ]
+        .concat();
+        let mut b = tar::Builder::new(File::create(src.path().join("sparse.tar")).unwrap());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(pax.len() as u64);
+        b.append_data(&mut h, "PaxHeaders.0/sp.bin", pax.as_bytes())
+            .unwrap();
+        let mut data = b"2\n0\n5\n1048576\n3\n".to_vec();
+        data.resize(512, 0);
+        data.extend_from_slice(b"STARTEND");
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "GNUSparseFile.0/sp.bin", &data[..])
+            .unwrap();
+        b.finish().unwrap();
+        let err = run("", src.path(), "sparse.tar", &dest).unwrap_err();
+        assert!(
+            err.message.contains("sparse file in the PAX format"),
+            "{}",
+            err.message
+        );
+        assert!(!dest.join("sparse").exists(), "nothing extracted");
     }
 
     #[test]
