@@ -176,9 +176,73 @@ fn sniff(head: &[u8], name: &str) -> Option<(Kind, usize)> {
         Some((Kind::TarZst, strip(&[".tar.zst", ".tzst"])))
     } else if head.len() >= 262 && &head[257..262] == b"ustar" {
         Some((Kind::Tar, strip(&[".tar"])))
+    } else if lower.ends_with(".tar") && is_tar_block(head) {
+        // A tar of before POSIX (no magic), or an empty one (zero blocks).
+        Some((Kind::Tar, strip(&[".tar"])))
     } else {
         None
     }
+}
+
+/// Whether `block` opens a tar archive: a header whose checksum (the sum
+/// of its bytes, the checksum field counted as spaces) matches, or the
+/// zero block that ends an archive, as the whole of an empty one.
+fn is_tar_block(block: &[u8]) -> bool {
+    let Some(block) = block.get(..512) else {
+        return false;
+    };
+    if block.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let field = &block[148..156];
+    let digits = std::str::from_utf8(field)
+        .ok()
+        .map(|f| f.trim_matches(|c: char| c == ' ' || c == '\0'));
+    let Some(stored) = digits.and_then(|d| u32::from_str_radix(d, 8).ok()) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == stored
+}
+
+/// Extracts the tar that decoder `d` decompresses, or returns None when
+/// what it holds does not open with a tar header: `app.log.gz` beside the
+/// archives of an upload is a compressed file, not a corrupt archive.
+fn extract_compressed_tar(
+    mut d: impl Read,
+    stage: &Path,
+    budget: &Budget,
+    folders: &Folders,
+) -> Result<Option<u64>, FileFailure> {
+    let mut head = [0u8; 512];
+    let mut got = 0;
+    while got < head.len() {
+        match d.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(FileFailure::new(
+                    FailureKind::InvalidData,
+                    format!("corrupt or truncated archive: {e}; nothing was extracted"),
+                ))
+            }
+        }
+    }
+    if !is_tar_block(&head[..got]) {
+        return Ok(None);
+    }
+    extract_tar(std::io::Cursor::new(head).chain(d), stage, budget, folders).map(Some)
 }
 
 /// The names an archive may have; see [`folder_name`].
@@ -907,8 +971,8 @@ impl Extract {
             Kind::Zip => extract_zip(file, &stage, &budget, self.o.max_ratio, &folders)?,
             _ => {
                 let r = BufReader::with_capacity(64 * 1024, file);
-                match kind {
-                    Kind::TarGz => extract_tar(
+                let tar = match kind {
+                    Kind::TarGz => extract_compressed_tar(
                         flate2::bufread::MultiGzDecoder::new(r),
                         &stage,
                         &budget,
@@ -918,10 +982,20 @@ impl Extract {
                         let d = zstd::stream::read::Decoder::with_buffer(r).map_err(|e| {
                             FileFailure::new(FailureKind::InvalidData, e.to_string())
                         })?;
-                        extract_tar(d, &stage, &budget, &folders)?
+                        extract_compressed_tar(d, &stage, &budget, &folders)?
                     }
-                    _ => extract_tar(r, &stage, &budget, &folders)?,
-                }
+                    _ => Some(extract_tar(r, &stage, &budget, &folders)?),
+                };
+                let Some(entries) = tar else {
+                    let format = if kind == Kind::TarGz { "gzip" } else { "zstd" };
+                    return Ok(json!({
+                        "skipped": format!(
+                            "a {format}-compressed file, not a tar archive (the decompress task restores it)"
+                        )
+                    })
+                    .to_string());
+                };
+                entries
             }
         };
         folders.apply()?;
@@ -1730,6 +1804,55 @@ mod tests {
         std::fs::write(src.path().join("readme.txt"), b"text").unwrap();
         let v = run("", src.path(), "readme.txt", &dest).unwrap();
         assert!(v["skipped"].is_string());
+    }
+
+    #[test]
+    fn compressed_files_that_are_not_tars_are_skipped_and_empty_tars_extract_empty() {
+        let (src, _d, dest) = dirs();
+        let log = b"hello log\n".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&log).unwrap();
+        std::fs::write(src.path().join("app.log.gz"), gz.finish().unwrap()).unwrap();
+        let zst = zstd::stream::encode_all(&log[..], 3).unwrap();
+        std::fs::write(src.path().join("x.log.zst"), zst).unwrap();
+        for (name, format) in [("app.log.gz", "gzip"), ("x.log.zst", "zstd")] {
+            let v = run("", src.path(), name, &dest).unwrap();
+            let why = v["skipped"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: {v}"));
+            assert!(
+                why.contains(&format!("a {format}-compressed file, not a tar")),
+                "{why}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "no output, no staging"
+        );
+        // An empty tar is its end-of-archive zero blocks: an empty folder,
+        // plain as compressed.
+        std::fs::write(src.path().join("e.tar"), vec![0u8; 10240]).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&[0u8; 10240]).unwrap();
+        std::fs::write(src.path().join("f.tgz"), gz.finish().unwrap()).unwrap();
+        for (name, out) in [("e.tar", "e"), ("f.tgz", "f")] {
+            let v = run("", src.path(), name, &dest).unwrap();
+            assert_eq!(v["entries"], 0, "{name}: {v}");
+            assert_eq!(std::fs::read_dir(dest.join(out)).unwrap().count(), 0);
+        }
+        // A tar of before POSIX has no magic, only its checksum.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_old();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "v7.txt", &b"v7"[..]).unwrap();
+        std::fs::write(src.path().join("old.tar"), b.into_inner().unwrap()).unwrap();
+        run("", src.path(), "old.tar", &dest).unwrap();
+        assert_eq!(std::fs::read(dest.join("old/v7.txt")).unwrap(), b"v7");
+        // Damaged text named .tar is still no archive.
+        std::fs::write(src.path().join("not.tar"), vec![b'x'; 1024]).unwrap();
+        assert!(run("", src.path(), "not.tar", &dest).unwrap()["skipped"].is_string());
     }
 
     #[test]
