@@ -711,7 +711,7 @@ impl Entries<'_> {
         let path = entry_path(stage, &name)?;
         let meta = EntryMeta::from_zip(&entry);
         if entry.is_dir() {
-            prepare_parent(stage, &path.join("x"))?;
+            prepare_parent(stage, &path.join("x")).map_err(|f| at_entry(&name, f))?;
             folders.note(path, meta);
             return Ok(());
         }
@@ -751,7 +751,7 @@ impl Entries<'_> {
         if !claims.take(&path, i, ordered) {
             return Ok(());
         }
-        write_entry(stage, &path, &mut entry, budget, buf, meta)
+        write_entry(stage, &path, &mut entry, budget, buf, meta).map_err(|f| at_entry(&name, f))
     }
 }
 
@@ -781,49 +781,57 @@ fn extract_tar(
         }
         let path = entry_path(stage, &name)?;
         let meta = EntryMeta::from_tar(entry.header());
-        match kind {
+        let done = match kind {
             tar::EntryType::Directory => {
-                prepare_parent(stage, &path.join("x"))?;
-                folders.note(path, meta);
+                prepare_parent(stage, &path.join("x")).map(|_| folders.note(path, meta))
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                refuse_pax_sparse(&mut entry, &name)?;
-                write_entry(stage, &path, &mut entry, budget, &mut buf, meta)?
+                refuse_pax_sparse(&mut entry, &name)
+                    .and_then(|()| write_entry(stage, &path, &mut entry, budget, &mut buf, meta))
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .map(|b| PathBuf::from(std::ffi::OsStr::from_bytes(&b)))
                     .unwrap_or_default();
-                make_symlink(stage, &path, &name, &target)?;
+                make_symlink(stage, &path, &name, &target)
             }
             tar::EntryType::Link => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                make_hard_link(stage, &path, &name, &target)?;
+                make_hard_link(stage, &path, &name, &target)
             }
             tar::EntryType::XGlobalHeader
             | tar::EntryType::XHeader
             | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => {}
+            | tar::EntryType::GNULongLink => Ok(()),
             // A backup of /dev or a folder with a named pipe: as a user
             // running tar would have, the rest without them. A FIFO among
             // the outputs would hang whatever reads the folder next, and a
             // device node is not something a job should create.
             tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
                 budget.special.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
-            other => {
-                return Err(FileFailure::new(
-                    FailureKind::InvalidData,
-                    format!(
-                        "entry {:?} has a type this engine does not know ({other:?}); nothing was extracted",
-                        String::from_utf8_lossy(&name)
-                    ),
-                ))
-            }
-        }
+            other => Err(FileFailure::new(
+                FailureKind::InvalidData,
+                format!(
+                    "it has a type this engine does not know ({other:?}); nothing was extracted"
+                ),
+            )),
+        };
+        done.map_err(|f| at_entry(&name, f))?;
     }
     Ok(n)
+}
+
+/// Failure `f` of entry `name`, which it names if it did not: among
+/// thousands of entries, "File name too long" alone does not say which.
+fn at_entry(name: &[u8], mut f: FileFailure) -> FileFailure {
+    let shown = format!("{:?}", String::from_utf8_lossy(name));
+    if !f.message.contains(&shown) {
+        f.message = format!("entry {shown}: {}", f.message);
+    }
+    f
 }
 
 /// Refuses a sparse file stored in the PAX format (`GNU.sparse.*` keys,
@@ -1853,6 +1861,31 @@ mod tests {
         // Damaged text named .tar is still no archive.
         std::fs::write(src.path().join("not.tar"), vec![b'x'; 1024]).unwrap();
         assert!(run("", src.path(), "not.tar", &dest).unwrap()["skipped"].is_string());
+    }
+
+    #[test]
+    fn a_failure_at_one_entry_names_it() {
+        let (src, _d, dest) = dirs();
+        make_zip(
+            &src.path().join("fd.zip"),
+            &[("x", b"f"), ("x/", b""), ("x/y", b"i")],
+        );
+        let err = run("", src.path(), "fd.zip", &dest).unwrap_err();
+        assert!(err.message.contains("\"x"), "{}", err.message);
+        let long = "a".repeat(300);
+        let mut b = tar::Builder::new(File::create(src.path().join("lc.tar")).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &long, &b"x"[..]).unwrap();
+        b.finish().unwrap();
+        let err = run("", src.path(), "lc.tar", &dest).unwrap_err();
+        assert!(
+            err.message.contains(&format!("entry \"{long}\"")),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("name too long"), "{}", err.message);
     }
 
     #[test]
