@@ -217,6 +217,16 @@ class JobFilters(BaseModel):
         return self.model_copy(update={"modified_before": before, "modified_after": after, **ages})
 
 
+def no_nul(value: str | None) -> str | None:
+    """`value`, refused if it holds a NUL character: PostgreSQL's text
+    cannot store one (SQLite can), so on PostgreSQL a job or schedule that
+    named one was a 500, and a schedule whose job held one failed every
+    tick. Paths are checked where they are resolved (`pravah.sandbox`)."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 def _unicode_options(options: dict[str, Any]) -> dict[str, Any]:
     """Options whose every key and string is text that can be stored and shown.
 
@@ -252,6 +262,8 @@ class PipelineStep(BaseModel):
     task: str = Field(min_length=1, description="Task name, e.g. 'extract'.")
     options: dict[str, Any] = Field(default_factory=dict, description="The task's options.")
 
+    _text = field_validator("task")(no_nul)
+
     @field_validator("options")
     @classmethod
     def _unicode(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +286,8 @@ class Encryption(BaseModel):
         max_length=2048,
         description="The KMS key id or ARN for sse-kms; empty: the account's default key.",
     )
+
+    _text = field_validator("kms_key_id")(no_nul)
 
 
 class JobCreate(BaseModel):
@@ -332,6 +346,8 @@ class JobCreate(BaseModel):
         description="'stat': only files new or changed (path, size, mtime) since the "
         "lineage's last successful run; 'hash': also compare content hashes.",
     )
+
+    _text = field_validator("task", "lineage")(no_nul)
 
     @field_validator("options")
     @classmethod
@@ -758,6 +774,8 @@ class ScheduleCreate(BaseModel):
     cron: str = Field(min_length=1, max_length=200, description="e.g. '0 3 * * *' (UTC).")
     name: str | None = Field(default=None, max_length=200)
     job: JobCreate
+
+    _text = field_validator("cron", "name")(no_nul)
 
 
 class SchedulePublic(BaseModel):

@@ -25,6 +25,7 @@ fires belong to its owner.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 from typing import Any
@@ -178,6 +179,39 @@ def _job_from(schedule: Schedule, tick: datetime, settings: Settings | None) -> 
     return job
 
 
+async def _fire(
+    session: AsyncSession,
+    schedule_id: str,
+    tick: datetime,
+    now: datetime,
+    cron: str,
+    job: Job | None,
+) -> bool:
+    """Claims `tick` of the schedule and stores its job (if any) in one
+    transaction; False when another instance fired it first."""
+    claim: Any = (
+        update(Schedule)
+        .where(
+            col(Schedule.id) == schedule_id,
+            col(Schedule.next_run_at) == tick,
+            col(Schedule.paused).is_(False),
+        )
+        .values(
+            next_run_at=next_tick(cron, max(tick, now)),
+            last_run_at=tick,
+            last_job_id=job.id if job is not None else None,
+        )
+    )
+    conn = await session.connection()
+    if (await conn.execute(claim)).rowcount != 1:
+        await session.rollback()
+        return False
+    if job is not None:
+        session.add(job)
+    await session.commit()
+    return True
+
+
 async def fire_due(
     session: AsyncSession, now: datetime | None = None, settings: Settings | None = None
 ) -> list[str]:
@@ -195,28 +229,15 @@ async def fire_due(
         plans.append((schedule.id, schedule.next_run_at, schedule.cron, job))
     fired: list[str] = []
     for schedule_id, tick, cron, job in plans:
-        claim: Any = (
-            update(Schedule)
-            .where(
-                col(Schedule.id) == schedule_id,
-                col(Schedule.next_run_at) == tick,
-                col(Schedule.paused).is_(False),
-            )
-            .values(
-                next_run_at=next_tick(cron, max(tick, now)),
-                last_run_at=tick,
-                last_job_id=job.id if job is not None else None,
-            )
-        )
-        conn = await session.connection()
-        won = (await conn.execute(claim)).rowcount == 1
-        if not won:  # another instance fired this tick
+        try:
+            won = await _fire(session, schedule_id, tick, now, cron, job)
+        except Exception as exc:  # the store refused the job: skip this tick, not the others
             await session.rollback()
+            log.error("schedule's job could not be stored", schedule_id=schedule_id, error=str(exc))
+            with contextlib.suppress(Exception):
+                await _fire(session, schedule_id, tick, now, cron, None)
             continue
-        if job is not None:
-            session.add(job)
-        await session.commit()
-        if job is not None:
+        if won and job is not None:
             metrics.job_created(job.task)
             fired.append(job.id)
     if fired:

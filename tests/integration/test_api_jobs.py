@@ -380,6 +380,17 @@ async def test_cancel_running_big_job_ends_cancelled(
             422,
             "pipeline.0.options: 'x\\udfff' is not valid Unicode text",
         ),
+        # PostgreSQL's text cannot hold a NUL: this was a 500 there, a job on SQLite.
+        (
+            lambda d: {
+                "source": str(d),
+                "task": "csv-header",
+                "lineage": "a\x00b",
+                "incremental": "stat",
+            },
+            422,
+            "lineage: must not contain a NUL character",
+        ),
     ],
 )
 async def test_bad_requests_get_clear_4xx_and_store_nothing(

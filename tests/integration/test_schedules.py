@@ -43,6 +43,8 @@ async def test_schedules_are_created_listed_paused_resumed_and_deleted(
     never = await api.post("/schedules", json={**body, "cron": "0 0 31 2 *"})
     assert never.status_code == 422
     assert "matches no date, so it would never run" in never.json()["detail"]
+    nul = await api.post("/schedules", json={**body, "name": "a\x00b"})
+    assert nul.status_code == 422 and "must not contain a NUL character" in nul.text
     daily = await api.post("/schedules", json={**body, "cron": "@daily"})
     assert daily.status_code == 201, daily.text
     assert (await api.get("/schedules")).json() == [daily.json()]  # nothing else was stored
@@ -126,3 +128,48 @@ async def test_a_schedule_keeps_an_age_so_each_run_counts_back_from_itself(
         "/schedules", json={**body, "job": {**body["job"], "filters": {"min_age": "1y"}}}
     )
     assert bad.status_code == 422 and "invalid age '1y'" in bad.text
+
+
+async def test_a_schedule_whose_job_cannot_be_stored_skips_its_tick_and_not_the_others(
+    db_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NUL in a stored job's lineage (accepted before it was refused; on
+    PostgreSQL no job can hold it) and a job the store refuses for any other
+    reason each skip their own tick; every other due schedule still fires."""
+    await migrate(db_settings)
+    db = Database(db_settings)
+    tick = utcnow() - timedelta(seconds=1)
+    plain = {"source": str(tmp_path), "task": "csv-header"}
+    rows = {
+        "nul": Schedule(
+            name="nul",
+            cron="* * * * *",
+            job={**plain, "lineage": "x\x00y", "incremental": "stat"},
+            next_run_at=tick,
+        ),
+        "refused": Schedule(name="refused", cron="* * * * *", job=plain, next_run_at=tick),
+        "victim": Schedule(name="victim", cron="* * * * *", job=plain, next_run_at=tick),
+    }
+    job_from = schedules._job_from
+
+    def unstorable(schedule: Schedule, *args: object) -> Job:
+        job = job_from(schedule, *args)  # type: ignore[arg-type]
+        if schedule.name == "refused":
+            job.source = None  # type: ignore[assignment]  # NOT NULL in every store
+        return job
+
+    monkeypatch.setattr(schedules, "_job_from", unstorable)
+    try:
+        async with db.session() as session:
+            session.add_all(rows.values())
+            await session.commit()
+            ids = {name: row.id for name, row in rows.items()}
+            fired = await schedules.fire_due(session)
+            jobs = (await session.exec(select(Job))).all()
+            assert [j.schedule_id for j in jobs] == [ids["victim"]] and fired == [jobs[0].id]
+            for name in ids:
+                after = await session.get(Schedule, ids[name], populate_existing=True)
+                assert after is not None and after.next_run_at > utcnow(), name
+            assert await schedules.fire_due(session) == []  # nothing due any more
+    finally:
+        await db.dispose()

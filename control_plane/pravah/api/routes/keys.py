@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pravah import auth
 from pravah.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
-from pravah.models import ApiKey
+from pravah.models import ApiKey, no_nul
 from pravah.units import parse_datetime
 
 router = APIRouter(prefix="/keys", tags=["keys"])
@@ -30,6 +30,8 @@ class KeyCreate(BaseModel):
         default=None, min_length=1, max_length=200, description="Owner of its jobs (default: name)."
     )
     expires_at: datetime | None = Field(default=None, description="ISO 8601; null: never.")
+
+    _text = field_validator("name", "owner")(no_nul)
 
 
 class KeyPublic(BaseModel):
