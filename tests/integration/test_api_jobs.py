@@ -532,3 +532,36 @@ async def test_readiness_is_503_without_an_engine(sqlite_settings: Settings) -> 
         assert "engine" in resp.json()["detail"]
         create = await api.post("/jobs", json={"source": "/tmp", "task": "csv-header"})
         assert create.status_code == 503
+
+
+async def test_dry_run_takes_what_post_jobs_takes_and_refuses_what_it_refuses(
+    api_no_worker: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A pipeline was a 500 here, and a destination POST /jobs refuses was
+    approved: the web page's preview must agree with the job it submits."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("a.log", "b.log"):
+        (source / name).write_text("line\n" * 100)
+    body: dict[str, Any] = {
+        "source": str(source),
+        "destination": str(tmp_path / "out"),
+        "pipeline": [{"task": "compress"}, {"task": "decompress"}],
+    }
+    plan = await api_no_worker.post("/jobs/dry-run", json=body)
+    assert plan.status_code == 200, plan.text
+    assert plan.json()["steps"] == ["compress", "decompress"]
+    assert (plan.json()["files"], plan.json()["destination"]) == (2, str(tmp_path / "out"))
+    single = await api_no_worker.post("/jobs/dry-run", json={"source": str(source), "task": "hash"})
+    assert single.json()["task"] == "hash" and single.json()["steps"] == ["hash"]
+    for bad in (
+        {**body, "destination": str(source / "out")},
+        {**body, "destination": "relative/out"},
+        {**body, "pipeline": [{"task": "compress", "options": {"level": "high"}}]},
+    ):
+        refused = await api_no_worker.post("/jobs", json=bad)
+        preview = await api_no_worker.post("/jobs/dry-run", json=bad)
+        assert refused.status_code == preview.status_code == 422, (bad, preview.text)
+        assert preview.json()["detail"] == refused.json()["detail"]
+    await assert_no_jobs(api_no_worker)
+    assert not (tmp_path / "out").exists()

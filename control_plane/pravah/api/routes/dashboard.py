@@ -72,11 +72,14 @@ def _chunk_examples(chunks: list[ChunkInfo], limit: int) -> list[dict[str, Any]]
 async def dry_run(
     caller: OperatorDep, data: JobCreate, capabilities: CapabilitiesDep, state: StateDep
 ) -> dict[str, Any]:
-    """List what a job would process: files, bytes, folders, unreadable entries, examples."""
-    assert data.task is not None  # JobCreate guarantees it
-    task = service.get_task(capabilities, data.task)
-    service.validate_options(task, data.options)
-    source = service.resolve_request_source(data, state.settings, caller.owner_filter)
+    """List what a job would process: files, bytes, folders, unreadable entries, examples.
+
+    Checked as `POST /jobs` checks a job (a task or a pipeline, options,
+    destination), so a preview never approves a job the API then refuses.
+    """
+    source, destination = service.check_request(
+        data, capabilities, state.settings, caller.owner_filter
+    )
     state.settings.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dry-run-", dir=state.settings.state_dir) as tmp:
         listing = await state.client().list_to_chunks(
@@ -84,9 +87,12 @@ async def dry_run(
         )
         examples = await anyio.to_thread.run_sync(_chunk_examples, listing.chunks, _EXAMPLES)
     s = listing.summary
+    steps = data.steps()
     return {
-        "task": task.name,
+        "task": steps[0].task if len(steps) == 1 else None,
+        "steps": [step.task for step in steps],
         "source": str(source),
+        "destination": destination,
         "files": s.files,
         "bytes": s.bytes,
         "directories": s.directories,
