@@ -179,6 +179,7 @@ def validate_options(task: TaskInfo, options: dict[str, Any]) -> None:
     validator = validator_cls(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(options))
     if error is None:
+        _check_integers(task, schema, options)
         return
     known = sorted((schema.get("properties") or {}).keys())
     known_text = ", ".join(known) if known else "none"
@@ -198,6 +199,27 @@ def validate_options(task: TaskInfo, options: dict[str, Any]) -> None:
     raise InvalidRequestError(
         f"invalid options for task {task.name!r}: {error.message}", field="options"
     )
+
+
+def _check_integers(task: TaskInfo, schema: dict[str, Any], options: dict[str, Any]) -> None:
+    """Integer options as the engine reads them: JSON Schema counts 9.0 as
+    an integer and sets no bound on size, but the engine's 64-bit integers
+    take neither, and the job failed when it ran rather than here."""
+    for name, value in options.items():
+        spec = (schema.get("properties") or {}).get(name) or {}
+        if spec.get("type") != "integer" or isinstance(value, bool):
+            continue
+        if isinstance(value, float):
+            raise InvalidRequestError(
+                f"invalid option {name!r} for task {task.name!r}: {value!r} is not an "
+                f"integer; write {int(value)}",
+                field=f"options.{name}",
+            )
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            raise InvalidRequestError(
+                f"invalid option {name!r} for task {task.name!r}: {value} is too large",
+                field=f"options.{name}",
+            )
 
 
 # Keywords that cannot reject `{}` in an object schema (they constrain

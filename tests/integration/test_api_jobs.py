@@ -380,6 +380,27 @@ async def test_cancel_running_big_job_ends_cancelled(
             422,
             "pipeline.0.options: 'x\\udfff' is not valid Unicode text",
         ),
+        # Options the engine refuses when the job runs: refused before it is stored.
+        (
+            lambda d: {"source": str(d), "task": "compress", "options": {"level": 19}},
+            422,
+            "19 is greater than the maximum of 9",
+        ),
+        (
+            lambda d: {"source": str(d), "task": "compress", "options": {"level": 9.0}},
+            422,
+            "invalid option 'level' for task 'compress': 9.0 is not an integer; write 9",
+        ),
+        (
+            lambda d: {
+                "source": str(d),
+                "destination": str(d / "out"),
+                "pipeline": [{"task": "decompress", "options": {"max_output_bytes": 10**23}}],
+            },
+            422,
+            "invalid option 'max_output_bytes' for task 'decompress': "
+            "100000000000000000000000 is too large",
+        ),
         # PostgreSQL's text cannot hold a NUL: this was a 500 there, a job on SQLite.
         (
             lambda d: {

@@ -106,7 +106,11 @@ fn compress_schema() -> serde_json::Value {
             "existing": existing_schema(),
             "force": {"description": "Also compress files that are already compressed (by extension or magic bytes), and, with keep_original false, files with other hard links.",
                       "type": "boolean", "default": false}
-        }
+        },
+        // gzip (the default format) stops at 9: checked by clients before a
+        // job is stored, not found out when it runs.
+        "if": {"properties": {"format": {"const": "gzip"}}},
+        "then": {"properties": {"level": {"maximum": 9}}}
     })
 }
 
