@@ -41,7 +41,12 @@ DELETING = ".deleting-"
 # is what a server stopped mid-upload left behind.
 ABANDONED_AFTER = timedelta(days=1)
 _FLUSH = 1024 * 1024
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]")
+# Letters and digits of any script stay (`café.csv`); controls, format
+# characters (a right-to-left override), slashes and quotes do not.
+_UNSAFE = re.compile(r"[^\w.\- ()+]")
+# An extension kept whole when a long name is shortened: `.zip`, `.tar.gz`.
+_EXTENSION = re.compile(r"(\.[A-Za-z0-9]{1,10}){1,2}$")
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ class Upload:
 
 
 def safe_filename(name: str) -> str:
-    """The last path component of `name` with unusual characters replaced by '_'."""
+    """The last path component of `name` with unusual characters replaced by
+    '_', shortened to MAX_NAME bytes of UTF-8 (file systems count bytes)
+    with its extension kept (tasks and filters go by the extension)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     base = _UNSAFE.sub("_", base).lstrip(".")
     if not base:
@@ -67,7 +74,12 @@ def safe_filename(name: str) -> str:
             f"file name {name!r} is empty once made safe; give a plain name like 'data.csv'",
             field="filename",
         )
-    return base[:200]
+    if len(base.encode()) <= MAX_NAME:
+        return base
+    match = _EXTENSION.search(base)
+    ext = match.group(0) if match else ""
+    stem = base[: len(base) - len(ext)].encode()[: MAX_NAME - len(ext)]
+    return stem.decode("utf-8", "ignore") + ext
 
 
 async def store_upload(

@@ -93,6 +93,16 @@ async def test_upload_needs_a_usable_file_name(api: httpx.AsyncClient) -> None:
     assert resp.status_code == 422
     assert resp.json()["field"] == "filename"
     assert (await api.post("/uploads", content=b"x")).status_code == 422
+    # A long name keeps its extension, which tasks and filters go by, and
+    # fits a file system's 255 bytes; letters of any script stay.
+    for name, kept in (
+        ("r" * 230 + ".zip", "r" * 196 + ".zip"),
+        ("日本" * 100 + ".tar.gz", "日本" * 32 + ".tar.gz"),
+        ("café\u202e.csv", "café_.csv"),
+    ):
+        resp = await api.post("/uploads", params={"filename": name}, content=b"x")
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["filename"] == kept
 
 
 async def test_an_upload_is_deleted_once_no_unfinished_job_or_schedule_needs_it(
