@@ -4,21 +4,25 @@
 //! From CSV, the header row names the keys or columns, made distinct first
 //! ([`distinct_names`]: `a,a` becomes `a`, `a_2`), so no value is dropped.
 //!
-//! CSV to JSONL: the header row names the keys; with `infer_types` values
-//! that parse as integers, floats or booleans become JSON numbers and
-//! booleans, empty fields null. JSONL to CSV reads the file twice: once for
+//! CSV to JSONL: the header row names the keys; with `infer_types` a field
+//! that is already a JSON number, `true` or `false` is written as that JSON
+//! text, unchanged, and an empty field as null ([`json_literal`]); any
+//! other field stays a string. JSONL to CSV reads the file twice: once for
 //! the union of keys (in order of first appearance), once to write rows, so
 //! memory holds only the column names. Every value is written as it is in
 //! the line (numbers keep their digits, nested values their JSON text);
-//! strings are unescaped and null is an empty cell.
+//! strings are unescaped and null is an empty cell. A UTF-8 byte order mark
+//! before the first line is skipped, as the CSV readers skip one.
 //!
 //! CSV to Parquet: column types are inferred by `arrow-csv` from the first
-//! `sample_rows` records (integers, floats, booleans, dates, else strings),
-//! and the `types` option overrides any column. The file is then read again
-//! in batches of 8,192 rows and written with row groups of at most 65,536
-//! rows, so memory is bounded by one row group whatever the file size. Only
-//! the arrow crates the reader and writer need are compiled (no compute
-//! kernels).
+//! `sample_rows` records (integers, floats, booleans, dates, else strings;
+//! a column empty in all of them is a string column too), and the `types`
+//! option overrides any column. The file is then read again in batches of
+//! 8,192 rows and written with row groups of at most 65,536 rows, so memory
+//! is bounded by one row group whatever the file size. A value that does
+//! not fit its column's type fails the file, named by its line (see
+//! [`Convert::misfit`]). Only the arrow crates the reader and writer need
+//! are compiled (no compute kernels).
 //!
 //! Every input is read through [`LineLimit`]: a line (a CSV record or a
 //! JSON line) longer than `max_line_bytes` fails the file. Without it a file
@@ -33,6 +37,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow_schema::SchemaRef;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -73,7 +78,7 @@ fn options_schema() -> serde_json::Value {
                             "type": "integer", "minimum": 1, "maximum": 1000000, "default": 1000},
             "compression": {"description": "Parquet compression.", "enum": ["snappy", "zstd", "none"], "default": "snappy"},
             "delimiter": {"description": "CSV delimiter (input or output).", "enum": [",", ";", "\t", "|"], "default": ","},
-            "infer_types": {"description": "CSV to JSONL: numbers, booleans and empty fields become JSON numbers, booleans and null.",
+            "infer_types": {"description": "CSV to JSONL: a field that is already a JSON number, true or false is written as it is (1.50 stays 1.50; 02134, +5 and TRUE stay strings), and an empty field as null.",
                             "type": "boolean", "default": false},
             "max_line_bytes": {"description": "Longest line (CSV record or JSON line) read; a longer one fails the file, so that a file without line breaks cannot take the engine's memory.",
                                "type": "integer", "minimum": 1024, "maximum": 1073741824, "default": DEFAULT_MAX_LINE_BYTES},
@@ -248,33 +253,64 @@ fn distinct_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
-/// A CSV field as the JSON value it reads as. An integer too big for 64
-/// bits stays a string: as a float, an ID like `12345678901234567890123`
-/// came out as `1.2345678901234568e22`, other digits and all.
-fn infer(s: &str) -> Value {
-    if s.is_empty() {
-        return Value::Null;
+/// With `infer_types`, the JSON text a CSV field is written as, or None
+/// when it is written as a string. A field is a number, `true` or `false`
+/// only when it already is that JSON text, and it is then written as it
+/// is: parsed and printed again, `02134` (a ZIP code) became `2134`, `+5`
+/// `5` and `1.50` `1.5`, digits lost without a word. So a field reads back
+/// from JSON as the text it was, and JSON Lines to CSV gives the CSV again.
+/// For the same reason `TRUE` and `True` stay strings (true would not give
+/// them back), as does the text `null`: an empty field is null, since CSV
+/// has no other way to write one and JSON Lines to CSV writes null empty.
+///
+/// Integers past 64 bits used to stay strings because they went through
+/// `f64` (`12345678901234567890123` came out `1.2345678901234568e22`);
+/// written as their own text they keep every digit, so they are numbers
+/// like any other. A number past `f64`'s range (`1e400`) still stays a
+/// string: it is valid JSON, but serde_json refuses it and most other
+/// readers make it infinity, so as a number it would lose its value.
+fn json_literal(s: &str) -> Option<&str> {
+    match s {
+        "" => Some("null"),
+        "true" | "false" => Some(s),
+        _ if is_json_number(s) && s.parse::<f64>().is_ok_and(f64::is_finite) => Some(s),
+        _ => None,
     }
-    if let Ok(i) = s.parse::<i64>() {
-        return json!(i);
+}
+
+/// Whether `s` is a number in JSON's grammar (RFC 8259, section 6): an
+/// optional `-`, an integer part without leading zeros, then an optional
+/// fraction and exponent, each with at least one digit. No `+` in front,
+/// no `.5` or `5.`, no `inf` or `NaN`.
+fn is_json_number(s: &str) -> bool {
+    /// The number of ASCII digits at the start of `b`.
+    fn digits(b: &[u8]) -> usize {
+        b.iter().take_while(|c| c.is_ascii_digit()).count()
     }
-    if let Ok(u) = s.parse::<u64>() {
-        return json!(u);
+    let mut b = s.as_bytes();
+    b = b.strip_prefix(b"-").unwrap_or(b);
+    match digits(b) {
+        0 => return false,
+        n if n > 1 && b[0] == b'0' => return false,
+        n => b = &b[n..],
     }
-    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Value::String(s.to_owned());
-    }
-    if let Ok(f) = s.parse::<f64>() {
-        if f.is_finite() {
-            return json!(f);
+    if let Some(rest) = b.strip_prefix(b".") {
+        match digits(rest) {
+            0 => return false,
+            n => b = &rest[n..],
         }
     }
-    match s {
-        "true" | "TRUE" | "True" => json!(true),
-        "false" | "FALSE" | "False" => json!(false),
-        _ => Value::String(s.to_owned()),
+    if let Some(rest) = b.strip_prefix(b"e").or_else(|| b.strip_prefix(b"E")) {
+        let rest = rest
+            .strip_prefix(b"+")
+            .or_else(|| rest.strip_prefix(b"-"))
+            .unwrap_or(rest);
+        match digits(rest) {
+            0 => return false,
+            n => b = &rest[n..],
+        }
     }
+    b.is_empty()
 }
 
 fn bad(msg: impl std::fmt::Display) -> FileFailure {
@@ -286,9 +322,14 @@ fn bad(msg: impl std::fmt::Display) -> FileFailure {
 /// the later one win, as `serde_json::Map` does.
 type RawObject<'a> = Vec<(String, &'a RawValue)>;
 
+/// A UTF-8 byte order mark, which some Windows tools put before the text.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Calls `f` with the 1-based line number and object of every non-blank
 /// line of `input`; a line that is not UTF-8, not JSON or not an object
-/// fails the file with its line number.
+/// fails the file with its line number. A byte order mark before the first
+/// line is skipped: it is not JSON, and failed a file the CSV readers
+/// (which skip one) would have taken.
 fn for_each_object(
     input: impl BufRead,
     mut f: impl FnMut(usize, &RawObject<'_>) -> Result<(), FileFailure>,
@@ -296,10 +337,15 @@ fn for_each_object(
     for (i, line) in input.split(b'\n').enumerate() {
         let n = i + 1;
         let line = line.map_err(|e| FileFailure::from_io(&e, "reading the file"))?;
-        let text = std::str::from_utf8(&line).map_err(|e| {
+        let skipped = if n == 1 && line.starts_with(BOM) {
+            BOM.len()
+        } else {
+            0
+        };
+        let text = std::str::from_utf8(&line[skipped..]).map_err(|e| {
             bad(format!(
                 "line {n}: not valid UTF-8 (byte {} of the line), which JSON must be",
-                e.valid_up_to() + 1
+                skipped + e.valid_up_to() + 1
             ))
         })?;
         if text.trim().is_empty() {
@@ -424,18 +470,22 @@ impl Convert {
             .read_record(&mut record)
             .map_err(|e| bad(format!("bad CSV at row {}: {e}", rows + 2)))?
         {
-            let mut obj = serde_json::Map::with_capacity(headers.len());
-            for (k, v) in headers.iter().zip(record.iter()) {
-                let v = if self.o.infer_types {
-                    infer(v)
-                } else {
-                    Value::String(v.to_owned())
-                };
-                obj.insert(k.clone(), v);
-            }
+            // The object written by hand, so that a field already JSON is
+            // written as its own text (the names are distinct: no key twice).
             line.clear();
-            serde_json::to_writer(&mut line, &obj).map_err(bad)?;
-            line.push(b'\n');
+            line.push(b'{');
+            for (i, (k, v)) in headers.iter().zip(record.iter()).enumerate() {
+                if i > 0 {
+                    line.push(b',');
+                }
+                serde_json::to_writer(&mut line, k).map_err(bad)?;
+                line.push(b':');
+                match self.o.infer_types.then(|| json_literal(v)).flatten() {
+                    Some(text) => line.extend_from_slice(text.as_bytes()),
+                    None => serde_json::to_writer(&mut line, v).map_err(bad)?,
+                }
+            }
+            line.extend_from_slice(b"}\n");
             w.write_all(&line)
                 .map_err(|e| write_failure(&e, "writing the output"))?;
             rows += 1;
@@ -482,6 +532,11 @@ impl Convert {
                     Some(ColumnType::Int64) => DataType::Int64,
                     Some(ColumnType::Float64) => DataType::Float64,
                     Some(ColumnType::Boolean) => DataType::Boolean,
+                    // Empty in every sampled record: arrow infers Null, a
+                    // type that holds no value, and every later value
+                    // (`hello` in row 1501) was written as null without a
+                    // word. A string holds anything.
+                    None if f.data_type() == &DataType::Null => DataType::Utf8,
                     None => f.data_type().clone(),
                 };
                 Field::new(f.name(), dt, true)
@@ -490,7 +545,7 @@ impl Convert {
         let schema = Arc::new(Schema::new(fields));
         let reader = arrow_csv::ReaderBuilder::new(schema.clone())
             .with_format(format)
-            .with_batch_size(8192)
+            .with_batch_size(BATCH_ROWS)
             .build(open()?)
             .map_err(|e| bad(format!("cannot read the CSV: {e}")))?;
         let compression = match self.o.compression {
@@ -512,20 +567,115 @@ impl Convert {
             other => bad(format!("writing Parquet: {other}")),
         };
         let mut writer =
-            parquet::arrow::ArrowWriter::try_new(out, schema, Some(props)).map_err(werr)?;
+            parquet::arrow::ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(werr)?;
         let mut rows = 0u64;
         for batch in reader {
             let batch = batch.map_err(|e| match e {
-                ArrowError::IoError(..) => bad(format!("cannot read the CSV after row {rows}: {e}")),
-                e => bad(format!(
-                    "CSV record after row {rows} does not fit the column types: {e}; set the column's type with the types option"
-                )),
+                ArrowError::IoError(..) => {
+                    bad(format!("cannot read the CSV after row {rows}: {e}"))
+                }
+                e => bad(self.misfit(ctx, &schema, rows).unwrap_or_else(|| {
+                    format!(
+                        "a CSV record in rows {} to {} does not fit the column types: {e}; \
+                         set the column's type with the types option",
+                        rows + 1,
+                        rows + BATCH_ROWS as u64
+                    )
+                })),
             })?;
             rows += batch.num_rows() as u64;
             writer.write(&batch).map_err(werr)?;
         }
         writer.close().map_err(werr)?;
         Ok(rows)
+    }
+
+    /// What is wrong with the first record after the first `from` data
+    /// rows that `schema` does not read, named by its line: arrow fails a
+    /// whole batch of [`BATCH_ROWS`] records, so the batch's start was all
+    /// the error had (`after row 0` for a bad value in row 1501), and its
+    /// own "line" counts records after the header. Reads the file again
+    /// with the csv crate up to the end of that batch (a second pass, on
+    /// failure only), keeps the batch's records (as arrow held them), and
+    /// halves them until one is left that arrow does not read: about twice
+    /// the batch's parsing, where asking arrow record by record took 25
+    /// seconds for 20 columns. None when the second pass finds nothing (the
+    /// file changed, or arrow failed for another reason).
+    fn misfit(&self, ctx: &FileCtx<'_>, schema: &SchemaRef, from: u64) -> Option<String> {
+        // Its own flag: a long line met only by this pass is not the error.
+        let tripped = Cell::new(false);
+        let mut r = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .flexible(true)
+            .from_reader(self.open_csv(ctx, &tripped).ok()?);
+        let fields = schema.fields();
+        let line = |r: &csv::ByteRecord| r.position().map_or(0, |p| p.line());
+        // The batch's records up to the first that is not a record of the
+        // header's width in UTF-8, which arrow fails before any value.
+        let mut batch = Vec::new();
+        let mut broken = None;
+        let mut record = csv::ByteRecord::new();
+        let mut rows = 0u64;
+        while rows < from + BATCH_ROWS as u64 && r.read_byte_record(&mut record).ok()? {
+            rows += 1;
+            if rows <= from {
+                continue;
+            }
+            if record.len() != fields.len() {
+                let n = record.len();
+                broken = Some(format!(
+                    "line {}: {n} fields where the header has {}",
+                    line(&record),
+                    fields.len()
+                ));
+                break;
+            }
+            let not_utf8 = fields
+                .iter()
+                .zip(record.iter())
+                .find(|(_, value)| std::str::from_utf8(value).is_err());
+            if let Some((field, _)) = not_utf8 {
+                broken = Some(format!(
+                    "line {}: column {:?} is not valid UTF-8",
+                    line(&record),
+                    field.name()
+                ));
+                break;
+            }
+            batch.push(record.clone());
+        }
+        if reads(&batch, schema) {
+            return broken;
+        }
+        // Records `lo..hi` hold one arrow does not read; the first such
+        // is in the first half that arrow does not read.
+        let (mut lo, mut hi) = (0, batch.len());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if reads(&batch[lo..mid], schema) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let record = &batch[lo];
+        let (field, value) = fields.iter().zip(record.iter()).find(|(field, value)| {
+            let one = Arc::new(arrow_schema::Schema::new(vec![field.as_ref().clone()]));
+            !reads(&[csv::ByteRecord::from(vec![*value])], &one)
+        })?;
+        let name = field.name();
+        let source = if self.o.types.contains_key(name) {
+            "as the types option says".to_owned()
+        } else {
+            format!("inferred from the first {} records", self.o.sample_rows)
+        };
+        Some(format!(
+            "line {}: {:?} in column {name:?} is not of type {} ({source}); \
+             set the column's type with the types option",
+            line(record),
+            shortened(&String::from_utf8_lossy(value), 80),
+            type_name(field.data_type()),
+        ))
     }
 
     fn jsonl_to_csv(
@@ -546,6 +696,12 @@ impl Convert {
             }
             Ok(())
         })?;
+        // No keys (an empty or blank file, or lines of `{}` only): nothing
+        // to write, not even a header. The csv crate writes an empty record
+        // as `""`, which reads back as a column with an empty name.
+        if columns.is_empty() {
+            return Ok(0);
+        }
         let mut out = csv::WriterBuilder::new()
             .delimiter(self.delimiter)
             .from_writer(w);
@@ -653,6 +809,48 @@ impl Convert {
             return Ok(skipped_result);
         }
         Ok(json!({"output": out_rel.to_string_lossy(), "rows": rows}).to_string())
+    }
+}
+
+/// Records per batch read from a CSV on its way to Parquet.
+const BATCH_ROWS: usize = 8192;
+
+/// Whether arrow reads `records` with `schema` as the batch reader does
+/// (an empty value is null): they are written out as CSV again and read
+/// back, so that the rules are arrow's own, not a copy of them.
+fn reads(records: &[csv::ByteRecord], schema: &SchemaRef) -> bool {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    if records.iter().any(|r| w.write_byte_record(r).is_err()) {
+        return false;
+    }
+    let Ok(text) = w.into_inner() else {
+        return false;
+    };
+    arrow_csv::ReaderBuilder::new(schema.clone())
+        .with_batch_size(BATCH_ROWS)
+        .build(std::io::Cursor::new(text))
+        .is_ok_and(|mut batches| batches.all(|b| b.is_ok()))
+}
+
+/// A column type as the `types` option names it, where it has a name.
+fn type_name(t: &arrow_schema::DataType) -> String {
+    use arrow_schema::DataType;
+    match t {
+        DataType::Utf8 => "string".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(..) => "timestamp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `s`, or its first `max` characters and an ellipsis.
+fn shortened(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]).into(),
+        None => s.into(),
     }
 }
 
@@ -978,16 +1176,182 @@ mod tests {
     }
 
     #[test]
-    fn inferred_integers_too_big_for_64_bits_stay_strings() {
-        assert_eq!(infer("-9223372036854775808"), json!(i64::MIN));
-        assert_eq!(infer("18446744073709551615"), json!(u64::MAX));
-        assert_eq!(infer("18446744073709551616"), json!("18446744073709551616"));
-        assert_eq!(
-            infer("-12345678901234567890123"),
-            json!("-12345678901234567890123")
+    fn inferred_fields_are_json_only_when_already_json_text_and_then_as_written() {
+        for kept in [
+            "0",
+            "-0",
+            "1.50",
+            "0.5",
+            "-12.000",
+            "1e5",
+            "2E+3",
+            "1.5e-7",
+            "9223372036854775808",
+            "-12345678901234567890123",
+            "true",
+            "false",
+        ] {
+            assert_eq!(json_literal(kept), Some(kept), "{kept}");
+        }
+        assert_eq!(json_literal(""), Some("null"));
+        for string in [
+            "02134", "+5", "00", "-", ".5", "5.", "1.", "1e", "1e+", "-.5", " 1", "1 ", "0x10",
+            "1_000", "NaN", "inf", "1e400", "TRUE", "True", "null", "yes",
+        ] {
+            assert_eq!(json_literal(string), None, "{string}");
+        }
+    }
+
+    #[test]
+    fn csv_to_jsonl_with_infer_types_keeps_every_fields_digits_and_reads_back_the_same() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        let csv = concat!(
+            "zip,n,price,id,big,ok,flag\n",
+            "02134,+5,1.50,12345678901234567890123,1e400,true,TRUE\n",
+            "10001,-0,2E+3,-1,0.5,false,\n",
         );
-        assert_eq!(infer("1.5"), json!(1.5));
-        assert_eq!(infer("1e400"), json!("1e400"));
-        assert_eq!(infer("-"), json!("-"));
+        std::fs::write(src.path().join("z.csv"), csv).unwrap();
+        run(r#"{"infer_types":true}"#, src.path(), "z.csv", &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("z.jsonl")).unwrap(),
+            concat!(
+                r#"{"zip":"02134","n":"+5","price":1.50,"id":12345678901234567890123,"big":"1e400","ok":true,"flag":"TRUE"}"#,
+                "\n",
+                r#"{"zip":10001,"n":-0,"price":2E+3,"id":-1,"big":0.5,"ok":false,"flag":null}"#,
+                "\n",
+            )
+        );
+        // Every field as it was, so JSON Lines to CSV gives the CSV back.
+        let back = tempfile::tempdir().unwrap();
+        let back = back.path().canonicalize().unwrap();
+        run(r#"{"to":"csv"}"#, &dest, "z.jsonl", &back).unwrap();
+        assert_eq!(std::fs::read_to_string(back.join("z.csv")).unwrap(), csv);
+    }
+
+    /// The Parquet file at `path` as its schema and its rows as CSV.
+    fn parquet_as_csv(path: &Path) -> (arrow_schema::SchemaRef, String) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(path).unwrap(),
+        )
+        .unwrap();
+        let schema = reader.schema().clone();
+        let mut text = Vec::new();
+        let mut w = arrow_csv::WriterBuilder::new()
+            .with_header(false)
+            .build(&mut text);
+        for batch in reader.build().unwrap() {
+            w.write(&batch.unwrap()).unwrap();
+        }
+        drop(w);
+        (schema, String::from_utf8(text).unwrap())
+    }
+
+    #[test]
+    fn a_column_empty_in_every_sampled_record_is_strings_and_keeps_later_values() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        let rows = "1,\n".repeat(1500) + "2,hello\n";
+        std::fs::write(src.path().join("e.csv"), format!("a,b\n{rows}")).unwrap();
+        let v = run(r#"{"to":"parquet"}"#, src.path(), "e.csv", &dest).unwrap();
+        assert_eq!(v["rows"], 1501);
+        let (schema, text) = parquet_as_csv(&dest.join("e.parquet"));
+        assert_eq!(schema.field(0).data_type(), &arrow_schema::DataType::Int64);
+        assert_eq!(schema.field(1).data_type(), &arrow_schema::DataType::Utf8);
+        assert_eq!(text, rows);
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_its_column_type_is_named_by_its_line() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        // In the third batch of 8,192 records, after a quoted line break:
+        // record 20,001 after the header starts on line 20,003.
+        let mut csv = "a,b,c\n1,2,\"two\nlines\"\n".to_owned();
+        csv += &"1,2,x\n".repeat(19_999);
+        let bad = format!("{csv}1,hello,x\n1,2,x\n");
+        std::fs::write(src.path().join("bad.csv"), &bad).unwrap();
+        let failure = run(r#"{"to":"parquet"}"#, src.path(), "bad.csv", &dest).unwrap_err();
+        assert_eq!(failure.kind, FailureKind::InvalidData);
+        assert_eq!(
+            failure.message,
+            "line 20003: \"hello\" in column \"b\" is not of type int64 (inferred from the \
+             first 1000 records); set the column's type with the types option"
+        );
+        let options = r#"{"to":"parquet","types":{"c":"float64"}}"#;
+        let failure = run(options, src.path(), "bad.csv", &dest).unwrap_err();
+        assert!(
+            failure
+                .message
+                .starts_with("line 2: \"two\\nlines\" in column \"c\" is not of type float64 (as the types option says)"),
+            "{}",
+            failure.message
+        );
+        std::fs::write(src.path().join("ragged.csv"), format!("{csv}1,2\n")).unwrap();
+        let failure = run(r#"{"to":"parquet"}"#, src.path(), "ragged.csv", &dest).unwrap_err();
+        assert_eq!(
+            failure.message,
+            "line 20003: 2 fields where the header has 3"
+        );
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_empty_or_blank_jsonl_file_converts_to_an_empty_csv() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        for (name, text) in [
+            ("empty", ""),
+            ("blank", "\n  \r\n\n"),
+            ("no_keys", "{}\n{}\n"),
+        ] {
+            std::fs::write(src.path().join(format!("{name}.jsonl")), text).unwrap();
+            let v = run(
+                r#"{"to":"csv"}"#,
+                src.path(),
+                &format!("{name}.jsonl"),
+                &dest,
+            )
+            .unwrap();
+            assert_eq!(v["rows"], 0, "{name}");
+            let csv = std::fs::read(dest.join(format!("{name}.csv"))).unwrap();
+            assert!(csv.is_empty(), "{name}: {csv:?}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_jsonl_line_is_skipped() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let dest = dest.path().canonicalize().unwrap();
+        std::fs::write(
+            src.path().join("bom.jsonl"),
+            b"\xEF\xBB\xBF{\"a\":1}\n{\"a\":2}\n",
+        )
+        .unwrap();
+        run(r#"{"to":"csv"}"#, src.path(), "bom.jsonl", &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("bom.csv")).unwrap(),
+            "a\n1\n2\n"
+        );
+        // Only before the first line, and bytes still count from the line's start.
+        for (text, expected) in [
+            (
+                &b"{\"a\":1}\n\xEF\xBB\xBF{\"a\":2}\n"[..],
+                "line 2: not JSON",
+            ),
+            (
+                b"\xEF\xBB\xBF{\"a\":\"\xFF\"}\n",
+                "line 1: not valid UTF-8 (byte 10 ",
+            ),
+        ] {
+            std::fs::write(src.path().join("x.jsonl"), text).unwrap();
+            let failure = run(r#"{"to":"csv"}"#, src.path(), "x.jsonl", &dest).unwrap_err();
+            assert!(failure.message.starts_with(expected), "{}", failure.message);
+        }
     }
 }
