@@ -362,3 +362,25 @@ def test_validation_errors_are_flattened_into_one_line() -> None:
     message = format_validation_error(info.value)
     assert message.startswith("filters.min_size: invalid size '12XB'")
     assert "\n" not in message
+
+
+def test_piped_jobs_listing_keeps_one_whole_line_per_job() -> None:
+    """An 80-column table cut status, task and counts to `com…`, so
+    `pravah jobs | grep completed` found nothing."""
+    console, buffer = _console()
+    source = "/home/someone/data/" + "very/long/" * 8 + "csvs"
+    render_jobs_table(console, [{**JOB, "source": source}, {**JOB, "id": "b", "status": "running"}])
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].split() == [
+        "ID",
+        "Status",
+        "Task",
+        "Files",
+        "Failed",
+        "Source",
+        "Created",
+        "(UTC)",
+    ]
+    assert lines[1].split()[:3] == [JOB["id"], JOB["status"], JOB["task"]]
+    assert source in lines[1] and lines[2].split()[:2] == ["b", "running"]

@@ -32,7 +32,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from pravah.cli.visible import data
+from pravah.cli.visible import data, visible
 
 __all__ = [
     "MAX_ERRORS_SHOWN",
@@ -397,27 +397,56 @@ def render_job_line(console: Console, job: Mapping[str, Any]) -> None:
         console.print(data(f"  reason: {reason}", style="red"))
 
 
+_JOB_COLUMNS = ("ID", "Status", "Task", "Files", "Failed", "Source", "Created (UTC)")
+
+
+def _job_row(job: Mapping[str, Any]) -> list[str]:
+    counts = job_counts(job)
+    created = str(job.get("created_at") or "")
+    return [
+        visible(job.get("id", "")),
+        visible(job.get("status", "")),
+        visible(job.get("task", "")),
+        f"{counts.files_processed:,}",
+        f"{counts.files_failed:,}",
+        visible(job.get("source", "")),
+        visible(created[:16].replace("T", " ")),
+    ]
+
+
 def render_jobs_table(console: Console, jobs: Sequence[Mapping[str, Any]]) -> None:
-    """The `pravah jobs` listing."""
-    table = Table(show_lines=False)
-    table.add_column("ID", no_wrap=True)
-    table.add_column("Status")
-    table.add_column("Task")
-    table.add_column("Files", justify="right")
-    table.add_column("Failed", justify="right")
-    table.add_column("Source", overflow="fold")
-    table.add_column("Created")
-    for job in jobs:
-        counts = job_counts(job)
-        table.add_row(
-            data(job.get("id", "")),
-            data(job.get("status", "")),
-            data(job.get("task", "")),
-            f"{counts.files_processed:,}",
-            f"{counts.files_failed:,}",
-            data(job.get("source", "")),
-            data(job.get("created_at", "") or ""),
-        )
+    """The `pravah jobs` listing.
+
+    A table in a terminal wide enough for it (a full id alone takes 36
+    columns; ids stay whole, commands take them). Otherwise, and when
+    piped, one line per job in aligned columns, never cut or wrapped by
+    Pravah, as `ps` and `docker ps` print: `pravah jobs | grep running`
+    finds every running job, and status, task and counts stay readable.
+    """
+    rows = [_job_row(job) for job in jobs]
+    if not console.is_terminal or console.width < 120:
+        widths = [max(len(r[i]) for r in [list(_JOB_COLUMNS), *rows]) for i in range(7)]
+        for row in [list(_JOB_COLUMNS), *rows]:
+            cells = [
+                c.rjust(w) if i in (3, 4) else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            console.print(
+                "  ".join(cells).rstrip(),
+                markup=False,
+                highlight=False,
+                emoji=False,
+                soft_wrap=True,
+            )
+        return
+    table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+    for i, name in enumerate(_JOB_COLUMNS):
+        if name == "Source":
+            table.add_column(name, overflow="fold", min_width=10)
+        else:
+            table.add_column(name, no_wrap=True, justify="right" if i in (3, 4) else "left")
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
     console.print(table)
 
 
