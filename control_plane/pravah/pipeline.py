@@ -48,6 +48,9 @@ def validate_steps(
     steps = data.steps()
     several = len(steps) > 1
     from_s3 = data.source.strip().startswith("s3://")
+    infos = []
+    # Every step on its own first: an unknown task is named as such, not
+    # reported as a chain that cannot work.
     for i, step in enumerate(steps, start=1):
         where = f"step {i} ({step.task}): " if several else ""
         try:
@@ -58,6 +61,8 @@ def validate_steps(
             # pipeline's error belongs to its step.
             field = f"pipeline.{i - 1}" if several else exc.field
             raise InvalidRequestError(f"{where}{exc}", field=field) from None
+        infos.append(info)
+    for i, (step, info) in enumerate(zip(steps, infos, strict=True), start=1):
         if i < len(steps) and not info.writes_files:
             nxt = steps[i].task
             raise InvalidRequestError(

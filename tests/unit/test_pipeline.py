@@ -159,6 +159,8 @@ def _create(body: dict[str, Any]) -> JobCreate:
             "step 1 (extract): invalid option 'width'",
         ),
         ({"pipeline": [{"task": "hash"}, {"task": "extract"}]}, "impossible pipeline"),
+        # Named as unknown, not as a chain with a reader first.
+        ({"pipeline": [{"task": "hash"}, {"task": "nope"}]}, "step 2 (nope): unknown task"),
         ({"pipeline": [{"task": "extract"}, {"task": "thumbnail"}]}, "needs a 'destination'"),
     ],
 )
