@@ -586,3 +586,19 @@ async def test_dry_run_takes_what_post_jobs_takes_and_refuses_what_it_refuses(
         assert preview.json()["detail"] == refused.json()["detail"]
     await assert_no_jobs(api_no_worker)
     assert not (tmp_path / "out").exists()
+
+
+async def test_a_json_body_sent_as_a_form_is_told_to_say_json(
+    api_no_worker: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """`curl -d` sends form encoding; the answer said the body was not an object."""
+    body = json.dumps({"source": str(tmp_path), "task": "csv-header"})
+    resp = await api_no_worker.post(
+        "/jobs", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert resp.status_code == 422
+    assert resp.json()["detail"] == (
+        "the body must be JSON sent with 'Content-Type: application/json' "
+        "(this request said 'application/x-www-form-urlencoded')"
+    )
+    await assert_no_jobs(api_no_worker)

@@ -199,12 +199,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=http_status(exc), content=content, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
+        detail = _describe_validation(errors)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in errors)
+        if whole_body and kind not in ("application/json", ""):
+            # curl -d sends form encoding: FastAPI then reads no JSON at all.
+            detail = (
+                f"the body must be JSON sent with 'Content-Type: application/json' "
+                f"(this request said {kind!r})"
+            )
         return JSONResponse(
             status_code=422,
             content={
-                "detail": _describe_validation(errors),
+                "detail": detail,
                 "errors": [
                     {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
                     for e in errors
