@@ -384,3 +384,25 @@ def test_piped_jobs_listing_keeps_one_whole_line_per_job() -> None:
     ]
     assert lines[1].split()[:3] == [JOB["id"], JOB["status"], JOB["task"]]
     assert source in lines[1] and lines[2].split()[:2] == ["b", "running"]
+
+
+def test_a_server_url_with_a_wrong_path_is_not_read_as_a_missing_job() -> None:
+    import httpx
+    import pytest
+    from pravah.cli.client import ApiClient
+    from pravah.cli.common import CliFailure
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/jobs/j1":
+            return httpx.Response(404, json={"detail": "job j1 not found"})
+        return httpx.Response(404, json={"detail": "Not Found"})  # FastAPI: no such route
+
+    for server, needle in (
+        ("http://127.0.0.1:8000", "job j1 not found"),
+        ("http://127.0.0.1:8000/api", "/api/jobs/j1 is not a Pravah API endpoint (HTTP 404)"),
+    ):
+        client = ApiClient(server)
+        client.http = httpx.Client(base_url=client.server, transport=httpx.MockTransport(answer))
+        with pytest.raises(CliFailure) as failure:
+            client.request("GET", "/jobs/j1")
+        assert needle in str(failure.value), failure.value

@@ -187,6 +187,14 @@ class ApiClient:
         message = detail_message(response)
         if response.status_code == 401:
             message += " (give a key with --api-key or PRAVAH_API_KEY)"
+        elif response.status_code == 404 and message == "Not Found":
+            # No route at all (a missing job says which job): read as "job
+            # not found", it hid a --server with a wrong path.
+            request = response.request
+            message = (
+                f"{request.url} is not a Pravah API endpoint (HTTP 404); is --server the "
+                "address `pravah serve` listens on, with no path after it?"
+            )
         raise CliFailure(message, code)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
