@@ -65,7 +65,16 @@ from typing import Any
 import structlog
 from opentelemetry.trace import Span, StatusCode
 
-from pravah import chunks, duplicates, engine_pool, incremental, metrics, queue, telemetry
+from pravah import (
+    chunks,
+    duplicates,
+    engine_pool,
+    incremental,
+    metrics,
+    queue,
+    sandbox,
+    telemetry,
+)
 from pravah.db import Database, retrying, store_full
 from pravah.engine_client import (
     Capabilities,
@@ -290,6 +299,8 @@ class _JobRun:
     async def _drive(self, job: Job) -> None:
         steps = steps_of(job)
         steps_dir = self.workspace / "steps"
+        if job.destination:
+            await asyncio.to_thread(self._check_destination_again, job)
         for i, step in enumerate(steps, start=1):
             last = i == len(steps)
             if i == 1:
@@ -321,6 +332,18 @@ class _JobRun:
                         "listing": self.state.listing,
                     }
                 )
+
+    def _check_destination_again(self, job: Job) -> None:
+        """The destination checked as when the job was made, now that it runs.
+
+        Folders change between the two, queued jobs and schedules most: a
+        symlink made since can put the destination inside the source,
+        where outputs would be listed as inputs. InvalidRequestError fails
+        the job before anything is written.
+        """
+        local = "://" not in job.source
+        source: Path | str = Path(os.path.realpath(job.source)) if local else job.source
+        sandbox.check_destination(job.destination, source, self.settings)
 
     async def _list(
         self,

@@ -489,6 +489,30 @@ async def test_source_vanishing_before_the_run_fails_the_job_clearly(
     assert resp.status_code == 409
 
 
+async def test_a_destination_moved_inside_the_source_after_creation_fails_the_run(
+    api_no_worker: httpx.AsyncClient, db_settings: Settings, engine_url: str, tmp_path: Path
+) -> None:
+    """Checked when the job was made, then a symlink put it inside the source:
+    the run must not write outputs among its inputs."""
+    from pravah.db import Database
+    from pravah.runner import run_job
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.log").write_text("line\n" * 50)
+    body = {"source": str(source), "task": "compress", "destination": str(tmp_path / "race/x")}
+    job_id = (await api_no_worker.post("/jobs", json=body)).json()["id"]
+    (tmp_path / "race").symlink_to(source)
+    db = Database(db_settings)
+    try:
+        job = await run_job(job_id, db_settings, engine_url, db=db)
+    finally:
+        await db.dispose()
+    assert job.status == "failed"
+    assert job.error and "is inside the source" in job.error, job.error
+    assert sorted(p.name for p in source.iterdir()) == ["a.log"], "nothing written"
+
+
 async def test_unreadable_file_and_directory_are_per_file_errors(
     db_settings: Settings, unprivileged_engine_url: str, tmp_path: Path
 ) -> None:
