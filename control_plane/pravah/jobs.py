@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -386,6 +387,8 @@ async def create_retry_job(
         raise GoneError(f"{removed(parent.id, parent.results_removed_at)}; nothing to retry")
     if not failed_entries(settings_jobs_dir / parent.id):
         raise ConflictError(f"job {parent.id} kept no per-file results; nothing to retry")
+    if (open_retry := await _open_retry(session, parent.id)) is not None:
+        raise ConflictError(open_retry)
     now = utcnow()
     job = Job(
         task=parent.task,
@@ -404,9 +407,29 @@ async def create_retry_job(
         owner=parent.owner,
         encryption=parent.encryption,
     )
+    parent_id = parent.id  # read now: a rollback expires `parent`
     session.add(job)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError:  # another request made one since: ux_jobs_open_retry
+        await session.rollback()
+        raise ConflictError(
+            await _open_retry(session, parent_id) or f"job {parent_id} is being retried already"
+        ) from None
     await session.refresh(job)
     await queue.notify(session)
     metrics.job_created(job.task)
     return job
+
+
+async def _open_retry(session: AsyncSession, parent_id: str) -> str | None:
+    """Why job `parent_id` cannot be retried now: a retry of it is pending or
+    running (one at a time: two would process every failed file twice)."""
+    stmt = select(Job).where(
+        col(Job.retry_of) == parent_id,
+        col(Job.status).in_([JobStatus.pending.value, JobStatus.running.value]),
+    )
+    running = (await session.exec(stmt)).first()
+    if running is None:
+        return None
+    return f"job {parent_id} is being retried already by job {running.id} ({running.status})"

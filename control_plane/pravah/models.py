@@ -380,6 +380,10 @@ class JobCreate(BaseModel):
 # -------------------------------------------------------------------- table
 
 
+# The jobs an open retry may be: pending or running (see ux_jobs_open_retry).
+OPEN_RETRY = "retry_of IS NOT NULL AND status IN ('pending', 'running')"
+
+
 class Job(SQLModel, table=True):
     """One job row. Counters are cumulative; totals are null until listing ends."""
 
@@ -387,6 +391,14 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_jobs_status_created_at", "status", "created_at"),
         sa.Index("ix_jobs_claim", "status", "priority", "created_at"),
+        # At most one unfinished retry of a job (pravah.jobs.create_retry_job).
+        sa.Index(
+            "ux_jobs_open_retry",
+            "retry_of",
+            unique=True,
+            sqlite_where=sa.text(OPEN_RETRY),
+            postgresql_where=sa.text(OPEN_RETRY),
+        ),
     )
 
     id: str = SQLField(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)

@@ -18,6 +18,7 @@ from pravah.db import Database, migrate
 from pravah.engine_client import EngineClient
 from pravah.engine_launcher import LocalEngineSync
 from pravah.engine_pool import ChunkOutcome
+from pravah.errors import ConflictError
 from pravah.jobs import create_job
 from pravah.models import Job, JobChunk, JobCreate, utcnow
 from pravah.results import iter_jsonl, load_parts
@@ -530,13 +531,29 @@ async def test_retry_failed_runs_exactly_the_failed_files(
         job = await _job(db, engine_url, source)
         first = await run_job(job.id, db_settings, engine_url, db=db)
         assert first.status == "completed" and first.files_failed == 2
-        async with db.session() as session:
-            retry = await create_retry_job(session, job.id, db_settings.jobs_dir)
+
+        async def retry_once() -> Job | str:
+            async with db.session() as session:
+                try:
+                    return await create_retry_job(session, job.id, db_settings.jobs_dir)
+                except ConflictError as exc:
+                    return str(exc)
+
+        # Ten at once (a double click, clients that repeat a request): one
+        # retry job; the others are told which job is retrying it already.
+        tries = await asyncio.gather(*(retry_once() for _ in range(10)))
+        made = [t for t in tries if isinstance(t, Job)]
+        assert len(made) == 1, tries
+        retry = made[0]
         assert retry.retry_of == job.id
+        told = f"job {job.id} is being retried already by job {retry.id} (pending)"
+        assert [t for t in tries if not isinstance(t, Job)] == [told] * 9
         final = await run_job(retry.id, db_settings, engine_url, db=db)
         assert final.status == "completed", final.error
         assert final.files_total == 2 and final.files_done == 2
         assert sorted(_result_paths(db_settings, retry.id)) == ["d0/empty.csv", "d2/binary.csv"]
+        again = await retry_once()  # once the retry ended, the job may be retried again
+        assert isinstance(again, Job) and again.id != retry.id
     finally:
         await db.dispose()
 
