@@ -11,8 +11,10 @@ standard error instead.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -48,6 +50,25 @@ def _temp_in(target: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
 
 
+def _target(path: Path) -> tuple[Path, os.stat_result | None]:
+    """Where the lines of ``--output path`` go, and what is there now.
+
+    A symlink is followed, so the file it names gets the lines and the link
+    stays a link. Whatever is there is looked at: a device or a named pipe
+    (``/dev/null``, a FIFO another program reads) is written in place, never
+    replaced by a regular file of the same name.
+    """
+    target = Path(os.path.realpath(path.expanduser()))
+    try:
+        return target, target.stat()
+    except FileNotFoundError:
+        return target, None
+
+
+def _in_place(existing: os.stat_result | None) -> bool:
+    return existing is not None and not stat.S_ISREG(existing.st_mode)
+
+
 def check_writable(path: Path) -> None:
     """Raises OSError now when :func:`atomic_writer` could not write ``path`` later.
 
@@ -55,15 +76,28 @@ def check_writable(path: Path) -> None:
     in a traceback because the file's folder is read-only or not a folder.
     Missing folders are made, as the write would make them.
     """
-    fd, tmp_name = _temp_in(path.expanduser())
+    target, existing = _target(path)
+    if _in_place(existing):
+        if not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+        return
+    fd, tmp_name = _temp_in(target)
     os.close(fd)
     os.unlink(tmp_name)
 
 
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Yields a binary file; on clean exit it replaces ``path``, on error it vanishes."""
-    target = path.expanduser()
+    """Yields a binary file; on clean exit it replaces ``path``, on error it vanishes.
+
+    A device or named pipe at ``path`` is written in place instead (see
+    :func:`_target`); a file replaced keeps its permission bits.
+    """
+    target, existing = _target(path)
+    if _in_place(existing):
+        with target.open("wb") as handle:
+            yield handle
+        return
     fd, tmp_name = _temp_in(target)
     tmp = Path(tmp_name)
     try:
@@ -71,7 +105,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, stat.S_IMODE(existing.st_mode) if existing is not None else 0o644)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
