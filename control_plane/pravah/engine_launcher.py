@@ -220,13 +220,18 @@ class LocalEngine:
         `pravah run` spawns first and asks for the address later, so the
         engine's start-up overlaps the control plane's own imports.
         """
+        # The engine ends when this process dies, however it dies (see the
+        # engine's exit_with_parent): spawn() runs on the thread that lives
+        # as long as the process, the one the kernel watches.
+        env = {**(self.env if self.env is not None else os.environ)}
+        env["PRAVAH_ENGINE_PARENT_PID"] = str(os.getpid())
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *_engine_args(self.binary),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self.env,
+                env=env,
                 start_new_session=True,  # a Ctrl-C on the terminal reaches us, not the engine
             )
         except OSError as exc:

@@ -23,7 +23,29 @@ use pravah_engine::{metrics, producers, sandbox, server, telemetry, walk};
 /// read; the control plane's launcher kills the engine after 5 s anyway).
 const PRODUCERS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Asks the kernel to send this engine SIGTERM (its clean shutdown) when
+/// the process that spawned it dies, when that process says so in
+/// `PRAVAH_ENGINE_PARENT_PID` (`pravah run` does). A `pravah run` killed
+/// outright (SIGKILL, the OOM killer) otherwise left its engine running
+/// for ever, serving nobody. Exits at once if that parent is already gone.
+fn exit_with_parent() {
+    let Some(parent) = std::env::var("PRAVAH_ENGINE_PARENT_PID")
+        .ok()
+        .and_then(|p| p.parse::<libc::pid_t>().ok())
+    else {
+        return;
+    };
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid touch no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        if libc::getppid() != parent {
+            std::process::exit(0);
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    exit_with_parent();
     let cli = Cli::parse();
     config::init_threads(cli.threads);
     sandbox::set_allowed_roots(&cli.allowed_roots)?;

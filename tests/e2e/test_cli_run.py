@@ -342,7 +342,7 @@ def _job_rows(db: Path) -> list[tuple[str, str]]:
         return []
 
 
-def test_sigint_during_run_cancels_the_job_and_exits_130(cli: Cli, large_tree: Path) -> None:
+def _running(cli: Cli, large_tree: Path) -> subprocess.Popen[str]:
     process = cli.popen("run", str(large_tree), "--task", "csv-header", "--json")
     db = cli.state_dir / "pravah.db"
     deadline = time.monotonic() + 60
@@ -350,7 +350,18 @@ def test_sigint_during_run_cancels_the_job_and_exits_130(cli: Cli, large_tree: P
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the job never started running"
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    return process
+
+
+# SIGTERM (kill, timeout, systemd) and SIGHUP (a closed terminal) left the
+# engine running and the job 'running' until a server's lease expired.
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_during_run_cancels_the_job_and_exits_130(
+    cli: Cli, large_tree: Path, stop: signal.Signals
+) -> None:
+    process = _running(cli, large_tree)
+    db = cli.state_dir / "pravah.db"
+    process.send_signal(stop)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, (out, err)
     assert "Traceback" not in err, err
@@ -361,6 +372,19 @@ def test_sigint_during_run_cancels_the_job_and_exits_130(cli: Cli, large_tree: P
     # The engine child went away with the command: no pravah-engine left for this state dir.
     engines = [p for p in Path("/proc").glob("[0-9]*") if _is_engine_of(p, cli)]
     assert engines == []
+
+
+def test_an_engine_ends_when_its_pravah_run_is_killed(cli: Cli, large_tree: Path) -> None:
+    """SIGKILL (or the OOM killer) gives the command no chance to stop its
+    engine; the kernel tells the engine instead (PR_SET_PDEATHSIG)."""
+    process = _running(cli, large_tree)
+    assert [p for p in Path("/proc").glob("[0-9]*") if _is_engine_of(p, cli)] != []
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while [p for p in Path("/proc").glob("[0-9]*") if _is_engine_of(p, cli)]:
+        assert time.monotonic() < deadline, "the engine outlived its killed pravah run"
+        time.sleep(0.05)
 
 
 def test_sigint_inside_big_files_stops_them_and_leaves_no_temporary_file(

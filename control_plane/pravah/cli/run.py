@@ -173,7 +173,8 @@ async def _run_with_sigint(
     on_progress: Callable[[JobPublic], None],
     capabilities: Capabilities,
 ) -> Job | None:
-    """Runs the job; returns its final row, or None when it was interrupted by SIGINT."""
+    """Runs the job; returns its final row, or None when it was interrupted
+    (SIGINT, SIGTERM or SIGHUP)."""
     from pravah.runner import run_job
 
     loop = asyncio.get_running_loop()
@@ -181,7 +182,11 @@ async def _run_with_sigint(
         run_job(job.id, settings, url, on_progress, db=db, capabilities={url: capabilities})
     )
     interrupted = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    # Ctrl-C, `kill`, `timeout`, systemd and a closed terminal all mean stop:
+    # the job is cancelled and the engine stopped, not left running.
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for stop in stops:
+        loop.add_signal_handler(stop, interrupted.set)
     try:
         waiter = asyncio.ensure_future(interrupted.wait())
         await asyncio.wait({run_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -196,7 +201,8 @@ async def _run_with_sigint(
             await run_task
         return None
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for stop in stops:
+            loop.remove_signal_handler(stop)
         if not run_task.done():
             run_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
