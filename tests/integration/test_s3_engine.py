@@ -513,15 +513,21 @@ def test_aws_endpoint_url_works_like_s3_endpoint_url(
 def test_odd_keys_and_folder_markers(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
     odd = ["100%.csv", "a+b.csv", "q?x=1.csv", "h#ash.csv", "dir/x.csv"]
     put_objects(s3, "pravah-in", {f"k/{name}": b"c1,c2\n" for name in odd})
-    # Folder markers as the S3 console makes them; "empty/" has no children.
-    put_objects(s3, "pravah-in", {"k/dir/": b"", "k/empty/": b"", "k/tab\there.csv": b"t\n"})
+    # Folder markers as the S3 console makes them; "empty/" has no children,
+    # and "zero.csv" is a real empty object.
+    markers = {"k/dir/": b"", "k/empty/": b"", "k/zero.csv": b"", "k/tab\there.csv": b"t\n"}
+    put_objects(s3, "pravah-in", markers)
     results, _ = process(stub, "csv-header", "s3://pravah-in/k")
     assert {k: v for k, v in results.items() if "columns" in v} == {
         name: {"columns": ["c1", "c2"]} for name in odd
     }
     assert "dir" not in results  # a marker with keys under it is no file
-    assert results["empty"]["kind"] == pb.ERROR_KIND_INVALID_DATA  # read as an empty file
+    # Nor one without: an empty folder (it was listed, then failed as no such object).
+    assert "empty" not in results
+    assert results["zero.csv"]["kind"] == pb.ERROR_KIND_INVALID_DATA  # an empty file
     assert results["tab\there.csv"]["kind"] == pb.ERROR_KIND_OUTSIDE_ROOT
+    inventory, _ = process(stub, "inventory", "s3://pravah-in/k")
+    assert "empty" not in inventory and "error" not in str(inventory["zero.csv"]), inventory
 
 
 def _tree(root: Path) -> dict[str, bytes]:

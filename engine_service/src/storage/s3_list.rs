@@ -8,8 +8,12 @@
 //! so every entry carries metadata.
 //!
 //! Folder markers (empty `dir/` objects, which the S3 console creates) read
-//! as an empty `dir`; one followed by keys under it is dropped, a childless
-//! one is listed as an empty file.
+//! as an empty `dir` (object_store drops the trailing '/'); one followed by
+//! keys under it is dropped. A childless one cannot be told from an empty
+//! file `dir` by the listing, so it is asked for by that name (one HEAD per
+//! empty object with no children, which are few): a marker answers 404 and
+//! is dropped, as a walk lists no empty folder, where it used to be listed
+//! and then fail as "no such object".
 //!
 //! Hostile keys: a key with '.', '..' or empty segments (`a/../b`, `a//b`)
 //! could name another prefix's object if it were joined naively, and
@@ -96,6 +100,16 @@ impl Lister {
             meta.location.as_ref(),
             meta.size,
             mtime,
+        )
+    }
+
+    /// Whether an object of exactly this name exists (an empty file), rather
+    /// than only a folder marker `name/` listed under it. When the store
+    /// cannot say, it is kept, and processing reports what it finds.
+    fn exists(&self, location: &object_store::path::Path) -> bool {
+        !matches!(
+            s3::block_on(object_store::ObjectStoreExt::head(&*self.store, location)),
+            Err(object_store::Error::NotFound { .. })
         )
     }
 
@@ -201,7 +215,7 @@ fn run(
     let mut batch = Vec::with_capacity(SEND_BATCH);
     // The last empty object seen, until the next key shows whether it was a
     // folder marker (then dropped) or an empty file.
-    let mut held: Option<(String, Option<Entry>)> = None;
+    let mut held: Option<(object_store::path::Path, Option<Entry>)> = None;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return;
@@ -215,16 +229,17 @@ fn run(
                     if let Some((marker, entry)) = held.take() {
                         // A folder marker ("dir/") reads as an empty "dir";
                         // its children sort right after it.
-                        let is_folder = key.len() > marker.len()
-                            && key.starts_with(marker.as_str())
-                            && key.as_bytes()[marker.len()] == b'/';
-                        if !is_folder {
+                        let name: &str = marker.as_ref();
+                        let is_folder = key.len() > name.len()
+                            && key.starts_with(name)
+                            && key.as_bytes()[name.len()] == b'/';
+                        if !is_folder && entry.is_some() && lister.exists(&marker) {
                             batch.extend(entry);
                         }
                     }
                     let entry = lister.entry(meta);
                     if meta.size == 0 {
-                        held = Some((key.to_owned(), entry));
+                        held = Some((meta.location.clone(), entry));
                     } else {
                         batch.extend(entry);
                     }
@@ -280,8 +295,10 @@ fn run(
             },
         }
     }
-    if let Some((_, entry)) = held {
-        batch.extend(entry);
+    if let Some((marker, entry)) = held {
+        if entry.is_some() && lister.exists(&marker) {
+            batch.extend(entry);
+        }
     }
     if !batch.is_empty() && !send(WalkEvent::Files(batch)) {
         return;
