@@ -490,10 +490,18 @@ def test_every_writing_task_runs_from_s3_to_s3(
 
 
 def test_inventory_of_an_s3_prefix(stub: pb_grpc.EngineServiceStub, s3: Any) -> None:
+    """Each object's own size and time, from a HEAD: it was downloaded, and
+    the time was the staged copy's, the run's."""
+    import time
+
     put_objects(s3, "pravah-in", {"inv/a.csv": b"12345", "inv/x/b.txt": b"1"})
+    time.sleep(1.5)  # a copy made now would have another time
     results, done = process(stub, "inventory", "s3://pravah-in/inv")
     assert done[0].failed == 0, results
     assert sorted(results) == ["a.csv", "x/b.txt"]
+    for rel in ("a.csv", "x/b.txt"):
+        stored = s3.head_object(Bucket="pravah-in", Key=f"inv/{rel}")["LastModified"]
+        assert results[rel]["modified"] == stored.strftime("%Y-%m-%dT%H:%M:%SZ"), results[rel]
 
 
 def test_aws_endpoint_url_works_like_s3_endpoint_url(

@@ -150,6 +150,17 @@ pub fn process_object(
         Ok(s) => s,
         Err(e) => return failed(known_size, FileFailure::new(FailureKind::Io, e.to_string())),
     };
+    // A task that needs only size and time: one HEAD, no download.
+    if task.metadata_only() {
+        let head = super::s3_read::object_path(&key).and_then(|path| {
+            s3::block_on(object_store::ObjectStoreExt::head(&*store, &path))
+                .map_err(|e| s3::classify(&e, "reading the object's metadata"))
+        });
+        return match head {
+            Ok(meta) => task.process_metadata(rel, meta.size, meta.last_modified.timestamp()),
+            Err(f) => failed(known_size, f),
+        };
+    }
     if task.reads_streams() {
         let mut reader = match RangedReader::open(store.clone(), &key, known_size) {
             Ok(r) => r.with_head(head.unwrap_or_default()),

@@ -76,6 +76,17 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// The result for file `rel` of `size` bytes modified at `secs`.
+fn listed(rel: &[u8], size: u64, secs: i64) -> FileOutcome {
+    let (ext, folder) = parts(rel);
+    FileOutcome {
+        size,
+        result: Ok(
+            json!({"modified": rfc3339(secs), "extension": ext, "folder": folder}).to_string(),
+        ),
+    }
+}
+
 fn parts(rel: &[u8]) -> (String, String) {
     let s = String::from_utf8_lossy(rel);
     let folder = match s.split_once('/') {
@@ -98,20 +109,24 @@ impl Task for Inventory {
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs() as i64);
-                let (ext, folder) = parts(ctx.rel);
-                FileOutcome {
-                    size: m.len(),
-                    result: Ok(
-                        json!({"modified": rfc3339(secs), "extension": ext, "folder": folder})
-                            .to_string(),
-                    ),
-                }
+                listed(ctx.rel, m.len(), secs)
             }
             Err(e) => FileOutcome {
                 size: ctx.known_size.unwrap_or(0),
                 result: Err(FileFailure::from_io(&e, "reading the file's metadata")),
             },
         }
+    }
+
+    /// An object's size and time are all an inventory needs: S3 objects
+    /// are looked up, not downloaded, and keep their own time (a staged
+    /// copy's was the run's).
+    fn metadata_only(&self) -> bool {
+        true
+    }
+
+    fn process_metadata(&self, rel: &[u8], size: u64, mtime: i64) -> FileOutcome {
+        listed(rel, size, mtime)
     }
 
     fn account(&self, agg: &mut Aggregate, rel: &[u8], size: u64, r: &Result<String, FileFailure>) {

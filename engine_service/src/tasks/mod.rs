@@ -222,6 +222,26 @@ pub trait Task: Send + Sync {
         let _ = rel;
         None
     }
+    /// Whether the task needs only a file's size and modification time
+    /// ([`Task::process_metadata`]): an object-store file is then looked up
+    /// with one HEAD, never downloaded, and its time is the object's, not
+    /// a staged copy's.
+    fn metadata_only(&self) -> bool {
+        false
+    }
+    /// The outcome for file `rel` of `size` bytes modified at `mtime`
+    /// (seconds since the epoch); only called when
+    /// [`Task::metadata_only`] is true.
+    fn process_metadata(&self, rel: &[u8], size: u64, mtime: i64) -> FileOutcome {
+        let _ = (rel, mtime);
+        FileOutcome {
+            size,
+            result: Err(FileFailure::new(
+                crate::results::FailureKind::Internal,
+                "this task reads content, not only metadata",
+            )),
+        }
+    }
     /// Whether the task reads a file by byte ranges
     /// ([`Task::process_ranges`]), so an object-store file is read in place
     /// with ranged GETs rather than staged whole on local disk.
