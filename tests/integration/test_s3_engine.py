@@ -803,3 +803,15 @@ def test_the_existing_policy_applies_to_s3_destinations(
     # A key nobody wrote yet is written under skip (a conditional PUT).
     assert "skipped" not in run("compress", "c", dest="e")
     assert "e/a.log.gz" in keys(s3, "pravah-out")
+
+
+def test_a_key_segment_longer_than_a_file_name_is_still_processed(
+    stub: pb_grpc.EngineServiceStub, s3: Any
+) -> None:
+    """S3 allows 1,024-byte keys; a staged copy named after a 300-byte
+    segment failed with "File name too long"."""
+    name = "L" * 300 + ".csv"
+    put_objects(s3, "pravah-in", {f"long/{name}": b"a,b\n"})
+    results, done = process(stub, "hash", "s3://pravah-in/long")
+    assert done[0].failed == 0, results
+    assert list(results) == [name] and len(results[name]["hash"]) == 64

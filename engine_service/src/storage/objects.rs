@@ -129,6 +129,28 @@ pub fn prefetch(
     out
 }
 
+/// The file name of an object's staged copy: the key's last segment, cut
+/// to the 255 bytes a Linux file name may have, its extension kept (tasks
+/// go by it). A key's segment may be 1,024 bytes; staged whole, such an
+/// object failed every task with "File name too long". Outputs are named
+/// after the key, not the copy.
+fn staged_name(segment: &str) -> String {
+    const MAX: usize = 255;
+    if segment.len() <= MAX {
+        return segment.to_owned();
+    }
+    let ext = segment
+        .rfind('.')
+        .map(|i| &segment[i..])
+        .filter(|e| e.len() <= 32)
+        .unwrap_or("");
+    let mut end = MAX - ext.len();
+    while !segment.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ext}", &segment[..end])
+}
+
 /// Runs `task` on the object `rel` under `root`; see the module doc.
 pub fn process_object(
     io: &Io,
@@ -208,7 +230,8 @@ pub fn process_object(
         Some((Planned::Absent, out)) => Some(out),
         _ => None,
     };
-    let name = key.rsplit('/').next().unwrap_or(&key);
+    let name = staged_name(key.rsplit('/').next().unwrap_or(&key));
+    let name = name.as_str();
     let staging = io.staging.join("objects");
     let (staged, mut file) = match Staged::file(&staging, name) {
         Ok(s) => s,
@@ -237,4 +260,22 @@ pub fn process_object(
             })
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::staged_name;
+
+    #[test]
+    fn staged_names_fit_a_file_name_and_keep_their_extension() {
+        assert_eq!(staged_name("a.csv"), "a.csv");
+        let long = format!("{}.csv", "L".repeat(300));
+        let name = staged_name(&long);
+        assert_eq!(name.len(), 255);
+        assert!(name.ends_with("L.csv"), "{name}");
+        // Cut between characters, never inside one.
+        let wide = format!("{}.tar.gz", "日".repeat(100));
+        let name = staged_name(&wide);
+        assert!(name.len() <= 255 && name.ends_with("日.gz"), "{name}");
+    }
 }
