@@ -234,6 +234,28 @@ def test_a_missing_bucket_is_not_found(engine_bin: Path, moto_url: str, s3: Any)
     assert "bucket does not exist" in (err.value.details() or "")
 
 
+def test_a_missing_destination_bucket_fails_the_call_not_each_file(
+    engine_bin: Path, moto_url: str, s3: Any, tmp_path: Path
+) -> None:
+    """Each upload failed with NoSuchBucket, and the job 'completed' with
+    every file failed; a local destination that cannot be made fails at once."""
+    (tmp_path / "a.log").write_text("log\n")
+    env = engine_env(moto_url, PRAVAH_ALLOWED_BUCKETS="pravah-in,pravah-nowhere")
+    with (
+        LocalEngineSync(engine_bin, start_timeout=30, env=env) as url,
+        grpc.insecure_channel(url) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        process(
+            pb_grpc.EngineServiceStub(channel),
+            "compress",
+            str(tmp_path),
+            destination="s3://pravah-nowhere/out",
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "bucket does not exist" in (err.value.details() or ""), err.value.details()
+
+
 def test_an_unreachable_endpoint_fails_fast_with_a_clear_error(engine_bin: Path) -> None:
     env = engine_env(f"http://127.0.0.1:{free_port()}")
     with (
@@ -378,12 +400,14 @@ def test_a_source_item_on_an_unreachable_endpoint_fails_the_item(engine_bin: Pat
 
 
 def test_an_interrupted_multipart_upload_leaves_no_object(engine_bin: Path, tmp_path: Path) -> None:
-    # moto with IAM auth after its first 7 requests: our 4 set-up calls
-    # below, the engine's two HEADs of the output key (existing=skip: the
-    # task's before its work, and the one before a multipart upload) and
-    # its CreateMultipartUpload pass; every part upload after that is
-    # refused, as if the credentials were revoked mid-upload.
-    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "7"})
+    # moto with IAM auth after its first 8 requests: our 4 set-up calls
+    # below, the engine's listing of one key (the destination's bucket is
+    # checked when the call starts), its two HEADs of the output key
+    # (existing=skip: the task's before its work, and the one before a
+    # multipart upload) and its CreateMultipartUpload pass; every part
+    # upload after that is refused, as if the credentials were revoked
+    # mid-upload.
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "8"})
     try:
         iam = client(url, "iam")
         iam.create_user(UserName="checker")

@@ -47,7 +47,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use super::s3::{self, Encryption};
 use super::s3_read::object_path;
 use super::S3Root;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::output::{Existing, OutputsElsewhere};
 use crate::results::{FailureKind, FileFailure};
 
@@ -103,6 +103,32 @@ impl S3Destination {
     pub fn open(uri: &str, encryption: &Encryption, existing: Existing) -> Result<Self> {
         let root = S3Root::parse(uri)?;
         let store = s3::store(&root.bucket, encryption)?;
+        // One key listed now: a missing bucket fails the call at once, as a
+        // local destination that cannot be made does, rather than every
+        // file one upload at a time ("completed", all failed). Any other
+        // answer is left to the uploads: write-only credentials may not list.
+        let probe = object_store::list::PaginatedListOptions {
+            max_keys: Some(1),
+            ..Default::default()
+        };
+        let prefix = (!root.prefix.is_empty()).then(|| format!("{}/", root.prefix));
+        let listed = s3::block_on(object_store::list::PaginatedListStore::list_paginated(
+            &*store,
+            prefix.as_deref(),
+            probe,
+        ));
+        if let Err(e) = listed {
+            let error = s3::request_error(&e, &format!("checking the destination {}", root.uri()));
+            if matches!(
+                &error,
+                EngineError::Storage {
+                    kind: FailureKind::NotFound,
+                    ..
+                }
+            ) {
+                return Err(error);
+            }
+        }
         Ok(S3Destination {
             root,
             store,
