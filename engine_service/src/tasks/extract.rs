@@ -224,22 +224,14 @@ fn extract_compressed_tar(
     budget: &Budget,
     folders: &Folders,
 ) -> Result<Option<u64>, FileFailure> {
-    let mut head = [0u8; 512];
-    let mut got = 0;
-    while got < head.len() {
-        match d.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(FileFailure::new(
-                    FailureKind::InvalidData,
-                    format!("corrupt or truncated archive: {e}; nothing was extracted"),
-                ))
-            }
-        }
+    let mut head = Vec::with_capacity(512);
+    if let Err(e) = (&mut d).take(512).read_to_end(&mut head) {
+        return Err(FileFailure::new(
+            FailureKind::InvalidData,
+            format!("corrupt or truncated archive: {e}; nothing was extracted"),
+        ));
     }
-    if !is_tar_block(&head[..got]) {
+    if !is_tar_block(&head) {
         return Ok(None);
     }
     extract_tar(std::io::Cursor::new(head).chain(d), stage, budget, folders).map(Some)
@@ -911,21 +903,17 @@ impl Extract {
     ) -> Result<String, FileFailure> {
         let size = source.size();
         let mut file = BlockReader::new(source.clone(), source.block_size());
-        let mut head = [0u8; 512];
-        let mut got = 0;
-        while got < head.len() {
-            match file.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(k) => got += k,
-                Err(e) => return Err(FileFailure::from_io(&e, "reading the archive")),
-            }
-        }
+        let mut head = Vec::with_capacity(512);
+        (&mut file)
+            .take(512)
+            .read_to_end(&mut head)
+            .map_err(|e| FileFailure::from_io(&e, "reading the archive"))?;
         let rel = Path::new(std::ffi::OsStr::from_bytes(ctx.rel));
         let name = rel
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let Some((kind, ext_len)) = sniff(&head[..got], &name) else {
+        let Some((kind, ext_len)) = sniff(&head, &name) else {
             return Ok(json!({"skipped": "not a ZIP or tar archive"}).to_string());
         };
         let folder = folder_name(&name, ext_len, local.then(|| ctx.path.parent()).flatten());
