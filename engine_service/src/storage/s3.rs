@@ -195,6 +195,31 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// `text` with an S3 error document (`<Error><Code>…</Error>`) cut to its
+/// code and message: the whole XML (resource, RequestId, HostId) swamped
+/// the one line a failed file gets.
+fn without_error_xml(text: &str) -> String {
+    let Some(start) = text.find("<?xml").or_else(|| text.find("<Error>")) else {
+        return text.to_owned();
+    };
+    let end = text[start..]
+        .find("</Error>")
+        .map_or(text.len(), |i| start + i + "</Error>".len());
+    let document = &text[start..end];
+    let field = |name: &str| {
+        let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+        let from = document.find(&open)? + open.len();
+        let to = document[from..].find(&close)? + from;
+        Some(document[from..to].trim().to_owned())
+    };
+    let short = match (field("Code"), field("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => return text.to_owned(),
+    };
+    format!("{}{short}{}", &text[..start], &text[end..])
+}
+
 fn unreachable_in(err: &(dyn std::error::Error + 'static)) -> bool {
     use object_store::client::{HttpError, HttpErrorKind};
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -212,7 +237,7 @@ fn unreachable_in(err: &(dyn std::error::Error + 'static)) -> bool {
 /// Classifies an object store error met while `doing` something, as a
 /// kind and a sentence naming the cause and, where one exists, the fix.
 pub fn classify(err: &object_store::Error, doing: &str) -> FileFailure {
-    let detail = chain(err);
+    let detail = without_error_xml(&chain(err));
     let (kind, why) = match err {
         object_store::Error::NotFound { .. } => (FailureKind::NotFound, "no such object"),
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => (
@@ -250,6 +275,24 @@ pub fn request_error(err: &object_store::Error, doing: &str) -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_s3_error_document_is_cut_to_its_code_and_message() {
+        let raw = "Error performing GET http://h/b/k in 1ms: Server returned non-2xx status code: \
+                   404 Not Found: <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code>\
+                   <Message>The specified bucket does not exist</Message><BucketName>b</BucketName>\
+                   <RequestId>X1</RequestId><HostId>Y2</HostId></Error>";
+        assert_eq!(
+            without_error_xml(raw),
+            "Error performing GET http://h/b/k in 1ms: Server returned non-2xx status code: \
+             404 Not Found: NoSuchBucket: The specified bucket does not exist"
+        );
+        assert_eq!(without_error_xml("plain words"), "plain words");
+        assert_eq!(
+            without_error_xml("x <Error>no code</Error>"),
+            "x <Error>no code</Error>"
+        );
+    }
 
     #[test]
     fn encryption_names_parse() {
