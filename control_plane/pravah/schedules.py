@@ -32,6 +32,7 @@ from typing import Any
 
 from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
 from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -231,10 +232,13 @@ async def fire_due(
     for schedule_id, tick, cron, job in plans:
         try:
             won = await _fire(session, schedule_id, tick, now, cron, job)
-        except Exception as exc:  # the store refused the job: skip this tick, not the others
+        except DBAPIError as exc:
             await session.rollback()
+            if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+                raise  # the store itself is unwell: every tick waits for the next heartbeat
+            # The store refused this job's data: skip this tick, not the others.
             log.error("schedule's job could not be stored", schedule_id=schedule_id, error=str(exc))
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(DBAPIError):
                 await _fire(session, schedule_id, tick, now, cron, None)
             continue
         if won and job is not None:
