@@ -45,11 +45,13 @@ pub fn push_chunk_line(out: &mut Vec<u8>, entry: &Entry) {
 struct ChunkLine {
     p: String,
     s: Option<u64>,
+    m: Option<i64>,
     b: Option<String>,
 }
 
-/// One chunk line: relative path bytes and the size, if the listing knew it.
-pub type ChunkEntry = (Vec<u8>, Option<u64>);
+/// One chunk line: relative path bytes, and the size and modification time
+/// (unix ns) when the listing knew them.
+pub type ChunkEntry = (Vec<u8>, Option<u64>, Option<i64>);
 
 /// Reads a chunk file into its entries.
 pub fn read_chunk(path: &Path) -> Result<Vec<ChunkEntry>, FileFailure> {
@@ -85,7 +87,7 @@ pub fn read_chunk(path: &Path) -> Result<Vec<ChunkEntry>, FileFailure> {
                 })?,
             None => parsed.p.into_bytes(),
         };
-        out.push((rel, parsed.s));
+        out.push((rel, parsed.s, parsed.m));
     }
     Ok(out)
 }
@@ -146,8 +148,8 @@ mod tests {
         assert_eq!(
             back,
             vec![
-                (b"a/b.csv".to_vec(), Some(5)),
-                (b"odd\xff.csv".to_vec(), None)
+                (b"a/b.csv".to_vec(), Some(5), Some(7)),
+                (b"odd\xff.csv".to_vec(), None, None)
             ]
         );
     }

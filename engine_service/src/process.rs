@@ -284,6 +284,9 @@ impl ItemState {
 struct Job {
     rel: Vec<u8>,
     size: Option<u64>,
+    /// Modification time (unix ns), when the listing gave it (an S3
+    /// listing does: a task that needs only metadata then asks nothing).
+    mtime: Option<i64>,
     failure: Option<FileFailure>,
 }
 
@@ -440,9 +443,10 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                     root,
                     Ok(entries
                         .into_iter()
-                        .map(|(rel, size)| Job {
+                        .map(|(rel, size, mtime)| Job {
                             rel,
                             size,
+                            mtime,
                             failure: None,
                         })
                         .collect::<Vec<_>>()),
@@ -465,6 +469,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                         f.raw_path
                     },
                     size: (f.size > 0).then_some(f.size),
+                    mtime: None,
                     failure: None,
                 })
                 .collect();
@@ -614,6 +619,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                             let job = Job {
                                 rel: e.rel,
                                 size,
+                                mtime: e.meta.map(|m| m.1),
                                 failure: None,
                             };
                             if let Some(batch) = batcher.push(job) {
@@ -629,6 +635,7 @@ fn run_item(shared: &Arc<Shared>, item: pb::WorkItem) {
                         let job = Job {
                             rel,
                             size: Some(0),
+                            mtime: None,
                             failure: Some(failure),
                         };
                         if let Some(batch) = batcher.push(job) {
@@ -993,7 +1000,10 @@ fn run_batch(
                         shared.task.as_ref(),
                         root,
                         &job.rel,
-                        job.size,
+                        objects::Listed {
+                            size: job.size,
+                            mtime: job.mtime,
+                        },
                         head,
                         &shared.cancel,
                     )
@@ -1299,6 +1309,7 @@ mod tests {
         Job {
             rel: b"f".to_vec(),
             size,
+            mtime: None,
             failure: None,
         }
     }

@@ -151,16 +151,25 @@ fn staged_name(segment: &str) -> String {
     format!("{}{ext}", &segment[..end])
 }
 
+/// What the listing said of an object, where it said it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listed {
+    pub size: Option<u64>,
+    /// Modification time, unix ns.
+    pub mtime: Option<i64>,
+}
+
 /// Runs `task` on the object `rel` under `root`; see the module doc.
 pub fn process_object(
     io: &Io,
     task: &dyn Task,
     root: &S3Root,
     rel: &[u8],
-    known_size: Option<u64>,
+    listed: Listed,
     head: Option<Bytes>,
     cancel: &AtomicBool,
 ) -> FileOutcome {
+    let known_size = listed.size;
     let key = match root.key(rel) {
         Ok(k) => k,
         Err(f) => return failed(known_size, f),
@@ -172,8 +181,16 @@ pub fn process_object(
         Ok(s) => s,
         Err(e) => return failed(known_size, FileFailure::new(FailureKind::Io, e.to_string())),
     };
-    // A task that needs only size and time: one HEAD, no download.
+    // A task that needs only size and time: the listing's (chunk files
+    // keep both), else one HEAD; never a download.
     if task.metadata_only() {
+        if let Listed {
+            size: Some(size),
+            mtime: Some(ns),
+        } = listed
+        {
+            return task.process_metadata(rel, size, ns.div_euclid(1_000_000_000));
+        }
         let head = super::s3_read::object_path(&key).and_then(|path| {
             s3::block_on(object_store::ObjectStoreExt::head(&*store, &path))
                 .map_err(|e| s3::classify(&e, "reading the object's metadata"))

@@ -119,8 +119,8 @@ impl Task for Inventory {
     }
 
     /// An object's size and time are all an inventory needs: S3 objects
-    /// are looked up, not downloaded, and keep their own time (a staged
-    /// copy's was the run's).
+    /// are taken from the listing, not downloaded, and keep their own time
+    /// (a staged copy's was the run's).
     fn metadata_only(&self) -> bool {
         true
     }

@@ -223,9 +223,9 @@ pub trait Task: Send + Sync {
         None
     }
     /// Whether the task needs only a file's size and modification time
-    /// ([`Task::process_metadata`]): an object-store file is then looked up
-    /// with one HEAD, never downloaded, and its time is the object's, not
-    /// a staged copy's.
+    /// ([`Task::process_metadata`]): an object-store file is then never
+    /// downloaded (the listing gave both, or one HEAD tells them), and its
+    /// time is the object's, not a staged copy's.
     fn metadata_only(&self) -> bool {
         false
     }
