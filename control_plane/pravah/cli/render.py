@@ -398,6 +398,7 @@ def render_job_line(console: Console, job: Mapping[str, Any]) -> None:
 
 
 _JOB_COLUMNS = ("ID", "Status", "Task", "Files", "Failed", "Source", "Created (UTC)")
+_COUNT_COLUMNS = frozenset({"Files", "Failed"})  # right-aligned
 
 
 def _job_row(job: Mapping[str, Any]) -> list[str]:
@@ -425,11 +426,12 @@ def render_jobs_table(console: Console, jobs: Sequence[Mapping[str, Any]]) -> No
     """
     rows = [_job_row(job) for job in jobs]
     if not console.is_terminal or console.width < 120:
-        widths = [max(len(r[i]) for r in [list(_JOB_COLUMNS), *rows]) for i in range(7)]
-        for row in [list(_JOB_COLUMNS), *rows]:
+        lines = [list(_JOB_COLUMNS), *rows]
+        widths = [max(map(len, column)) for column in zip(*lines, strict=True)]
+        for line in lines:
             cells = [
-                c.rjust(w) if i in (3, 4) else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                cell.rjust(width) if name in _COUNT_COLUMNS else cell.ljust(width)
+                for name, cell, width in zip(_JOB_COLUMNS, line, widths, strict=True)
             ]
             console.print(
                 "  ".join(cells).rstrip(),
@@ -440,11 +442,12 @@ def render_jobs_table(console: Console, jobs: Sequence[Mapping[str, Any]]) -> No
             )
         return
     table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-    for i, name in enumerate(_JOB_COLUMNS):
+    for name in _JOB_COLUMNS:
         if name == "Source":
             table.add_column(name, overflow="fold", min_width=10)
         else:
-            table.add_column(name, no_wrap=True, justify="right" if i in (3, 4) else "left")
+            right = name in _COUNT_COLUMNS
+            table.add_column(name, no_wrap=True, justify="right" if right else "left")
     for row in rows:
         table.add_row(*(Text(c) for c in row))
     console.print(table)
