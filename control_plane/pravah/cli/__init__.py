@@ -18,16 +18,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from typer import Typer
 
-__all__ = ["app", "exit_code", "main"]
+__all__ = ["app", "exit_code", "main", "run_here"]
 
 
 def main() -> NoReturn:
     """Console-script entry point (`pravah = "pravah.cli:main"`).
 
-    Ends the process with `os._exit` once the command is done, its exit
-    handlers have run and its output is flushed: the interpreter's own
-    teardown (gRPC core shutdown, freeing every imported module) adds about
-    0.2 s to each command and does nothing a finished command needs.
+    The command goes to a warm-start resident when one is there
+    (pravah.cli.warm_start); otherwise it runs here, cold, and a resident
+    is started on the way out for the commands that follow.
 
     Pydantic's plugin discovery is turned off unless the caller set
     PYDANTIC_DISABLE_PLUGINS: on its first model it reads the entry points
@@ -35,13 +34,37 @@ def main() -> NoReturn:
     a crowded environment) for plugins Pravah does not use.
     """
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from pravah.cli import warm_start
+
+    code = warm_start.handed_over(sys.argv)
+    if code is None:
+        code = _run_command()
+        warm_start.start_resident()
+    _exit(code)
+
+
+def run_here() -> NoReturn:
+    """Runs the command of ``sys.argv`` in this process and ends it (a resident's child)."""
+    _exit(_run_command())
+
+
+def _run_command() -> int:
     from pravah.cli.app import main as app_main
 
     try:
         app_main()
-        code: int = 0
     except SystemExit as stop:
-        code = exit_code(stop)
+        return exit_code(stop)
+    return 0
+
+
+def _exit(code: int) -> NoReturn:
+    """Ends the process with `os._exit` once its exit handlers have run and output is flushed.
+
+    The interpreter's own teardown (gRPC core shutdown, freeing every
+    imported module) adds about 0.2 s to each command and does nothing a
+    finished command needs.
+    """
     atexit._run_exitfuncs()  # what a normal exit would run: span exporters, log handlers
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -30,6 +30,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "CliFailure",
+    "bind_consoles",
     "err_console",
     "fail",
     "format_validation_error",
@@ -49,6 +50,18 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 # "price [USD]" or "[b]" must come out as written, not as a style.
 out_console = Console(highlight=False, markup=False)
 err_console = Console(stderr=True, highlight=False, markup=False)
+
+
+def bind_consoles() -> None:
+    """Sets both consoles up again for this process's streams, terminal and environment.
+
+    A console reads them once, when made: colours, width, NO_COLOR... For a
+    child of a warm-start resident (pravah.cli.resident) they were the
+    resident's /dev/null. The objects stay the same, so every module that
+    imported them prints through the new settings.
+    """
+    Console.__init__(out_console, highlight=False, markup=False)
+    Console.__init__(err_console, stderr=True, highlight=False, markup=False)
 
 
 class CliFailure(Exception):

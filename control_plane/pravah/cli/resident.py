@@ -1,0 +1,305 @@
+"""The resident behind warm starts: imports the CLI once, forks a child per command.
+
+Why fork: a child of a process that has imported SQLAlchemy, pydantic,
+gRPC, Typer and Rich starts with all of it in place, and starts clean: each
+command gets a fresh copy of this process as it was after the imports, so
+nothing one command does (settings read, engines started, databases
+opened) is seen by the next. The child then becomes the caller
+(`become_caller`): its standard streams, working directory, umask,
+environment and arguments, and runs `pravah.cli.run_here`, the code a cold
+`pravah` runs. What the caller's side does is in `pravah.cli.warm_start`.
+
+What must never happen here, before a fork: an event loop, a thread, a gRPC
+channel, a database connection, settings read from the environment, or a
+console bound to this process's /dev/null streams. `preload` imports
+modules only, and the consoles are bound again in the child.
+
+One resident per key (it holds the key's socket name); it serves commands
+of its own user only (SO_PEERCRED is checked), ends after PRAVAH_WARM_IDLE
+seconds without a command, and ends its children's commands with
+SIGHUP, as a closed terminal would, when their caller goes away.
+
+    python -m pravah.cli.resident KEY SYS_PATH_JSON
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from pravah.cli.warm_start import HEADER, PROTOCOL, peer_uid, socket_address
+
+__all__ = ["PRELOAD", "become_caller", "main", "preload", "serve"]
+
+DEFAULT_IDLE_SECONDS = 300.0
+# A client that connects and sends nothing is dropped after this long.
+REQUEST_TIMEOUT = 5.0
+
+# What a command would import: the libraries and pravah's modules a run uses.
+PRELOAD = (
+    "asyncio",
+    "sqlalchemy.ext.asyncio",
+    "sqlmodel",
+    "pydantic",
+    "pydantic_settings",
+    "aiosqlite",
+    "grpc",
+    "grpc.aio",
+    "typer",
+    "rich.progress",
+    "rich.table",
+    "pravah.settings",
+    "pravah.models",
+    "pravah.db",
+    "pravah.jobs",
+    "pravah.runner",
+    "pravah.results",
+    "pravah.engine_client",
+    "pravah.engine_launcher",
+    "pravah.cli.app",
+)
+
+
+def preload() -> None:
+    """Imports what commands need (modules only; see the module doc)."""
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):  # an optional extra not installed
+            importlib.import_module(name)
+
+
+@dataclass
+class _Command:
+    """One forked command: its process and the caller waiting for its status."""
+
+    pid: int
+    pidfd: int
+    conn: socket.socket | None
+
+
+def _idle_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("PRAVAH_WARM_IDLE", DEFAULT_IDLE_SECONDS)))
+    except ValueError:
+        return DEFAULT_IDLE_SECONDS
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the caller closed the connection mid-request")
+        data += chunk
+    return data
+
+
+def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """The caller's request and its descriptors (0, 1, 2 and its working directory)."""
+    conn.settimeout(REQUEST_TIMEOUT)
+    header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 4)
+    try:
+        if len(fds) != 4:
+            raise ConnectionError("a request comes with four descriptors")
+        header += _recv_exactly(conn, HEADER.size - len(header))
+        (size,) = HEADER.unpack(header)
+        request = json.loads(_recv_exactly(conn, size))
+        if request.get("protocol") != PROTOCOL:
+            raise ConnectionError("a request of another protocol version")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    conn.settimeout(None)
+    return request, fds
+
+
+def _send(conn: socket.socket | None, answer: dict[str, int]) -> None:
+    if conn is None:
+        return
+    with contextlib.suppress(OSError):  # the caller has gone; nothing to tell
+        conn.sendall(json.dumps(answer).encode() + b"\n")
+
+
+def _reopen_std_streams() -> None:
+    """Text streams over descriptors 0-2 as the interpreter makes them at start-up.
+
+    Buffering follows the caller's streams (line-buffered on a terminal),
+    encoding and error handler are this process's own: the key holds the
+    locale and PYTHONIOENCODING, so they are the ones a cold start would pick.
+    """
+    made = []
+    streams = ((0, sys.__stdin__, "rb"), (1, sys.__stdout__, "wb"), (2, sys.__stderr__, "wb"))
+    for fd, old, mode in streams:
+        assert old is not None
+        interactive = fd == 2 or (fd == 1 and os.isatty(fd))
+        made.append(
+            io.TextIOWrapper(
+                open(fd, mode, closefd=False),  # noqa: SIM115 - lives as long as the process
+                encoding=old.encoding,
+                errors=old.errors,
+                line_buffering=fd != 0 and interactive,
+            )
+        )
+    sys.stdin, sys.stdout, sys.stderr = made
+
+
+def become_caller(request: dict[str, Any], fds: list[int]) -> NoReturn:
+    """In the forked child: take on the caller's process state and run its command."""
+    stdin, stdout, stderr, cwd = fds
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+    os.fchdir(cwd)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    # The dispositions a fresh interpreter starts with.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.umask(int(request["umask"]))
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = list(request["argv"])
+    _reopen_std_streams()
+    from pravah.cli import run_here
+    from pravah.cli.common import bind_consoles
+
+    bind_consoles()
+    run_here()
+
+
+class _Resident:
+    """The accept loop: one forked child per request, its status sent back."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self.commands: dict[int, _Command] = {}  # by pidfd
+        self.last_activity = time.monotonic()
+        self.stopping = False
+
+    def stop(self, signum: int, frame: object) -> None:
+        """SIGTERM: take no more commands; those running finish and get their status."""
+        if not self.stopping:
+            self.stopping = True
+            self.selector.unregister(self.listener)
+            self.listener.close()
+        if not self.commands:
+            raise SystemExit(0)
+
+    def serve(self, idle: float) -> None:
+        while True:
+            timeout = None
+            if not self.commands:
+                if self.stopping:
+                    return
+                left = idle - (time.monotonic() - self.last_activity)
+                if left <= 0:
+                    return
+                timeout = left
+            events = self.selector.select(timeout)
+            for key, _ in events:
+                if key.data == "accept":
+                    self._accept()
+                elif key.data[0] == "ended":
+                    self._reap(key.data[1])
+                else:
+                    self._caller_gone(key.data[1])
+            if events:
+                self.last_activity = time.monotonic()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        try:
+            if peer_uid(conn) != os.getuid():
+                conn.close()
+                return
+            request, fds = _read_request(conn)
+        except (OSError, ValueError, ConnectionError):
+            conn.close()
+            return
+        pid = os.fork()
+        if pid == 0:
+            self._close_inherited(conn)
+            try:
+                become_caller(request, fds)
+            finally:
+                os._exit(70)  # only if run_here raised, which it does not
+        for fd in fds:
+            os.close(fd)
+        _send(conn, {"pid": pid})
+        pidfd = os.pidfd_open(pid)
+        self.commands[pidfd] = _Command(pid, pidfd, conn)
+        self.selector.register(pidfd, selectors.EVENT_READ, ("ended", pidfd))
+        self.selector.register(conn, selectors.EVENT_READ, ("caller", pidfd))
+
+    def _close_inherited(self, conn: socket.socket) -> None:
+        """In the child: nothing of the resident's stays open (its name above all)."""
+        self.selector.close()
+        self.listener.close()
+        conn.close()
+        for command in self.commands.values():
+            os.close(command.pidfd)
+            if command.conn is not None:
+                command.conn.close()
+
+    def _reap(self, pidfd: int) -> None:
+        command = self.commands.pop(pidfd)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(command.pid, 0)
+        if command.conn is not None:
+            _send(command.conn, {"exit": os.waitstatus_to_exitcode(status)})
+            self.selector.unregister(command.conn)
+            command.conn.close()
+
+    def _caller_gone(self, pidfd: int) -> None:
+        """The caller closed its end (killed, say): end the command as a hang-up would."""
+        command = self.commands[pidfd]
+        assert command.conn is not None
+        self.selector.unregister(command.conn)
+        command.conn.close()
+        command.conn = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(command.pid, signal.SIGHUP)
+
+
+def serve(key: str) -> None:
+    """Runs the resident of ``key`` until it is idle long enough."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    preload()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        listener.bind(socket_address(key))
+    except OSError:
+        listener.close()
+        return  # another resident of this key got there first
+    with listener:
+        listener.listen(64)
+        resident = _Resident(listener)
+        signal.signal(signal.SIGTERM, resident.stop)
+        resident.serve(_idle_seconds())
+
+
+def main() -> None:
+    key, sys_path = sys.argv[1], json.loads(sys.argv[2])
+    sys.path[:] = sys_path  # as the caller imports: its script folder, not ours
+    serve(key)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Warm start: hand a `pravah` command to a resident copy of the CLI.
+
+Why: a cold `pravah` process spends about 0.4 s of CPU importing its stack
+(SQLAlchemy, pydantic, gRPC, Typer, Rich) before it does anything. On a
+small job that is most of the run, and on a 2-core machine it competes with
+the engine for the cores. A resident process (`pravah.cli.resident`) has
+imported all of it once; for each command it forks a child that takes over
+this process's standard streams, working directory, environment, umask and
+arguments and runs the very same `main`. Whatever the command prints, reads
+or exits with is its own; this process only forwards signals and passes
+the exit status on. It is the shape of Bazel's server or Gradle's daemon.
+
+Which resident serves a command is decided by a key over everything a
+forked child could not change afterwards: the interpreter, the installed
+code (file times and sizes), the user, resource limits, cgroup and
+namespaces, and the environment variables read before a command starts
+(see KEY_PREFIXES). A change to any of them means another
+resident, so a stale one is never used; it just idles out.
+
+Lifecycle: with no resident for the key, the command runs cold in this
+process and, on its way out, starts one in the background (its own
+session, no terminal, standard streams on /dev/null). A resident exits
+after PRAVAH_WARM_IDLE seconds (default 300) with no command, or on
+SIGTERM (`pkill -f pravah.cli.resident`). PRAVAH_WARM_START=off turns all of it off: every command
+then runs cold and nothing is left running. `serve` and `engine` always run
+cold: they are long-lived and belong to whoever started them.
+
+This module is imported by every command before anything else, so it uses
+the standard library only and costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from types import FrameType
+
+__all__ = [
+    "KEY_NAMES",
+    "KEY_PREFIXES",
+    "handed_over",
+    "peer_uid",
+    "resident_key",
+    "socket_address",
+    "start_resident",
+    "wanted",
+]
+
+# Commands that stay in the process that was started for them.
+COLD_COMMANDS = frozenset({"serve", "engine"})
+
+# The environment variables read before a command runs: by the loader and
+# the interpreter at start-up (LD_*, PYTHON*, the locale, HOME for the user's
+# site folder), or by the libraries a resident imports, at import time
+# (typer, OpenTelemetry, protobuf and structlog read those named here; found
+# by listing every module-level read of os.environ in what PRELOAD loads).
+# A resident must not serve a command with other values than it started
+# with, so these are part of the key. Every other variable (PRAVAH_*,
+# DATABASE_URL, AWS_*, PATH, TERM, COLUMNS...) is read while the command
+# runs, after the child has taken the caller's environment.
+KEY_PREFIXES = (
+    "PYTHON",
+    "_PYTHON",
+    "LC_",
+    "LD_",
+    "MALLOC_",
+    "PYDANTIC_",
+    "TYPER_",
+    "_TYPER_",
+    "GRPC_",
+    "OTEL_",
+    "PROTOCOL_BUFFERS_",
+    "SQLALCHEMY_",
+    "PRAVAH_WARM_",
+)
+KEY_NAMES = frozenset(
+    {
+        "LANG",
+        "LANGUAGE",
+        "HOME",
+        "TMPDIR",
+        "GLIBC_TUNABLES",
+        "NO_COLOR",
+        "FORCE_COLOR",
+        "PY_COLORS",
+        "TERMINAL_WIDTH",
+        "GITHUB_ACTIONS",
+    }
+)
+
+# One request: 4 bytes of length, then a JSON document; the standard streams
+# and the working directory travel beside the first byte as SCM_RIGHTS.
+HEADER = struct.Struct("!I")
+PROTOCOL = 1
+
+
+def wanted(argv: list[str], environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
+    """True when this command may be handed to (or start) a resident."""
+    if environ.get("PRAVAH_WARM_START", "on").strip().lower() in ("off", "0", "false", "no"):
+        return False
+    command = next((a for a in argv[1:] if not a.startswith("-")), None)
+    return command not in COLD_COMMANDS and hasattr(os, "pidfd_open")
+
+
+def _in_key(name: str) -> bool:
+    return name in KEY_NAMES or name.startswith(KEY_PREFIXES)
+
+
+def _code_files(root: Path) -> Iterator[os.DirEntry[str]]:
+    """Every file of the pravah package (the code a resident has loaded)."""
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != "__pycache__":
+                    yield from _code_files(Path(entry.path))
+            else:
+                yield entry
+
+
+@cache
+def resident_key() -> str:
+    """The key of the resident that may serve this process's commands; see the module doc."""
+    import resource
+
+    digest = hashlib.sha256()
+
+    def add(*parts: object) -> None:
+        digest.update(repr(parts).encode("utf-8", "surrogateescape"))
+
+    add(PROTOCOL, sys.executable, sys.version, os.getuid(), os.getgid(), os.getgroups())
+    add(sorted((k, v) for k, v in os.environ.items() if _in_key(k)))
+    for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_")):
+        add(name, resource.getrlimit(getattr(resource, name)))
+    for ns in ("pid", "mnt", "user", "net"):
+        try:
+            add(ns, os.stat(f"/proc/self/ns/{ns}").st_ino)
+        except OSError:
+            add(ns, None)
+    try:
+        add(Path("/proc/self/cgroup").read_bytes())
+    except OSError:
+        add(None)
+    # The installed code: pravah's own files, and every import folder's time
+    # (a package installed, upgraded or removed changes its folder).
+    package = Path(__file__).resolve().parent.parent
+    add(sorted((e.path, e.stat().st_mtime_ns, e.stat().st_size) for e in _code_files(package)))
+    for folder in sys.path:
+        try:
+            add(folder, os.stat(folder or ".").st_mtime_ns)
+        except OSError:
+            add(folder, None)
+    return digest.hexdigest()[:24]
+
+
+def socket_address(key: str) -> bytes:
+    """The resident's address: a name in Linux's abstract socket namespace.
+
+    Why abstract: no file to clean up after a resident that was killed, and
+    binding the name is the lock that keeps a second resident of the key
+    from starting. Anyone may bind or connect to such a name, so both sides
+    check the other's user (SO_PEERCRED) before they trust it.
+    """
+    return f"\0pravah-warm-{os.getuid()}-{key}".encode()
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The user of the process at the other end of a Unix socket."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class _Forwarder:
+    """Passes the signals this process gets on to the child that runs the command."""
+
+    SIGNALS = (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGWINCH,
+        signal.SIGCONT,
+        signal.SIGTSTP,
+    )
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.pending: list[int] = []
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.pid is None:
+            self.pending.append(signum)  # the child is not known yet
+            return
+        self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        assert self.pid is not None
+        if signum == signal.SIGTSTP:  # Ctrl-Z: stop the child, then this process
+            self._kill(signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
+        self._kill(signum)
+
+    def _kill(self, signum: int) -> None:
+        assert self.pid is not None
+        with contextlib.suppress(ProcessLookupError):  # it has just ended
+            os.kill(self.pid, signum)
+
+    def attach(self, pid: int) -> None:
+        self.pid = pid
+        for signum in self.pending:
+            self._send(signum)
+        self.pending.clear()
+
+
+def _lines(conn: socket.socket) -> Iterator[dict[str, int]]:
+    """The resident's answers, one JSON object per line, until it closes."""
+    buffer = b""
+    while True:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield json.loads(line)
+
+
+def handed_over(argv: list[str]) -> int | None:
+    """Runs the command in a resident's child; its exit status, or None to run it here.
+
+    None means nothing was started: no resident, or one that could not take
+    the command (a closed standard stream, a resident that just exited).
+    """
+    if not wanted(argv):
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        conn.connect(socket_address(resident_key()))
+        # Another user's process holding the name would get our streams,
+        # environment and secrets: never talk to one.
+        if peer_uid(conn) != os.getuid():
+            raise ConnectionRefusedError("the resident's name is held by another user")
+    except OSError:
+        conn.close()
+        return None
+    with conn:
+        forwarder = _Forwarder()
+        try:
+            # O_PATH: a folder this user may enter but not list is still a cwd.
+            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            request = json.dumps(
+                {"protocol": PROTOCOL, "argv": argv, "env": dict(os.environ), "umask": mask}
+            ).encode()
+            socket.send_fds(conn, [HEADER.pack(len(request))], [0, 1, 2, cwd])
+            conn.sendall(request)
+            answers = _lines(conn)
+            started = next(answers, None)
+        except OSError:
+            return None
+        finally:
+            os.close(cwd)
+        if started is None or "pid" not in started:
+            return None  # the resident ended before it forked: nothing ran
+        forwarder.attach(started["pid"])
+        ended = next(answers, None)
+    if ended is None or "exit" not in ended:
+        print("pravah: the resident process ended during the command", file=sys.stderr)
+        return 1
+    code = ended["exit"]
+    if code < 0:  # ended by a signal: end the same way, as the shell expects
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return int(code)
+
+
+def start_resident() -> None:
+    """Starts a resident for this process's key in the background (see the module doc)."""
+    if not wanted(sys.argv):
+        return
+    import subprocess
+
+    # A failure to start one is no failure: the next command runs cold too.
+    with contextlib.suppress(OSError):
+        subprocess.Popen(
+            [sys.executable, "-m", "pravah.cli.resident", resident_key(), json.dumps(sys.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd="/",
+        )

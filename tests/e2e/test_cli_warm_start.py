@@ -1,0 +1,325 @@
+"""Warm start: a command handed to a resident behaves as the same command run cold.
+
+Each test gives its commands a PRAVAH_WARM_TAG of its own: every PRAVAH_WARM_*
+variable is part of the resident's key, so the test gets a resident of its
+own, and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_harness import PRAVAH, Cli
+from pravah.cli.warm_start import HEADER, PROTOCOL, socket_address
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+
+
+class Warm:
+    """The `pravah` commands of one test, and the resident that serves them."""
+
+    def __init__(self, cli: Cli, tag: str) -> None:
+        self.cli = cli
+        self.tag = tag
+        cli.env.update(PRAVAH_WARM_START="on", PRAVAH_WARM_TAG=tag)
+
+    def residents(self) -> list[int]:
+        return [
+            pid
+            for pid in _pids()
+            if "pravah.cli.resident" in _cmdline(pid)
+            and _environ(pid).get("PRAVAH_WARM_TAG") == self.tag
+        ]
+
+    def key(self) -> str:
+        (pid,) = self.residents()
+        return _cmdline(pid)[_cmdline(pid).index("pravah.cli.resident") + 1]
+
+    def wait_for_resident(self) -> int:
+        deadline = time.monotonic() + 60
+        while True:
+            found = self.residents()
+            if found and self._listening():
+                return found[0]
+            assert time.monotonic() < deadline, "no resident started after a cold command"
+            time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        return self._listening_on(self.key())
+
+    @staticmethod
+    def _listening_on(key: str) -> bool:
+        name = " @" + socket_address(key)[1:].decode()
+        return any(line.endswith(name) for line in Path("/proc/net/unix").read_text().splitlines())
+
+    def stop(self) -> None:
+        for pid in self.residents():
+            os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def warm(cli: Cli) -> Iterator[Warm]:
+    handle = Warm(cli, uuid.uuid4().hex)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def _started(warm: Warm) -> int:
+    """A cold command (which starts the resident), then the resident's pid."""
+    first = warm.cli.run("--version")
+    assert first.returncode == 0, first.stderr
+    return warm.wait_for_resident()
+
+
+def _engines_of(cli: Cli) -> list[int]:
+    state = str(cli.state_dir)
+    return [
+        pid
+        for pid in _pids()
+        if any("pravah-engine" in part for part in _cmdline(pid)[:1])
+        and _environ(pid).get("PRAVAH_STATE_DIR") == state
+    ]
+
+
+def _job_rows(db: Path) -> list[tuple[str, str]]:
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return list(conn.execute("SELECT id, status FROM jobs"))
+    except sqlite3.Error:
+        return []
+
+
+def test_a_warm_run_gives_what_a_cold_run_gives(warm: Warm, csv_dir: Path, tmp_path: Path) -> None:
+    """Same results, same summary, same exit status; relative paths, the caller's
+    state folder and umask apply although the resident started elsewhere."""
+    resident = _started(warm)
+    cli = warm.cli
+    link = cli.cwd / "data"
+    link.symlink_to(csv_dir)
+    outputs = {}
+    for mode in ("off", "on"):
+        env = {"PRAVAH_WARM_START": mode, "PRAVAH_STATE_DIR": str(tmp_path / f"state-{mode}")}
+        # umask is a property of the shell that runs the command.
+        result = subprocess.run(
+            [
+                "sh",
+                "-c",
+                f'umask 027 && exec "{PRAVAH}" "$@"',
+                "sh",
+                "run",
+                "data",
+                "--task",
+                "csv-header",
+                "--output",
+                f"out-{mode}.jsonl",
+            ],
+            env={**cli.env, **env},
+            cwd=cli.cwd,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        out = cli.cwd / f"out-{mode}.jsonl"
+        lines = sorted(
+            json.loads(line)["path"] + str(json.loads(line).get("columns"))
+            for line in out.read_text().splitlines()
+        )
+        outputs[mode] = (lines, out.stat().st_mode & 0o777, result.stdout.split("job ")[0])
+        assert len(_job_rows(tmp_path / f"state-{mode}" / "pravah.db")) == 1
+    assert outputs["on"] == outputs["off"]
+    assert warm.residents() == [resident]  # the same resident, still there
+
+
+def test_a_warm_run_runs_in_the_residents_child_and_stops_on_ctrl_c(
+    warm: Warm, large_tree: Path
+) -> None:
+    resident = _started(warm)
+    cli = warm.cli
+    process = cli.popen("run", str(large_tree), "--task", "csv-header", "--json")
+    db = cli.state_dir / "pravah.db"
+    deadline = time.monotonic() + 60
+    while not any(status == "running" for _, status in _job_rows(db)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the job never started running"
+        time.sleep(0.02)
+    (engine,) = _engines_of(cli)
+    command = _parent(engine)
+    assert command is not None and command != process.pid
+    assert _parent(command) == resident  # served warm: the command is the resident's child
+    process.send_signal(signal.SIGINT)  # what the terminal sends the command it started
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    assert json.loads(out)["status"] == "cancelled"
+    assert _engines_of(cli) == []
+    assert not Path(f"/proc/{command}").exists()
+
+
+def test_a_killed_caller_cancels_its_warm_command(warm: Warm, large_tree: Path) -> None:
+    """SIGKILL reaches no handler of the caller; the resident sees it gone and
+    hangs the command up, as a closed terminal would: cancelled, engine stopped."""
+    _started(warm)
+    cli = warm.cli
+    process = cli.popen("run", str(large_tree), "--task", "csv-header", "--json")
+    db = cli.state_dir / "pravah.db"
+    deadline = time.monotonic() + 60
+    while not any(status == "running" for _, status in _job_rows(db)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the job never started running"
+        time.sleep(0.02)
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while _engines_of(cli) or any(status == "running" for _, status in _job_rows(db)):
+        assert time.monotonic() < deadline, (_engines_of(cli), _job_rows(db))
+        time.sleep(0.05)
+    assert [status for _, status in _job_rows(db)] == ["cancelled"]
+
+
+def test_exit_status_streams_and_stdin_are_the_callers(warm: Warm, tmp_path: Path) -> None:
+    _started(warm)
+    cli = warm.cli
+    bad = cli.run("run", str(tmp_path / "missing"), "--task", "csv-header")
+    assert bad.returncode == 2
+    assert "does not exist" in bad.stderr and bad.stdout == ""
+    # A pipeline read from standard input, which the command got as a descriptor.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x,y\n1,2\n")
+    piped = subprocess.run(
+        [str(PRAVAH), "run", str(data), "--pipeline", "/dev/stdin", "--json"],
+        input="steps:\n  - task: csv-header\n",
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["status"] == "completed"
+
+
+def test_without_warm_start_nothing_stays_running(cli: Cli) -> None:
+    tag = uuid.uuid4().hex
+    warm = Warm(cli, tag)
+    cli.env["PRAVAH_WARM_START"] = "off"
+    assert cli.run("--version").returncode == 0
+    time.sleep(1.0)
+    assert warm.residents() == []
+
+
+def test_an_idle_resident_ends_by_itself(warm: Warm) -> None:
+    warm.cli.env["PRAVAH_WARM_IDLE"] = "1"
+    resident = _started(warm)
+    deadline = time.monotonic() + 30
+    # Ended: gone, or a zombie until whoever adopted it reaps it.
+    while _cmdline(resident) not in ([], [""]):
+        assert time.monotonic() < deadline, "the resident outlived PRAVAH_WARM_IDLE"
+        time.sleep(0.1)
+
+
+def test_garbage_on_the_residents_socket_is_dropped_and_it_keeps_serving(warm: Warm) -> None:
+    _started(warm)
+    address = socket_address(warm.key())
+    attempts: list[bytes] = [
+        b"",  # connects and closes
+        b"GET / HTTP/1.1\r\n\r\n",  # no descriptors
+        HEADER.pack(2**31) + b"{",  # a length it never sends
+    ]
+    for payload in attempts:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(address)
+            conn.sendall(payload)
+    # Descriptors with a request of another protocol, and with broken JSON.
+    for body in (json.dumps({"protocol": PROTOCOL + 1}).encode(), b"{not json"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(address)
+            with open(os.devnull) as null:
+                fd = null.fileno()
+                socket.send_fds(conn, [HEADER.pack(len(body))], [fd, fd, fd, fd])
+            conn.sendall(body)
+            conn.settimeout(10)
+            assert conn.recv(100) == b""  # closed without running anything
+    result = warm.cli.run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("pravah ")
+    assert len(warm.residents()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_name_held_by_another_user_is_never_handed_a_command(cli: Cli) -> None:
+    """Whoever binds the name first gets it; a command must not give its streams
+    and environment (with its secrets) to another user's process."""
+    warm = Warm(cli, uuid.uuid4().hex)
+    # The key this environment's commands use, from a resident of theirs, stopped.
+    resident = _started(warm)
+    key = warm.key()
+    warm.stop()
+    deadline = time.monotonic() + 30
+    while warm._listening_on(key):
+        assert time.monotonic() < deadline, f"resident {resident} did not stop on SIGTERM"
+        time.sleep(0.05)
+    squatter = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import os, socket, sys, time\n"
+            "os.setgid(65534); os.setuid(65534)\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "s.bind(sys.argv[1].encode().replace(b'@', b'\\0', 1))\n"
+            "s.listen(); print('ready', flush=True)\n"
+            "c, _ = s.accept(); c.settimeout(5); data = c.recv(100)\n"
+            "print('got', len(data), flush=True)\n",
+            "@" + socket_address(key)[1:].decode(),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "ready"
+        result = cli.run("--version")
+        assert result.returncode == 0 and result.stdout.startswith("pravah ")  # ran cold
+        out, _ = squatter.communicate(timeout=10)
+        assert out.strip() == "got 0"  # it learnt nothing
+    finally:
+        squatter.kill()
+        warm.stop()
