@@ -26,6 +26,10 @@ from s3_helpers import moto_url, s3, s3_env  # noqa: F401  (fixtures: a local S3
 if TYPE_CHECKING:
     import httpx
 
+# Most `pravah` commands the tests start go to a warm-start resident (as a
+# user's would); the residents they leave end 30 s after the last command.
+os.environ.setdefault("PRAVAH_WARM_IDLE", "30")
+
 PG_HOST = os.environ.get("PRAVAH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PRAVAH_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("PRAVAH_TEST_PG_USER", "postgres")

@@ -77,7 +77,11 @@ def clean_env() -> dict[str, str]:
     PRAVAH_API_KEY, so every test runs with authentication on.
     """
     dropped = ("DATABASE_URL", "LOG_LEVEL")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRAVAH_") and k not in dropped}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (not k.startswith("PRAVAH_") or k.startswith("PRAVAH_WARM_")) and k not in dropped
+    }
     env.update(PRAVAH_ADMIN_KEY=TEST_ADMIN_KEY, PRAVAH_API_KEY=TEST_ADMIN_KEY)
     return env
 

@@ -75,6 +75,9 @@ def preload() -> None:
     for name in PRELOAD:
         with contextlib.suppress(ImportError):  # an optional extra not installed
             importlib.import_module(name)
+    from pravah.cli.app import click_command
+
+    click_command()
 
 
 @dataclass
@@ -123,11 +126,13 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return request, fds
 
 
-def _send(conn: socket.socket | None, answer: dict[str, int]) -> None:
-    if conn is None:
-        return
-    with contextlib.suppress(OSError):  # the caller has gone; nothing to tell
+def _send(conn: socket.socket, answer: dict[str, int]) -> bool:
+    """Sends one answer line; False when the caller has gone."""
+    try:
         conn.sendall(json.dumps(answer).encode() + b"\n")
+    except OSError:
+        return False
+    return True
 
 
 def _reopen_std_streams() -> None:
@@ -234,14 +239,17 @@ class _Resident:
             return
         pid = os.fork()
         if pid == 0:
+            # First of all, so that a caller that hears no pid knows nothing ran.
+            told = _send(conn, {"pid": os.getpid()})
             self._close_inherited(conn)
+            if not told:
+                os._exit(0)  # the caller has gone: no one wants the command now
             try:
                 become_caller(request, fds)
             finally:
                 os._exit(70)  # only if run_here raised, which it does not
         for fd in fds:
             os.close(fd)
-        _send(conn, {"pid": pid})
         pidfd = os.pidfd_open(pid)
         self.commands[pidfd] = _Command(pid, pidfd, conn)
         self.selector.register(pidfd, selectors.EVENT_READ, ("ended", pidfd))
@@ -281,6 +289,10 @@ class _Resident:
 def serve(key: str) -> None:
     """Runs the resident of ``key`` until it is idle long enough."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:  # Linux 5.3 or later: how the loop hears that a command has ended
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return
     preload()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:

@@ -197,8 +197,16 @@ class _Forwarder:
     def __init__(self) -> None:
         self.pid: int | None = None
         self.pending: list[int] = []
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def release(self) -> None:
+        """No child after all (the command runs here): the handlers as they were,
+        and the signals that came meanwhile delivered to this process."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        for signum in self.pending:
+            os.kill(os.getpid(), signum)
+        self.pending.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.pid is None:
@@ -239,6 +247,35 @@ def _lines(conn: socket.socket) -> Iterator[dict[str, int]]:
             yield json.loads(line)
 
 
+def _send_request(
+    conn: socket.socket, answers: Iterator[dict[str, int]], argv: list[str]
+) -> int | None:
+    """Sends the command; the pid of the child running it, or None if none runs it.
+
+    The child itself writes its pid before it does anything else, so no pid
+    means the command did not start: it can then run here without running twice.
+    """
+    try:
+        # O_PATH: a folder this user may enter but not list is still a cwd.
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        request = json.dumps(
+            {"protocol": PROTOCOL, "argv": argv, "env": dict(os.environ), "umask": mask}
+        ).encode()
+        socket.send_fds(conn, [HEADER.pack(len(request))], [0, 1, 2, cwd])
+        conn.sendall(request)
+        started = next(answers, None)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(cwd)
+    return started.get("pid") if started is not None else None
+
+
 def handed_over(argv: list[str]) -> int | None:
     """Runs the command in a resident's child; its exit status, or None to run it here.
 
@@ -259,29 +296,16 @@ def handed_over(argv: list[str]) -> int | None:
         return None
     with conn:
         forwarder = _Forwarder()
-        try:
-            # O_PATH: a folder this user may enter but not list is still a cwd.
-            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
+        answers = _lines(conn)  # one reader: both answers may come in one read
+        started = _send_request(conn, answers, argv)
+        if started is None:
+            forwarder.release()
             return None
+        forwarder.attach(started)
         try:
-            mask = os.umask(0o022)
-            os.umask(mask)
-            request = json.dumps(
-                {"protocol": PROTOCOL, "argv": argv, "env": dict(os.environ), "umask": mask}
-            ).encode()
-            socket.send_fds(conn, [HEADER.pack(len(request))], [0, 1, 2, cwd])
-            conn.sendall(request)
-            answers = _lines(conn)
-            started = next(answers, None)
-        except OSError:
-            return None
-        finally:
-            os.close(cwd)
-        if started is None or "pid" not in started:
-            return None  # the resident ended before it forked: nothing ran
-        forwarder.attach(started["pid"])
-        ended = next(answers, None)
+            ended = next(answers, None)
+        except (OSError, ValueError):
+            ended = None
     if ended is None or "exit" not in ended:
         print("pravah: the resident process ended during the command", file=sys.stderr)
         return 1
