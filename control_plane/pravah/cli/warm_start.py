@@ -18,12 +18,13 @@ namespaces, and the environment variables read before a command starts
 resident, so a stale one is never used; it just idles out.
 
 Lifecycle: with no resident for the key, the command runs cold in this
-process and, on its way out, starts one in the background (its own
-session, no terminal, standard streams on /dev/null). A resident exits
-after PRAVAH_WARM_IDLE seconds (default 300) with no command, or on
-SIGTERM (`pkill -f pravah.cli.resident`). PRAVAH_WARM_START=off turns all of it off: every command
-then runs cold and nothing is left running. `serve` and `engine` always run
-cold: they are long-lived and belong to whoever started them.
+process and, on its way out, starts one in the background (its own session,
+no terminal, standard streams on /dev/null). A resident exits after
+PRAVAH_WARM_IDLE seconds (default 300) with no command, or on SIGTERM
+(`pkill -f pravah.cli.resident`). PRAVAH_WARM_START=off turns all of it off:
+every command then runs cold and nothing is left running. `serve`, `worker`
+and `engine` always run cold: they are long-lived and belong to whoever
+started them.
 
 This module is imported by every command before anything else, so it uses
 the standard library only and costs a few milliseconds.
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 # Commands that stay in the process that was started for them.
-COLD_COMMANDS = frozenset({"serve", "engine"})
+COLD_COMMANDS = frozenset({"serve", "engine", "worker"})
 
 # The environment variables read before a command runs: by the loader and
 # the interpreter at start-up (LD_*, PYTHON*, the locale, HOME for the user's
