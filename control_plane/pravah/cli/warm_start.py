@@ -42,7 +42,6 @@ import struct
 import sys
 from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 from types import FrameType
 
 __all__ = [
@@ -116,15 +115,16 @@ def _in_key(name: str) -> bool:
     return name in KEY_NAMES or name.startswith(KEY_PREFIXES)
 
 
-def _code_files(root: Path) -> Iterator[os.DirEntry[str]]:
-    """Every file of the pravah package (the code a resident has loaded)."""
+def _code_files(root: str) -> Iterator[tuple[str, int, int]]:
+    """Path, time and size of every file of the pravah package (the code a resident loaded)."""
     with os.scandir(root) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 if entry.name != "__pycache__":
-                    yield from _code_files(Path(entry.path))
+                    yield from _code_files(entry.path)
             else:
-                yield entry
+                info = entry.stat()
+                yield entry.path, info.st_mtime_ns, info.st_size
 
 
 @cache
@@ -147,13 +147,14 @@ def resident_key() -> str:
         except OSError:
             add(ns, None)
     try:
-        add(Path("/proc/self/cgroup").read_bytes())
+        with open("/proc/self/cgroup", "rb") as cgroup:
+            add(cgroup.read())
     except OSError:
         add(None)
     # The installed code: pravah's own files, and every import folder's time
     # (a package installed, upgraded or removed changes its folder).
-    package = Path(__file__).resolve().parent.parent
-    add(sorted((e.path, e.stat().st_mtime_ns, e.stat().st_size) for e in _code_files(package)))
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    add(sorted(_code_files(package)))
     for folder in sys.path:
         try:
             add(folder, os.stat(folder or ".").st_mtime_ns)
