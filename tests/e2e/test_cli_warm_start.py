@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import socket
 import sqlite3
@@ -84,9 +85,14 @@ class Warm:
         return self._listening_on(self.key())
 
     @staticmethod
-    def _listening_on(key: str) -> bool:
-        name = " @" + socket_address(key)[1:].decode()
-        return any(line.endswith(name) for line in Path("/proc/net/unix").read_text().splitlines())
+    def _listening_on(key: str, *, or_bound: bool = False) -> bool:
+        """Bound and listening (flag __SO_ACCEPTCON); with ``or_bound``, bound at all."""
+        name = "@" + socket_address(key)[1:].decode()
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[-1] == name and (or_bound or int(fields[3], 16) & 0x10000):
+                return True
+        return False
 
     def stop(self) -> None:
         for pid in self.residents():
@@ -295,7 +301,7 @@ def test_a_name_held_by_another_user_is_never_handed_a_command(cli: Cli) -> None
     key = warm.key()
     warm.stop()
     deadline = time.monotonic() + 30
-    while warm._listening_on(key):
+    while warm._listening_on(key, or_bound=True):
         assert time.monotonic() < deadline, f"resident {resident} did not stop on SIGTERM"
         time.sleep(0.05)
     squatter = subprocess.Popen(
@@ -323,3 +329,44 @@ def test_a_name_held_by_another_user_is_never_handed_a_command(cli: Cli) -> None
     finally:
         squatter.kill()
         warm.stop()
+
+
+def _on_a_terminal(cli: Cli, *args: str, extra_env: dict[str, str]) -> str:
+    """What `pravah` writes when its output is a terminal (a pseudo-terminal here)."""
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [str(PRAVAH), *args],
+            env={**cli.env, **extra_env},
+            cwd=cli.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=secondary,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=120) == 0, output
+    finally:
+        os.close(primary)
+    return output.decode(errors="replace")
+
+
+def test_a_warm_command_on_a_terminal_styles_its_output_as_a_cold_one(
+    warm: Warm, csv_dir: Path
+) -> None:
+    """The resident's own streams are /dev/null: its child must look at the caller's."""
+    _started(warm)
+    args = ("run", str(csv_dir), "--task", "csv-header")
+    cold = _on_a_terminal(warm.cli, *args, extra_env={"PRAVAH_WARM_START": "off"})
+    served = _on_a_terminal(warm.cli, *args, extra_env={})
+    assert "\x1b[1;32mcompleted" in cold  # the status in bold green, as on any terminal
+    assert "\x1b[1;32mcompleted" in served
+    assert served.count("\x1b[") > 10
