@@ -270,14 +270,24 @@ def test_garbage_on_the_residents_socket_is_dropped_and_it_keeps_serving(warm: W
     attempts: list[bytes] = [
         b"",  # connects and closes
         b"GET / HTTP/1.1\r\n\r\n",  # no descriptors
-        HEADER.pack(2**31) + b"{",  # a length it never sends
+        HEADER.pack(2**31) + b"{",  # a length it never sends (and may not)
     ]
     for payload in attempts:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(address)
             conn.sendall(payload)
     # Descriptors with a request of another protocol, and with broken JSON.
-    for body in (json.dumps({"protocol": PROTOCOL + 1}).encode(), b"{not json"):
+    good = {"protocol": PROTOCOL, "argv": ["pravah", "--version"], "env": {}, "umask": 18}
+    bodies = [
+        json.dumps({**good, "protocol": PROTOCOL + 1}).encode(),
+        b"{not json",
+        b"[1, 2]",  # JSON, but not an object: crashed the resident before
+        json.dumps({**good, "argv": "pravah --version"}).encode(),
+        json.dumps({**good, "env": {"A": 1}}).encode(),
+        json.dumps({**good, "env": {"A=B": "c"}}).encode(),
+        json.dumps({**good, "umask": "022"}).encode(),
+    ]
+    for body in bodies:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(address)
             with open(os.devnull) as null:

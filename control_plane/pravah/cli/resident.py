@@ -44,6 +44,8 @@ __all__ = ["PRELOAD", "become_caller", "main", "preload", "serve"]
 DEFAULT_IDLE_SECONDS = 300.0
 # A client that connects and sends nothing is dropped after this long.
 REQUEST_TIMEOUT = 5.0
+# Far above what exec allows a process's arguments and environment (ARG_MAX).
+MAX_REQUEST_BYTES = 16 << 20
 
 # What a command would import: the libraries and pravah's modules a run uses.
 PRELOAD = (
@@ -111,6 +113,24 @@ def _recv_exactly(conn: socket.socket, size: int) -> bytes:
     return data
 
 
+def _checked(request: object) -> dict[str, Any]:
+    """The request if it has the shape warm_start sends, else ValueError."""
+    if not isinstance(request, dict) or request.get("protocol") != PROTOCOL:
+        raise ValueError("not a request of this protocol version")
+    argv, env, umask = request.get("argv"), request.get("env"), request.get("umask")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise ValueError("argv must be a list of strings")
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise ValueError("env must map names to strings")
+    if any(not k or "=" in k or "\0" in k or "\0" in v for k, v in env.items()):
+        raise ValueError("env holds a name or value the OS cannot take")
+    if any("\0" in a for a in argv):
+        raise ValueError("argv holds a NUL")
+    if not (isinstance(umask, int) and 0 <= umask <= 0o777):
+        raise ValueError("umask must be an integer 0-0o777")
+    return request
+
+
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """The caller's request and its descriptors (0, 1, 2 and its working directory)."""
     conn.settimeout(REQUEST_TIMEOUT)
@@ -120,9 +140,9 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
             raise ConnectionError("a request comes with four descriptors")
         header += _recv_exactly(conn, HEADER.size - len(header))
         (size,) = HEADER.unpack(header)
-        request = json.loads(_recv_exactly(conn, size))
-        if request.get("protocol") != PROTOCOL:
-            raise ConnectionError("a request of another protocol version")
+        if size > MAX_REQUEST_BYTES:
+            raise ValueError(f"a request of {size} bytes")
+        request = _checked(json.loads(_recv_exactly(conn, size)))
     except BaseException:
         for fd in fds:
             os.close(fd)
