@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -208,6 +209,20 @@ def become_caller(request: dict[str, Any], fds: list[int]) -> NoReturn:
     run_here()
 
 
+def _run_as_caller(request: dict[str, Any], fds: list[int]) -> NoReturn:
+    """`become_caller`, ending as a cold interpreter ends when something escapes it."""
+    try:
+        become_caller(request, fds)
+    except KeyboardInterrupt:  # Ctrl-C before the command set its own handlers
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:
+        traceback.print_exc()  # on the caller's stderr
+        os._exit(1)
+    finally:
+        os._exit(70)
+
+
 class _Resident:
     """The accept loop: one forked child per request, its status sent back."""
 
@@ -269,10 +284,7 @@ class _Resident:
             self._close_inherited(conn)
             if not told:
                 os._exit(0)  # the caller has gone: no one wants the command now
-            try:
-                become_caller(request, fds)
-            finally:
-                os._exit(70)  # only if run_here raised, which it does not
+            _run_as_caller(request, fds)
         for fd in fds:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
