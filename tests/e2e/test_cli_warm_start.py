@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import PRAVAH, Cli
+from cli_harness import PRAVAH, TREE_RESULTS, Cli
 from pravah.cli.warm_start import HEADER, PROTOCOL, socket_address
 
 
@@ -131,6 +131,26 @@ def _job_rows(db: Path) -> list[tuple[str, str]]:
             return list(conn.execute("SELECT id, status FROM jobs"))
     except sqlite3.Error:
         return []
+
+
+def _running(cli: Cli, tree: Path, *wrapper: str) -> subprocess.Popen[str]:
+    """`pravah run TREE --task csv-header --json` (behind ``wrapper``), once its job runs."""
+    process = subprocess.Popen(
+        [*wrapper, str(PRAVAH), "run", str(tree), "--task", "csv-header", "--json"],
+        env=cli.env,
+        cwd=cli.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    db = cli.state_dir / "pravah.db"
+    deadline = time.monotonic() + 60
+    while not any(status == "running" for _, status in _job_rows(db)) or not _engines_of(cli):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the job never started running"
+        time.sleep(0.02)
+    return process
 
 
 def test_a_warm_run_gives_what_a_cold_run_gives(warm: Warm, csv_dir: Path, tmp_path: Path) -> None:
@@ -380,3 +400,140 @@ def test_a_warm_command_on_a_terminal_styles_its_output_as_a_cold_one(
     assert "\x1b[1;32mcompleted" in cold  # the status in bold green, as on any terminal
     assert "\x1b[1;32mcompleted" in served
     assert served.count("\x1b[") > 10
+
+
+def test_descriptors_beyond_the_standard_three_are_passed(warm: Warm, csv_dir: Path) -> None:
+    """`--output /dev/fd/3 3>file`, and bash's `--output >(gzip > x.gz)`, name a
+    descriptor the command was started with."""
+    _started(warm)
+    cli = warm.cli
+    script = f'exec "{PRAVAH}" run "$1" --task csv-header --output /dev/fd/3 3>"$2"'
+    result = subprocess.run(
+        ["sh", "-c", script, "sh", str(csv_dir), str(cli.cwd / "via-fd3.jsonl")],
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = (cli.cwd / "via-fd3.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["path"] for line in lines) == sorted(TREE_RESULTS)
+
+
+def test_a_closed_standard_stream_is_not_replaced_by_the_residents_socket(
+    warm: Warm, csv_dir: Path, tmp_path: Path
+) -> None:
+    _started(warm)
+    cli = warm.cli
+    for redirect, args, code in (
+        (">&-", f'run "{csv_dir}" --task csv-header', 0),
+        ("2>&-", f'run "{tmp_path / "missing"}" --task csv-header', 2),
+    ):
+        result = subprocess.run(
+            ["sh", "-c", f'"{PRAVAH}" {args} {redirect}'],
+            env=cli.env,
+            cwd=cli.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == code, (redirect, result)
+        assert "resident" not in result.stdout + result.stderr
+
+
+def test_usage_names_the_command_as_invoked(warm: Warm) -> None:
+    _started(warm)
+    result = warm.cli.run("run")
+    assert result.returncode == 2
+    assert "Usage: pravah run [OPTIONS] SOURCE" in result.stderr, result.stderr
+
+
+def test_a_signal_ignored_by_the_caller_is_ignored_by_its_command(
+    warm: Warm, large_tree: Path
+) -> None:
+    """A script's `cmd &` starts it with SIGINT and SIGQUIT ignored, nohup with
+    SIGHUP ignored. pravah handles none of SIGQUIT: ignored, it changes nothing."""
+    _started(warm)
+    process = _running(warm.cli, large_tree, "sh", "-c", 'trap "" QUIT; exec "$@"', "sh")
+    process.send_signal(signal.SIGQUIT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_priority_and_cpus_are_the_callers(warm: Warm, large_tree: Path) -> None:
+    """`nice -n 7 taskset -c 0 pravah run ...` (a nightly job kept out of the way):
+    a resident started without them must not run it."""
+    _started(warm)
+    process = _running(warm.cli, large_tree, "nice", "-n", "7", "taskset", "-c", "0")
+    try:
+        (engine,) = _engines_of(warm.cli)
+        stat = Path(f"/proc/{engine}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[16]) == 7  # field 19, nice
+        assert os.sched_getaffinity(engine) == {0}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+
+
+def test_a_sandboxed_caller_runs_its_command_itself(warm: Warm, large_tree: Path) -> None:
+    """no_new_privs (and with it Landlock) or a seccomp filter cannot be handed
+    on: the command runs in the caller's own process, and no resident starts."""
+    resident = _started(warm)
+    process = _running(warm.cli, large_tree, "setpriv", "--no-new-privs")
+    try:
+        (engine,) = _engines_of(warm.cli)
+        assert _parent(engine) == process.pid
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    assert warm.residents() == [resident]
+
+
+def test_a_killed_resident_leaves_its_command_to_finish_and_report(
+    warm: Warm, large_tree: Path
+) -> None:
+    resident = _started(warm)
+    process = _running(warm.cli, large_tree)
+    os.kill(resident, signal.SIGKILL)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_a_signal_the_moment_a_command_starts_never_reaches_the_residents_handlers(
+    warm: Warm,
+) -> None:
+    """A caller passes on a signal as soon as it hears its child's pid. The child
+    must meet it with a fresh interpreter's dispositions, not the resident's
+    (whose SIGTERM handler stopped the resident's loop from inside the child)."""
+    _started(warm)
+    address = socket_address(warm.key())
+    for _ in range(20):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn, open(os.devnull) as null:
+            conn.connect(address)
+            body = json.dumps(
+                {
+                    "protocol": PROTOCOL,
+                    "argv": [str(PRAVAH), "--version"],
+                    "env": dict(warm.cli.env),
+                    "umask": 0o022,
+                    "fds": [0, 1, 2],
+                    "ignored": [],
+                }
+            ).encode()
+            fd = null.fileno()
+            cwd = os.open(".", os.O_PATH)
+            socket.send_fds(conn, [HEADER.pack(len(body))], [fd, fd, fd, cwd])
+            os.close(cwd)
+            conn.sendall(body)
+            reader = conn.makefile("rb")
+            pid = json.loads(reader.readline())["pid"]
+            os.kill(pid, signal.SIGTERM)
+            answers = [json.loads(line) for line in reader]
+        assert {"exit": -signal.SIGTERM} in answers or {"exit": 0} in answers, answers
+    result = warm.cli.run("--version")  # the resident still serves
+    assert result.returncode == 0 and len(warm.residents()) == 1

@@ -17,6 +17,7 @@ import sys
 # of this module (typing alone is 3 ms of its 15).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
     from typer import Typer
@@ -46,9 +47,12 @@ def main() -> NoReturn:
     _exit(code)
 
 
-def run_here() -> NoReturn:
-    """Runs the command of ``sys.argv`` in this process and ends it (a resident's child)."""
-    _exit(_run_command())
+def run_here(report: Callable[[int], object]) -> NoReturn:
+    """Runs the command of ``sys.argv`` in this process and ends it (a resident's child).
+
+    ``report`` is told the exit status once output is flushed, just before the end.
+    """
+    _exit(_run_command(), report)
 
 
 def _run_command() -> int:
@@ -61,7 +65,7 @@ def _run_command() -> int:
     return 0
 
 
-def _exit(code: int) -> NoReturn:
+def _exit(code: int, report: Callable[[int], object] | None = None) -> NoReturn:
     """Ends the process with `os._exit` once its exit handlers have run and output is flushed.
 
     The interpreter's own teardown (gRPC core shutdown, freeing every
@@ -75,6 +79,8 @@ def _exit(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe must not change the status
             stream.flush()
+    if report is not None:
+        report(code)
     os._exit(code)
 
 

@@ -9,6 +9,8 @@ Heavy imports (SQLAlchemy, FastAPI, gRPC) happen inside the commands, so
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import cache
 from typing import Annotated
 
@@ -144,4 +146,6 @@ def click_command() -> _click.Command:
 
 def main() -> None:
     """Runs the command line (`pravah.cli.main` is the console script)."""
-    click_command()()
+    # Named as invoked, as Click would name it in a process of its own; in a
+    # resident's child it would say `python -m pravah.cli...`.
+    click_command()(prog_name=os.path.basename(sys.argv[0]))

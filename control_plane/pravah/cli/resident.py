@@ -25,9 +25,11 @@ SIGHUP, as a closed terminal would, when their caller goes away.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import io
 import json
+import math
 import os
 import selectors
 import signal
@@ -35,16 +37,25 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pravah.cli.warm_start import HEADER, PROTOCOL, peer_uid, socket_address
+from pravah.cli.warm_start import (
+    FORWARDED,
+    HEADER,
+    MAX_FDS,
+    PROTOCOL,
+    peer_uid,
+    socket_address,
+)
 
 __all__ = ["PRELOAD", "become_caller", "main", "preload", "serve"]
 
 DEFAULT_IDLE_SECONDS = 300.0
-# A client that connects and sends nothing is dropped after this long.
-REQUEST_TIMEOUT = 5.0
+WAKE_SECONDS = 3600.0
+# A caller's whole request arrives within this, or it is dropped.
+REQUEST_TIMEOUT = 2.0
 # Far above what exec allows a process's arguments and environment (ARG_MAX).
 MAX_REQUEST_BYTES = 16 << 20
 
@@ -98,16 +109,19 @@ class _Command:
 
 
 def _idle_seconds() -> float:
+    """PRAVAH_WARM_IDLE, or the default when it is not a number (`inf`: never idle out)."""
     try:
-        return max(0.0, float(os.environ.get("PRAVAH_WARM_IDLE", DEFAULT_IDLE_SECONDS)))
+        idle = float(os.environ.get("PRAVAH_WARM_IDLE", DEFAULT_IDLE_SECONDS))
     except ValueError:
         return DEFAULT_IDLE_SECONDS
+    return DEFAULT_IDLE_SECONDS if math.isnan(idle) else max(0.0, idle)
 
 
-def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+def _recv_exactly(conn: socket.socket, size: int, left: Callable[[], float]) -> bytes:
     data = b""
     while len(data) < size:
-        chunk = conn.recv(size - len(data))
+        conn.settimeout(left())
+        chunk = conn.recv(min(size - len(data), 1 << 20))
         if not chunk:
             raise ConnectionError("the caller closed the connection mid-request")
         data += chunk
@@ -129,21 +143,43 @@ def _checked(request: object) -> dict[str, Any]:
         raise ValueError("argv holds a NUL")
     if not (isinstance(umask, int) and 0 <= umask <= 0o777):
         raise ValueError("umask must be an integer 0-0o777")
+    targets, ignored = request.get("fds"), request.get("ignored")
+    if not (
+        isinstance(targets, list)
+        and all(isinstance(fd, int) and 0 <= fd < 1 << 20 for fd in targets)
+        and targets[:3] == [0, 1, 2]
+        and len(set(targets)) == len(targets)
+    ):
+        raise ValueError("fds must list distinct descriptor numbers, 0, 1 and 2 first")
+    if not (isinstance(ignored, list) and all(s in FORWARDED for s in ignored)):
+        raise ValueError("ignored must list signals a caller forwards")
     return request
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """The caller's request and its descriptors (0, 1, 2 and its working directory)."""
-    conn.settimeout(REQUEST_TIMEOUT)
-    header, fds, _, _ = socket.recv_fds(conn, HEADER.size, 4)
+    """The caller's request and its descriptors (as it numbers them, then its cwd).
+
+    The whole request must arrive within REQUEST_TIMEOUT: the resident reads
+    one at a time, and a caller that trickles bytes must not hold up others.
+    """
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request took too long")
+        return remaining
+
+    conn.settimeout(left())
+    header, fds, _, _ = socket.recv_fds(conn, HEADER.size, MAX_FDS + 1)
     try:
-        if len(fds) != 4:
-            raise ConnectionError("a request comes with four descriptors")
-        header += _recv_exactly(conn, HEADER.size - len(header))
+        header += _recv_exactly(conn, HEADER.size - len(header), left)
         (size,) = HEADER.unpack(header)
         if size > MAX_REQUEST_BYTES:
             raise ValueError(f"a request of {size} bytes")
-        request = _checked(json.loads(_recv_exactly(conn, size)))
+        request = _checked(json.loads(_recv_exactly(conn, size, left)))
+        if len(fds) != len(request["fds"]) + 1:
+            raise ValueError("the descriptors do not match the request")
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -184,19 +220,51 @@ def _reopen_std_streams() -> None:
     sys.stdin, sys.stdout, sys.stderr = made
 
 
-def become_caller(request: dict[str, Any], fds: list[int]) -> NoReturn:
-    """In the forked child: take on the caller's process state and run its command."""
-    stdin, stdout, stderr, cwd = fds
-    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-        os.dup2(fd, target)
+def _out_of_the_way(fd: int) -> int:
+    """``fd`` moved to a number no caller's descriptor takes in practice (1024 up)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1024)
+    os.close(fd)
+    return int(high)
+
+
+def _take_descriptors(received: list[int], targets: list[int], also_keep: int) -> None:
+    """Gives the caller's descriptors their numbers (0, 1, 2, 3 for `3>file`...)
+    and closes every other one this process has but ``also_keep``."""
+    high = [_out_of_the_way(fd) for fd in received]  # one may hold a target's number
+    keep = set(targets) | set(high) | {also_keep}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor
+            if int(name) not in keep:
+                os.close(int(name))
+    for fd, target in zip(high, targets, strict=True):
+        os.dup2(fd, target)  # inheritable, as the caller had it
+        os.close(fd)
+
+
+def become_caller(request: dict[str, Any], fds: list[int], conn: socket.socket) -> NoReturn:
+    """In the forked child: take on the caller's process state and run its command.
+
+    Runs with the forwarded signals blocked (see _Resident._accept) until
+    their dispositions are those of a fresh interpreter in the caller's place.
+    The exit status goes to the caller on ``conn`` as well as from the
+    resident: it arrives even if the resident is killed meanwhile.
+    """
+    *passed, cwd = fds
     os.fchdir(cwd)
-    for fd in fds:
-        if fd > 2:
-            os.close(fd)
-    # The dispositions a fresh interpreter starts with.
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.close(cwd)
+    conn = socket.socket(fileno=_out_of_the_way(conn.detach()))
+    _take_descriptors(passed, request["fds"], also_keep=conn.fileno())
+
+    def report(code: int) -> None:
+        _send(conn, {"exit": code})
+
+    for sig in (*FORWARDED, signal.SIGCHLD):
+        if sig in request["ignored"]:
+            signal.signal(sig, signal.SIG_IGN)
+        elif sig == signal.SIGINT:
+            signal.signal(sig, signal.default_int_handler)
+        else:
+            signal.signal(sig, signal.SIG_DFL)
     os.umask(int(request["umask"]))
     os.environ.clear()
     os.environ.update(request["env"])
@@ -206,13 +274,14 @@ def become_caller(request: dict[str, Any], fds: list[int]) -> NoReturn:
     from pravah.cli.common import bind_consoles
 
     bind_consoles()
-    run_here()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    run_here(report)
 
 
-def _run_as_caller(request: dict[str, Any], fds: list[int]) -> NoReturn:
+def _run_as_caller(request: dict[str, Any], fds: list[int], conn: socket.socket) -> NoReturn:
     """`become_caller`, ending as a cold interpreter ends when something escapes it."""
     try:
-        become_caller(request, fds)
+        become_caller(request, fds, conn)
     except KeyboardInterrupt:  # Ctrl-C before the command set its own handlers
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
@@ -252,7 +321,7 @@ class _Resident:
                 left = idle - (time.monotonic() - self.last_activity)
                 if left <= 0:
                     return
-                timeout = left
+                timeout = min(left, WAKE_SECONDS)  # select() takes no more than ~24 days
             events = self.selector.select(timeout)
             for key, _ in events:
                 if key.data == "accept":
@@ -277,14 +346,19 @@ class _Resident:
         except (OSError, ValueError, ConnectionError):
             conn.close()
             return
+        # A signal the caller forwards to the new child must not run this
+        # process's handlers there (stop() would end the resident's loop):
+        # blocked over the fork, the child unblocks it once it has its own.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         pid = os.fork()
         if pid == 0:
             # First of all, so that a caller that hears no pid knows nothing ran.
             told = _send(conn, {"pid": os.getpid()})
-            self._close_inherited(conn)
+            self._close_inherited()
             if not told:
                 os._exit(0)  # the caller has gone: no one wants the command now
-            _run_as_caller(request, fds)
+            _run_as_caller(request, fds, conn)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         for fd in fds:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
@@ -292,11 +366,10 @@ class _Resident:
         self.selector.register(pidfd, selectors.EVENT_READ, ("ended", pidfd))
         self.selector.register(conn, selectors.EVENT_READ, ("caller", pidfd))
 
-    def _close_inherited(self, conn: socket.socket) -> None:
+    def _close_inherited(self) -> None:
         """In the child: nothing of the resident's stays open (its name above all)."""
         self.selector.close()
         self.listener.close()
-        conn.close()
         for command in self.commands.values():
             os.close(command.pidfd)
             if command.conn is not None:

@@ -108,7 +108,29 @@ def wanted(argv: list[str], environ: os._Environ[str] | dict[str, str] = os.envi
     if environ.get("PRAVAH_WARM_START", "on").strip().lower() in ("off", "0", "false", "no"):
         return False
     command = next((a for a in argv[1:] if not a.startswith("-")), None)
-    return command not in COLD_COMMANDS and hasattr(os, "pidfd_open")
+    return command not in COLD_COMMANDS and hasattr(os, "pidfd_open") and not _sandboxed()
+
+
+def _status() -> dict[str, str]:
+    """This process's /proc/self/status, by field."""
+    try:
+        with open("/proc/self/status") as status:
+            lines = status.read().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def _sandboxed() -> bool:
+    """True for a process confined in ways a resident could not copy.
+
+    A seccomp filter, Landlock rules (which need no_new_privs) and
+    no_new_privs itself belong to the process that set them up: a command
+    forked from a resident started elsewhere would run without them. Such a
+    process runs its commands itself, and starts no resident.
+    """
+    status = _status()
+    return status.get("NoNewPrivs", "0") != "0" or status.get("Seccomp", "0") != "0"
 
 
 def _in_key(name: str) -> bool:
@@ -141,16 +163,24 @@ def resident_key() -> str:
     add(sorted((k, v) for k, v in os.environ.items() if _in_key(k)))
     for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_")):
         add(name, resource.getrlimit(getattr(resource, name)))
-    for ns in ("pid", "mnt", "user", "net"):
+    add(os.getresuid(), os.getresgid())
+    for ns in ("pid", "mnt", "user", "net", "uts", "ipc", "cgroup", "time"):
         try:
             add(ns, os.stat(f"/proc/self/ns/{ns}").st_ino)
         except OSError:
             add(ns, None)
-    try:
-        with open("/proc/self/cgroup", "rb") as cgroup:
-            add(cgroup.read())
-    except OSError:
-        add(None)
+    for path in ("/proc/self/cgroup", "/proc/self/attr/current", "/proc/self/oom_score_adj"):
+        try:
+            with open(path, "rb") as trait:
+                add(path, trait.read())
+        except OSError:
+            add(path, None)
+    # What a forked child would inherit from the resident instead of from
+    # this process: capabilities, CPUs and memory nodes, priority, scheduling
+    # and I/O class (`nice -n 19 ionice -c3 taskset -c 1 pravah ...`).
+    status = _status()
+    add(sorted((k, v) for k, v in status.items() if k.startswith(("Cap", "Cpus_", "Mems_"))))
+    add(os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), _io_priority())
     # The installed code: pravah's own files, and every import folder's time
     # (a package installed, upgraded or removed changes its folder).
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
@@ -161,6 +191,21 @@ def resident_key() -> str:
         except OSError:
             add(folder, None)
     return digest.hexdigest()[:24]
+
+
+# ioprio_get(2) by machine; Python has no binding for it.
+IOPRIO_GET = {"x86_64": 252, "aarch64": 31, "riscv64": 31, "i686": 290, "armv7l": 315}
+
+
+def _io_priority() -> int | None:
+    """The I/O class and level `ionice` sets, or None where it cannot be read."""
+    number = IOPRIO_GET.get(os.uname().machine)
+    if number is None:
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.syscall(number, 1, 0))  # IOPRIO_WHO_PROCESS, this process
 
 
 def socket_address(key: str) -> bytes:
@@ -181,25 +226,32 @@ def peer_uid(conn: socket.socket) -> int:
     return int(uid)
 
 
+# The signals a caller passes on to the child running its command.
+FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+    signal.SIGTSTP,
+)
+# Descriptors one request may carry (the kernel's SCM_MAX_FD is 253).
+MAX_FDS = 250
+
+
 class _Forwarder:
     """Passes the signals this process gets on to the child that runs the command."""
-
-    SIGNALS = (
-        signal.SIGINT,
-        signal.SIGTERM,
-        signal.SIGHUP,
-        signal.SIGQUIT,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
-        signal.SIGWINCH,
-        signal.SIGCONT,
-        signal.SIGTSTP,
-    )
 
     def __init__(self) -> None:
         self.pid: int | None = None
         self.pending: list[int] = []
-        self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in FORWARDED}
+        # Ignored when this process started (nohup, `&` in a script): the child
+        # ignores them too; still passed on, for the handlers a command sets.
+        self.ignored = [int(s) for s, h in self.previous.items() if h == signal.SIG_IGN]
 
     def release(self) -> None:
         """No child after all (the command runs here): the handlers as they were,
@@ -218,22 +270,36 @@ class _Forwarder:
 
     def _send(self, signum: int) -> None:
         assert self.pid is not None
-        if signum == signal.SIGTSTP:  # Ctrl-Z: stop the child, then this process
-            self._kill(signal.SIGSTOP)
-            os.kill(os.getpid(), signal.SIGSTOP)
-            return
-        self._kill(signum)
-
-    def _kill(self, signum: int) -> None:
-        assert self.pid is not None
         with contextlib.suppress(ProcessLookupError):  # it has just ended
             os.kill(self.pid, signum)
+        if signum == signal.SIGTSTP:  # Ctrl-Z: this process stops too, as the shell expects
+            signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTSTP)
+            signal.signal(signal.SIGTSTP, self._handle)  # continued (fg, bg)
 
     def attach(self, pid: int) -> None:
         self.pid = pid
         for signum in self.pending:
             self._send(signum)
         self.pending.clear()
+
+
+def _inherited_fds() -> list[int] | None:
+    """The descriptors this process was started with (inheritable ones: those its
+    parent passed, such as `3>file` or bash's `>(...)`), or None when one of the
+    standard three is closed: the socket would take its number."""
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if os.get_inheritable(fd):
+                fds.append(fd)
+        except OSError:  # the folder's own descriptor, closed by now
+            continue
+    fds.sort()
+    if fds[:3] != [0, 1, 2] or len(fds) > MAX_FDS:
+        return None
+    return fds
 
 
 def _lines(conn: socket.socket) -> Iterator[dict[str, int]]:
@@ -250,7 +316,11 @@ def _lines(conn: socket.socket) -> Iterator[dict[str, int]]:
 
 
 def _send_request(
-    conn: socket.socket, answers: Iterator[dict[str, int]], argv: list[str]
+    conn: socket.socket,
+    answers: Iterator[dict[str, int]],
+    argv: list[str],
+    fds: list[int],
+    ignored: list[int],
 ) -> int | None:
     """Sends the command; the pid of the child running it, or None if none runs it.
 
@@ -266,9 +336,16 @@ def _send_request(
         mask = os.umask(0o022)
         os.umask(mask)
         request = json.dumps(
-            {"protocol": PROTOCOL, "argv": argv, "env": dict(os.environ), "umask": mask}
+            {
+                "protocol": PROTOCOL,
+                "argv": argv,
+                "env": dict(os.environ),
+                "umask": mask,
+                "fds": fds,
+                "ignored": ignored,
+            }
         ).encode()
-        socket.send_fds(conn, [HEADER.pack(len(request))], [0, 1, 2, cwd])
+        socket.send_fds(conn, [HEADER.pack(len(request))], [*fds, cwd])
         conn.sendall(request)
         started = next(answers, None)
     except (OSError, ValueError):
@@ -286,6 +363,9 @@ def handed_over(argv: list[str]) -> int | None:
     """
     if not wanted(argv):
         return None
+    fds = _inherited_fds()  # before the socket exists
+    if fds is None:
+        return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         conn.connect(socket_address(resident_key()))
@@ -297,13 +377,16 @@ def handed_over(argv: list[str]) -> int | None:
         conn.close()
         return None
     with conn:
+        # Installed before the request goes: a signal in between is passed on too.
         forwarder = _Forwarder()
         answers = _lines(conn)  # one reader: both answers may come in one read
-        started = _send_request(conn, answers, argv)
+        started = _send_request(conn, answers, argv, fds, forwarder.ignored)
         if started is None:
             forwarder.release()
             return None
         forwarder.attach(started)
+        # The child reports its status as it exits, the resident when it reaps
+        # it (or it was killed): the first one counts.
         try:
             ended = next(answers, None)
         except (OSError, ValueError):
