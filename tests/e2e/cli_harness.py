@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -68,6 +69,15 @@ class Cli:
         finally:
             if log is not None and not isinstance(stderr, int):
                 stderr.close()
+
+
+def job_rows(db: Path) -> list[tuple[str, str]]:
+    """(id, status) of every job in an embedded store; none while it cannot be read yet."""
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return list(conn.execute("SELECT id, status FROM jobs"))
+    except sqlite3.Error:
+        return []
 
 
 def clean_env() -> dict[str, str]:

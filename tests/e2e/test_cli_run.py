@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import TREE_RESULTS, Cli, assert_usage_error
+from cli_harness import TREE_RESULTS, Cli, assert_usage_error, job_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -334,19 +334,11 @@ def test_version_prints_the_package_version(cli: Cli) -> None:
     assert result.stdout.strip() == f"pravah {__version__}"
 
 
-def _job_rows(db: Path) -> list[tuple[str, str]]:
-    try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            return list(conn.execute("SELECT id, status FROM jobs"))
-    except sqlite3.Error:
-        return []
-
-
 def _running(cli: Cli, large_tree: Path) -> subprocess.Popen[str]:
     process = cli.popen("run", str(large_tree), "--task", "csv-header", "--json")
     db = cli.state_dir / "pravah.db"
     deadline = time.monotonic() + 60
-    while not any(status == "running" for _, status in _job_rows(db)):
+    while not any(status == "running" for _, status in job_rows(db)):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the job never started running"
         time.sleep(0.02)
@@ -368,7 +360,7 @@ def test_a_stop_signal_during_run_cancels_the_job_and_exits_130(
     job = json.loads(out)
     assert job["status"] == "cancelled"
     assert job["progress"]["files_done"] < 30_000
-    assert _job_rows(db) == [(job["id"], "cancelled")]
+    assert job_rows(db) == [(job["id"], "cancelled")]
     # The engine child went away with the command: no pravah-engine left for this state dir.
     engines = [p for p in Path("/proc").glob("[0-9]*") if _is_engine_of(p, cli)]
     assert engines == []

@@ -12,7 +12,6 @@ import os
 import pty
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import PRAVAH, TREE_RESULTS, Cli
+from cli_harness import PRAVAH, TREE_RESULTS, Cli, job_rows
 from pravah.cli.warm_start import HEADER, PROTOCOL, socket_address
 
 
@@ -125,12 +124,23 @@ def _engines_of(cli: Cli) -> list[int]:
     ]
 
 
-def _job_rows(db: Path) -> list[tuple[str, str]]:
-    try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            return list(conn.execute("SELECT id, status FROM jobs"))
-    except sqlite3.Error:
-        return []
+def _in_shell(
+    cli: Cli, script: str, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`sh -c SCRIPT sh ARGS...` with the test's environment; $0 is sh, "$@" the args.
+
+    A shell sets up what the command inherits: umask, redirections, traps.
+    """
+    return subprocess.run(
+        ["sh", "-c", script, "sh", *args],
+        input=stdin,
+        env={**cli.env, **(env or {})},
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def _running(cli: Cli, tree: Path, *wrapper: str) -> subprocess.Popen[str]:
@@ -146,7 +156,7 @@ def _running(cli: Cli, tree: Path, *wrapper: str) -> subprocess.Popen[str]:
     )
     db = cli.state_dir / "pravah.db"
     deadline = time.monotonic() + 60
-    while not any(status == "running" for _, status in _job_rows(db)) or not _engines_of(cli):
+    while not any(status == "running" for _, status in job_rows(db)) or not _engines_of(cli):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the job never started running"
         time.sleep(0.02)
@@ -164,25 +174,11 @@ def test_a_warm_run_gives_what_a_cold_run_gives(warm: Warm, csv_dir: Path, tmp_p
     for mode in ("off", "on"):
         env = {"PRAVAH_WARM_START": mode, "PRAVAH_STATE_DIR": str(tmp_path / f"state-{mode}")}
         # umask is a property of the shell that runs the command.
-        result = subprocess.run(
-            [
-                "sh",
-                "-c",
-                f'umask 027 && exec "{PRAVAH}" "$@"',
-                "sh",
-                "run",
-                "data",
-                "--task",
-                "csv-header",
-                "--output",
-                f"out-{mode}.jsonl",
-            ],
-            env={**cli.env, **env},
-            cwd=cli.cwd,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
+        result = _in_shell(
+            cli,
+            f'umask 027 && exec "{PRAVAH}" "$@"',
+            *("run", "data", "--task", "csv-header", "--output", f"out-{mode}.jsonl"),
+            env=env,
         )
         assert result.returncode == 0, result.stderr
         out = cli.cwd / f"out-{mode}.jsonl"
@@ -191,7 +187,7 @@ def test_a_warm_run_gives_what_a_cold_run_gives(warm: Warm, csv_dir: Path, tmp_p
             for line in out.read_text().splitlines()
         )
         outputs[mode] = (lines, out.stat().st_mode & 0o777, result.stdout.split("job ")[0])
-        assert len(_job_rows(tmp_path / f"state-{mode}" / "pravah.db")) == 1
+        assert len(job_rows(tmp_path / f"state-{mode}" / "pravah.db")) == 1
     assert outputs["on"] == outputs["off"]
     assert warm.residents() == [resident]  # the same resident, still there
 
@@ -201,13 +197,7 @@ def test_a_warm_run_runs_in_the_residents_child_and_stops_on_ctrl_c(
 ) -> None:
     resident = _started(warm)
     cli = warm.cli
-    process = cli.popen("run", str(large_tree), "--task", "csv-header", "--json")
-    db = cli.state_dir / "pravah.db"
-    deadline = time.monotonic() + 60
-    while not any(status == "running" for _, status in _job_rows(db)):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the job never started running"
-        time.sleep(0.02)
+    process = _running(cli, large_tree)
     (engine,) = _engines_of(cli)
     command = _parent(engine)
     assert command is not None and command != process.pid
@@ -229,20 +219,15 @@ def test_a_killed_caller_cancels_its_warm_command(warm: Warm, large_tree: Path) 
     hangs the command up, as a closed terminal would: cancelled, engine stopped."""
     _started(warm)
     cli = warm.cli
-    process = cli.popen("run", str(large_tree), "--task", "csv-header", "--json")
     db = cli.state_dir / "pravah.db"
-    deadline = time.monotonic() + 60
-    while not any(status == "running" for _, status in _job_rows(db)):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the job never started running"
-        time.sleep(0.02)
+    process = _running(cli, large_tree)
     process.kill()
     process.communicate(timeout=60)
     deadline = time.monotonic() + 60
-    while _engines_of(cli) or any(status == "running" for _, status in _job_rows(db)):
-        assert time.monotonic() < deadline, (_engines_of(cli), _job_rows(db))
+    while _engines_of(cli) or any(status == "running" for _, status in job_rows(db)):
+        assert time.monotonic() < deadline, (_engines_of(cli), job_rows(db))
         time.sleep(0.05)
-    assert [status for _, status in _job_rows(db)] == ["cancelled"]
+    assert [status for _, status in job_rows(db)] == ["cancelled"]
 
 
 def test_exit_status_streams_and_stdin_are_the_callers(warm: Warm, tmp_path: Path) -> None:
@@ -255,15 +240,11 @@ def test_exit_status_streams_and_stdin_are_the_callers(warm: Warm, tmp_path: Pat
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.csv").write_text("x,y\n1,2\n")
-    piped = subprocess.run(
-        [str(PRAVAH), "run", str(data), "--pipeline", "/dev/stdin", "--json"],
-        input="steps:\n  - task: csv-header\n",
-        env=cli.env,
-        cwd=cli.cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    piped = _in_shell(
+        cli,
+        f'exec "{PRAVAH}" run "$1" --pipeline /dev/stdin --json',
+        str(data),
+        stdin="steps:\n  - task: csv-header\n",
     )
     assert piped.returncode == 0, piped.stderr
     assert json.loads(piped.stdout)["status"] == "completed"
@@ -412,15 +393,7 @@ def test_descriptors_beyond_the_standard_three_are_passed(warm: Warm, csv_dir: P
     _started(warm)
     cli = warm.cli
     script = f'exec "{PRAVAH}" run "$1" --task csv-header --output /dev/fd/3 3>"$2"'
-    result = subprocess.run(
-        ["sh", "-c", script, "sh", str(csv_dir), str(cli.cwd / "via-fd3.jsonl")],
-        env=cli.env,
-        cwd=cli.cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _in_shell(cli, script, str(csv_dir), str(cli.cwd / "via-fd3.jsonl"))
     assert result.returncode == 0, result.stderr
     lines = (cli.cwd / "via-fd3.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["path"] for line in lines) == sorted(TREE_RESULTS)
@@ -435,15 +408,7 @@ def test_a_closed_standard_stream_is_not_replaced_by_the_residents_socket(
         (">&-", f'run "{csv_dir}" --task csv-header', 0),
         ("2>&-", f'run "{tmp_path / "missing"}" --task csv-header', 2),
     ):
-        result = subprocess.run(
-            ["sh", "-c", f'"{PRAVAH}" {args} {redirect}'],
-            env=cli.env,
-            cwd=cli.cwd,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = _in_shell(cli, f'"{PRAVAH}" {args} {redirect}')
         assert result.returncode == code, (redirect, result)
         assert "resident" not in result.stdout + result.stderr
 
