@@ -10,8 +10,10 @@ from the same few shapes, which merge without knowing the task:
   `distinct_*` is the length of the merged list it counts;
 - a list of objects is a grouping: entries with the same non-numeric fields
   (`columns`, `extension`, `path`, ...) are one group; their numbers add up,
-  `example` keeps the first one seen; the list is ordered by its count
-  (`files`, else `size`, else `bytes`), largest first, as the engine does; a
+  `example` keeps the smallest path, as the engine does (the same files
+  give the same summary whatever order the chunks end in); the list is
+  ordered by its count (`files`, else `size`, else `bytes`), largest
+  first, as the engine does; a
   "largest N" list keeps the engine's N (or the longest input list, if
   longer), whatever the chunks' own lengths;
 - a list with an `omitted_<list>` count next to it was capped by the engine
@@ -62,6 +64,9 @@ def _merge_groups(name: str, lists: list[list[Any]]) -> list[Any]:
             target = merged[key]
             if name in _CAPPED_LISTS:
                 continue  # the same path seen twice: one entry
+            example = item.get("example")
+            if isinstance(example, str) and example < str(target.get("example", example)):
+                target["example"] = example
             for k, v in item.items():
                 if isinstance(v, int) and not isinstance(v, bool):
                     target[k] = int(target.get(k, 0)) + v

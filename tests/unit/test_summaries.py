@@ -20,7 +20,18 @@ def _csv_summary(schemas: list[tuple[str, int]], omitted: int = 0, in_omitted: i
     }
 
 
-def test_chunk_summaries_add_up_group_by_columns_and_keep_the_first_example() -> None:
+def test_a_merged_groups_example_is_its_smallest_path_whatever_order_chunks_end_in() -> None:
+    def chunk(example: str) -> Any:
+        return {"schemas": [{"columns": ["a"], "files": 1, "example": example}], "files": 1}
+
+    chunks = [chunk("m/x.csv"), chunk("b.csv"), chunk("a/y.csv")]
+    for order in (chunks, chunks[::-1], chunks[1:] + chunks[:1]):
+        merged = merge_summaries(order)
+        assert merged is not None
+        assert merged["schemas"] == [{"columns": ["a"], "files": 3, "example": "a/y.csv"}]
+
+
+def test_chunk_summaries_add_up_and_group_by_columns() -> None:
     merged = merge_summaries(
         [_csv_summary([("id", 3), ("a", 1)]), None, _csv_summary([("a", 5), ("b", 1)])]
     )

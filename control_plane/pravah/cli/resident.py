@@ -59,7 +59,7 @@ REQUEST_TIMEOUT = 2.0
 # Far above what exec allows a process's arguments and environment (ARG_MAX).
 MAX_REQUEST_BYTES = 16 << 20
 
-# What a command would import: the libraries and pravah's modules a run uses.
+# What commands would import: the libraries and pravah's modules they use.
 PRELOAD = (
     "asyncio",
     "sqlalchemy.ext.asyncio",
@@ -72,6 +72,7 @@ PRELOAD = (
     "typer",
     "rich.progress",
     "rich.table",
+    "httpx",  # the client commands: status, jobs, submit...
     "pravah.settings",
     "pravah.models",
     "pravah.db",

@@ -340,6 +340,14 @@ pub fn build(name: &str, options_json: &str) -> Result<Arc<dyn Task>> {
     })
 }
 
+/// A group's example is its smallest path, not the first one a thread
+/// reached: the same files give the same summary on every run.
+fn keep_smaller(example: &mut String, candidate: &str) {
+    if candidate < example.as_str() {
+        candidate.clone_into(example);
+    }
+}
+
 /// Identical results grouped, for the summary; built per batch on worker
 /// threads and merged once per batch.
 ///
@@ -379,7 +387,10 @@ impl Aggregate {
         self.files += 1;
         match result {
             Ok(json) => match self.groups.get_mut(json.as_str()) {
-                Some(g) => g.0 += 1,
+                Some(g) => {
+                    g.0 += 1;
+                    keep_smaller(&mut g.1, &String::from_utf8_lossy(rel));
+                }
                 None => self.new_group(json.clone(), 1, rel),
             },
             Err(_) => self.failed += 1,
@@ -422,7 +433,10 @@ impl Aggregate {
     /// Adds a file to the group `key` (files and bytes per group).
     pub fn group(&mut self, key: &str, size: u64, rel: &[u8]) {
         match self.groups.get_mut(key) {
-            Some(g) => g.0 += 1,
+            Some(g) => {
+                g.0 += 1;
+                keep_smaller(&mut g.1, &String::from_utf8_lossy(rel));
+            }
             None => {
                 let example = String::from_utf8_lossy(rel).into_owned();
                 self.groups.insert(key.to_owned(), (1, example));
@@ -460,7 +474,10 @@ impl Aggregate {
         let budgeted = other.group_bytes > 0 || !other.unkept.is_empty();
         for (key, (n, example)) in other.groups {
             match self.groups.get_mut(key.as_str()) {
-                Some(g) => g.0 += n,
+                Some(g) => {
+                    g.0 += n;
+                    keep_smaller(&mut g.1, &example);
+                }
                 None if budgeted => self.new_group(key, n, example.as_bytes()),
                 None => {
                     self.groups.insert(key, (n, example));
@@ -526,6 +543,32 @@ mod tests {
             merged.files
         );
         assert!(merged.group_bytes <= GROUP_BYTES_KEPT);
+    }
+
+    /// A group's example is its smallest path, whichever file a thread
+    /// reached first and in whichever order batches merge: the same files
+    /// give the same summary on every run.
+    #[test]
+    fn a_groups_example_is_its_smallest_path_in_any_order() {
+        let ok = || Ok(r#"{"columns":["a"]}"#.to_owned());
+        let paths = ["m/x.csv", "b.csv", "z.csv", "a/y.csv"];
+        let mut examples = Vec::new();
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+            let (mut first, mut second) = (Aggregate::default(), Aggregate::default());
+            for (n, i) in order.iter().enumerate() {
+                let batch = if n % 2 == 0 { &mut first } else { &mut second };
+                batch.add(paths[*i].as_bytes(), &ok());
+                batch.group("k", 1, paths[*i].as_bytes());
+            }
+            let mut merged = Aggregate::default();
+            merged.merge(second);
+            merged.merge(first);
+            let mut found: Vec<_> = merged.groups.values().map(|g| g.1.clone()).collect();
+            found.sort();
+            examples.push(found);
+        }
+        assert_eq!(examples[0], ["a/y.csv", "a/y.csv"]);
+        assert!(examples.iter().all(|e| *e == examples[0]));
     }
 
     /// Groups a task keeps itself (hash, inventory) are not results of
