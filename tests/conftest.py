@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 # Most `pravah` commands the tests start go to a warm-start resident (as a
 # user's would); the residents they leave end 30 s after the last command.
 os.environ.setdefault("PRAVAH_WARM_IDLE", "30")
+# Warm-start tests start residents of their own, and a CI run may share the
+# machine's user with another: the per-user cap must not turn them away.
+os.environ.setdefault("PRAVAH_WARM_MAX", "1000")
 
 PG_HOST = os.environ.get("PRAVAH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PRAVAH_TEST_PG_PORT", "5432"))

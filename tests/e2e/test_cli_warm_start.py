@@ -259,6 +259,14 @@ def test_without_warm_start_nothing_stays_running(cli: Cli) -> None:
     assert warm.residents() == []
 
 
+def test_past_the_cap_of_residents_a_command_starts_none(cli: Cli) -> None:
+    warm = Warm(cli, uuid.uuid4().hex)
+    cli.env["PRAVAH_WARM_MAX"] = "0"  # any residents this user has reach it
+    assert cli.run("--version").returncode == 0
+    time.sleep(1.0)
+    assert warm.residents() == []
+
+
 def test_an_idle_resident_ends_by_itself(warm: Warm) -> None:
     warm.cli.env["PRAVAH_WARM_IDLE"] = "1"
     resident = _started(warm)

@@ -35,6 +35,7 @@ import selectors
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -269,6 +270,7 @@ def become_caller(request: dict[str, Any], fds: list[int], conn: socket.socket) 
     os.umask(int(request["umask"]))
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # found again from the caller's TMPDIR, if anything asked
     sys.argv = list(request["argv"])
     _reopen_std_streams()
     from pravah.cli import run_here

@@ -87,7 +87,6 @@ KEY_NAMES = frozenset(
         "LANG",
         "LANGUAGE",
         "HOME",
-        "TMPDIR",
         "GLIBC_TUNABLES",
         "NO_COLOR",
         "FORCE_COLOR",
@@ -108,7 +107,28 @@ def wanted(argv: list[str], environ: os._Environ[str] | dict[str, str] = os.envi
     if environ.get("PRAVAH_WARM_START", "on").strip().lower() in ("off", "0", "false", "no"):
         return False
     command = next((a for a in argv[1:] if not a.startswith("-")), None)
-    return command not in COLD_COMMANDS and hasattr(os, "pidfd_open") and not _sandboxed()
+    return (
+        command not in COLD_COMMANDS
+        and hasattr(os, "pidfd_open")
+        and not _sandboxed()
+        and not _in_the_background()
+    )
+
+
+def _in_the_background() -> bool:
+    """True for a background job of a terminal (`pravah ... &` in an interactive shell).
+
+    The terminal stops such a job when it reads from it (SIGTTIN), and when
+    it writes if `stty tostop` is set. A resident's child has no terminal
+    of its own, so the terminal could not stop it: the job runs cold.
+    """
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) != os.getpgrp():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _status() -> dict[str, str]:
@@ -134,6 +154,8 @@ def _sandboxed() -> bool:
 
 
 def _in_key(name: str) -> bool:
+    if name == "PRAVAH_WARM_START":  # only "off" matters, and then there is no key
+        return False
     return name in KEY_NAMES or name.startswith(KEY_PREFIXES)
 
 
@@ -160,6 +182,12 @@ def resident_key() -> str:
         digest.update(repr(parts).encode("utf-8", "surrogateescape"))
 
     add(PROTOCOL, sys.executable, sys.version, os.getuid(), os.getgid(), os.getgroups())
+    # The interpreter's options (-X utf8, -X dev, -O, -W...), which the resident starts with.
+    add(tuple(sys.flags), sys._xoptions, sys.warnoptions)
+    # The root directory: a chroot with the same files bind-mounted would
+    # otherwise be served by a resident outside it.
+    root = os.stat("/")
+    add(root.st_dev, root.st_ino)
     add(sorted((k, v) for k, v in os.environ.items() if _in_key(k)))
     for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_")):
         add(name, resource.getrlimit(getattr(resource, name)))
@@ -402,19 +430,50 @@ def handed_over(argv: list[str]) -> int | None:
     return int(code)
 
 
+# Residents one user may have at once (each holds about 60-85 MB): beyond
+# that, commands with yet another key run cold. PRAVAH_WARM_MAX changes it.
+MAX_RESIDENTS = 8
+# Held until the process ends: a Popen collected while its child runs warns.
+_started: list[object] = []
+
+
+def _residents_of_this_user() -> int:
+    """Residents listening now, by their socket names in /proc/net/unix."""
+    prefix = f" @pravah-warm-{os.getuid()}-"
+    try:
+        with open("/proc/net/unix") as table:
+            return sum(1 for line in table if prefix in line)
+    except OSError:
+        return 0
+
+
 def start_resident() -> None:
     """Starts a resident for this process's key in the background (see the module doc)."""
-    if not wanted(sys.argv):
+    try:
+        most = int(os.environ.get("PRAVAH_WARM_MAX", MAX_RESIDENTS))
+    except ValueError:
+        most = MAX_RESIDENTS
+    if not wanted(sys.argv) or _residents_of_this_user() >= most:
         return
     import subprocess
 
     # A failure to start one is no failure: the next command runs cold too.
     with contextlib.suppress(OSError):
-        subprocess.Popen(
-            [sys.executable, "-m", "pravah.cli.resident", resident_key(), json.dumps(sys.path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/",
+        _started.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    # -X utf8, -O, -W...: part of the key, so the resident's too.
+                    *subprocess._args_from_interpreter_flags(),  # type: ignore[attr-defined]
+                    "-m",
+                    "pravah.cli.resident",
+                    resident_key(),
+                    json.dumps(sys.path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
+            )
         )
