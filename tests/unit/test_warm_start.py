@@ -108,3 +108,13 @@ def test_a_background_job_of_a_terminal_runs_cold(monkeypatch: pytest.MonkeyPatc
     assert wanted(["pravah", "run", "x"], {})  # in the foreground
     monkeypatch.setattr(warm_start.os, "tcgetpgrp", lambda fd: os.getpgrp() + 1)
     assert not wanted(["pravah", "run", "x"], {})
+
+
+def test_without_proc_a_command_runs_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container without /proc mounted: no crash, the command runs cold."""
+
+    def no_proc(path: Any) -> Any:
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(warm_start.os, "listdir", no_proc)
+    assert warm_start.handed_over(["pravah", "--version"]) is None

@@ -315,9 +315,14 @@ class _Forwarder:
 def _inherited_fds() -> list[int] | None:
     """The descriptors this process was started with (inheritable ones: those its
     parent passed, such as `3>file` or bash's `>(...)`), or None when one of the
-    standard three is closed: the socket would take its number."""
+    standard three is closed (the socket would take its number), or /proc is
+    not there to ask."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
     fds = []
-    for name in os.listdir("/proc/self/fd"):
+    for name in names:
         fd = int(name)
         try:
             if os.get_inheritable(fd):
