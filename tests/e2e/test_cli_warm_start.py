@@ -296,6 +296,7 @@ def test_garbage_on_the_residents_socket_is_dropped_and_it_keeps_serving(warm: W
         json.dumps({**good, "protocol": PROTOCOL + 1}).encode(),
         b"{not json",
         b"[1, 2]",  # JSON, but not an object: crashed the resident before
+        b"[" * 100_000,  # nested too deep for the parser: so did this
         json.dumps({**good, "argv": "pravah --version"}).encode(),
         json.dumps({**good, "env": {"A": 1}}).encode(),
         json.dumps({**good, "env": {"A=B": "c"}}).encode(),

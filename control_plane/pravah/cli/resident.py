@@ -347,7 +347,7 @@ class _Resident:
                 conn.close()
                 return
             request, fds = _read_request(conn)
-        except (OSError, ValueError, ConnectionError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
             conn.close()
             return
         # A signal the caller forwards to the new child must not run this
