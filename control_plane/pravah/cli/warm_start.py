@@ -131,8 +131,10 @@ def _in_the_background() -> bool:
     return False
 
 
+@cache
 def _status() -> dict[str, str]:
-    """This process's /proc/self/status, by field."""
+    """This process's /proc/self/status, by field (read once: `wanted` runs
+    before and after a cold command, and the key reads it too)."""
     try:
         with open("/proc/self/status") as status:
             lines = status.read().splitlines()
